@@ -1,0 +1,78 @@
+# onbehalf — make help lists the targets.
+
+SHELL      := /bin/bash
+GO         ?= go
+BIN        := bin/onbehalf
+STATE      := .onbehalf
+CACHE      := $(CURDIR)/.cache
+VAULT_BIN  := $(CACHE)/bin/vault
+PKGS       := ./...
+# Tests run with the race detector; the integration tag adds the tests that
+# start real processes (the sidecar binary, curl, Python, Node, Vault).
+TEST_FLAGS ?= -race -tags integration -count=1 -timeout 20m
+FUZZTIME   ?= 5s
+
+export ONBEHALF_BIN := $(CURDIR)/$(BIN)
+export ONBEHALF_VAULT_BIN := $(VAULT_BIN)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/onbehalf
+	$(GO) build -trimpath -o $(BIN) ./cmd/onbehalf
+
+.PHONY: run
+run: build ## run the sidecar on the embedded store with examples/onbehalf.yaml
+	@mkdir -p $(STATE) && chmod 700 $(STATE)
+	@$(BIN) ca init --dir $(STATE) --if-missing
+	@test -f $(STATE)/orchestrator.key || $(BIN) assert keygen --private $(STATE)/orchestrator.key --public $(STATE)/orchestrator.pub
+	$(BIN) serve --config examples/onbehalf.yaml
+
+.PHONY: demo
+demo: build ## run the self-contained end-to-end demo
+	$(BIN) demo
+
+.PHONY: test
+test: build agents ## run every test (unit, integration, policies, fuzz seeds) with -race
+	$(GO) vet -tags integration $(PKGS)
+	$(GO) test $(TEST_FLAGS) $(PKGS)
+	$(BIN) policy test examples/policies
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+.PHONY: agents
+agents: ## install the example agents' dependencies (Node undici)
+	@cd examples/agents/node && { test -d node_modules/undici || npm ci --no-audit --no-fund --loglevel=error; }
+
+.PHONY: bench
+bench: ## run the Go benchmarks
+	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+
+# Every fuzz target, each for FUZZTIME (make fuzz FUZZTIME=5m for a long run).
+FUZZ_TARGETS := \
+	./internal/config:FuzzDecode \
+	./proxy:FuzzSanitizeRequest \
+	./proxy:FuzzCheckHead \
+	./proxy/identity:FuzzPreparse \
+	./proxy/identity:FuzzFromHeader \
+	./audit:FuzzVerify
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 5s)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg > /tmp/onbehalf-fuzz.log 2>&1 || { cat /tmp/onbehalf-fuzz.log; exit 1; }; \
+	done
+
+.PHONY: lint
+lint: ## go vet, plus staticcheck when installed
+	$(GO) vet -tags integration $(PKGS)
+	@if command -v staticcheck >/dev/null; then staticcheck -tags integration $(PKGS); else echo "staticcheck not installed; skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
+
+.PHONY: clean
+clean: ## remove build output and local state
+	rm -rf bin $(STATE)

@@ -1,0 +1,427 @@
+package audit
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// ErrChainBroken reports that Verify found a record that breaks the chain.
+var ErrChainBroken = errors.New("audit chain broken")
+
+// Kind classifies a break in the chain.
+type Kind string
+
+// Kinds of breaks.
+const (
+	// KindEdited: the record's content no longer matches the hash the next
+	// record committed to, or its chain fields are inconsistent or
+	// unreadable.
+	KindEdited Kind = "edited"
+	// KindDeleted: records are missing before this one (a gap in seq with
+	// no later record filling it).
+	KindDeleted Kind = "deleted"
+	// KindReordered: the record is out of order (a smaller seq than the one
+	// before it, a larger one while the missing seq comes later, or a new
+	// chain starting after other records).
+	KindReordered Kind = "reordered"
+	// KindTruncated: the line is an incomplete record (a crash or a cut in
+	// the middle of a write).
+	KindTruncated Kind = "truncated"
+)
+
+// Break describes the first record at which a chain fails.
+type Break struct {
+	// File and Line (1-based) locate the record.
+	File string
+	Line int
+	// Seq, Event and DecisionID identify it when it could be read.
+	Seq        uint64
+	Event      string
+	DecisionID string
+	Kind       Kind
+	// Detail says what is wrong, in words.
+	Detail string
+}
+
+func (b *Break) String() string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "%s:%d: ", b.File, b.Line)
+	if b.Seq != 0 {
+		fmt.Fprintf(&s, "record seq %d", b.Seq)
+		if b.DecisionID != "" {
+			fmt.Fprintf(&s, " (decision %s)", b.DecisionID)
+		}
+		s.WriteString(" ")
+	}
+	fmt.Fprintf(&s, "%s: %s", b.Kind, b.Detail)
+	return s.String()
+}
+
+// Report is the outcome of Verify.
+type Report struct {
+	// Files are the files read, in order.
+	Files []string
+	// Records is how many records were verified before the first break
+	// (all of them when Broken is nil).
+	Records int
+	// FirstSeq is the seq of the first record. Anchored says whether that
+	// record starts a chain (prev_hash of zeros, seq 1); when it does not,
+	// earlier records (typically rotated files already deleted) were not
+	// given and the first record's own link is unchecked.
+	FirstSeq uint64
+	Anchored bool
+	// LastSeq and LastHash identify the last record when Broken is nil.
+	// A chain cannot show records cut from its end: compare these with a
+	// copy kept elsewhere to detect that.
+	LastSeq  uint64
+	LastHash string
+	// Broken is the first break, nil when the chain is intact.
+	Broken *Break
+}
+
+// Verify checks the hash chain across the given files, read in the order
+// given: pass rotated files oldest first (audit.log.3 audit.log.2
+// audit.log.1 audit.log), or use [RotatedFiles] / [VerifyRotated] to have
+// the order worked out. Directories are refused. It reports the first
+// broken record; the error wraps [ErrChainBroken] then, and is some other
+// error when a file cannot be read.
+func Verify(paths []string) (Report, error) {
+	if len(paths) == 0 {
+		return Report{}, errors.New("verify audit chain: no files given")
+	}
+	inputs := make([]input, 0, len(paths))
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return Report{}, fmt.Errorf("verify audit chain: %w", err)
+		}
+		if fi.IsDir() {
+			return Report{}, fmt.Errorf("verify audit chain: %s is a directory; name the files", p)
+		}
+		inputs = append(inputs, input{name: p, open: func() (io.ReadCloser, error) { return os.Open(p) }})
+	}
+	return verify(inputs)
+}
+
+// VerifyRotated verifies the rotation set of base (see [RotatedFiles]).
+func VerifyRotated(base string) (Report, error) {
+	paths, err := RotatedFiles(base)
+	if err != nil {
+		return Report{}, err
+	}
+	return Verify(paths)
+}
+
+// RotatedFiles returns the existing files of base's rotation set oldest
+// first: base.N … base.2, base.1, base. Other files in the directory are
+// ignored.
+func RotatedFiles(base string) ([]string, error) {
+	dir, name := filepath.Split(base)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list rotated audit files: %w", err)
+	}
+	type numbered struct {
+		n    int
+		path string
+	}
+	var rotated []numbered
+	hasBase := false
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		if e.Name() == name {
+			hasBase = true
+			continue
+		}
+		suffix, ok := strings.CutPrefix(e.Name(), name+".")
+		if !ok || suffix == "" || suffix[0] == '0' {
+			continue
+		}
+		n, err := strconv.Atoi(suffix)
+		if err != nil || n < 1 {
+			continue
+		}
+		rotated = append(rotated, numbered{n, filepath.Join(dir, e.Name())})
+	}
+	slices.SortFunc(rotated, func(a, b numbered) int { return b.n - a.n })
+	paths := make([]string, 0, len(rotated)+1)
+	for _, r := range rotated {
+		paths = append(paths, r.path)
+	}
+	if hasBase {
+		paths = append(paths, base)
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("list rotated audit files: %s: %w", base, os.ErrNotExist)
+	}
+	return paths, nil
+}
+
+// input is one stream of lines to verify.
+type input struct {
+	name string
+	open func() (io.ReadCloser, error)
+}
+
+// entry is one line read for verification.
+type entry struct {
+	file string
+	line int
+	hash [sha256.Size]byte
+	p    parsedLine
+	err  error // the line is not a readable record
+	// shape of an unreadable line, to tell truncated from edited
+	empty, newline, endsBrace, tooLong bool
+}
+
+func verify(inputs []input) (rep Report, err error) {
+	lr := &lineReader{inputs: inputs}
+	defer lr.close()
+	var prev *entry
+	for {
+		cur, err := lr.next()
+		if err != nil {
+			return rep, err
+		}
+		if cur == nil {
+			break
+		}
+		brk, err := lr.check(prev, cur, &rep)
+		if err != nil {
+			return rep, err
+		}
+		if brk != nil {
+			rep.Files = lr.files
+			rep.Broken = brk
+			rep.LastSeq, rep.LastHash = 0, ""
+			return rep, fmt.Errorf("%w: %s", ErrChainBroken, brk)
+		}
+		if prev == nil {
+			rep.FirstSeq, rep.Anchored = cur.p.seq, cur.p.genesis
+		}
+		rep.Records++
+		rep.LastSeq, rep.LastHash = cur.p.seq, hex.EncodeToString(cur.hash[:])
+		prev = cur
+	}
+	rep.Files = lr.files
+	return rep, nil
+}
+
+// check returns the break cur makes after prev (nil at the start), or nil.
+// To classify a break it may read ahead; the stream is not used after a
+// break.
+func (lr *lineReader) check(prev, cur *entry, rep *Report) (*Break, error) {
+	if cur.err != nil {
+		kind := KindEdited
+		detail := cur.err.Error()
+		switch {
+		case cur.tooLong:
+			detail = fmt.Sprintf("line is longer than %d bytes", MaxLineBytes)
+		case cur.empty:
+			detail = "empty line"
+		case !cur.newline || !cur.endsBrace:
+			kind, detail = KindTruncated, "incomplete record"
+		}
+		return cur.breakAt(kind, detail), nil
+	}
+	if prev == nil {
+		if cur.p.genesis && cur.p.seq != 1 {
+			return cur.breakAt(KindEdited, fmt.Sprintf("a chain's first record must have seq 1, not %d", cur.p.seq)), nil
+		}
+		return nil, nil
+	}
+	want := prev.p.seq + 1
+	switch {
+	case cur.p.prev == prev.hash:
+		if cur.p.seq != want {
+			return cur.breakAt(KindEdited, fmt.Sprintf("seq %d does not follow seq %d", cur.p.seq, prev.p.seq)), nil
+		}
+		return nil, nil
+	case cur.p.genesis:
+		// Only the first record of a file set may start a chain: files
+		// given out of order, or a file replaced by a new one.
+		return cur.breakAt(KindReordered, fmt.Sprintf("a new chain starts here after seq %d (files out of order, or earlier records replaced)", prev.p.seq)), nil
+	case cur.p.seq == want:
+		// Either prev was edited (cur still holds prev's original hash) or
+		// cur's own prev_hash was: in the second case cur's hash changed
+		// too, so the record after cur does not link to it either.
+		next, err := lr.peek()
+		if err != nil {
+			return nil, err
+		}
+		if next == nil || (next.err == nil && next.p.prev == cur.hash) {
+			rep.Records--
+			return prev.breakAt(KindEdited, "its content does not match the prev_hash of the next record"), nil
+		}
+		return cur.breakAt(KindEdited, "prev_hash does not match the record before it"), nil
+	case cur.p.seq > want:
+		found, err := lr.findSeq(want, cur.p.seq-1)
+		if err != nil {
+			return nil, err
+		}
+		if found != nil {
+			return cur.breakAt(KindReordered, fmt.Sprintf("seq %d comes before seq %d (at %s:%d)", cur.p.seq, found.p.seq, found.file, found.line)), nil
+		}
+		missing := cur.p.seq - want
+		return cur.breakAt(KindDeleted, fmt.Sprintf("%d record(s) missing before this one (seq %d to %d)", missing, want, cur.p.seq-1)), nil
+	default:
+		return cur.breakAt(KindReordered, fmt.Sprintf("seq %d comes after seq %d", cur.p.seq, prev.p.seq)), nil
+	}
+}
+
+func (e *entry) breakAt(kind Kind, detail string) *Break {
+	return &Break{
+		File:       e.file,
+		Line:       e.line,
+		Seq:        e.p.seq,
+		Event:      e.p.event,
+		DecisionID: e.p.decisionID,
+		Kind:       kind,
+		Detail:     detail,
+	}
+}
+
+// verifyReadBuffer is the reader's buffer; lines longer than it are
+// assembled from several reads.
+const verifyReadBuffer = 64 << 10
+
+// lineReader yields the lines of its inputs in order, one at a time, with
+// one line of look-ahead.
+type lineReader struct {
+	inputs []input
+	files  []string // inputs opened so far
+	idx    int
+	rc     io.ReadCloser
+	br     *bufio.Reader
+	lineNo int
+	peeked *entry
+	buf    []byte
+}
+
+func (lr *lineReader) next() (*entry, error) {
+	if e := lr.peeked; e != nil {
+		lr.peeked = nil
+		return e, nil
+	}
+	return lr.read()
+}
+
+func (lr *lineReader) peek() (*entry, error) {
+	if lr.peeked == nil {
+		e, err := lr.read()
+		if err != nil {
+			return nil, err
+		}
+		lr.peeked = e
+	}
+	return lr.peeked, nil
+}
+
+// findSeq reads the rest of the stream for a record with seq in [lo, hi].
+func (lr *lineReader) findSeq(lo, hi uint64) (*entry, error) {
+	for {
+		e, err := lr.next()
+		if e == nil || err != nil {
+			return nil, err
+		}
+		if e.err == nil && e.p.seq >= lo && e.p.seq <= hi {
+			return e, nil
+		}
+	}
+}
+
+func (lr *lineReader) read() (*entry, error) {
+	for {
+		if lr.br == nil {
+			if lr.idx >= len(lr.inputs) {
+				return nil, nil
+			}
+			in := lr.inputs[lr.idx]
+			rc, err := in.open()
+			if err != nil {
+				return nil, fmt.Errorf("verify audit chain: %w", err)
+			}
+			lr.rc, lr.br, lr.lineNo = rc, bufio.NewReaderSize(rc, verifyReadBuffer), 0
+			lr.files = append(lr.files, in.name)
+		}
+		line, newline, tooLong, err := lr.readLine()
+		if err != nil {
+			return nil, fmt.Errorf("verify audit chain: read %s: %w", lr.inputs[lr.idx].name, err)
+		}
+		if !newline && len(line) == 0 && !tooLong {
+			lr.closeCurrent()
+			lr.idx++
+			continue
+		}
+		lr.lineNo++
+		e := &entry{
+			file:    lr.inputs[lr.idx].name,
+			line:    lr.lineNo,
+			hash:    sha256.Sum256(line),
+			newline: newline,
+			tooLong: tooLong,
+			empty:   len(line) == 0 && !tooLong,
+		}
+		e.endsBrace = len(line) > 0 && line[len(line)-1] == '}'
+		if tooLong {
+			e.err = errNotRecord
+		} else {
+			e.p, e.err = parseLine(line)
+		}
+		return e, nil
+	}
+}
+
+// readLine returns the next line without its newline, whether it ended in
+// one (false at the end of the input), and whether it exceeded MaxLineBytes
+// (its content is then dropped). A nil error with no newline and no content
+// means the input is exhausted.
+func (lr *lineReader) readLine() (line []byte, newline, tooLong bool, err error) {
+	lr.buf = lr.buf[:0]
+	for {
+		frag, err := lr.br.ReadSlice('\n')
+		if !tooLong {
+			if len(lr.buf)+len(frag) > MaxLineBytes+1 {
+				tooLong, lr.buf = true, lr.buf[:0]
+			} else {
+				lr.buf = append(lr.buf, frag...)
+			}
+		}
+		switch {
+		case err == nil:
+			if tooLong {
+				return nil, true, true, nil
+			}
+			return lr.buf[:len(lr.buf)-1], true, false, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			return lr.buf, false, tooLong, nil
+		default:
+			return nil, false, false, err
+		}
+	}
+}
+
+func (lr *lineReader) closeCurrent() {
+	if lr.rc != nil {
+		lr.rc.Close()
+	}
+	lr.rc, lr.br = nil, nil
+}
+
+func (lr *lineReader) close() { lr.closeCurrent() }

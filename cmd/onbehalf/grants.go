@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
+)
+
+// maxTokenInput bounds a token read from a file or stdin; real tokens are
+// well under 8 KiB (JWT access tokens included).
+const maxTokenInput = 64 << 10
+
+func newGrantsCmd() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "grants",
+		Short: "Operate on stored grants (admin)",
+		Long: `List, store and revoke users' grants in the store the configuration names. Tokens are
+never taken on the command line (other users can read it from the process table): pass
+them in files or on standard input.`,
+		Args: exactArgs(0),
+	}
+	cmd.PersistentFlags().StringVarP(&configPath, "config", "c", "", "configuration file (its store section is used)")
+
+	openStore := func() (store.Store, error) {
+		if configPath == "" {
+			return nil, usageError{errors.New("--config is required")}
+		}
+		cfg, err := loadSidecarConfig(configPath, nil)
+		if err != nil {
+			return nil, err
+		}
+		return sidecar.OpenStore(cfg.Store)
+	}
+
+	var provider string
+	list := &cobra.Command{
+		Use:   "list [--provider NAME]",
+		Short: "List grants (no tokens are shown)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := openStore()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			grants, err := st.List(cmd.Context(), provider)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PROVIDER\tUSER\tSTATUS\tEXPIRY\tSCOPES\tACCOUNT\tGENERATION\tCONNECTED")
+			for _, g := range grants {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", g.Provider, g.User, g.Status,
+					fmtTime(g.Expiry), strings.Join(g.Scopes, ","), dash(g.ProviderAccount), g.Generation, fmtTime(g.ConnectedAt))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&provider, "provider", "", "only this provider")
+
+	var (
+		user, accessFile, refreshFile, expiry, scopes, account, tokenType string
+	)
+	put := &cobra.Command{
+		Use:   "put --provider NAME --user USER --access-token-file FILE|-",
+		Short: "Store (or replace) a user's grant",
+		Long: `Store a grant for USER at PROVIDER. --access-token-file - reads the token from standard
+input. --expiry takes a duration from now (1h) or an RFC 3339 time.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if provider == "" || user == "" || accessFile == "" {
+				return usageError{errors.New("--provider, --user and --access-token-file are required")}
+			}
+			access, err := readSecret(cmd.InOrStdin(), accessFile)
+			if err != nil {
+				return usageError{fmt.Errorf("access token: %w", err)}
+			}
+			var refresh string
+			if refreshFile != "" {
+				if refreshFile == "-" && accessFile == "-" {
+					return usageError{errors.New("only one token can come from standard input")}
+				}
+				if refresh, err = readSecret(cmd.InOrStdin(), refreshFile); err != nil {
+					return usageError{fmt.Errorf("refresh token: %w", err)}
+				}
+			}
+			exp, err := parseExpiry(expiry, time.Now())
+			if err != nil {
+				return usageError{err}
+			}
+			st, err := openStore()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			g := &store.Grant{
+				Provider: provider, User: user,
+				AccessToken: access, RefreshToken: refresh, TokenType: tokenType,
+				Expiry: exp, Status: store.StatusActive, ConnectedAt: time.Now().UTC(),
+				ProviderAccount: account,
+			}
+			if scopes != "" {
+				g.Scopes = strings.Split(scopes, ",")
+			}
+			gen, err := putGrant(cmd.Context(), st, g)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stored grant %s/%s (generation %d)\n", provider, user, gen)
+			return nil
+		},
+	}
+	put.Flags().StringVar(&provider, "provider", "", "provider name")
+	put.Flags().StringVar(&user, "user", "", "user id (the assertion's sub)")
+	put.Flags().StringVar(&accessFile, "access-token-file", "", "file holding the access token, or - for stdin")
+	put.Flags().StringVar(&refreshFile, "refresh-token-file", "", "file holding the refresh token, or - for stdin")
+	put.Flags().StringVar(&expiry, "expiry", "", "access token expiry: duration from now (1h) or RFC 3339; empty = none")
+	put.Flags().StringVar(&scopes, "scopes", "", "comma-separated scopes")
+	put.Flags().StringVar(&account, "account", "", "the provider-side account name")
+	put.Flags().StringVar(&tokenType, "token-type", "Bearer", "token type")
+
+	revoke := &cobra.Command{
+		Use:   "revoke --provider NAME --user USER",
+		Short: "Delete a user's grant",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if provider == "" || user == "" {
+				return usageError{errors.New("--provider and --user are required")}
+			}
+			st, err := openStore()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.Delete(cmd.Context(), provider, user); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked grant %s/%s\n", provider, user)
+			return nil
+		},
+	}
+	revoke.Flags().StringVar(&provider, "provider", "", "provider name")
+	revoke.Flags().StringVar(&user, "user", "", "user id")
+
+	cmd.AddCommand(list, put, revoke)
+	return cmd
+}
+
+// putGrant writes g, replacing an existing grant with a compare-and-swap on
+// the version read, and bumps the generation.
+func putGrant(ctx context.Context, st store.Store, g *store.Grant) (int64, error) {
+	for range 3 {
+		old, ver, err := st.Get(ctx, g.Provider, g.User)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			ver, g.Generation = 0, 1
+		case err != nil:
+			return 0, err
+		default:
+			g.Generation = old.Generation + 1
+		}
+		if _, err = st.Put(ctx, g, ver); errors.Is(err, store.ErrConflict) {
+			continue // someone else wrote in between: read again
+		}
+		return g.Generation, err
+	}
+	return 0, fmt.Errorf("put grant %s/%s: %w", g.Provider, g.User, store.ErrConflict)
+}
+
+func readSecret(stdin io.Reader, path string) (string, error) {
+	var r io.Reader = stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(r), maxTokenInput+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxTokenInput {
+		return "", fmt.Errorf("longer than %d bytes", maxTokenInput)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", errors.New("empty")
+	}
+	if strings.ContainsAny(s, "\r\n\x00 ") {
+		return "", errors.New("must be a single line without spaces")
+	}
+	return s, nil
+}
+
+func parseExpiry(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(d).UTC(), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--expiry %q: want a duration (1h) or an RFC 3339 time", s)
+	}
+	return t.UTC(), nil
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,161 @@
+package store
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// KeySize is the size in bytes of the embedded store's key file: one raw
+// AES-256 key.
+const KeySize = 32
+
+// sealFormat is the first byte of every sealed value, so that a future key
+// rotation or algorithm change can tell old values from new ones.
+const sealFormat byte = 1
+
+// keyCheckPlaintext is sealed under the key when a database is created; a
+// later open with another key fails to open it and is refused at start-up
+// instead of failing on every grant.
+const keyCheckPlaintext = "onbehalf embedded store key check"
+
+// sealer seals and opens token fields with AES-256-GCM. It is safe for
+// concurrent use (cipher.AEAD from crypto/aes is).
+type sealer struct {
+	aead cipher.AEAD
+}
+
+func newSealer(key []byte) (*sealer, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("key is %d bytes; want %d", len(key), KeySize)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("new cipher: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("new gcm: %w", err)
+	}
+	return &sealer{aead: aead}, nil
+}
+
+// tokenAD is the additional data binding a sealed token to its field, provider
+// and user, so a ciphertext copied to another field or another user's entry
+// does not open. Names cannot contain NUL (see ValidateProvider and
+// ValidateUser), so the encoding is unambiguous.
+func tokenAD(field, provider, user string) []byte {
+	return []byte("onbehalf/grant/v1\x00" + field + "\x00" + provider + "\x00" + user)
+}
+
+// keyCheckAD is the additional data of the key-check value.
+var keyCheckAD = []byte("onbehalf/keycheck/v1")
+
+// seal returns format byte || random nonce || ciphertext and tag.
+func (s *sealer) seal(plaintext string, ad []byte) ([]byte, error) {
+	ns := s.aead.NonceSize()
+	out := make([]byte, 1+ns, 1+ns+len(plaintext)+s.aead.Overhead())
+	out[0] = sealFormat
+	if _, err := rand.Read(out[1 : 1+ns]); err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	return s.aead.Seal(out, out[1:1+ns], []byte(plaintext), ad), nil
+}
+
+// open reverses seal. Any failure (wrong key, tampering, a value moved from
+// another entry, a truncated value) wraps ErrDecrypt; the error says nothing
+// about the plaintext.
+func (s *sealer) open(sealed, ad []byte) (string, error) {
+	ns := s.aead.NonceSize()
+	if len(sealed) < 1+ns+s.aead.Overhead() || sealed[0] != sealFormat {
+		return "", fmt.Errorf("%w: malformed sealed value", ErrDecrypt)
+	}
+	pt, err := s.aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], ad)
+	if err != nil {
+		return "", fmt.Errorf("%w: wrong key or tampered value", ErrDecrypt)
+	}
+	return string(pt), nil
+}
+
+// loadOrCreateKey reads the key file at path, creating it with a fresh random
+// key (mode 0600, parent directories 0700) when it does not exist. It refuses a
+// file of the wrong size, a non-regular file and a file that group or others
+// may access. Creation is atomic (a complete temporary file is hard-linked
+// into place), so two processes starting together on a fresh install agree on
+// one key and neither ever reads a half-written file.
+func loadOrCreateKey(path string) ([]byte, error) {
+	key, err := readKey(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	if err := createKey(path); err != nil {
+		return nil, err
+	}
+	return readKey(path)
+}
+
+func readKey(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: open key file %s: %w", ErrUnavailable, path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: stat key file %s: %w", ErrUnavailable, path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("key file %s: not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("key file %s: mode %04o lets group or others access it; want 0600 or 0400", path, perm)
+	}
+	if fi.Size() != KeySize {
+		return nil, fmt.Errorf("key file %s: %d bytes; want exactly %d (a raw AES-256 key)", path, fi.Size(), KeySize)
+	}
+	key := make([]byte, KeySize)
+	n, err := f.ReadAt(key, 0)
+	if n != KeySize {
+		return nil, fmt.Errorf("%w: read key file %s: %w", ErrUnavailable, path, err)
+	}
+	return key, nil
+}
+
+func createKey(path string) (err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%w: create key directory: %w", ErrUnavailable, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".onbehalf-key-*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("%w: create key file: %w", ErrUnavailable, err)
+	}
+	defer func() {
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
+	}()
+	key := make([]byte, KeySize)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("generate key: %w", err)
+	}
+	if _, err := tmp.Write(key); err != nil {
+		return fmt.Errorf("%w: write key file: %w", ErrUnavailable, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("%w: sync key file: %w", ErrUnavailable, err)
+	}
+	// Link fails if path exists: another process won the race, and its key
+	// is the one to use.
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w: install key file: %w", ErrUnavailable, err)
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package injector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/onbehalf-dev/onbehalf/injector/store"
+)
+
+var (
+	// ErrGrantMissing means the user has not connected the provider.
+	ErrGrantMissing = errors.New("no grant stored for this user and provider")
+	// ErrReconnectRequired means the grant exists but can no longer produce
+	// a token: it was marked reconnect_required, or it expired and cannot be
+	// refreshed. The human must connect the provider again.
+	ErrReconnectRequired = errors.New("grant must be reconnected")
+	// ErrProviderUnavailable means the provider's token endpoint could not
+	// be reached or failed transiently while a refresh was needed. The grant
+	// is untouched.
+	ErrProviderUnavailable = errors.New("provider token endpoint unavailable")
+	// ErrProviderMisconfigured means the provider refused the sidecar's own
+	// client credentials (invalid_client): an operator must act. User grants
+	// are untouched.
+	ErrProviderMisconfigured = errors.New("provider refused the client credentials")
+)
+
+// expirySkew is how long before its expiry an access token stops being
+// injected: a token that expires while the request is in flight would fail
+// upstream with a confusing 401.
+const expirySkew = 30 * time.Second
+
+// Token is an access token ready to inject, with what the audit record
+// needs to say about it. Its String method never prints the value.
+type Token struct {
+	Value      string
+	Generation int64
+	Expiry     time.Time
+}
+
+// String returns a description without the token.
+func (t Token) String() string {
+	return fmt.Sprintf("Token{generation: %d, expiry: %s, value: REDACTED}", t.Generation, t.Expiry.Format(time.RFC3339))
+}
+
+// GoString is String, so %#v leaks nothing either.
+func (t Token) GoString() string { return t.String() }
+
+// StoreSource hands out the access token stored in a grant as is. It does
+// not refresh: an expired token yields ErrReconnectRequired.
+type StoreSource struct {
+	store store.Store
+	now   func() time.Time
+}
+
+// NewStoreSource returns a StoreSource reading from s.
+func NewStoreSource(s store.Store) *StoreSource {
+	return &StoreSource{store: s, now: time.Now}
+}
+
+// Token returns user's access token for provider.
+func (s *StoreSource) Token(ctx context.Context, provider, user string) (Token, error) {
+	g, _, err := s.store.Get(ctx, provider, user)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Token{}, fmt.Errorf("token %s/%s: %w", provider, user, ErrGrantMissing)
+		}
+		return Token{}, fmt.Errorf("token %s/%s: %w", provider, user, err)
+	}
+	if g.Status != store.StatusActive || g.AccessToken == "" {
+		return Token{}, fmt.Errorf("token %s/%s: grant is %s: %w", provider, user, g.Status, ErrReconnectRequired)
+	}
+	if !g.Expiry.IsZero() && !s.now().Add(expirySkew).Before(g.Expiry) {
+		return Token{}, fmt.Errorf("token %s/%s: access token expired: %w", provider, user, ErrReconnectRequired)
+	}
+	return Token{Value: g.AccessToken, Generation: g.Generation, Expiry: g.Expiry}, nil
+}

@@ -1,0 +1,203 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+type route struct {
+	Host  string   `yaml:"host"`
+	Paths []string `yaml:"paths"`
+	Port  int      `yaml:"port"`
+}
+
+type inner struct {
+	Path    string        `yaml:"path"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+type sample struct {
+	Listen  string            `yaml:"listen"`
+	Enabled bool              `yaml:"enabled"`
+	Routes  []route           `yaml:"routes"`
+	Store   inner             `yaml:"store"`
+	Opt     *inner            `yaml:"opt"`
+	Labels  map[string]string `yaml:"labels"`
+	Allow   []string          `yaml:"allow"`
+	Ratio   float64           `yaml:"ratio"`
+}
+
+func TestDecode(t *testing.T) {
+	in := `
+listen: 127.0.0.1:8080
+enabled: true
+routes:
+  - host: api.example.com
+    paths: [/v1/]
+  - host: "*.example.org"
+    port: 8443
+store:
+  timeout: 250ms
+opt:
+  path: /tmp/x
+labels: {team: sec}
+`
+	got := sample{Store: inner{Path: "default.db", Timeout: time.Second}}
+	if err := Decode([]byte(in), &got); err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	want := sample{
+		Listen:  "127.0.0.1:8080",
+		Enabled: true,
+		Routes:  []route{{Host: "api.example.com", Paths: []string{"/v1/"}}, {Host: "*.example.org", Port: 8443}},
+		Store:   inner{Path: "default.db", Timeout: 250 * time.Millisecond},
+		Opt:     &inner{Path: "/tmp/x"},
+		Labels:  map[string]string{"team": "sec"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Decode mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestDecodeReportsEveryProblemWithPath(t *testing.T) {
+	in := `
+listne: x
+enabled: maybe
+routes:
+  - host: a
+    prot: 1
+  - host: [not, a, string]
+store:
+  timeout: 10
+ratio: fast
+`
+	var s sample
+	err := Decode([]byte(in), &s)
+	if err == nil {
+		t.Fatal("Decode: got nil error; want problems")
+	}
+	var got []string
+	for _, e := range Flatten(err) {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("error %v is not a *FieldError", e)
+		}
+		got = append(got, fe.Path)
+	}
+	want := []string{"listne", "enabled", "routes[0].prot", "routes[1].host", "store.timeout", "ratio"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("problem paths (-want +got):\n%s\nfull error:\n%v", diff, err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, `listne: unknown key (did you mean "listen"?)`) {
+		t.Errorf("error %q does not suggest the near key", msg)
+	}
+}
+
+func TestDecodeInvalidYAML(t *testing.T) {
+	var s sample
+	err := Decode([]byte("listen: [unclosed"), &s)
+	if err == nil || !strings.Contains(err.Error(), "invalid YAML") {
+		t.Fatalf("got %v; want an invalid YAML error", err)
+	}
+}
+
+func TestDecodeDuplicateKey(t *testing.T) {
+	var s sample
+	if err := Decode([]byte("listen: a\nlisten: b\n"), &s); err == nil {
+		t.Fatal("got nil error for a duplicated key; want an error")
+	}
+}
+
+func TestApplyEnv(t *testing.T) {
+	s := sample{Store: inner{Path: "x"}}
+	env := []string{
+		"ONBEHALF_LISTEN=0.0.0.0:1",
+		"ONBEHALF_ENABLED=true",
+		"ONBEHALF_STORE_TIMEOUT=3s",
+		"ONBEHALF_OPT_PATH=/opt",
+		"ONBEHALF_ALLOW=a, b,,c",
+		"ONBEHALF_ASSERTION=ignored: not a config key",
+		"OTHER_LISTEN=not ours",
+	}
+	if err := ApplyEnv(&s, EnvPrefix, env); err != nil {
+		t.Fatalf("ApplyEnv: %v", err)
+	}
+	want := sample{
+		Listen: "0.0.0.0:1", Enabled: true,
+		Store: inner{Path: "x", Timeout: 3 * time.Second},
+		Opt:   &inner{Path: "/opt"},
+		Allow: []string{"a", "b", "c"},
+	}
+	if diff := cmp.Diff(want, s); diff != "" {
+		t.Errorf("ApplyEnv mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestApplyEnvBadValue(t *testing.T) {
+	var s sample
+	err := ApplyEnv(&s, EnvPrefix, []string{"ONBEHALF_ENABLED=perhaps", "ONBEHALF_STORE_TIMEOUT=soon"})
+	if err == nil {
+		t.Fatal("got nil error; want two problems")
+	}
+	if n := len(Flatten(err)); n != 2 {
+		t.Errorf("got %d problems; want 2: %v", n, err)
+	}
+	if !strings.Contains(err.Error(), "store.timeout: from ONBEHALF_STORE_TIMEOUT") {
+		t.Errorf("error %q does not name the path and variable", err)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte("listen: a\nstore: {path: p}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var s sample
+	if err := Load(path, &s, []string{"ONBEHALF_LISTEN=b"}); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if s.Listen != "b" || s.Store.Path != "p" {
+		t.Errorf("got listen=%q store.path=%q; want b and p", s.Listen, s.Store.Path)
+	}
+	if err := Load(filepath.Join(dir, "missing.yaml"), &s, nil); err == nil {
+		t.Error("Load of a missing file: got nil error")
+	}
+}
+
+func TestProblemsPrefix(t *testing.T) {
+	var p Problems
+	p.Add("routes[2]", errors.Join(Errorf("host", "required"), errors.New("plain")))
+	p.Add("store", Errorf("[0]", "bad"))
+	got := p.Err().Error()
+	want := "routes[2].host: required\nroutes[2]: plain\nstore[0]: bad"
+	if got != want {
+		t.Errorf("got %q; want %q", got, want)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("listen: a\nroutes: [{host: b, paths: [/x]}]\n"))
+	f.Add([]byte("store: {timeout: 1s}\nopt: null\nlabels: {a: b}\n"))
+	f.Add([]byte("a: &x {b: 1}\nc: *x\n"))
+	f.Add([]byte("- not a map"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var s sample
+		err := Decode(data, &s)
+		if err == nil {
+			return
+		}
+		for _, e := range Flatten(err) {
+			var fe *FieldError
+			if !errors.As(e, &fe) {
+				t.Fatalf("error %v (%T) is not a *FieldError", e, e)
+			}
+		}
+	})
+}

@@ -1,0 +1,181 @@
+// Package sidecar assembles the onbehalf sidecar from its components: it
+// defines the configuration file, builds every part from it, and runs the
+// proxy and admin listeners. The serve command, the demo and the end-to-end
+// tests all start the sidecar through this package, so they exercise the
+// same wiring.
+package sidecar
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+
+	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/config"
+	"github.com/onbehalf-dev/onbehalf/policy"
+	"github.com/onbehalf-dev/onbehalf/proxy"
+	"github.com/onbehalf-dev/onbehalf/proxy/egress"
+	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+)
+
+// Config is the sidecar's configuration file.
+type Config struct {
+	Proxy    proxy.Config           `yaml:"proxy"`
+	Admin    AdminConfig            `yaml:"admin"`
+	CA       CAConfig               `yaml:"ca"`
+	Identity identity.Config        `yaml:"identity"`
+	Routes   []injector.RouteConfig `yaml:"routes"`
+	Policy   policy.Config          `yaml:"policy"`
+	Store    StoreConfig            `yaml:"store"`
+	Egress   egress.Config          `yaml:"egress"`
+	Audit    audit.Config           `yaml:"audit"`
+	Log      LogConfig              `yaml:"log"`
+}
+
+// AdminConfig configures the admin listener (/healthz, /readyz, /ca.pem).
+type AdminConfig struct {
+	// Listen is the admin address; empty disables the listener.
+	Listen string `yaml:"listen"`
+}
+
+// CAConfig names the interception CA files (created by `onbehalf ca init`).
+type CAConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// CacheSize bounds the leaf-certificate cache.
+	CacheSize int `yaml:"cache_size"`
+}
+
+// StoreConfig selects and configures the grant store.
+type StoreConfig struct {
+	// Backend is "embedded" (a local bbolt file) or "vault".
+	Backend  string                `yaml:"backend"`
+	Embedded store.EmbeddedConfig  `yaml:"embedded"`
+}
+
+// LogConfig configures operational logs (not the audit trail).
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or console.
+	Format string `yaml:"format"`
+}
+
+// Store backends.
+const (
+	BackendEmbedded = "embedded"
+	BackendVault    = "vault"
+)
+
+// DefaultConfig returns the defaults every file starts from.
+func DefaultConfig() Config {
+	return Config{
+		Proxy:    proxy.DefaultConfig(),
+		Admin:    AdminConfig{Listen: "127.0.0.1:9090"},
+		CA:       CAConfig{CacheSize: 1024},
+		Identity: identity.DefaultConfig(),
+		Policy:   policy.DefaultConfig(),
+		Store:    StoreConfig{Backend: BackendEmbedded, Embedded: store.DefaultEmbeddedConfig()},
+		Egress:   egress.DefaultConfig(),
+		Audit:    audit.DefaultConfig(),
+		Log:      LogConfig{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads path over the defaults, applies ONBEHALF_* environment
+// overrides, then override (flags; may be nil), resolves relative file
+// paths against the file's directory, and validates. Every problem is
+// reported at once.
+func Load(path string, environ []string, override func(*Config)) (Config, error) {
+	cfg := DefaultConfig()
+	if err := config.Load(path, &cfg, environ); err != nil {
+		return cfg, err
+	}
+	if override != nil {
+		override(&cfg)
+	}
+	cfg.ResolvePaths(filepath.Dir(path))
+	return cfg, cfg.Validate()
+}
+
+// ResolvePaths makes every relative file path in c relative to dir, the
+// way Prometheus and most daemons read paths in their config files.
+func (c *Config) ResolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.CA.Cert)
+	abs(&c.CA.Key)
+	abs(&c.Proxy.Upstream.CAFile)
+	abs(&c.Identity.JWKSCAFile)
+	for i := range c.Identity.Keys {
+		abs(&c.Identity.Keys[i].File)
+	}
+	for i := range c.Policy.Paths {
+		abs(&c.Policy.Paths[i])
+	}
+	abs(&c.Policy.Bundle.PublicKeyFile)
+	abs(&c.Store.Embedded.Path)
+	abs(&c.Store.Embedded.KeyFile)
+	abs(&c.Audit.File.Path)
+	abs(&c.Audit.FingerprintKeyFile)
+}
+
+// Validate reports every problem in c with its path.
+func (c Config) Validate() error {
+	var p config.Problems
+	p.Add("proxy", c.Proxy.Validate())
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			p.Addf("admin.listen", "must be host:port, got %q", c.Admin.Listen)
+		}
+		if c.Admin.Listen == c.Proxy.Listen {
+			p.Addf("admin.listen", "must differ from proxy.listen")
+		}
+	}
+	if c.CA.Cert == "" {
+		p.Addf("ca.cert", "required: the interception CA certificate (create one with `onbehalf ca init`)")
+	}
+	if c.CA.Key == "" {
+		p.Addf("ca.key", "required: the interception CA private key")
+	}
+	if c.CA.CacheSize < 1 {
+		p.Addf("ca.cache_size", "must be at least 1")
+	}
+	p.Add("identity", c.Identity.Validate())
+	if len(c.Routes) == 0 {
+		p.Addf("routes", "at least one route is required: without routes nothing is ever injected")
+	} else if _, err := injector.NewTable(c.Routes); err != nil {
+		p.Add("routes", err)
+	}
+	p.Add("policy", c.Policy.Validate())
+	switch c.Store.Backend {
+	case BackendEmbedded:
+		p.Add("store.embedded", c.Store.Embedded.Validate())
+	case BackendVault:
+		p.Addf("store.backend", "vault is not available in this build yet")
+	default:
+		p.Addf("store.backend", "must be %q or %q, got %q", BackendEmbedded, BackendVault, c.Store.Backend)
+	}
+	p.Add("egress", c.Egress.Validate())
+	p.Add("audit", c.Audit.Validate())
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.Addf("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "console" {
+		p.Addf("log.format", "must be json or console, got %q", c.Log.Format)
+	}
+	return p.Err()
+}
+
+// String describes the config for start-up logs without any secret (the
+// file holds paths to secrets, never secrets).
+func (c Config) String() string {
+	return fmt.Sprintf("proxy=%s admin=%s routes=%d store=%s audit=%s", c.Proxy.Listen, c.Admin.Listen, len(c.Routes), c.Store.Backend, c.Audit.Sink)
+}

@@ -1,0 +1,251 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/policy"
+	"github.com/onbehalf-dev/onbehalf/proxy"
+	"github.com/onbehalf-dev/onbehalf/proxy/certs"
+	"github.com/onbehalf-dev/onbehalf/proxy/egress"
+	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+)
+
+// shutdownGrace is how long in-flight requests get to finish when the
+// sidecar stops; Kubernetes' default termination grace is 30 s, so this
+// leaves room for the rest of the pod.
+const shutdownGrace = 10 * time.Second
+
+// Options carry what a configuration file cannot: test hooks and
+// in-process overrides.
+type Options struct {
+	// Logger receives operational logs; nil means a logger built from
+	// Config.Log.
+	Logger *zap.Logger
+	// RootCAs replaces the system roots for upstream TLS (demo, tests).
+	RootCAs *x509.CertPool
+	// Store replaces the configured grant store (tests); the sidecar does
+	// not close it.
+	Store store.Store
+	// Version is reported in the start record.
+	Version string
+}
+
+// Sidecar is a built, listening sidecar.
+type Sidecar struct {
+	cfg      Config
+	log      *zap.Logger
+	version  string
+	proxy    *proxy.Server
+	admin    *http.Server
+	store    store.Store
+	ownStore bool
+	policy   *policy.Engine
+	auditor  *audit.Auditor
+	verifier *identity.Verifier
+	ca       *certs.CA
+	guard    *egress.Guard
+	proxyLn  net.Listener
+	adminLn  net.Listener
+}
+
+// New builds every component from cfg and opens the listeners, so that the
+// egress guard knows the sidecar's own addresses before the first request.
+// On error everything already opened is closed again.
+func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
+	s := &Sidecar{cfg: cfg, version: o.Version}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	s.log = o.Logger
+	if s.log == nil {
+		if s.log, err = NewLogger(cfg.Log); err != nil {
+			return nil, err
+		}
+	}
+
+	if s.ca, err = certs.LoadCA(cfg.CA.Cert, cfg.CA.Key); err != nil {
+		return nil, fmt.Errorf("interception CA: %w", err)
+	}
+	issuer := certs.NewIssuer(s.ca, certs.IssuerOptions{Capacity: cfg.CA.CacheSize})
+
+	if s.auditor, err = audit.New(cfg.Audit, audit.Options{Logger: s.log.Named("audit")}); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if s.verifier, err = identity.New(ctx, cfg.Identity); err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	routes, err := injector.NewTable(cfg.Routes)
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	if s.policy, err = policy.New(ctx, cfg.Policy, policy.Options{Logger: s.log.Named("policy"), OnReload: s.auditReload}); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if o.Store != nil {
+		s.store = o.Store
+	} else {
+		if s.store, err = OpenStore(cfg.Store); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		s.ownStore = true
+	}
+	if s.guard, err = egress.New(cfg.Egress); err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
+
+	if s.proxyLn, err = net.Listen("tcp", cfg.Proxy.Listen); err != nil {
+		return nil, fmt.Errorf("proxy listener: %w", err)
+	}
+	s.guard.DenyListener(s.proxyLn.Addr())
+	if cfg.Admin.Listen != "" {
+		if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+		s.guard.DenyListener(s.adminLn.Addr())
+	}
+
+	s.proxy, err = proxy.New(cfg.Proxy, proxy.Deps{
+		Logger:          s.log,
+		Identity:        s.verifier,
+		AssertionHeader: cfg.Identity.Header,
+		Routes:          routes,
+		Policy:          s.policy,
+		Tokens:          injector.NewStoreSource(s.store),
+		Audit:           s.auditor,
+		AuditFailClosed: cfg.Audit.FailClosed,
+		Fingerprint:     s.auditor.Fingerprinter().Token,
+		Dialer:          s.guard,
+		Certs:           issuer,
+		RootCAs:         o.RootCAs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.admin = &http.Server{
+		Handler:           s.adminHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          zap.NewStdLog(s.log.Named("admin")),
+	}
+	return s, nil
+}
+
+// OpenStore opens the grant store c describes.
+func OpenStore(c StoreConfig) (store.Store, error) {
+	switch c.Backend {
+	case BackendEmbedded:
+		return store.OpenEmbedded(c.Embedded)
+	}
+	return nil, fmt.Errorf("unsupported store backend %q", c.Backend)
+}
+
+// ProxyAddr is the proxy listener's address.
+func (s *Sidecar) ProxyAddr() string { return s.proxyLn.Addr().String() }
+
+// AdminAddr is the admin listener's address, or "" when disabled.
+func (s *Sidecar) AdminAddr() string {
+	if s.adminLn == nil {
+		return ""
+	}
+	return s.adminLn.Addr().String()
+}
+
+// CACertPEM is the interception CA certificate agents must trust.
+func (s *Sidecar) CACertPEM() []byte { return s.ca.CertPEM() }
+
+// Run serves until ctx is done, then shuts down gracefully and releases
+// everything. It returns the first listener error, if any.
+func (s *Sidecar) Run(ctx context.Context) error {
+	defer s.close()
+	s.auditLifecycle(audit.EventStart)
+	s.log.Info("sidecar started",
+		zap.String("proxy", s.ProxyAddr()),
+		zap.String("admin", s.AdminAddr()),
+		zap.String("policy_revision", s.policy.Revision()),
+		zap.Stringer("config", s.cfg))
+
+	errc := make(chan error, 2)
+	go func() { errc <- s.proxy.Serve(s.proxyLn) }()
+	if s.adminLn != nil {
+		go func() {
+			err := s.admin.Serve(s.adminLn)
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+			errc <- err
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	_ = s.admin.Shutdown(sctx)
+	if serr := s.proxy.Shutdown(sctx); err == nil && serr != nil && !errors.Is(serr, context.DeadlineExceeded) {
+		err = serr
+	}
+	s.auditLifecycle(audit.EventStop)
+	s.log.Info("sidecar stopped")
+	return err
+}
+
+func (s *Sidecar) close() {
+	if s.proxyLn != nil {
+		s.proxyLn.Close()
+	}
+	if s.adminLn != nil {
+		s.adminLn.Close()
+	}
+	if s.policy != nil {
+		s.policy.Close()
+	}
+	if s.verifier != nil {
+		s.verifier.Close()
+	}
+	if s.store != nil && s.ownStore {
+		s.store.Close()
+	}
+	if s.auditor != nil {
+		s.auditor.Close()
+	}
+}
+
+func (s *Sidecar) auditLifecycle(event string) {
+	rec := &audit.Record{Event: event}
+	rec.Extra = []zap.Field{
+		zap.String("version", s.version),
+		zap.String("policy_revision", s.policy.Revision()),
+		zap.String("proxy", s.ProxyAddr()),
+	}
+	if err := s.auditor.Write(rec); err != nil {
+		s.log.Error("audit record not written", zap.String("event", event), zap.Error(err))
+	}
+}
+
+func (s *Sidecar) auditReload(ev policy.ReloadEvent) {
+	if s.auditor == nil {
+		return
+	}
+	rec := &audit.Record{Event: audit.EventPolicyReload, PolicyRevision: ev.Revision}
+	if ev.Err != nil {
+		rec.ErrorCode = "policy_invalid"
+		rec.Reason = ev.Err.Error()
+	}
+	if err := s.auditor.Write(rec); err != nil {
+		s.log.Error("audit record not written", zap.String("event", audit.EventPolicyReload), zap.Error(err))
+	}
+}

@@ -1,0 +1,219 @@
+// Package upstreamtest runs real TLS "API" servers on loopback that record
+// exactly what reached them. The end-to-end tests and `onbehalf demo` use
+// them as the upstream behind the sidecar, to show which headers arrived
+// (the injected token) and which did not (the assertion, the agent's own
+// credentials, proxy headers).
+//
+// A Server is safe for concurrent use.
+package upstreamtest
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// maxRecordedBody bounds how much of each request body is kept.
+const maxRecordedBody = 1 << 20
+
+// Request is what the upstream received.
+type Request struct {
+	Method     string
+	Host       string
+	Path       string
+	RawQuery   string
+	Header     http.Header
+	Body       []byte
+	ServerName string // SNI the client sent
+	Proto      string
+}
+
+// Options configure a Server.
+type Options struct {
+	// Names the certificate is valid for; default "localhost" and
+	// "127.0.0.1".
+	Names []string
+	// Handler answers requests after they are recorded; default answers
+	// 200 with a JSON echo of method, path and the Authorization header's
+	// scheme (never its value).
+	Handler http.Handler
+}
+
+// Server is a recording TLS upstream on 127.0.0.1.
+type Server struct {
+	srv    *http.Server
+	ln     net.Listener
+	caPEM  []byte
+	caPool *x509.CertPool
+
+	mu   sync.Mutex
+	reqs []Request
+}
+
+// Start starts a Server on a free loopback port.
+func Start(o Options) (*Server, error) {
+	if len(o.Names) == 0 {
+		o.Names = []string{"localhost", "127.0.0.1"}
+	}
+	caPEM, cert, err := newPKI(o.Names)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{ln: ln, caPEM: caPEM, caPool: pool}
+	next := o.Handler
+	if next == nil {
+		next = http.HandlerFunc(echo)
+	}
+	s.srv = &http.Server{
+		Handler:           s.record(next),
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}
+	go func() { _ = s.srv.ServeTLS(ln, "", "") }()
+	return s, nil
+}
+
+// Port is the listening port.
+func (s *Server) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+// Addr is host:port of the listener (127.0.0.1:port).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// CACertPEM is the CA that signed the server's certificate.
+func (s *Server) CACertPEM() []byte { return s.caPEM }
+
+// CertPool holds CACertPEM.
+func (s *Server) CertPool() *x509.CertPool { return s.caPool }
+
+// Requests returns a copy of everything received so far.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.reqs...)
+}
+
+// Reset forgets recorded requests.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	s.reqs = nil
+	s.mu.Unlock()
+}
+
+// Close stops the server.
+func (s *Server) Close() error { return s.srv.Close() }
+
+func (s *Server) record(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, maxRecordedBody))
+		rec := Request{
+			Method: r.Method, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
+			Header: r.Header.Clone(), Body: body, Proto: r.Proto,
+		}
+		if r.TLS != nil {
+			rec.ServerName = r.TLS.ServerName
+		}
+		s.mu.Lock()
+		s.reqs = append(s.reqs, rec)
+		s.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	scheme := ""
+	if a := r.Header.Get("Authorization"); a != "" {
+		scheme, _, _ = cut(a, ' ')
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{
+		"method": r.Method, "path": r.URL.Path, "authorization_scheme": scheme,
+	})
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// newPKI makes a throwaway CA and a leaf for names, both ECDSA P-256.
+func newPKI(names []string) (caPEM []byte, leaf tls.Certificate, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, leaf, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "upstreamtest CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, leaf, err
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, leaf, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: names[0]},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, leaf, err
+	}
+	leaf = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), leaf, nil
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	return n
+}
+
+// URL returns https://host:port/path for the server under name.
+func (s *Server) URL(name, path string) string {
+	return fmt.Sprintf("https://%s%s", net.JoinHostPort(name, strconv.Itoa(s.Port())), path)
+}

@@ -1,0 +1,258 @@
+package certs
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+const (
+	// DefaultCapacity is the default number of leaves kept. A sidecar
+	// intercepts only hosts that have a route, so a few dozen is typical;
+	// 1024 leaves headroom at about 1.5 KB per entry.
+	DefaultCapacity = 1024
+
+	// DefaultLeafValidity is the default lifetime of a leaf. Short, so a
+	// leaf key that leaks is useful for a day at most; long enough that
+	// a busy host costs one signing a day.
+	DefaultLeafValidity = 24 * time.Hour
+
+	// leafBackdate moves a leaf's NotBefore into the past so an agent
+	// whose clock runs behind the sidecar's still accepts it.
+	leafBackdate = time.Hour
+
+	// renewBefore is how long before expiry a cached leaf is replaced, so
+	// no handshake is served a leaf that expires during the connection.
+	renewBefore = time.Hour
+
+	// maxCommonNameLen is RFC 5280's upper bound for a common name; longer
+	// host names go in the SAN only.
+	maxCommonNameLen = 64
+
+	// maxHostLen is the longest DNS name (RFC 1035).
+	maxHostLen = 253
+)
+
+// ErrInvalidHost is returned by Leaf for a host name or address that cannot
+// go into a certificate.
+var ErrInvalidHost = errors.New("invalid host for certificate")
+
+// IssuerOptions are the settings of NewIssuer. The zero value is the
+// default.
+type IssuerOptions struct {
+	// Capacity is the most leaves kept (DefaultCapacity if zero or
+	// negative). The least recently used leaf is dropped first.
+	Capacity int
+	// Validity is a leaf's lifetime (DefaultLeafValidity if zero or
+	// negative). A leaf is re-signed when within an hour of expiry, or
+	// within half its validity if that is shorter.
+	Validity time.Duration
+	// Now replaces time.Now when set (tests).
+	Now func() time.Time
+}
+
+// Issuer signs leaf certificates with a CA and caches them by host.
+type Issuer struct {
+	ca          *CA
+	cache       *lru.Cache[string, *leafEntry]
+	flight      singleflight.Group
+	validity    time.Duration
+	renewMargin time.Duration
+	now         func() time.Time
+	signings    atomic.Uint64
+}
+
+// leafEntry is one cached leaf and when to replace it.
+type leafEntry struct {
+	cert    *tls.Certificate
+	renewAt time.Time
+}
+
+// NewIssuer returns an Issuer that signs with ca.
+func NewIssuer(ca *CA, o IssuerOptions) *Issuer {
+	if o.Capacity <= 0 {
+		o.Capacity = DefaultCapacity
+	}
+	if o.Validity <= 0 {
+		o.Validity = DefaultLeafValidity
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	cache, err := lru.New[string, *leafEntry](o.Capacity)
+	if err != nil {
+		panic(fmt.Sprintf("certs: lru.New(%d): %v", o.Capacity, err)) // unreachable: capacity > 0
+	}
+	return &Issuer{
+		ca:          ca,
+		cache:       cache,
+		validity:    o.Validity,
+		renewMargin: min(renewBefore, o.Validity/2),
+		now:         o.Now,
+	}
+}
+
+// Leaf returns a certificate for host, signed by the CA: from the cache if
+// it holds one not yet due for renewal, otherwise newly signed, with only
+// one signing per host at a time however many callers ask. The host is
+// normalised (lower case, no trailing dot, no brackets); an IP address gets
+// an IP SAN, a name a DNS SAN. The result carries the chain [leaf, CA] and
+// its Leaf field is set; it is shared, and callers must not modify it.
+func (i *Issuer) Leaf(host string) (*tls.Certificate, error) {
+	name, ip, err := normalizeHost(host)
+	if err != nil {
+		return nil, err
+	}
+	if e, ok := i.cache.Get(name); ok && i.now().Before(e.renewAt) {
+		return e.cert, nil
+	}
+	v, err, _ := i.flight.Do(name, func() (any, error) {
+		// A flight that finished just before this one started may have
+		// stored a fresh leaf.
+		now := i.now()
+		if e, ok := i.cache.Peek(name); ok && now.Before(e.renewAt) {
+			return e, nil
+		}
+		e, err := i.sign(name, ip, now)
+		if err != nil {
+			return nil, err
+		}
+		i.cache.Add(name, e)
+		return e, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*leafEntry).cert, nil
+}
+
+// Len returns the number of cached leaves.
+func (i *Issuer) Len() int { return i.cache.Len() }
+
+// Signings returns how many leaves the Issuer has signed.
+func (i *Issuer) Signings() uint64 { return i.signings.Load() }
+
+// sign creates a leaf for name (or ip, if valid) valid from now.
+func (i *Issuer) sign(name string, ip netip.Addr, now time.Time) (*leafEntry, error) {
+	ca := i.ca.cert
+	if !now.Before(ca.NotAfter) {
+		return nil, fmt.Errorf("sign leaf %s: %w: CA expired at %s", name, ErrInvalidCA, ca.NotAfter.UTC().Format(time.RFC3339))
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("sign leaf %s: generate key: %w", name, err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, fmt.Errorf("sign leaf %s: %w", name, err)
+	}
+	notAfter := now.Add(i.validity)
+	capped := notAfter.After(ca.NotAfter)
+	if capped {
+		notAfter = ca.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		NotBefore:             now.Add(-leafBackdate),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	if len(name) <= maxCommonNameLen {
+		tmpl.Subject = pkix.Name{CommonName: name}
+	}
+	if ip.IsValid() {
+		tmpl.IPAddresses = []net.IP{ip.AsSlice()}
+	} else {
+		tmpl.DNSNames = []string{name}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, i.ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("sign leaf %s: %w", name, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("sign leaf %s: parse: %w", name, err)
+	}
+	i.signings.Add(1)
+	renewAt := notAfter.Add(-i.renewMargin)
+	if capped {
+		// The CA ends before a full-length leaf would: re-signing cannot
+		// extend the leaf, so use it until it (and the CA) expires.
+		renewAt = notAfter
+	}
+	return &leafEntry{
+		cert: &tls.Certificate{
+			Certificate: [][]byte{der, ca.Raw},
+			PrivateKey:  key,
+			Leaf:        leaf,
+		},
+		renewAt: renewAt,
+	}, nil
+}
+
+// normalizeHost returns the cache key for host and, for an address, the
+// address. Names are lower-cased without a trailing dot and must be
+// syntactically valid DNS names whose last label is not numeric (such a
+// host is an address in some notation; the caller should pass its
+// canonical form).
+func normalizeHost(host string) (string, netip.Addr, error) {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if len(h) >= 2 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	if mayBeIP(h) {
+		if ip, err := netip.ParseAddr(h); err == nil {
+			if ip.Zone() != "" {
+				return "", netip.Addr{}, fmt.Errorf("%w: address with a zone", ErrInvalidHost)
+			}
+			ip = ip.Unmap()
+			return ip.String(), ip, nil
+		}
+	}
+	if h == "" || len(h) > maxHostLen {
+		return "", netip.Addr{}, fmt.Errorf("%w: empty or longer than %d characters", ErrInvalidHost, maxHostLen)
+	}
+	var last string
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 {
+			return "", netip.Addr{}, fmt.Errorf("%w: bad label length", ErrInvalidHost)
+		}
+		for j := 0; j < len(label); j++ {
+			c := label[j]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return "", netip.Addr{}, fmt.Errorf("%w: character %q not allowed", ErrInvalidHost, c)
+			}
+		}
+		last = label
+	}
+	if strings.Trim(last, "0123456789") == "" || strings.HasPrefix(last, "0x") {
+		return "", netip.Addr{}, fmt.Errorf("%w: numeric last label", ErrInvalidHost)
+	}
+	return h, netip.Addr{}, nil
+}
+
+// mayBeIP reports whether h could be an IP address: only those contain a
+// colon or end in a digit. Asking first keeps the cache-hit path free of the
+// allocation a failed netip.ParseAddr costs.
+func mayBeIP(h string) bool {
+	if h == "" {
+		return false
+	}
+	last := h[len(h)-1]
+	return strings.IndexByte(h, ':') >= 0 || '0' <= last && last <= '9'
+}

@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/onbehalf-dev/onbehalf/internal/config"
+)
+
+// Unrouted modes: what happens to CONNECT and plain-HTTP requests for hosts
+// that have no route.
+const (
+	// UnroutedRefuse answers 403 no_route. It is the default: an agent
+	// reaches only what routes name.
+	UnroutedRefuse = "refuse"
+	// UnroutedTunnel passes the traffic on without interception or
+	// injection, after identity and policy allow it.
+	UnroutedTunnel = "tunnel"
+)
+
+// Config configures the proxy listener.
+type Config struct {
+	// Listen is the proxy's address. Keep it on loopback in a pod: the
+	// agent shares the network namespace.
+	Listen string `yaml:"listen"`
+	// Unrouted is UnroutedRefuse or UnroutedTunnel.
+	Unrouted string `yaml:"unrouted"`
+	// ConnectURL is the connect server's base URL; error responses that
+	// need a human (grant_missing, reconnect_required) point there.
+	ConnectURL string `yaml:"connect_url"`
+	// Upstream configures connections to APIs.
+	Upstream UpstreamConfig `yaml:"upstream"`
+	// Limits bounds what one client can hold.
+	Limits Limits `yaml:"limits"`
+}
+
+// UpstreamConfig configures the outbound transport.
+type UpstreamConfig struct {
+	// CAFile is a PEM bundle trusted in addition to the system roots.
+	CAFile string `yaml:"ca_file"`
+	// DialTimeout bounds connection set-up to an upstream.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// TLSHandshakeTimeout bounds the upstream TLS handshake.
+	TLSHandshakeTimeout time.Duration `yaml:"tls_handshake_timeout"`
+	// ResponseHeaderTimeout bounds the wait for response headers after the
+	// request is sent.
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	// IdleConnTimeout closes pooled upstream connections left unused.
+	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
+	// MaxIdleConnsPerHost sizes the keep-alive pool per upstream.
+	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+}
+
+// Limits bounds client connections (SECURITY.md item 12).
+type Limits struct {
+	// MaxHeaderBytes bounds a request head (request line and headers).
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxHeaderCount bounds the number of header fields in a request.
+	MaxHeaderCount int `yaml:"max_header_count"`
+	// ReadHeaderTimeout bounds the time to receive a request head once its
+	// first byte has arrived (slowloris).
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// HandshakeTimeout bounds the TLS handshake with the client inside an
+	// intercepted tunnel.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// IdleTimeout closes a client connection or blind tunnel on which
+	// nothing has been read for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConns bounds concurrent client connections; further connections
+	// wait in the kernel's accept queue.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// Defaults. Each is a compromise between real agent traffic (slow LLM-driven
+// clients, long-polling APIs) and what an abusive client may hold.
+const (
+	// defaultMaxHeaderBytes matches common servers (nginx large buffers,
+	// Go's 1 MB is far more than any API needs).
+	defaultMaxHeaderBytes = 64 << 10
+	// defaultMaxHeaderCount: real API requests carry 10-30 fields.
+	defaultMaxHeaderCount = 100
+	// defaultReadHeaderTimeout: a whole head arrives in one or two packets;
+	// ten seconds covers congested links but not a slowloris.
+	defaultReadHeaderTimeout = 10 * time.Second
+	// defaultHandshakeTimeout mirrors Go's TLS client default.
+	defaultHandshakeTimeout = 10 * time.Second
+	// defaultIdleTimeout matches net/http.Transport's keep-alive default,
+	// so clients usually close idle connections first.
+	defaultIdleTimeout = 90 * time.Second
+	// defaultMaxConns allows many concurrent agent calls while bounding
+	// file descriptors well under common ulimits.
+	defaultMaxConns = 1024
+	// defaultDialTimeout: loopback-to-internet connects take well under a
+	// second; a dead address should fail fast.
+	defaultDialTimeout = 10 * time.Second
+	// defaultResponseHeaderTimeout: APIs answering slower than this are
+	// broken; streaming bodies are not bounded by it.
+	defaultResponseHeaderTimeout = 60 * time.Second
+	// defaultMaxIdleConnsPerHost: an agent talks to few hosts, often in
+	// parallel; Go's default of 2 would force new handshakes.
+	defaultMaxIdleConnsPerHost = 64
+)
+
+// DefaultConfig returns the proxy defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:   "127.0.0.1:8080",
+		Unrouted: UnroutedRefuse,
+		Upstream: UpstreamConfig{
+			DialTimeout:           defaultDialTimeout,
+			TLSHandshakeTimeout:   defaultHandshakeTimeout,
+			ResponseHeaderTimeout: defaultResponseHeaderTimeout,
+			IdleConnTimeout:       defaultIdleTimeout,
+			MaxIdleConnsPerHost:   defaultMaxIdleConnsPerHost,
+		},
+		Limits: Limits{
+			MaxHeaderBytes:    defaultMaxHeaderBytes,
+			MaxHeaderCount:    defaultMaxHeaderCount,
+			ReadHeaderTimeout: defaultReadHeaderTimeout,
+			HandshakeTimeout:  defaultHandshakeTimeout,
+			IdleTimeout:       defaultIdleTimeout,
+			MaxConns:          defaultMaxConns,
+		},
+	}
+}
+
+// Validate reports every problem in c.
+func (c Config) Validate() error {
+	var p config.Problems
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		p.Addf("listen", "must be host:port, got %q", c.Listen)
+	}
+	if c.Unrouted != UnroutedRefuse && c.Unrouted != UnroutedTunnel {
+		p.Addf("unrouted", "must be %q or %q, got %q", UnroutedRefuse, UnroutedTunnel, c.Unrouted)
+	}
+	if c.ConnectURL != "" {
+		if u, err := url.Parse(c.ConnectURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			p.Addf("connect_url", "must be an absolute http(s) URL, got %q", c.ConnectURL)
+		}
+	}
+	if c.Upstream.CAFile != "" {
+		if _, err := os.Stat(c.Upstream.CAFile); err != nil {
+			p.Addf("upstream.ca_file", "cannot read: %v", err)
+		}
+	}
+	positive := func(path string, d time.Duration) {
+		if d <= 0 {
+			p.Addf(path, "must be positive")
+		}
+	}
+	positive("upstream.dial_timeout", c.Upstream.DialTimeout)
+	positive("upstream.tls_handshake_timeout", c.Upstream.TLSHandshakeTimeout)
+	positive("upstream.response_header_timeout", c.Upstream.ResponseHeaderTimeout)
+	positive("upstream.idle_conn_timeout", c.Upstream.IdleConnTimeout)
+	positive("limits.read_header_timeout", c.Limits.ReadHeaderTimeout)
+	positive("limits.handshake_timeout", c.Limits.HandshakeTimeout)
+	positive("limits.idle_timeout", c.Limits.IdleTimeout)
+	if c.Upstream.MaxIdleConnsPerHost < 1 {
+		p.Addf("upstream.max_idle_conns_per_host", "must be at least 1")
+	}
+	if c.Limits.MaxHeaderBytes < 4096 || c.Limits.MaxHeaderBytes > 1<<20 {
+		p.Addf("limits.max_header_bytes", "must be between 4096 and 1048576")
+	}
+	if c.Limits.MaxHeaderCount < 16 || c.Limits.MaxHeaderCount > 1000 {
+		p.Addf("limits.max_header_count", "must be between 16 and 1000")
+	}
+	if c.Limits.MaxConns < 1 {
+		p.Addf("limits.max_conns", "must be at least 1")
+	}
+	return p.Err()
+}

@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+)
+
+// Decisions as the audit record spells them.
+const (
+	decisionAllow     = "allow"
+	decisionDeny      = "deny"
+	decisionWouldDeny = "would_deny"
+)
+
+// exchange is one request's passage through the pipeline: what is known
+// about it so far, and the audit record being filled in.
+type exchange struct {
+	start   time.Time
+	rec     audit.Record
+	subject *identity.Subject
+	route   *injector.Route
+	token   injector.Token
+	err     *Error
+	bytesIn *countingReader
+}
+
+func (s *Server) newExchange(method, scheme, host, path string) *exchange {
+	now := s.d.Now()
+	ex := &exchange{start: now}
+	ex.rec = audit.Record{
+		Time:       now,
+		Event:      audit.EventRequest,
+		DecisionID: newDecisionID(),
+		Method:     method,
+		Scheme:     scheme,
+		Host:       host,
+		Path:       path,
+	}
+	return ex
+}
+
+// newDecisionID returns 16 random hex characters: unique enough to find
+// one request in a day of audit records, short enough to quote.
+func newDecisionID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+func (ex *exchange) setSubject(sub *identity.Subject) {
+	ex.subject = sub
+	ex.rec.User = sub.User
+	ex.rec.Agent = sub.Agent
+	ex.rec.Issuer = sub.Issuer
+}
+
+func (ex *exchange) setRoute(r *injector.Route) {
+	ex.route = r
+	ex.rec.Route = r.Name
+	ex.rec.Provider = r.Provider
+}
+
+// fail records e as the outcome; a decision of deny is kept when policy
+// refused, otherwise the decision field says what policy had decided (or
+// nothing, when the request failed before policy).
+func (ex *exchange) fail(e *Error) *Error {
+	ex.err = e
+	ex.rec.ErrorCode = string(e.Code)
+	if ex.rec.Reason == "" && e.Code != CodePolicyDenied {
+		ex.rec.Reason = e.Message
+	}
+	return e
+}
+
+// finish completes the record with the outcome.
+func (s *Server) finish(ex *exchange, status int, bytesOut int64) {
+	ex.rec.Status = status
+	ex.rec.DurationMS = float64(s.d.Now().Sub(ex.start).Microseconds()) / 1000
+	ex.rec.BytesOut = bytesOut
+	if ex.bytesIn != nil {
+		ex.rec.BytesIn = ex.bytesIn.n
+	}
+	if ex.rec.Decision == "" {
+		ex.rec.Decision = decisionDeny
+	}
+	if err := s.d.Audit.Write(&ex.rec); err != nil {
+		s.log.Error("audit record not written", zapDecision(ex), zapErr(err))
+	}
+}
+
+// countingReader counts bytes read through it.
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
+
+func countBody(req *http.Request) *countingReader {
+	if req.Body == nil || req.Body == http.NoBody {
+		return &countingReader{r: http.NoBody}
+	}
+	c := &countingReader{r: req.Body}
+	req.Body = c
+	return c
+}

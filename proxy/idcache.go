@@ -1,0 +1,62 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+)
+
+// Verified assertions are cached so that an agent reusing one assertion for
+// many calls pays for one signature check, not one per request (an Ed25519
+// or ECDSA verification costs more than the rest of the pipeline).
+const (
+	// subjectCacheSize bounds memory: a sidecar serves one agent, which
+	// holds a handful of live assertions.
+	subjectCacheSize = 4096
+	// subjectCacheTTL bounds how long a cached verification is trusted,
+	// whatever the assertion's own expiry, so rotated-out signing keys stop
+	// being honoured quickly.
+	subjectCacheTTL = time.Minute
+)
+
+type subjectEntry struct {
+	sub   *identity.Subject
+	until time.Time
+}
+
+// subjectCache memoises successful verifications, keyed by the SHA-256 of
+// the raw assertion (so the cache never holds the assertion itself).
+// Failures are not cached: each is cheap to reproduce and caching them
+// would let a flood of garbage evict good entries.
+type subjectCache struct {
+	v     Verifier
+	now   func() time.Time
+	cache *lru.Cache[[32]byte, subjectEntry]
+}
+
+func newSubjectCache(v Verifier, now func() time.Time) *subjectCache {
+	c, _ := lru.New[[32]byte, subjectEntry](subjectCacheSize) // size is positive
+	return &subjectCache{v: v, now: now, cache: c}
+}
+
+func (c *subjectCache) verify(ctx context.Context, raw string) (*identity.Subject, error) {
+	key := sha256.Sum256([]byte(raw))
+	now := c.now()
+	if e, ok := c.cache.Get(key); ok && now.Before(e.until) {
+		return e.sub, nil
+	}
+	sub, err := c.v.Verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	until := now.Add(subjectCacheTTL)
+	if sub.Expiry.Before(until) {
+		until = sub.Expiry
+	}
+	c.cache.Add(key, subjectEntry{sub: sub, until: until})
+	return sub, nil
+}

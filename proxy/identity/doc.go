@@ -1,0 +1,26 @@
+// Package identity verifies the signed assertion (a JWT) that names the user
+// an agent acts for, and turns it into a Subject (DESIGN.md section 2, step 2;
+// SECURITY.md invariant 8).
+//
+// Verification runs in two stages. A pre-parser (preparse) looks at the raw
+// assertion before any signature work: it enforces the size limit first, then
+// exactly three base64url segments, then decodes the bounded header into a
+// small fixed struct, checks alg against the allow-list and refuses the jku,
+// x5u, jwk and x5c headers and any crit header. Only then does
+// github.com/golang-jwt/jwt/v5 parse and verify the token, with the key chosen
+// by this package: a key is bound to exactly one algorithm, so an HS256
+// token can never be checked with a public key's bytes. Keys come from PEM
+// files in the configuration or from a JWKS URL (github.com/MicahParks/jwkset
+// for JWK decoding, github.com/MicahParks/keyfunc/v3 for kid lookup), which is
+// refreshed periodically and, when a token names an unknown kid, at most once
+// per configured interval.
+//
+// Every failure wraps ErrMissing or ErrInvalid with a short reason meant for a
+// human ("token expired", "audience mismatch"); no error ever contains the
+// assertion or any part of it.
+//
+// Concurrency: a Verifier is safe for concurrent use by many goroutines. New
+// starts one background goroutine when a JWKS URL is configured; Close stops
+// it. Mint, LoadSigningKey and GenerateKeyPair are plain functions without
+// shared state.
+package identity

@@ -1,0 +1,373 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+)
+
+// JWKS fetch limits.
+const (
+	// jwksFetchTimeout bounds one JWKS fetch end to end; requests waiting on
+	// a fetch for an unknown kid wait at most this long.
+	jwksFetchTimeout = 10 * time.Second
+	// jwksDialTimeout bounds connecting to the JWKS host.
+	jwksDialTimeout = 5 * time.Second
+	// jwksTLSHandshakeTimeout bounds the TLS handshake with the JWKS host.
+	jwksTLSHandshakeTimeout = 5 * time.Second
+	// jwksIdleConnTimeout closes the kept-alive JWKS connection between
+	// refreshes that are minutes apart.
+	jwksIdleConnTimeout = 90 * time.Second
+	// maxJWKSBytes bounds the JWKS document. Real sets hold a handful of
+	// keys in a few KiB; the limit keeps a hostile or broken server from
+	// filling memory.
+	maxJWKSBytes = 256 << 10
+	// maxJWKSKeys bounds how many keys of a set are kept, which also bounds
+	// the work for a token without kid.
+	maxJWKSKeys = 64
+)
+
+// NewJWKSClient returns the HTTP client used to fetch a JWKS when none is
+// given with WithHTTPClient: no proxy from the environment (the JWKS is
+// fetched directly, never through whatever HTTPS_PROXY the pod inherits),
+// system roots plus the PEM bundle caFile (if not empty), timeouts on every
+// phase, and no redirects followed.
+func NewJWKSClient(caFile string) (*http.Client, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if caFile != "" {
+		pemData, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read jwks ca file: %w", err)
+		}
+		if !roots.AppendCertsFromPEM(pemData) {
+			return nil, errors.New("read jwks ca file: no PEM certificate found")
+		}
+	}
+	transport := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: jwksDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   jwksTLSHandshakeTimeout,
+		ResponseHeaderTimeout: jwksFetchTimeout,
+		IdleConnTimeout:       jwksIdleConnTimeout,
+		MaxIdleConns:          2,
+		ForceAttemptHTTP2:     true,
+	}
+	return &http.Client{
+		Transport:     transport,
+		Timeout:       jwksFetchTimeout,
+		CheckRedirect: refuseRedirect,
+	}, nil
+}
+
+// refuseRedirect makes the client return a redirect response as is; the
+// fetch then fails on its status. A JWKS that moved must be reconfigured, not
+// followed wherever a response points.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// jwksSource holds the keys of one JWKS URL. Keys live in a jwkset memory
+// storage, looked up by keyfunc (which also enforces a JWK's alg member).
+// Fetches are single-flight: the background refresh and unknown-kid
+// refreshes share one in-flight fetch, and unknown kids cause at most one
+// fetch per interval, measured on the verifier's clock.
+type jwksSource struct {
+	url      string
+	client   *http.Client
+	store    *jwkset.MemoryJWKSet
+	kf       keyfunc.Keyfunc
+	now      func() time.Time
+	interval time.Duration
+	logger   *zap.Logger
+
+	ctx    context.Context // ends background work; cancelled by close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	loaded atomic.Bool // a fetch has succeeded
+
+	mu          sync.Mutex
+	closed      bool
+	lastUnknown time.Time     // start of the last unknown-kid fetch
+	inflight    chan struct{} // closed when the running fetch ends; nil when none runs
+}
+
+func newJWKSSource(url string, client *http.Client, unknownKIDInterval time.Duration, now func() time.Time, logger *zap.Logger) (*jwksSource, error) {
+	store := jwkset.NewMemoryStorage()
+	ctx, cancel := context.WithCancel(context.Background())
+	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: store})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("jwks keyfunc: %w", err)
+	}
+	return &jwksSource{
+		url:      url,
+		client:   client,
+		store:    store,
+		kf:       kf,
+		now:      now,
+		interval: unknownKIDInterval,
+		logger:   logger,
+		ctx:      ctx,
+		cancel:   cancel,
+	}, nil
+}
+
+// start fetches the set once (bounded by ctx) and then refreshes it every
+// refresh period until close. A failed first fetch is logged, not fatal: the
+// issuer may come up after the sidecar, and Ready reports the state.
+func (s *jwksSource) start(ctx context.Context, refresh time.Duration) {
+	if err := s.fetch(ctx); err != nil {
+		s.logger.Warn("jwks fetch failed; will retry", zap.String("url", s.url), zap.Error(err))
+	}
+	s.wg.Add(1)
+	go s.run(refresh)
+}
+
+func (s *jwksSource) run(refresh time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			if ch := s.shared(); ch != nil {
+				select {
+				case <-ch:
+				case <-s.ctx.Done():
+					return
+				}
+			}
+		}
+	}
+}
+
+// close stops background work and waits for it.
+func (s *jwksSource) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+}
+
+// ready returns nil once a fetch has succeeded.
+func (s *jwksSource) ready() error {
+	if s.loaded.Load() {
+		return nil
+	}
+	return errors.New("jwks not loaded yet")
+}
+
+// shared returns the channel of the in-flight fetch, starting one if none
+// runs, or nil after close.
+func (s *jwksSource) shared() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sharedLocked()
+}
+
+func (s *jwksSource) sharedLocked() <-chan struct{} {
+	if s.closed {
+		return nil
+	}
+	if s.inflight != nil {
+		return s.inflight
+	}
+	ch := make(chan struct{})
+	s.inflight = ch
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.fetch(s.ctx); err != nil && s.ctx.Err() == nil {
+			s.logger.Warn("jwks refresh failed; keeping the previous keys", zap.String("url", s.url), zap.Error(err))
+		}
+		s.mu.Lock()
+		s.inflight = nil
+		s.mu.Unlock()
+		close(ch)
+	}()
+	return ch
+}
+
+// refreshForUnknownKID waits for a fetch that may bring a new kid: the one
+// already running, or a new one if the last unknown-kid fetch started at
+// least an interval ago. It reports whether a fetch completed, so that the
+// caller should look again.
+func (s *jwksSource) refreshForUnknownKID(ctx context.Context) bool {
+	s.mu.Lock()
+	var ch <-chan struct{} = s.inflight
+	if ch == nil {
+		now := s.now()
+		if !s.lastUnknown.IsZero() && now.Sub(s.lastUnknown) < s.interval {
+			s.mu.Unlock()
+			return false
+		}
+		s.lastUnknown = now
+		ch = s.sharedLocked()
+	}
+	s.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// fetch downloads the set and replaces the stored keys with its acceptable
+// ones. On any error the previous keys stay.
+func (s *jwksSource) fetch(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, jwksFetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	if err != nil {
+		return fmt.Errorf("fetch jwks: %w", err)
+	}
+	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetch jwks: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetch jwks: unexpected status %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+	if err != nil {
+		return fmt.Errorf("fetch jwks: read body: %w", err)
+	}
+	if len(body) > maxJWKSBytes {
+		return fmt.Errorf("fetch jwks: document larger than %d bytes", maxJWKSBytes)
+	}
+	var set jwkset.JWKSMarshal
+	if err := json.Unmarshal(body, &set); err != nil {
+		return fmt.Errorf("decode jwks: %w", err)
+	}
+	if set.Keys == nil {
+		return errors.New("decode jwks: no keys member")
+	}
+	keys := make([]jwkset.JWK, 0, min(len(set.Keys), maxJWKSKeys))
+	for i, m := range set.Keys {
+		if len(keys) == maxJWKSKeys {
+			s.logger.Warn("jwks has too many keys; ignoring the rest", zap.Int("kept", maxJWKSKeys), zap.Int("total", len(set.Keys)))
+			break
+		}
+		jwk, err := acceptJWK(m)
+		if err != nil {
+			s.logger.Warn("jwks key ignored", zap.Int("index", i), zap.String("kid", m.KID), zap.Error(err))
+			continue
+		}
+		keys = append(keys, jwk)
+	}
+	if err := s.store.KeyReplaceAll(ctx, keys); err != nil {
+		return fmt.Errorf("store jwks: %w", err)
+	}
+	s.loaded.Store(true)
+	s.logger.Debug("jwks refreshed", zap.String("url", s.url), zap.Int("keys", len(keys)))
+	return nil
+}
+
+// acceptJWK turns one member of a JWKS into a verification key, or says why
+// it is not one. A set is public: symmetric keys and private key material in
+// it are refused (whoever can read the set could sign with them), as are
+// encryption keys and key types or sizes this package does not verify with.
+func acceptJWK(m jwkset.JWKMarshal) (jwkset.JWK, error) {
+	switch {
+	case m.KTY == jwkset.KtyOct:
+		return jwkset.JWK{}, errors.New("symmetric key in a public key set")
+	case m.D != "" || m.P != "" || m.Q != "" || m.K != "":
+		return jwkset.JWK{}, errors.New("private key material in a public key set")
+	case m.USE != "" && m.USE != jwkset.UseSig:
+		return jwkset.JWK{}, errors.New("not a signature key (use)")
+	case len(m.KEYOPS) > 0 && !slices.Contains(m.KEYOPS, jwkset.KeyOpsVerify):
+		return jwkset.JWK{}, errors.New("key_ops excludes verify")
+	}
+	jwk, err := jwkset.NewJWKFromMarshal(m, jwkset.JWKMarshalOptions{}, jwkset.JWKValidateOptions{})
+	if err != nil {
+		return jwkset.JWK{}, err
+	}
+	switch k := jwk.Key().(type) {
+	case ed25519.PublicKey:
+	case *ecdsa.PublicKey:
+		if n := k.Curve.Params().Name; n != "P-256" && n != "P-384" {
+			return jwkset.JWK{}, fmt.Errorf("unsupported curve %s", n)
+		}
+	case *rsa.PublicKey:
+		if k.N.BitLen() < minRSABits {
+			return jwkset.JWK{}, fmt.Errorf("RSA key has %d bits; at least %d required", k.N.BitLen(), minRSABits)
+		}
+	default:
+		return jwkset.JWK{}, fmt.Errorf("unsupported key type %T", k)
+	}
+	return jwk, nil
+}
+
+// keyByID returns the key for t's kid, fetching the set again (rate-limited)
+// when the kid is unknown. It returns errUnknownKID when no key has that
+// kid and errKeyAlg when the key cannot verify alg.
+func (s *jwksSource) keyByID(ctx context.Context, t *jwt.Token, alg algorithm) (any, error) {
+	key, err := s.lookup(ctx, t, alg)
+	if err == errUnknownKID && s.refreshForUnknownKID(ctx) {
+		key, err = s.lookup(ctx, t, alg)
+	}
+	return key, err
+}
+
+func (s *jwksSource) lookup(ctx context.Context, t *jwt.Token, alg algorithm) (any, error) {
+	key, err := s.kf.KeyfuncCtx(ctx)(t)
+	switch {
+	case errors.Is(err, jwkset.ErrKeyNotFound):
+		return nil, errUnknownKID
+	case err != nil:
+		// keyfunc refuses a key whose alg member differs from the token's.
+		return nil, errKeyAlg
+	case !keyFits(alg, key):
+		return nil, errKeyAlg
+	}
+	return key, nil
+}
+
+// keysFor returns the keys of the set that can verify alg, for tokens that
+// carry no kid. A key with an alg member only verifies that alg.
+func (s *jwksSource) keysFor(ctx context.Context, alg algorithm) []jwt.VerificationKey {
+	all, err := s.store.KeyReadAll(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []jwt.VerificationKey
+	for _, j := range all {
+		if a := j.Marshal().ALG; a != "" && string(a) != alg.String() {
+			continue
+		}
+		if k := j.Key(); keyFits(alg, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}

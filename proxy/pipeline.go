@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/policy"
+	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+)
+
+// identify returns the acting user: from the assertion header of this
+// request when present, else from the assertion the tunnel was opened with.
+func (s *Server) identify(ctx context.Context, h http.Header, fallback *identity.Subject) (*identity.Subject, error) {
+	raw, err := identity.FromHeader(h, s.d.AssertionHeader)
+	switch {
+	case err == nil:
+		return s.ids.verify(ctx, raw)
+	case errors.Is(err, identity.ErrMissing) && fallback != nil:
+		if !s.d.Now().Before(fallback.Expiry) {
+			return nil, newError(CodeIdentityInvalid, "the assertion given on CONNECT has expired; send a fresh one in the "+s.d.AssertionHeader+" header or open a new tunnel", nil)
+		}
+		return fallback, nil
+	}
+	return nil, err
+}
+
+// decide asks policy about in and records the outcome. It returns a
+// policy_denied error unless policy (or report-only mode) lets the request
+// proceed.
+func (s *Server) decide(ctx context.Context, ex *exchange, in *policy.Input, reportOnly bool) *Error {
+	d := s.d.Policy.Decide(ctx, in)
+	ex.rec.PolicyRevision = s.d.Policy.Revision()
+	ex.rec.Reason = d.Reason
+	switch {
+	case d.Allow:
+		ex.rec.Decision = decisionAllow
+		return nil
+	case d.ReportOnly || reportOnly:
+		ex.rec.Decision = decisionWouldDeny
+		return nil
+	}
+	ex.rec.Decision = decisionDeny
+	msg := "policy denied this request"
+	if d.Reason != "" {
+		msg += ": " + d.Reason
+	}
+	return ex.fail(newError(CodePolicyDenied, msg, nil))
+}
+
+// policyInput builds the policy input for req. Credential headers never
+// enter it, nor does the route's own credential header.
+func (s *Server) policyInput(req *http.Request, ex *exchange, scheme, host string, port int, source string) *policy.Input {
+	args := policy.InputArgs{
+		Source:          source,
+		Scheme:          scheme,
+		Host:            hostPort(host, port, scheme),
+		Now:             ex.start,
+		AssertionHeader: s.d.AssertionHeader,
+	}
+	if ex.subject != nil {
+		args.Subject = policy.Subject{
+			User:   ex.subject.User,
+			Agent:  ex.subject.Agent,
+			Issuer: ex.subject.Issuer,
+			Claims: ex.subject.Claims,
+		}
+	}
+	if r := ex.route; r != nil {
+		args.Route = &policy.Route{Provider: r.Provider, Host: r.Host, Name: r.Name}
+		args.DropHeaders = []string{r.Header()}
+	}
+	return policy.NewInput(req, args)
+}
+
+// hostPort renders host with its port unless the port is the scheme's
+// default, the way a Host header would.
+func hostPort(host string, port int, scheme string) string {
+	if (scheme == "https" && port == 443) || (scheme == "http" && port == 80) || port == 0 {
+		return host
+	}
+	if len(host) > 0 && host[0] != '[' && containsColon(host) {
+		host = "[" + host + "]"
+	}
+	return host + ":" + strconv.Itoa(port)
+}
+
+func containsColon(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == ':' {
+			return true
+		}
+	}
+	return false
+}
+
+// fetchToken gets the user's token for the route and records which grant
+// generation and token were used.
+func (s *Server) fetchToken(ctx context.Context, ex *exchange) *Error {
+	tok, err := s.d.Tokens.Token(ctx, ex.route.Provider, ex.subject.User)
+	if err != nil {
+		e := classify(err)
+		if e.Code == CodeGrantMissing || e.Code == CodeReconnectRequired {
+			e.ConnectURL = connectURL(s.cfg.ConnectURL, ex.route.Provider)
+		}
+		s.logFailure(ex, e)
+		return ex.fail(e)
+	}
+	ex.token = tok
+	ex.rec.GrantGeneration = tok.Generation
+	ex.rec.TokenFingerprint = s.d.Fingerprint(tok.Value)
+	return nil
+}
+
+// auditInject writes the inject record that must exist before a token
+// leaves the sidecar when audit is fail-closed.
+func (s *Server) auditInject(ex *exchange) *Error {
+	if !s.d.AuditFailClosed {
+		return nil
+	}
+	rec := ex.rec
+	rec.Event = audit.EventInject
+	rec.Time = s.d.Now()
+	if err := s.d.Audit.Write(&rec); err != nil {
+		e := newError(CodeAuditUnavailable, "the audit trail cannot be written, so no credential is sent; an operator has been alerted", err)
+		s.log.Error("audit unavailable: refusing to inject", zapDecision(ex), zapErr(err))
+		return ex.fail(e)
+	}
+	return nil
+}
+
+func (s *Server) logFailure(ex *exchange, e *Error) {
+	if e.Cause == nil {
+		return
+	}
+	switch e.Code {
+	case CodeStoreUnavailable, CodeProviderUnavailable, CodeProviderMisconfig, CodeUpstreamTLS, CodeAuditUnavailable:
+		s.log.Warn("request failed", zapDecision(ex), zapCode(e.Code), zapErr(e.Cause))
+	default:
+		if ce := s.log.Check(debugLevel, "request failed"); ce != nil {
+			ce.Write(zapDecision(ex), zapCode(e.Code), zapErr(e.Cause))
+		}
+	}
+}
+
+var _ = injector.DefaultPort

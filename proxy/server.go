@@ -1,0 +1,299 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elazarl/goproxy"
+	"go.uber.org/zap"
+
+	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/policy"
+	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+)
+
+// Verifier checks an assertion and names the acting user.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (*identity.Subject, error)
+}
+
+// Decider evaluates policy. Decide never allows on error.
+type Decider interface {
+	Decide(ctx context.Context, in *policy.Input) policy.Decision
+	Revision() string
+}
+
+// TokenSource hands out a user's access token for a provider.
+type TokenSource interface {
+	Token(ctx context.Context, provider, user string) (injector.Token, error)
+}
+
+// Auditor writes audit records; Write fails when no sink accepted the record.
+type Auditor interface {
+	Write(r *audit.Record) error
+}
+
+// LeafIssuer signs (or returns cached) interception certificates.
+type LeafIssuer interface {
+	Leaf(host string) (*tls.Certificate, error)
+}
+
+// Dialer opens upstream connections; in production it is the egress guard.
+type Dialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Deps are the components the pipeline drives.
+type Deps struct {
+	Logger          *zap.Logger
+	Identity        Verifier
+	AssertionHeader string
+	Routes          *injector.Table
+	Policy          Decider
+	Tokens          TokenSource
+	Audit           Auditor
+	// AuditFailClosed refuses injecting requests whose inject record could
+	// not be written (503 audit_unavailable) before the token leaves.
+	AuditFailClosed bool
+	// Fingerprint returns a keyed, non-reversible tag for a token.
+	Fingerprint func(token string) string
+	Dialer      Dialer
+	Certs       LeafIssuer
+	// RootCAs, when set, replaces the system roots for upstream TLS (tests).
+	// Upstream.CAFile is added to whichever pool is used.
+	RootCAs *x509.CertPool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the sidecar's proxy listener.
+type Server struct {
+	cfg       Config
+	d         Deps
+	log       *zap.Logger
+	gp        *goproxy.ProxyHttpServer
+	srv       *http.Server
+	transport *http.Transport
+	ids       *subjectCache
+
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{} // hijacked tunnel connections
+	closing atomic.Bool
+	wg      sync.WaitGroup // tunnel goroutines
+}
+
+// New builds a Server. It does not listen; call Serve.
+func New(cfg Config, d Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Identity == nil || d.Routes == nil || d.Policy == nil || d.Tokens == nil || d.Audit == nil || d.Dialer == nil || d.Certs == nil {
+		return nil, errors.New("proxy: missing dependency")
+	}
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.AssertionHeader == "" {
+		d.AssertionHeader = identity.DefaultHeader
+	}
+	if d.Fingerprint == nil {
+		return nil, errors.New("proxy: missing token fingerprinter")
+	}
+	tr, err := newTransport(cfg.Upstream, d.Dialer, d.RootCAs)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		d:         d,
+		log:       d.Logger.Named("proxy"),
+		transport: tr,
+		ids:       newSubjectCache(d.Identity, d.Now),
+		conns:     map[net.Conn]struct{}{},
+	}
+	s.gp = s.newGoproxy()
+	s.srv = &http.Server{
+		Handler:           s.gp,
+		ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout,
+		IdleTimeout:       cfg.Limits.IdleTimeout,
+		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+		// HTTP/2 to the proxy itself is not offered: CONNECT over h2 would
+		// bypass the hijack path.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+	}
+	return s, nil
+}
+
+// newTransport builds the one outbound transport. goproxy's default
+// transport skips certificate verification and honours proxy variables
+// from the environment; this one does neither.
+func newTransport(c UpstreamConfig, dialer Dialer, roots *x509.CertPool) (*http.Transport, error) {
+	if roots == nil {
+		sys, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("load system roots: %w", err)
+		}
+		roots = sys
+	} else {
+		roots = roots.Clone()
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read upstream.ca_file: %w", err)
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("upstream.ca_file %s: no PEM certificates found", c.CAFile)
+		}
+	}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+		defer cancel()
+		return dialer.DialContext(ctx, network, addr)
+	}
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dial,
+		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   c.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
+		IdleConnTimeout:       c.IdleConnTimeout,
+		MaxIdleConns:          c.MaxIdleConnsPerHost * 16,
+		MaxIdleConnsPerHost:   c.MaxIdleConnsPerHost,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     true,
+		// The agent's Accept-Encoding passes through untouched and the
+		// body is relayed as is.
+		DisableCompression: true,
+	}, nil
+}
+
+// Serve accepts connections on ln until Shutdown or Close.
+func (s *Server) Serve(ln net.Listener) error {
+	ln = newLimitListener(ln, s.cfg.Limits.MaxConns)
+	err := s.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets in-flight plain requests finish, and closes
+// tunnels when ctx ends (tunnels can live for hours; they are not waited
+// for beyond ctx).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	err := s.srv.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.closeTunnels()
+		<-done
+	}
+	s.transport.CloseIdleConnections()
+	return err
+}
+
+// Close closes everything at once.
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	err := s.srv.Close()
+	s.closeTunnels()
+	s.wg.Wait()
+	s.transport.CloseIdleConnections()
+	return err
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *Server) closeTunnels() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
+// limitListener bounds concurrent connections: Accept blocks while max
+// connections are open, leaving further clients in the kernel backlog.
+type limitListener struct {
+	net.Listener
+	sem       chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func newLimitListener(ln net.Listener, max int) net.Listener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, max), done: make(chan struct{})}
+}
+
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// CloseWrite and CloseRead let goproxy half-close blind tunnels.
+func (c *limitConn) CloseWrite() error {
+	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return nil
+}

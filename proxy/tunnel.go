@@ -1,0 +1,389 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/injector"
+)
+
+// maxDrain is how much of an unread request body the proxy reads away to
+// keep a connection alive after answering early; beyond it the connection
+// is closed instead.
+const maxDrain = 256 << 10
+
+// errSNIMismatch refuses a TLS handshake whose server name differs from the
+// CONNECT target.
+var errSNIMismatch = errors.New("TLS server name does not match the CONNECT target")
+
+// serveTunnel intercepts an accepted CONNECT to a routed host:port: it
+// answers 200, terminates TLS with a leaf for exactly that host, and serves
+// HTTP/1.1 requests bound to it until the client leaves or idles out.
+func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
+	if !s.track(raw) {
+		raw.Close()
+		return
+	}
+	defer s.untrack(raw)
+	defer raw.Close()
+	if _, err := io.WriteString(raw, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return
+	}
+	conn := tls.Server(raw, s.tunnelTLSConfig(t))
+	_ = raw.SetDeadline(time.Now().Add(s.cfg.Limits.HandshakeTimeout))
+	if err := conn.HandshakeContext(context.Background()); err != nil {
+		if ce := s.log.Check(zap.DebugLevel, "tunnel handshake failed"); ce != nil {
+			ce.Write(zap.String(logHost, t.host), zapErr(err))
+		}
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
+
+	idle := &idleReader{conn: conn, idle: s.cfg.Limits.IdleTimeout}
+	hr := newHeadReader(idle, s.cfg.Limits.MaxHeaderBytes, s.cfg.Limits.MaxHeaderCount)
+	bw := bufio.NewWriterSize(conn, 16<<10)
+	for {
+		// Wait for the next request's first byte under the idle timeout,
+		// then for the whole head under the read-header timeout.
+		idle.armed = false
+		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout))
+		if _, err := hr.br.Peek(1); err != nil {
+			return
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.ReadHeaderTimeout))
+		req, err := hr.next()
+		idle.armed = true
+		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout))
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.refuseMalformed(t, bw, err)
+			}
+			return
+		}
+		if !s.serveIntercepted(t, conn, req, bw) {
+			return
+		}
+	}
+}
+
+// tunnelTLSConfig presents a leaf for the CONNECT host and refuses a
+// ClientHello that names a different server: URL host, Host header and SNI
+// must all be the CONNECT target.
+func (s *Server) tunnelTLSConfig(t *tunnel) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			sni := injector.NormalizeHost(hello.ServerName)
+			// Clients send no SNI when the target is an IP address
+			// (RFC 6066 section 3); a name must match exactly.
+			if sni != t.host && !(sni == "" && isIPLiteral(t.host)) {
+				return nil, errSNIMismatch
+			}
+			return s.d.Certs.Leaf(t.host)
+		},
+	}
+}
+
+func isIPLiteral(host string) bool { return net.ParseIP(strings.Trim(host, "[]")) != nil }
+
+// refuseMalformed answers a request that could not be read safely and
+// audits it; the connection is closed afterwards.
+func (s *Server) refuseMalformed(t *tunnel, w *bufio.Writer, err error) {
+	ex := s.newExchange("", "https", hostPort(t.host, t.port, "https"), "")
+	if t.subject != nil {
+		ex.setSubject(t.subject)
+	}
+	code, msg := CodeBadRequest, "the request could not be parsed safely: "
+	switch {
+	case errors.Is(err, errHeadTooLarge), errors.Is(err, errTooManyHeaders):
+		code, msg = CodeHeaderTooLarge, "the request head is too large: "
+	case errors.Is(err, errFraming), errors.Is(err, errMalformed), errors.Is(err, errHTTP2Preface):
+	default:
+		// Timeouts and resets: nobody is listening for an answer.
+		if ce := s.log.Check(zap.DebugLevel, "tunnel read failed"); ce != nil {
+			ce.Write(zap.String(logHost, t.host), zapErr(err))
+		}
+		return
+	}
+	e := ex.fail(newError(code, msg+reason(err), err))
+	resp := e.response(nil, ex.rec.DecisionID, false)
+	resp.Close = true
+	_ = resp.Write(w)
+	_ = w.Flush()
+	s.finish(ex, resp.StatusCode, resp.ContentLength)
+}
+
+// reason returns the first line of err's text, bounded: read errors name the
+// framing problem, never data from the request.
+func reason(err error) string {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	if len(msg) > 160 {
+		msg = msg[:160]
+	}
+	return msg
+}
+
+// serveIntercepted runs one request from an intercepted tunnel through the
+// pipeline and writes the answer. It reports whether the connection may
+// carry another request.
+func (s *Server) serveIntercepted(t *tunnel, conn net.Conn, req *http.Request, w *bufio.Writer) bool {
+	ex := s.newExchange(req.Method, "https", hostPort(t.host, t.port, "https"), "")
+	ex.bytesIn = countBody(req)
+	if c := expectContinue(req, w); c != nil {
+		defer c.stop()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req = req.WithContext(ctx)
+
+	resp := s.interceptedResponse(ctx, t, ex, req)
+	keep := !req.Close && !resp.Close
+	// Whatever the upstream did not read of the request body must be read
+	// away before the next request, or the connection must close.
+	if keep && !drain(req.Body, maxDrain) {
+		keep = false
+	}
+	if !keep {
+		resp.Close = true
+	}
+	n, err := writeResponse(w, resp, ex.rec.DecisionID)
+	s.finish(ex, resp.StatusCode, n)
+	return keep && err == nil
+}
+
+// interceptedResponse is the pipeline for one intercepted request: bind,
+// identify, route, decide, fetch the token, inject, audit, forward. Any
+// failure becomes the agent-facing error response.
+func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchange, req *http.Request) *http.Response {
+	fail := func(e *Error) *http.Response {
+		if ex.err == nil {
+			ex.fail(e)
+		}
+		return e.response(req, ex.rec.DecisionID, false)
+	}
+
+	// 1. Bind the request to the tunnel target.
+	path, e := bindTunnelRequest(t, req)
+	ex.rec.Path = redactedPath(req.URL)
+	if e != nil {
+		return fail(e)
+	}
+
+	// 2. Identify.
+	sub, err := s.identify(ctx, req.Header, t.subject)
+	if err != nil {
+		return fail(classify(err))
+	}
+	ex.setSubject(sub)
+
+	// 3. Route.
+	route := s.d.Routes.Match(t.host, t.port, path)
+	if route == nil {
+		return fail(newError(CodeNoRoute, "no route covers this path on this host; nothing was sent", nil))
+	}
+	ex.setRoute(route)
+
+	// 4. Decide, before any grant is read.
+	in := s.policyInput(req, ex, "https", t.host, t.port, t.source)
+	if e := s.decide(ctx, ex, in, route.ReportOnly); e != nil {
+		return fail(e)
+	}
+
+	// 5. Fetch the grant's token.
+	if e := s.fetchToken(ctx, ex); e != nil {
+		return fail(e)
+	}
+
+	// 6. Inject: strip what must not travel, replace credentials.
+	out := outboundRequest(req, t)
+	sanitizeRequest(out.Header, s.d.AssertionHeader)
+	route.Inject(out.Header, ex.token.Value)
+
+	// 7. Audit before the token leaves (fail-closed).
+	if e := s.auditInject(ex); e != nil {
+		return fail(e)
+	}
+
+	// 8. Forward over verified TLS.
+	resp, err := s.transport.RoundTrip(out)
+	if err != nil {
+		e := classify(err)
+		s.logFailure(ex, e)
+		return fail(e)
+	}
+	return resp
+}
+
+// bindTunnelRequest checks that req targets exactly the tunnel's host:port
+// (Host header, and the URL host when absolute-form) with a clean path, and
+// returns the escaped path for route matching.
+func bindTunnelRequest(t *tunnel, req *http.Request) (string, *Error) {
+	if req.Method == http.MethodConnect {
+		return "", newError(CodeBadRequest, "CONNECT is not allowed inside a tunnel", nil)
+	}
+	host, port, err := injector.SplitHostPort(req.Host, injector.DefaultPort)
+	if err != nil || req.Host == "" {
+		return "", newError(CodeBadRequest, "the request needs a Host header naming the tunnel target", err)
+	}
+	if host != t.host || port != t.port {
+		return "", newError(CodeBadRequest, fmt.Sprintf("the Host header does not match the tunnel target %s", hostPort(t.host, t.port, "https")), nil)
+	}
+	if req.URL.IsAbs() || req.URL.Host != "" {
+		uh, up, err := injector.SplitHostPort(req.URL.Host, injector.DefaultPort)
+		if err != nil || req.URL.Scheme != "https" || uh != t.host || up != t.port {
+			return "", newError(CodeBadRequest, "the request URL does not match the tunnel target", err)
+		}
+	}
+	path := req.URL.EscapedPath()
+	if req.URL.Opaque != "" || !injector.CleanPath(path) {
+		return "", newError(CodeBadRequest, "the request path must be absolute, without dot segments, backslashes or control characters", nil)
+	}
+	return path, nil
+}
+
+// outboundRequest turns an intercepted request into the request sent
+// upstream: same method, path, query, headers and body, addressed to the
+// tunnel target.
+func outboundRequest(req *http.Request, t *tunnel) *http.Request {
+	out := req.Clone(req.Context())
+	out.URL = &url.URL{
+		Scheme:   "https",
+		Host:     hostPort(t.host, t.port, "https"),
+		Path:     req.URL.Path,
+		RawPath:  req.URL.RawPath,
+		RawQuery: req.URL.RawQuery,
+	}
+	out.Host = out.URL.Host
+	out.RequestURI = ""
+	out.Close = false
+	if req.ContentLength == 0 {
+		out.Body = http.NoBody
+	}
+	// The client's Expect is answered by the proxy (expectContinue).
+	out.Header.Del("Expect")
+	return out
+}
+
+// redactedPath is the path and query as audited: secret-looking query
+// parameters are redacted.
+func redactedPath(u *url.URL) string {
+	if u.RawQuery == "" {
+		return u.EscapedPath()
+	}
+	return u.EscapedPath() + "?" + audit.RedactQuery(u.RawQuery)
+}
+
+// idleReader refreshes the connection's read deadline on every read while
+// armed (during a request body), so an upload that keeps moving is never
+// cut off while a stalled one is. Between requests the tunnel loop sets
+// deadlines itself.
+type idleReader struct {
+	conn  net.Conn
+	idle  time.Duration
+	armed bool
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if r.armed {
+		_ = r.conn.SetReadDeadline(time.Now().Add(r.idle))
+	}
+	return r.conn.Read(p)
+}
+
+// continueWriter answers "Expect: 100-continue" the first time the body is
+// read, so a client waiting for permission to send does not stall, and a
+// request refused before its body is read never gets the 100.
+type continueWriter struct {
+	body io.ReadCloser
+	w    *bufio.Writer
+	sent bool
+	done bool
+}
+
+func expectContinue(req *http.Request, w *bufio.Writer) *continueWriter {
+	if !strings.EqualFold(req.Header.Get("Expect"), "100-continue") || req.ContentLength == 0 {
+		return nil
+	}
+	c := &continueWriter{body: req.Body, w: w}
+	req.Body = c
+	return c
+}
+
+func (c *continueWriter) Read(p []byte) (int, error) {
+	if !c.sent && !c.done {
+		c.sent = true
+		if _, err := c.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return 0, err
+		}
+		if err := c.w.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return c.body.Read(p)
+}
+
+func (c *continueWriter) Close() error { return c.body.Close() }
+func (c *continueWriter) stop()        { c.done = true }
+
+// writeResponse writes resp to the client and returns the body bytes sent.
+// The head is buffered into one write; the body is flushed each time the
+// upstream makes the proxy wait, so streamed responses (server-sent events,
+// long polls) reach the agent as they arrive.
+func writeResponse(w *bufio.Writer, resp *http.Response, decisionID string) (int64, error) {
+	defer resp.Body.Close()
+	sanitizeResponse(resp.Header)
+	resp.Header.Set(headerDecisionID, decisionID)
+	resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
+	if resp.ContentLength < 0 && resp.Request != nil && resp.Request.Method != http.MethodHead {
+		resp.TransferEncoding = []string{"chunked"}
+	}
+	// A body of known, modest size goes out with the head in as few
+	// writes as possible; anything else may be a stream.
+	body := &flushingBody{r: resp.Body, w: w, flush: resp.ContentLength < 0 || resp.ContentLength > streamThreshold}
+	resp.Body = body
+	err := resp.Write(w)
+	if ferr := w.Flush(); err == nil {
+		err = ferr
+	}
+	return body.n, err
+}
+
+// streamThreshold is the Content-Length above which a response body is
+// flushed as it arrives rather than coalesced with the head.
+const streamThreshold = 64 << 10
+
+type flushingBody struct {
+	r     io.ReadCloser
+	w     *bufio.Writer
+	n     int64
+	flush bool
+}
+
+func (b *flushingBody) Read(p []byte) (int, error) {
+	if b.flush && b.w.Buffered() > 0 {
+		if err := b.w.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *flushingBody) Close() error { return b.r.Close() }
