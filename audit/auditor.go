@@ -22,6 +22,9 @@ var (
 	ErrUnavailable = errors.New("audit unavailable")
 	// ErrClosed reports a write after Close.
 	ErrClosed = errors.New("auditor closed")
+	// ErrFileInUse reports an audit file another writer holds: two writers
+	// would interleave their chains. Give each process its own file.
+	ErrFileInUse = errors.New("audit file in use by another writer")
 )
 
 // lineBufferKeep is the largest line buffer kept between writes; a rare
@@ -200,6 +203,7 @@ func (a *Auditor) Write(r *Record) error {
 	line = append(line, `,"`+keySeq+`":`...)
 	line = strconv.AppendUint(line, seq, 10)
 	line = append(line, `,"`+keyPrevHash+`":"`...)
+	prevAt := len(line)
 	line = hex.AppendEncode(line, a.chain.hash[:])
 	line = append(line, `"}`...)
 	if len(line) >= MaxLineBytes {
@@ -226,7 +230,7 @@ func (a *Auditor) Write(r *Record) error {
 	if accepted == 0 {
 		return fmt.Errorf("write audit record: %w: %w", ErrUnavailable, errors.Join(errs...))
 	}
-	r.Seq, r.PrevHash = seq, hex.EncodeToString(a.chain.hash[:])
+	r.Seq, r.PrevHash = seq, string(line[prevAt:prevAt+hex.EncodedLen(sha256.Size)])
 	a.chain = chainState{seq: seq, hash: sum}
 	return nil
 }

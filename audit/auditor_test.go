@@ -525,3 +525,19 @@ func TestNewFailsOnUnwritablePath(t *testing.T) {
 		t.Error("got nil; want an error for a path under a regular file")
 	}
 }
+
+func TestSecondWriterRefused(t *testing.T) {
+	cfg := fileConfig(t.TempDir(), DurabilityWrite)
+	a := newAuditor(t, cfg, Options{})
+	writeRecords(t, a, 0, 1)
+	if _, err := New(cfg, Options{}); !errors.Is(err, ErrFileInUse) {
+		t.Fatalf("second New on the same file: got %v; want ErrFileInUse", err)
+	}
+	a.Close()
+	b := newAuditor(t, cfg, Options{})
+	writeRecords(t, b, 1, 1)
+	b.Close()
+	if rep, err := Verify([]string{cfg.File.Path}); err != nil || rep.Records != 2 {
+		t.Errorf("got %+v, %v; want 2 records after the first writer closed", rep, err)
+	}
+}

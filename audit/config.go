@@ -15,7 +15,9 @@ const (
 	// SinkFile writes records to a rotated file (see [FileConfig]).
 	SinkFile Sink = "file"
 	// SinkBoth writes every record to both; a record counts as accepted when
-	// at least one of them took it.
+	// at least one of them took it. A record only stdout took is missing
+	// from the file, and Verify on the file reports the gap as deleted
+	// records, which is what happened to that copy.
 	SinkBoth Sink = "both"
 )
 
@@ -28,7 +30,9 @@ const (
 	// DurabilityBuffered collects records in memory and writes them at most
 	// [BufferedFlushInterval] later (sooner when the buffer fills) and on
 	// Close. A crash may lose the last second of records, and a failing disk
-	// is noticed at the next flush rather than at the record's Write.
+	// is noticed at the next flush rather than at the record's Write, so
+	// with fail_closed an inject record is then only in memory when the
+	// token leaves; choose write or sync for a strict guarantee.
 	DurabilityBuffered Durability = "buffered"
 	// DurabilityWrite issues one write(2) per record and does not fsync: a
 	// record survives a crash of the process but not necessarily of the

@@ -3,6 +3,7 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
@@ -174,7 +175,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddInt("status", r.Status)
 	}
 	if r.DurationMS != 0 {
-		enc.AddFloat64("duration_ms", r.DurationMS)
+		// Rounded to microseconds: float arithmetic noise
+		// (0.30000000000000004) is not information.
+		enc.AddFloat64("duration_ms", math.Round(r.DurationMS*1000)/1000)
 	}
 	if r.BytesIn != 0 {
 		enc.AddInt64("bytes_in", r.BytesIn)

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"os"
@@ -208,5 +209,37 @@ func TestRecordValidate(t *testing.T) {
 				t.Errorf("got seq %d prev %s; want 1 and the genesis hash", r.Seq, r.PrevHash)
 			}
 		})
+	}
+}
+
+func TestRecordDurationRounded(t *testing.T) {
+	var out bytes.Buffer
+	a := newAuditor(t, stdoutConfig(), Options{Stdout: &out})
+	if err := a.Write(&Record{Event: EventRefresh, DurationMS: 0.1 + 0.2}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"duration_ms":0.3,`) {
+		t.Errorf("got %s; want duration_ms 0.3", out.String())
+	}
+}
+
+// TestRecordDecodes: a written line decodes back into a Record with
+// encoding/json (what tests and tools reading the trail do), apart from
+// Extra and the redacted path.
+func TestRecordDecodes(t *testing.T) {
+	var out bytes.Buffer
+	a := newAuditor(t, stdoutConfig(), Options{Stdout: &out})
+	want := sampleRecord(3)
+	want.ErrorCode = "store_unavailable"
+	want.Extra = []zap.Field{zap.String(ExtraOutcome, "ok")}
+	if err := a.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	var got Record
+	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &got); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(*want, got, cmpopts.IgnoreFields(Record{}, "Extra")); d != "" {
+		t.Errorf("decoded record (-want +got):\n%s", d)
 	}
 }

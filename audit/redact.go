@@ -223,8 +223,8 @@ func (r *Redactor) Headers(h http.Header) zapcore.ObjectMarshaler {
 	return redactedHeaders{h: h, r: r}
 }
 
-// Field returns a zap field logging h under key, redacted.
-func (r *Redactor) Field(key string, h http.Header) zap.Field {
+// HeadersField returns a zap field logging h under key, redacted.
+func (r *Redactor) HeadersField(key string, h http.Header) zap.Field {
 	return zap.Object(key, r.Headers(h))
 }
 

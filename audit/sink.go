@@ -44,9 +44,6 @@ func (s *stdoutSink) name() string { return string(SinkStdout) }
 
 func (s *stdoutSink) write(line []byte) error {
 	_, err := s.w.Write(line)
-	if err != nil {
-		err = fmt.Errorf("write stdout: %w", err)
-	}
 	s.err = err
 	return err
 }
@@ -85,14 +82,19 @@ func openAppend(path string) (file, bool, int64, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		// A device, pipe or socket: no size to rotate on, nothing to
-		// truncate or fsync.
+		// truncate, fsync or lock.
 		return f, false, 0, nil
+	}
+	if err := lockFile(f); err != nil {
+		f.Close()
+		return nil, false, 0, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return f, true, fi.Size(), nil
 }
 
-// fileSink appends lines to a file, rotating it by size. One fileSink must
-// be the only writer of its file.
+// fileSink appends lines to a file, rotating it by size. It must be the
+// only writer of its file; an advisory lock (flock) on the active file
+// enforces that where the platform has one.
 type fileSink struct {
 	path       string
 	maxBytes   int64
@@ -123,7 +125,7 @@ func (s *fileSink) health() error { return s.err }
 func (s *fileSink) openActive() error {
 	f, regular, size, err := s.open(s.path)
 	if err != nil {
-		return fmt.Errorf("open: %w", err)
+		return err
 	}
 	s.f, s.regular, s.size = f, regular, size
 	return nil
@@ -165,15 +167,16 @@ func (s *fileSink) writeNow(line []byte) error {
 		s.scratch = append(append(s.scratch[:0], '\n'), line...)
 		data = s.scratch
 	}
+	// Errors from *os.File name the operation and the path already.
 	n, err := s.f.Write(data)
 	if err != nil {
 		s.undo(data[:n])
-		return fmt.Errorf("write: %w", err)
+		return err
 	}
 	if s.durability == DurabilitySync && s.regular {
 		if err := s.f.Sync(); err != nil {
 			s.undo(data)
-			return fmt.Errorf("sync: %w", err)
+			return err
 		}
 	}
 	s.size += int64(n)
@@ -237,8 +240,8 @@ func (s *fileSink) flush() error {
 	s.size += int64(n)
 	s.pending = s.pending[:copy(s.pending, s.pending[n:])]
 	if err != nil {
-		s.err = fmt.Errorf("write: %w", err)
-		return s.err
+		s.err = err
+		return err
 	}
 	s.err = nil
 	return nil

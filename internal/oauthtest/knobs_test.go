@@ -22,6 +22,7 @@ func TestFailNext(t *testing.T) {
 		{http.StatusBadGateway, "server_error"},
 		{http.StatusTooManyRequests, "invalid_request"},
 		{http.StatusUnauthorized, "invalid_client"},
+		{http.StatusOK, "server_error"}, // not a failure status: becomes 500
 	}
 	for _, tt := range tests {
 		t.Run(http.StatusText(tt.status), func(t *testing.T) {
@@ -35,8 +36,12 @@ func TestFailNext(t *testing.T) {
 				if !errors.As(err, &re) {
 					t.Fatalf("refresh %d: error %v; want an OAuth error response", i, err)
 				}
-				if re.Response.StatusCode != tt.status || re.ErrorCode != tt.wantCode {
-					t.Errorf("refresh %d: status %d code %q; want %d %q", i, re.Response.StatusCode, re.ErrorCode, tt.status, tt.wantCode)
+				wantStatus := tt.status
+				if wantStatus == http.StatusOK {
+					wantStatus = http.StatusInternalServerError
+				}
+				if re.Response.StatusCode != wantStatus || re.ErrorCode != tt.wantCode {
+					t.Errorf("refresh %d: status %d code %q; want %d %q", i, re.Response.StatusCode, re.ErrorCode, wantStatus, tt.wantCode)
 				}
 			}
 			// Failed requests were not processed: the refresh token is

@@ -375,3 +375,33 @@ func TestNoSecretInLogs(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenEndpointRefusals(t *testing.T) {
+	s := newServer(t, testOptions())
+	tests := []struct {
+		name     string
+		form     url.Values
+		wantCode int
+	}{
+		{"client_credentials grant", url.Values{"grant_type": {"client_credentials"}}, http.StatusBadRequest},
+		{"password grant", url.Values{"grant_type": {"password"}, "username": {"a"}, "password": {"b"}}, http.StatusBadRequest},
+		{"no grant type", url.Values{"scope": {"read"}}, http.StatusBadRequest},
+		{"unknown code", url.Values{"grant_type": {"authorization_code"}, "code": {"ory_ac_x.y"}, "redirect_uri": {redirectURI}}, http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := postForm(t, s, PathToken, tt.form, confID, confSecret)
+			if status != tt.wantCode || strings.Contains(body, "access_token") {
+				t.Errorf("status %d body %s; want %d without tokens", status, body, tt.wantCode)
+			}
+		})
+	}
+	resp, err := s.Client().Get(s.TokenURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("GET /token: status %d; want 400", resp.StatusCode)
+	}
+}

@@ -342,7 +342,7 @@ func (s *Server) registerClient(c Client) {
 	s.clientsMu.Unlock()
 }
 
-// client returns the registered client id.
+// lookupClient returns the registered client with id.
 func (s *Server) lookupClient(id string) (Client, bool) {
 	s.clientsMu.RLock()
 	defer s.clientsMu.RUnlock()
@@ -444,8 +444,12 @@ func (s *Server) SetLatency(d time.Duration) {
 // FailNext makes the next n token requests fail with HTTP status and an
 // OAuth JSON error body (temporarily_unavailable for 503, server_error for
 // other 5xx, invalid_client for 401, invalid_request otherwise), without
-// processing them. It replaces any pending failures; n <= 0 clears them.
+// processing them. A status outside 400-599 becomes 500. It replaces any
+// pending failures; n <= 0 clears them.
 func (s *Server) FailNext(n int, status int) {
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
+	}
 	s.knobs.mu.Lock()
 	defer s.knobs.mu.Unlock()
 	s.knobs.failLeft = max(n, 0)

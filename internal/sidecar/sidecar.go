@@ -39,6 +39,11 @@ type Options struct {
 	Store store.Store
 	// Version is reported in the start record.
 	Version string
+	// Resolver replaces the egress guard's DNS resolver (tests).
+	Resolver *net.Resolver
+	// Dial replaces the egress guard's underlying dialer, called only
+	// with addresses the guard allowed (tests record instead of dialling).
+	Dial egress.DialFunc
 }
 
 // Sidecar is a built, listening sidecar.
@@ -102,7 +107,14 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		}
 		s.ownStore = true
 	}
-	if s.guard, err = egress.New(cfg.Egress); err != nil {
+	var gopts []egress.Option
+	if o.Resolver != nil {
+		gopts = append(gopts, egress.WithResolver(o.Resolver))
+	}
+	if o.Dial != nil {
+		gopts = append(gopts, egress.WithDialer(o.Dial))
+	}
+	if s.guard, err = egress.New(cfg.Egress, gopts...); err != nil {
 		return nil, fmt.Errorf("egress: %w", err)
 	}
 

@@ -85,7 +85,6 @@ var (
 	errMalformedJTI      = invalid("malformed jti claim")
 	errLifetime          = invalid("token lifetime exceeds the maximum")
 	errUnverifiable      = invalid("token cannot be verified")
-	errVerifierClosed    = invalid("verifier closed")
 	errAlgorithmRefusals = buildAlgorithmRefusals()
 )
 

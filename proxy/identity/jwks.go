@@ -46,12 +46,12 @@ const (
 	maxJWKSKeys = 64
 )
 
-// NewJWKSClient returns the HTTP client used to fetch a JWKS when none is
+// newJWKSClient returns the HTTP client used to fetch a JWKS when none is
 // given with WithHTTPClient: no proxy from the environment (the JWKS is
 // fetched directly, never through whatever HTTPS_PROXY the pod inherits),
 // system roots plus the PEM bundle caFile (if not empty), timeouts on every
 // phase, and no redirects followed.
-func NewJWKSClient(caFile string) (*http.Client, error) {
+func newJWKSClient(caFile string) (*http.Client, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"sync"
@@ -96,9 +97,12 @@ type Verifier struct {
 	anonymous  [numAlgorithms]any
 	staticKeys [numAlgorithms][]jwt.VerificationKey
 	jwks       *jwksSource
-	client     *http.Client
-	tooLarge   error
-	closeOnce  sync.Once
+	// staticKeyFunc is the key function when there is no JWKS: bound once,
+	// so that Verify does not allocate a closure per call.
+	staticKeyFunc jwt.Keyfunc
+	client        *http.Client
+	tooLarge      error
+	closeOnce     sync.Once
 }
 
 // staticKey is one configured key, bound to one algorithm.
@@ -118,6 +122,12 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Verifier, error) {
 	o := options{now: time.Now, logger: zap.NewNop()}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.logger == nil {
+		o.logger = zap.NewNop()
 	}
 	v := &Verifier{
 		header:      cfg.Header,
@@ -173,16 +183,17 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Verifier, error) {
 		jwt.WithStrictDecoding(),
 	}
 	if len(cfg.Issuers) == 1 {
-		// More issuers are checked by assertionClaims.Validate, which
-		// checks membership for one issuer too.
+		// Several issuers are checked by checkClaims, which checks
+		// membership for one issuer too.
 		popts = append(popts, jwt.WithIssuer(cfg.Issuers[0]))
 	}
 	v.parser = jwt.NewParser(popts...)
+	v.staticKeyFunc = func(t *jwt.Token) (any, error) { return v.key(context.Background(), t) }
 
 	if cfg.JWKSURL != "" {
 		client := o.client
 		if client == nil {
-			c, err := NewJWKSClient(cfg.JWKSCAFile)
+			c, err := newJWKSClient(cfg.JWKSCAFile)
 			if err != nil {
 				return nil, fmt.Errorf("identity: %w", config.Prefix("jwks_ca_file", err))
 			}
@@ -241,24 +252,6 @@ func (v *Verifier) Close() error {
 	return nil
 }
 
-// assertionClaims receives the claims from the JWT library. Besides the
-// claims it carries what the key lookup and the extra validation need (the
-// library's callbacks take no context), and the Subject that Verify returns,
-// so that one allocation serves all three.
-type assertionClaims struct {
-	jwt.MapClaims
-	v       *Verifier
-	ctx     context.Context
-	hdr     header
-	subject Subject
-}
-
-// UnmarshalJSON decodes the claims into the embedded map; without it
-// encoding/json would look for a field named MapClaims.
-func (c *assertionClaims) UnmarshalJSON(b []byte) error {
-	return json.Unmarshal(b, &c.MapClaims)
-}
-
 // Verify checks raw and returns the Subject it names. raw is pre-parsed
 // first (size, shape, header), and only then parsed and verified by the JWT
 // library. Errors wrap ErrMissing or ErrInvalid and never contain raw.
@@ -270,57 +263,55 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Subject, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &assertionClaims{v: v, ctx: ctx, hdr: hdr}
-	_, err = v.parser.ParseWithClaims(raw, c, keyFunc)
-	c.ctx, c.v = nil, nil
+	claims := jwt.MapClaims{}
+	kf := v.staticKeyFunc
+	if v.jwks != nil {
+		// Only a JWKS lookup can wait (for a fetch), so only it needs ctx.
+		kf = func(t *jwt.Token) (any, error) { return v.key(ctx, t) }
+	}
+	tok, err := v.parser.ParseWithClaims(raw, claims, kf)
 	if err != nil {
-		return nil, classify(err)
+		return nil, classify(err, claims)
 	}
-	return c.finish(), nil
+	// The library decoded the header again; it must have seen what the
+	// pre-parser saw.
+	if _, hasKID := tok.Header["kid"]; tok.Method.Alg() != hdr.alg.String() || hasKID != hdr.hasKID {
+		return nil, errHeaderMismatch
+	}
+	if err := v.checkClaims(claims); err != nil {
+		return nil, err
+	}
+	return newSubject(claims), nil
 }
 
-// keyFunc is the jwt.Keyfunc for every Verify. It is a plain function, not a
-// closure, so that passing it costs nothing; its state travels in the claims.
-func keyFunc(t *jwt.Token) (any, error) {
-	c, ok := t.Claims.(*assertionClaims)
-	if !ok || c.v == nil {
-		return nil, errUnverifiable
-	}
-	return c.v.key(c.ctx, t, c.hdr)
-}
-
-// key chooses the verification key for t. The library has decoded the header
-// again by now; it must agree with the pre-parser. Then:
+// key chooses the verification key for t (the jwt.Keyfunc of Verify):
 //   - with a kid: the static key with that id (it must be for this
-//     algorithm), else the JWKS key with that kid (refetching the set if the
-//     kid is unknown), else the static keys without id;
+//     algorithm), else the JWKS key with that kid (fetching the set again,
+//     rate-limited, if the kid is unknown), else the static keys without id;
 //   - without a kid: every static and JWKS key that can verify this
 //     algorithm.
 //
 // Keys are only ever used with their one algorithm.
-func (v *Verifier) key(ctx context.Context, t *jwt.Token, hdr header) (any, error) {
-	if t.Method == nil || t.Method.Alg() != hdr.alg.String() {
-		return nil, errHeaderMismatch
+func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
+	alg := algUnknown
+	if t.Method != nil {
+		alg = algorithmFromName(t.Method.Alg())
+	}
+	if !v.allowed.has(alg) {
+		return nil, errAlgorithmRefusals[alg]
 	}
 	for _, f := range forbiddenHeaders {
 		if _, ok := t.Header[f.name]; ok {
 			return nil, f.err
 		}
 	}
-	kid := ""
-	if raw, ok := t.Header["kid"]; ok {
-		s, ok := raw.(string)
-		if !ok || s == "" {
-			return nil, errKIDType
-		}
-		kid = s
-	}
-	if hdr.hasKID != (kid != "") {
-		return nil, errHeaderMismatch
-	}
-	alg := hdr.alg
-	if kid == "" {
+	raw, ok := t.Header["kid"]
+	if !ok {
 		return v.keyWithoutKID(ctx, alg)
+	}
+	kid, ok := raw.(string)
+	if !ok || kid == "" {
+		return nil, errKIDType
 	}
 	otherAlg := false
 	for i := range v.keys {
@@ -363,16 +354,11 @@ func (v *Verifier) keyWithoutKID(ctx context.Context, alg algorithm) (any, error
 	return keyOrSet(all), nil
 }
 
-// Validate adds this package's claim rules to the library's (exp, nbf, iat,
-// aud): iss among the configured issuers, a non-empty string sub, well-formed
-// act and jti, and the lifetime limit. The library calls it only after the
-// signature has been verified.
-func (c *assertionClaims) Validate() error {
-	v := c.v
-	if v == nil {
-		return errUnverifiable
-	}
-	m := c.MapClaims
+// checkClaims adds this package's claim rules to the library's (exp, nbf,
+// iat, aud, and iss for a single issuer): iss among the configured issuers,
+// a non-empty string sub, well-formed act and jti, and the lifetime limit.
+// It runs only on claims of a token whose signature has been verified.
+func (v *Verifier) checkClaims(m jwt.MapClaims) error {
 	switch iss := m["iss"].(type) {
 	case nil:
 		return errMissingIss
@@ -385,9 +371,6 @@ func (c *assertionClaims) Validate() error {
 		}
 	default:
 		return errMalformedClaims
-	}
-	if m["aud"] == nil {
-		return errMissingAud
 	}
 	switch sub := m["sub"].(type) {
 	case nil:
@@ -413,19 +396,17 @@ func (c *assertionClaims) Validate() error {
 			return errMalformedJTI
 		}
 	}
-	exp, err := m.GetExpirationTime()
-	if err != nil {
-		return errMalformedClaims
-	}
-	if exp == nil {
+	exp, ok := numericDate(m, "exp")
+	if !ok || exp.IsZero() {
+		// The library requires exp; this is a second line.
 		return errMissingExp
 	}
-	iat, err := m.GetIssuedAt()
-	if err != nil {
+	iat, ok := numericDate(m, "iat")
+	if !ok {
 		return errMalformedClaims
 	}
-	if iat != nil {
-		if exp.Sub(iat.Time) > v.maxLifetime {
+	if !iat.IsZero() {
+		if exp.Sub(iat) > v.maxLifetime {
 			return errLifetime
 		}
 	} else if exp.Sub(v.now()) > v.maxLifetime+v.leeway {
@@ -436,33 +417,55 @@ func (c *assertionClaims) Validate() error {
 	return nil
 }
 
-// finish fills the Subject from claims that Validate has checked and
-// returns it. Subject.Claims reuses the decoded map minus the registered
-// claims.
-func (c *assertionClaims) finish() *Subject {
-	m := c.MapClaims
-	s := &c.subject
+// numericDate reads a NumericDate claim the way the JWT library does
+// (seconds as a JSON number; 0 counts as absent), without allocating. It
+// returns the zero time when the claim is absent and ok false when it is not
+// a number.
+func numericDate(m jwt.MapClaims, name string) (time.Time, bool) {
+	var f float64
+	switch n := m[name].(type) {
+	case nil:
+		return time.Time{}, true
+	case float64:
+		f = n
+	case json.Number:
+		var err error
+		if f, err = n.Float64(); err != nil {
+			return time.Time{}, false
+		}
+	default:
+		return time.Time{}, false
+	}
+	if f == 0 {
+		return time.Time{}, true
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)).Truncate(jwt.TimePrecision), true
+}
+
+// newSubject builds the Subject from claims that checkClaims accepted.
+// Subject.Claims reuses the decoded map minus the registered claims.
+func newSubject(m jwt.MapClaims) *Subject {
+	s := &Subject{}
 	s.User, _ = m["sub"].(string)
 	s.Issuer, _ = m["iss"].(string)
 	s.ID, _ = m["jti"].(string)
 	if act, ok := m["act"].(map[string]any); ok {
 		s.Agent, _ = act["sub"].(string)
 	}
-	if exp, err := m.GetExpirationTime(); err == nil && exp != nil {
-		s.Expiry = exp.Time
-	}
+	s.Expiry, _ = numericDate(m, "exp")
 	for _, name := range registeredClaims {
 		delete(m, name)
 	}
 	s.Claims = m
-	c.MapClaims = nil
 	return s
 }
 
 // classify turns the JWT library's error into one of this package's
-// refusals. Refusals raised by the key lookup or by Validate travel inside
-// the library's error and are returned as they are.
-func classify(err error) error {
+// refusals. Refusals raised by the key lookup travel inside the library's
+// error and are returned as they are. claims is what the library decoded,
+// to tell which required claim is missing.
+func classify(err error, claims jwt.MapClaims) error {
 	var re *reasonError
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
@@ -474,8 +477,19 @@ func classify(err error) error {
 		return errUnverifiable
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return errSignature
-	case errors.As(err, &re):
-		return re
+	case errors.Is(err, jwt.ErrInvalidType):
+		return errMalformedClaims
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		if exp, _ := numericDate(claims, "exp"); exp.IsZero() {
+			return errMissingExp
+		}
+		if aud, _ := claims.GetAudience(); len(aud) == 0 || len(aud) == 1 && aud[0] == "" {
+			return errMissingAud
+		}
+		if iss, _ := claims["iss"].(string); iss == "" {
+			return errMissingIss
+		}
+		return errMalformedClaims
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return errExpired
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
@@ -486,8 +500,6 @@ func classify(err error) error {
 		return errAudience
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		return errIssuer
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing), errors.Is(err, jwt.ErrInvalidType):
-		return errMalformedClaims
 	}
 	return errUnverifiable
 }
