@@ -137,8 +137,11 @@ func compileRoute(c RouteConfig) (*Route, error) {
 	case strings.Contains(host, "*"):
 		p.Addf("host", "a wildcard is only allowed as a leading \"*.\", got %q", c.Host)
 	default:
-		if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil && !validHostName(host) {
-			p.Addf("host", "not a valid host name: %q", c.Host)
+		if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+			host = ip.String()
+			r.Host = host
+		} else if !validHostName(host) || allDigitsLastLabel(host) {
+			p.Addf("host", "not a valid host name or IP address: %q", c.Host)
 		}
 	}
 	if r.Port == 0 {
@@ -366,4 +369,20 @@ func CleanPath(escaped string) bool {
 	}
 	lower = strings.NewReplacer("%2f", "/", "%5c", "/").Replace(lower)
 	return !hasDotSegment(lower)
+}
+
+// allDigitsLastLabel reports whether host's last label is numeric, which
+// resolvers may read as an IPv4 address ("2130706434", "10.1"); such route
+// hosts are refused as ambiguous.
+func allDigitsLastLabel(host string) bool {
+	last := host[strings.LastIndexByte(host, '.')+1:]
+	if strings.HasPrefix(last, "0x") {
+		return true
+	}
+	for i := 0; i < len(last); i++ {
+		if last[i] < '0' || last[i] > '9' {
+			return false
+		}
+	}
+	return last != ""
 }

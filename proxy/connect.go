@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/proxy/egress"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 
@@ -72,6 +73,9 @@ func (s *Server) handleConnect(target string, ctx *goproxy.ProxyCtx) (*goproxy.C
 	if err != nil || host == "" {
 		return s.rejectConnect(ctx, ex, newError(CodeBadRequest, "CONNECT needs a target of the form host:port", err)), target
 	}
+	if !egress.CanonicalHost(host) {
+		return s.rejectConnect(ctx, ex, newError(CodeBadRequest, "the CONNECT target must be a host name or an address in its standard form", nil)), target
+	}
 	ex.rec.Host = hostPort(host, port, "https")
 	t := &tunnel{host: host, port: port, source: req.RemoteAddr}
 
@@ -128,7 +132,7 @@ func (s *Server) rejectConnect(ctx *goproxy.ProxyCtx, ex *exchange, e *Error) *g
 // serveBlindTunnel dials an unrouted, policy-approved target through the
 // egress guard and relays bytes without looking at them.
 func (s *Server) serveBlindTunnel(ex *exchange, t *tunnel, r *http.Request, client net.Conn) {
-	if !s.track(client) {
+	if s.track(client) == nil {
 		client.Close()
 		return
 	}

@@ -21,6 +21,8 @@ const (
 	// whatever the assertion's own expiry, so rotated-out signing keys stop
 	// being honoured quickly.
 	subjectCacheTTL = time.Minute
+	// maxCachedAssertion is identity's largest allowed max_size.
+	maxCachedAssertion = 64 << 10
 )
 
 type subjectEntry struct {
@@ -29,7 +31,8 @@ type subjectEntry struct {
 }
 
 // subjectCache memoises successful verifications, keyed by the SHA-256 of
-// the raw assertion (so the cache never holds the assertion itself).
+// the raw assertion (so the cache never holds the assertion itself). Cached
+// subjects are shared between requests and must be treated as read-only.
 // Failures are not cached: each is cheap to reproduce and caching them
 // would let a flood of garbage evict good entries.
 type subjectCache struct {
@@ -44,6 +47,11 @@ func newSubjectCache(v Verifier, now func() time.Time) *subjectCache {
 }
 
 func (c *subjectCache) verify(ctx context.Context, raw string) (*identity.Subject, error) {
+	if len(raw) > maxCachedAssertion {
+		// Far beyond any valid size: let the verifier refuse it without
+		// hashing it first.
+		return c.v.Verify(ctx, raw)
+	}
 	key := sha256.Sum256([]byte(raw))
 	now := c.now()
 	if e, ok := c.cache.Get(key); ok && now.Before(e.until) {

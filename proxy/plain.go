@@ -8,6 +8,7 @@ import (
 	"github.com/elazarl/goproxy"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/proxy/egress"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 
@@ -27,6 +28,9 @@ func (s *Server) handlePlain(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Re
 	}
 	if err != nil || host == "" || req.URL.Scheme != "http" {
 		return reject(newError(CodeBadRequest, "the request URL must be an absolute http:// URL", err))
+	}
+	if !egress.CanonicalHost(host) {
+		return reject(newError(CodeBadRequest, "the request host must be a host name or an address in its standard form", nil))
 	}
 	ex.rec.Host = hostPort(host, port, "http")
 	if s.d.Routes.HostRouted(host) {

@@ -87,7 +87,7 @@ type Server struct {
 	ids       *subjectCache
 
 	mu      sync.Mutex
-	conns   map[net.Conn]struct{} // hijacked tunnel connections
+	conns   map[net.Conn]*connState // hijacked tunnel connections
 	closing atomic.Bool
 	wg      sync.WaitGroup // tunnel goroutines
 }
@@ -122,7 +122,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		log:       d.Logger.Named("proxy"),
 		transport: tr,
 		ids:       newSubjectCache(d.Identity, d.Now),
-		conns:     map[net.Conn]struct{}{},
+		conns:     map[net.Conn]*connState{},
 	}
 	s.gp = s.newGoproxy()
 	s.srv = &http.Server{
@@ -200,14 +200,33 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.closeTunnels()
-		<-done
+	tick := time.NewTicker(shutdownPoll)
+	defer tick.Stop()
+	for {
+		// Tunnels waiting between requests close at once; those in the
+		// middle of one finish it first (the loop exits after it).
+		s.closeIdleTunnels()
+		select {
+		case <-done:
+			s.transport.CloseIdleConnections()
+			return err
+		case <-ctx.Done():
+			s.closeTunnels()
+			<-done
+			s.transport.CloseIdleConnections()
+			return err
+		case <-tick.C:
+		}
 	}
-	s.transport.CloseIdleConnections()
-	return err
+}
+
+// shutdownPoll is how often Shutdown looks for tunnels that became idle.
+const shutdownPoll = 50 * time.Millisecond
+
+// connState is what Shutdown needs to know about a tunnel.
+type connState struct {
+	// idle is set while a tunnel waits for its next request.
+	idle atomic.Bool
 }
 
 // Close closes everything at once.
@@ -220,15 +239,16 @@ func (s *Server) Close() error {
 	return err
 }
 
-func (s *Server) track(c net.Conn) bool {
+func (s *Server) track(c net.Conn) *connState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
-		return false
+		return nil
 	}
-	s.conns[c] = struct{}{}
+	st := &connState{}
+	s.conns[c] = st
 	s.wg.Add(1)
-	return true
+	return st
 }
 
 func (s *Server) untrack(c net.Conn) {
@@ -243,6 +263,16 @@ func (s *Server) closeTunnels() {
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		c.Close()
+	}
+}
+
+func (s *Server) closeIdleTunnels() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c, st := range s.conns {
+		if st.idle.Load() {
+			c.Close()
+		}
 	}
 }
 

@@ -32,7 +32,8 @@ var errSNIMismatch = errors.New("TLS server name does not match the CONNECT targ
 // answers 200, terminates TLS with a leaf for exactly that host, and serves
 // HTTP/1.1 requests bound to it until the client leaves or idles out.
 func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
-	if !s.track(raw) {
+	st := s.track(raw)
+	if st == nil {
 		raw.Close()
 		return
 	}
@@ -58,8 +59,14 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 		// Wait for the next request's first byte under the idle timeout,
 		// then for the whole head under the read-header timeout.
 		idle.armed = false
+		if s.closing.Load() {
+			return
+		}
 		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout))
-		if _, err := hr.br.Peek(1); err != nil {
+		st.idle.Store(true)
+		_, err := hr.br.Peek(1)
+		st.idle.Store(false)
+		if err != nil {
 			return
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.ReadHeaderTimeout))

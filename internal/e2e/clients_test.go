@@ -184,4 +184,3 @@ print(r.text)
 		checkArrived(t, e, "/api/python")
 	})
 }
-

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -39,3 +40,5 @@ func buildBinary(t testing.TB) string {
 	}
 	return builtBin
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -79,6 +79,7 @@ func (s *Sidecar) readiness(ctx context.Context) readiness {
 	defer cancel()
 	add("store", probeStore(pctx, s.store), "")
 	add("audit", s.auditor.Healthy(), "")
+	add("identity", s.verifier.Ready(), "")
 	add("ca", caValid(s.ca.Certificate(), time.Now()), "")
 	return rd
 }

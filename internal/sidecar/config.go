@@ -51,8 +51,8 @@ type CAConfig struct {
 // StoreConfig selects and configures the grant store.
 type StoreConfig struct {
 	// Backend is "embedded" (a local bbolt file) or "vault".
-	Backend  string                `yaml:"backend"`
-	Embedded store.EmbeddedConfig  `yaml:"embedded"`
+	Backend  string               `yaml:"backend"`
+	Embedded store.EmbeddedConfig `yaml:"embedded"`
 }
 
 // LogConfig configures operational logs (not the audit trail).

@@ -143,3 +143,17 @@ func looksNumeric(host string) bool {
 	}
 	return true
 }
+
+// CanonicalHost reports whether host is spelled the one way every resolver
+// agrees on: a DNS name, or an address literal in its standard form
+// ("127.0.0.1", "::1"). A host that some resolver would read as an address
+// and another as a name ("1.2.3.4.5"), or an address in a historical form
+// ("2130706434", "0x7f000002", "127.1"), is not: the proxy refuses such
+// targets rather than route, sign or dial them under a name that means two
+// things.
+func CanonicalHost(host string) bool {
+	if ip, ok := ParseHost(host); ok {
+		return ip.String() == host
+	}
+	return !looksNumeric(host)
+}

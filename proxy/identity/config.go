@@ -49,9 +49,9 @@ const (
 	maxMaxSize = 64 << 10
 )
 
-// DefaultAlgorithms are the algorithms accepted when the configuration names
+// defaultAlgorithms are the algorithms accepted when the configuration names
 // none: modern asymmetric signatures only.
-var DefaultAlgorithms = []string{"EdDSA", "ES256", "RS256"}
+var defaultAlgorithms = []string{"EdDSA", "ES256", "RS256"}
 
 // Config configures assertion verification. The zero value is not usable;
 // start from DefaultConfig.
@@ -104,7 +104,7 @@ type KeyConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		Header:                 DefaultHeader,
-		Algorithms:             slices.Clone(DefaultAlgorithms),
+		Algorithms:             slices.Clone(defaultAlgorithms),
 		JWKSRefresh:            defaultJWKSRefresh,
 		JWKSUnknownKIDInterval: defaultUnknownKIDInterval,
 		Leeway:                 defaultLeeway,

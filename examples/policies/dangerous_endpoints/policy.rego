@@ -13,28 +13,31 @@
 #   "/REPOS/o/r" cannot slip past a rule written for "/repos/o/r".
 #
 # How to adapt it
-#   - Add entries to `dangerous`: provider (the route's provider), method
-#     ("*" for any), path as a list of lower-case glob patterns, one per
-#     segment ("*" is one segment, "admin.*" matches "admin.users.list", a
-#     final "**" matches any remaining segments), and why, which becomes the
-#     deny reason.
+#   - Add entries to `dangerous`, under the route's provider name: method
+#     ("*" for any, "write" for any but GET, HEAD and OPTIONS), path as a lower-case glob ("*" matches within one
+#     segment, so "/api/admin.*" matches "/api/admin.users.list"; "**"
+#     matches across segments), and why, which becomes the deny reason.
 #   - Test: onbehalf policy test examples/policies/dangerous_endpoints
 package onbehalf.authz
 
-dangerous := [
-	{"provider": "github", "method": "DELETE", "path": ["repos", "*", "*"], "why": "deleting a repository"},
-	{"provider": "github", "method": "PATCH", "path": ["repos", "*", "*"], "why": "changing repository settings"},
-	{"provider": "github", "method": "POST", "path": ["repos", "*", "*", "transfer"], "why": "transferring a repository"},
-	{"provider": "github", "method": "*", "path": ["repos", "*", "*", "branches", "*", "protection"], "why": "changing branch protection"},
-	{"provider": "github", "method": "PATCH", "path": ["orgs", "*"], "why": "changing organisation settings"},
-	{"provider": "github", "method": "*", "path": ["orgs", "*", "hooks"], "why": "changing organisation webhooks"},
-	{"provider": "github", "method": "*", "path": ["orgs", "*", "hooks", "*"], "why": "changing organisation webhooks"},
-	{"provider": "github", "method": "PUT", "path": ["orgs", "*", "memberships", "*"], "why": "changing organisation membership"},
-	{"provider": "github", "method": "DELETE", "path": ["orgs", "*", "members", "*"], "why": "removing organisation members"},
-	{"provider": "slack", "method": "*", "path": ["api", "admin.*"], "why": "calling Slack admin methods"},
-	{"provider": "microsoft", "method": "DELETE", "path": ["v1.0", "users", "*"], "why": "deleting a directory user"},
-	{"provider": "microsoft", "method": "*", "path": ["v1.0", "directoryroles", "**"], "why": "changing directory roles"},
-]
+# Endpoints agents may not call, per provider.
+dangerous := {
+	"github": [
+		{"method": "DELETE", "path": "/repos/*/*", "why": "deleting a repository"},
+		{"method": "PATCH", "path": "/repos/*/*", "why": "changing repository settings"},
+		{"method": "POST", "path": "/repos/*/*/transfer", "why": "transferring a repository"},
+		{"method": "write", "path": "/repos/*/*/branches/*/protection{,/**}", "why": "changing branch protection"},
+		{"method": "PATCH", "path": "/orgs/*", "why": "changing organisation settings"},
+		{"method": "write", "path": "/orgs/*/hooks{,/**}", "why": "changing organisation webhooks"},
+		{"method": "PUT", "path": "/orgs/*/memberships/*", "why": "changing organisation membership"},
+		{"method": "DELETE", "path": "/orgs/*/members/*", "why": "removing organisation members"},
+	],
+	"slack": [{"method": "*", "path": "/api/admin.*", "why": "calling Slack admin methods"}],
+	"microsoft": [
+		{"method": "DELETE", "path": "/v1.0/users/*", "why": "deleting a directory user"},
+		{"method": "write", "path": "/v1.0/directoryroles/**", "why": "changing directory roles"},
+	],
+}
 
 user := input.subject.user if input.subject.user != ""
 
@@ -42,26 +45,10 @@ route := input.route if is_object(input.route)
 
 method := upper(input.attributes.request.http.method)
 
-# The path segments, lower case, without empty ones.
-segments := [lower(s) | some s in input.parsed_path; s != ""]
-
-# matches(pattern, segments) holds when each pattern segment globs the
-# corresponding path segment. A final "**" matches any remaining segments.
-matches(pattern, segs) if {
-	count(pattern) == count(segs)
-	every i, p in pattern {
-		glob.match(p, ["/"], segs[i])
-	}
-}
-
-matches(pattern, segs) if {
-	pattern[count(pattern) - 1] == "**"
-	prefix := array.slice(pattern, 0, count(pattern) - 1)
-	count(segs) >= count(prefix)
-	every i, p in prefix {
-		glob.match(p, ["/"], segs[i])
-	}
-}
+# The path, lower case, with empty segments dropped: "/REPOS//o/r/" is
+# matched as "/repos/o/r". This is a deny-list, so variants that an API may
+# treat alike must not slip past it.
+normalized_path := concat("/", ["", concat("/", [lower(s) | some s in input.parsed_path; s != ""])])
 
 deny contains "no verified user: the request carries no valid assertion" if not user
 
@@ -72,12 +59,17 @@ deny contains msg if {
 
 deny contains msg if {
 	input.subject.agent != ""
-	some d in dangerous
-	d.provider == route.provider
-	d.method in {"*", method}
-	matches(d.path, segments)
-	msg := sprintf("agents may not act on %s endpoints: %s", [d.provider, d.why])
+	some d in dangerous[route.provider]
+	method_matches(d.method)
+	glob.match(d.path, ["/"], normalized_path)
+	msg := sprintf("agents may not act on %s endpoints: %s", [route.provider, d.why])
 }
+
+method_matches("*")
+
+method_matches("write") if not method in {"GET", "HEAD", "OPTIONS"}
+
+method_matches(m) if m == method
 
 decision := {"allow": false, "reason": concat("; ", sort(deny))} if {
 	count(deny) > 0

@@ -59,3 +59,9 @@ test_rules_are_per_provider if {
 test_person_without_agent_not_restricted if {
 	authz.decision.allow with input as request("github", "DELETE", ["repos", "acme", "app"], "")
 }
+
+test_agent_cannot_change_branch_protection if {
+	not authz.decision.allow with input as request("github", "PUT", ["repos", "acme", "app", "branches", "main", "protection"], "agent-7")
+	not authz.decision.allow with input as request("github", "DELETE", ["repos", "acme", "app", "branches", "main", "protection", "required_signatures"], "agent-7")
+	authz.decision.allow with input as request("github", "GET", ["repos", "acme", "app", "branches", "main", "protection"], "agent-7")
+}

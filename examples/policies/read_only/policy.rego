@@ -3,10 +3,11 @@
 # What it enforces
 #   Reads (GET, HEAD, OPTIONS) are allowed on every route. Any other method
 #   is a write, allowed only when it matches one of the route provider's
-#   named write endpoints in data.read_only.write_endpoints: same method,
-#   same number of path segments, each segment equal or "*" (which matches
-#   one non-empty segment). Requests without a verified user or a route are
-#   denied.
+#   named write endpoints in data.read_only.write_endpoints: same method and
+#   a path matching the endpoint's glob ("*" matches within one segment).
+#   This is an allow-list, so it matches strictly: a write whose path has an
+#   empty segment ("/repos//app/issues", or a trailing slash) matches no
+#   endpoint. Requests without a verified user or a route are denied.
 #
 #   Report mode: with data.read_only.report_only set to true, denials carry
 #   "report_only": true. The sidecar then lets the request through and
@@ -35,25 +36,14 @@ report_only := object.get(data.read_only, "report_only", false)
 
 path := concat("/", ["", concat("/", input.parsed_path)])
 
+# The path of a write may not contain empty segments (see above).
+strict_path := path if not "" in input.parsed_path
+
 # A write endpoint named for the route's provider matches the request.
 named_write if {
 	some endpoint in data.read_only.write_endpoints[route.provider]
 	upper(endpoint.method) == method
-	path_matches(endpoint.path, input.parsed_path)
-}
-
-path_matches(pattern, segments) if {
-	count(pattern) == count(segments)
-	every i, p in pattern {
-		segment_matches(p, segments[i])
-	}
-}
-
-segment_matches("*", s) if s != ""
-
-segment_matches(p, s) if {
-	p != "*"
-	p == s
+	glob.match(endpoint.path, ["/"], strict_path)
 }
 
 deny contains "no verified user: the request carries no valid assertion" if not user

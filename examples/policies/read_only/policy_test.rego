@@ -42,9 +42,11 @@ test_named_path_with_other_method_denied if {
 	not authz.decision.allow with input as request("PUT", "slack", ["api", "chat.postMessage"])
 }
 
-test_wildcard_needs_a_segment if {
+test_write_paths_match_strictly if {
 	not authz.decision.allow with input as request("POST", "github", ["repos", "", "app", "issues"])
+	not authz.decision.allow with input as request("POST", "github", ["repos", "acme", "app", "issues", ""])
 	not authz.decision.allow with input as request("POST", "github", ["repos", "acme", "app", "issues", "extra"])
+	not authz.decision.allow with input as request("POST", "github", ["repos", "acme", "app", "pulls"])
 }
 
 test_write_endpoints_are_per_provider if {
