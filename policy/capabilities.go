@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	_ "time/tzdata" // time.clock, time.weekday and friends need zone data even on distroless images.
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )

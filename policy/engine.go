@@ -180,14 +180,28 @@ func (e *Engine) decideValue(ctx context.Context, v ast.Value) Decision {
 var noMetrics = metrics.NoOp()
 
 func (p *prepared) decide(ctx context.Context, input ast.Value, timeout time.Duration) Decision {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalMetrics(noMetrics))
+	// Cancellation is wired by hand rather than with context.WithTimeout:
+	// given a context, OPA starts a goroutine per evaluation to watch it,
+	// while a timer and a context callback flipping OPA's cancel flag cost
+	// neither a goroutine nor a channel.
+	cancel := topdown.NewCancel()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(timeout, func() {
+		timedOut.Store(true)
+		cancel.Cancel()
+	})
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	rs, err := p.pq.Eval(ctx,
+		rego.EvalParsedInput(input),
+		rego.EvalMetrics(noMetrics),
+		rego.EvalExternalCancel(cancel))
+	timer.Stop()
+	stop()
+
 	switch {
-	case err != nil && (topdown.IsCancel(err) || ctx.Err() != nil):
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return p.stamp(deny(ReasonTimeout))
-		}
+	case err != nil && (timedOut.Load() || errors.Is(ctx.Err(), context.DeadlineExceeded)):
+		return p.stamp(deny(ReasonTimeout))
+	case err != nil && ctx.Err() != nil:
 		return p.stamp(deny(ReasonCanceled))
 	case err != nil:
 		return p.stamp(deny(truncate(ReasonError+": "+err.Error(), maxReasonBytes)))

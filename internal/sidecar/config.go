@@ -6,6 +6,7 @@
 package sidecar
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -90,14 +91,18 @@ func DefaultConfig() Config {
 // reported at once.
 func Load(path string, environ []string, override func(*Config)) (Config, error) {
 	cfg := DefaultConfig()
-	if err := config.Load(path, &cfg, environ); err != nil {
-		return cfg, err
+	loadErr := config.Load(path, &cfg, environ)
+	var fe *config.FieldError
+	if loadErr != nil && !errors.As(loadErr, &fe) {
+		return cfg, loadErr // unreadable file: nothing to validate
 	}
 	if override != nil {
 		override(&cfg)
 	}
 	cfg.ResolvePaths(filepath.Dir(path))
-	return cfg, cfg.Validate()
+	// Decoding problems and validation problems are reported together, so
+	// one run lists everything to fix.
+	return cfg, errors.Join(loadErr, cfg.Validate())
 }
 
 // ResolvePaths makes every relative file path in c relative to dir, the

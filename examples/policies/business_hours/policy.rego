@@ -33,7 +33,7 @@ local_day := time.weekday([now_ns, hours.time_zone])
 
 local_hour := time.clock([now_ns, hours.time_zone])[0]
 
-local_date := sprintf("%04d-%02d-%02d", time.date([now_ns, hours.time_zone]))
+local_date := time.format([now_ns, hours.time_zone, "2006-01-02"])
 
 working_time if {
 	local_day in hours.weekdays

@@ -57,19 +57,20 @@ deny contains msg if {
 	msg := sprintf("no route for host %s", [input.attributes.request.http.host])
 }
 
+# The method selectors the request answers to, computed once per decision.
+method_selectors contains method
+
+method_selectors contains "*"
+
+method_selectors contains "write" if not method in {"GET", "HEAD", "OPTIONS"}
+
 deny contains msg if {
 	input.subject.agent != ""
 	some d in dangerous[route.provider]
-	method_matches(d.method)
+	d.method in method_selectors
 	glob.match(d.path, ["/"], normalized_path)
 	msg := sprintf("agents may not act on %s endpoints: %s", [route.provider, d.why])
 }
-
-method_matches("*")
-
-method_matches("write") if not method in {"GET", "HEAD", "OPTIONS"}
-
-method_matches(m) if m == method
 
 decision := {"allow": false, "reason": concat("; ", sort(deny))} if {
 	count(deny) > 0

@@ -1,0 +1,196 @@
+//go:build integration
+
+package e2e
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
+	"github.com/onbehalf-dev/onbehalf/internal/testenv"
+	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+)
+
+// abuseTimeout is the short timeout the abuse test configures, so abusive
+// connections are cut quickly.
+const abuseTimeout = 500 * time.Millisecond
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("count fds: %v", err)
+	}
+	return len(ents)
+}
+
+// TestAbuseLeavesNoLeak throws slow, garbage and half-finished
+// connections at the proxy, then checks that goroutines and file
+// descriptors return to where they were and that the proxy still serves.
+func TestAbuseLeavesNoLeak(t *testing.T) {
+	e := testenv.New(t, testenv.Options{Config: func(c *sidecar.Config) {
+		c.Proxy.Limits.ReadHeaderTimeout = abuseTimeout
+		c.Proxy.Limits.HandshakeTimeout = abuseTimeout
+		c.Proxy.Limits.IdleTimeout = abuseTimeout
+	}})
+	assertion := e.Assert(t, testenv.User)
+	target := fmt.Sprintf("%s:%d", testenv.APIHost, e.Upstream.Port())
+	proxyAddr := e.Sidecar.ProxyAddr()
+
+	serve := func() {
+		t.Helper()
+		c := e.Client()
+		defer c.CloseIdleConnections()
+		req, _ := http.NewRequest(http.MethodGet, e.APIURL("/api/ok"), nil)
+		req.Header.Set(identity.DefaultHeader, assertion)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("proxy stopped serving: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d; want 200", resp.StatusCode)
+		}
+	}
+	serve()
+	time.Sleep(100 * time.Millisecond)
+	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
+
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", proxyAddr, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	abuses := map[string]func(){
+		"slowloris on the proxy port": func() {
+			c := dial()
+			defer c.Close()
+			io.WriteString(c, "GET http://x.test/ HTTP/1.1\r\nHost: x.test\r\n")
+			for range 5 {
+				time.Sleep(abuseTimeout / 3)
+				if _, err := io.WriteString(c, "X-Slow: 1\r\n"); err != nil {
+					return
+				}
+			}
+			readUntilClosed(c)
+		},
+		"random bytes to the proxy port": func() {
+			c := dial()
+			defer c.Close()
+			b := make([]byte, 4096)
+			rand.Read(b)
+			c.Write(b)
+			readUntilClosed(c)
+		},
+		"random bytes after CONNECT": func() {
+			c, resp, err := e.Connect(target, "")
+			if err != nil || resp.StatusCode != 200 {
+				t.Errorf("connect: %v %v", err, resp)
+				return
+			}
+			defer c.Close()
+			b := make([]byte, 4096)
+			rand.Read(b)
+			c.Write(b)
+			readUntilClosed(c)
+		},
+		"silence after CONNECT": func() {
+			c, _, err := e.Connect(target, "")
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			readUntilClosed(c)
+		},
+		"slowloris inside a tunnel": func() {
+			tc, _, err := e.DialTLSThroughProxy(target, testenv.APIHost, "")
+			if err != nil {
+				t.Errorf("tunnel: %v", err)
+				return
+			}
+			defer tc.Close()
+			io.WriteString(tc, "GET /api/x HTTP/1.1\r\nHost: "+target+"\r\n")
+			for range 5 {
+				time.Sleep(abuseTimeout / 3)
+				if _, err := io.WriteString(tc, "X-Slow: 1\r\n"); err != nil {
+					return
+				}
+			}
+			readUntilClosed(tc)
+		},
+		"HTTP/2 preface inside a tunnel": func() {
+			tc, _, err := e.DialTLSThroughProxy(target, testenv.APIHost, "")
+			if err != nil {
+				t.Errorf("tunnel: %v", err)
+				return
+			}
+			defer tc.Close()
+			io.WriteString(tc, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+			readUntilClosed(tc)
+		},
+		"body that never arrives": func() {
+			tc, _, err := e.DialTLSThroughProxy(target, testenv.APIHost, "")
+			if err != nil {
+				t.Errorf("tunnel: %v", err)
+				return
+			}
+			defer tc.Close()
+			fmt.Fprintf(tc, "POST /api/x HTTP/1.1\r\nHost: %s\r\n%s: %s\r\nContent-Length: 100000\r\n\r\nabc", target, identity.DefaultHeader, assertion)
+			readUntilClosed(tc)
+		},
+		"abandoned CONNECT halfway": func() {
+			c := dial()
+			io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\n")
+			c.Close()
+		},
+		"huge header": func() {
+			c := dial()
+			defer c.Close()
+			io.WriteString(c, "GET http://x.test/ HTTP/1.1\r\nHost: x.test\r\nX-Big: "+strings.Repeat("a", 200<<10)+"\r\n\r\n")
+			readUntilClosed(c)
+		},
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		for _, abuse := range abuses {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				abuse()
+			}()
+		}
+	}
+	wg.Wait()
+	serve()
+
+	deadline := time.Now().Add(10 * time.Second)
+	var g, fd int
+	for time.Now().Before(deadline) {
+		g, fd = runtime.NumGoroutine(), openFDs(t)
+		if g <= baseG+2 && fd <= baseFD+2 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	t.Errorf("after abuse: %d goroutines (baseline %d), %d fds (baseline %d)\n%s", g, baseG, fd, baseFD, buf[:n])
+}
+
+// readUntilClosed reads until the peer closes or 5 s pass.
+func readUntilClosed(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, c)
+}

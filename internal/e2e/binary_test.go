@@ -1,0 +1,258 @@
+//go:build integration
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/onbehalf-dev/onbehalf/internal/upstreamtest"
+)
+
+// cli runs the onbehalf binary and returns stdout, stderr and the exit code.
+func cli(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, onbehalfBin(t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run onbehalf %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestServeBinary runs the real binary the way an operator would: create
+// the CA and keys with the CLI, plant a grant with `grants put`, start
+// `serve`, call an API with curl, revoke the grant while the sidecar runs,
+// stop it with SIGTERM and verify the audit trail.
+func TestServeBinary(t *testing.T) {
+	up, err := upstreamtest.Start(upstreamtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	dir := t.TempDir()
+	upCA := filepath.Join(dir, "upstream-ca.pem")
+	os.WriteFile(upCA, up.CACertPEM(), 0o644)
+	proxyPort, adminPort := freePort(t), freePort(t)
+	config := fmt.Sprintf(`
+proxy:
+  listen: 127.0.0.1:%d
+  connect_url: https://connect.test
+  upstream: {ca_file: upstream-ca.pem}
+admin: {listen: 127.0.0.1:%d}
+ca: {cert: ca.pem, key: ca-key.pem}
+identity:
+  audience: sidecar-test
+  issuers: [https://orchestrator.test]
+  keys: [{id: orch, file: orch.pub}]
+routes:
+  - host: localhost
+    port: %d
+    provider: chat
+policy: {paths: [%s]}
+store: {embedded: {path: grants.db, key_file: grants.key}}
+egress: {allow: [127.0.0.1/32, "::1/128"]}
+audit:
+  sink: file
+  file: {path: audit.log}
+  fingerprint_key_file: fingerprint.key
+log: {level: debug}
+`, proxyPort, adminPort, up.Port(), filepath.Join(repoRoot(t), "examples", "policies", "default"))
+	cfgPath := filepath.Join(dir, "onbehalf.yaml")
+	os.WriteFile(cfgPath, []byte(config), 0o600)
+
+	mustCLI := func(stdin string, args ...string) string {
+		t.Helper()
+		out, errOut, code := cli(t, stdin, args...)
+		if code != 0 {
+			t.Fatalf("onbehalf %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	mustCLI("", "ca", "init", "--dir", dir)
+	mustCLI("", "assert", "keygen", "--private", filepath.Join(dir, "orch.key"), "--public", filepath.Join(dir, "orch.pub"))
+	mustCLI("cli-canary-token-5d2a\n", "grants", "put", "--config", cfgPath, "--provider", "chat", "--user", "alice", "--access-token-file", "-", "--expiry", "1h", "--scopes", "chat:write")
+	if out := mustCLI("", "grants", "list", "--config", cfgPath); !strings.Contains(out, "alice") || strings.Contains(out, "cli-canary") {
+		t.Fatalf("grants list: %q", out)
+	}
+	assertion := strings.TrimSpace(mustCLI("", "assert", "--key", filepath.Join(dir, "orch.key"),
+		"--iss", "https://orchestrator.test", "--aud", "sidecar-test", "--sub", "alice", "--act", "agent-7", "--kid", "orch",
+		"--claim", "providers=chat,github"))
+
+	var logs bytes.Buffer
+	serve := exec.Command(onbehalfBin(t), "serve", "--config", cfgPath)
+	serve.Stdout, serve.Stderr = &logs, &logs
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer serve.Process.Kill()
+	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort), &logs)
+
+	curl := func(extra ...string) (string, int) {
+		args := append([]string{"--silent", "--show-error", "-o", "-", "-w", "\n%{http_code}",
+			"-x", fmt.Sprintf("http://127.0.0.1:%d", proxyPort),
+			"--cacert", filepath.Join(dir, "ca.pem"),
+			"-H", "Onbehalf-Assertion: " + assertion,
+			"-H", "Authorization: Bearer agent-invented"}, extra...)
+		args = append(args, up.URL("localhost", "/api/chat.postMessage"))
+		out, err := exec.Command("curl", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl: %v\n%s", err, out)
+		}
+		s := strings.TrimSpace(string(out))
+		i := strings.LastIndexByte(s, '\n')
+		var code int
+		fmt.Sscan(s[i+1:], &code)
+		return s[:i+1], code
+	}
+	if body, code := curl("--data", `{"text":"hi"}`); code != 200 {
+		t.Fatalf("curl through the sidecar: %d %s\nlogs:\n%s", code, body, logs.String())
+	}
+	got := up.Requests()
+	if len(got) != 1 || got[0].Header.Get("Authorization") != "Bearer cli-canary-token-5d2a" || got[0].Header.Get("Onbehalf-Assertion") != "" {
+		t.Fatalf("upstream did not get exactly the injected token")
+	}
+
+	// Revoke while the sidecar runs: the embedded store is shared.
+	mustCLI("", "grants", "revoke", "--config", cfgPath, "--provider", "chat", "--user", "alice")
+	if body, code := curl(); code != 401 || !strings.Contains(body, `"grant_missing"`) || !strings.Contains(body, "https://connect.test/connect/chat") {
+		t.Fatalf("after revoke: %d %s", code, body)
+	}
+
+	serve.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- serve.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop on SIGTERM")
+	}
+	out := mustCLI("", "audit", "verify", filepath.Join(dir, "audit.log"))
+	if !strings.HasPrefix(out, "ok:") {
+		t.Errorf("audit verify: %q", out)
+	}
+	for _, leak := range []string{"cli-canary-token-5d2a", assertion} {
+		if strings.Contains(logs.String(), leak) {
+			t.Error("a secret appears in the sidecar's logs")
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, "audit.log"))
+		if bytes.Contains(b, []byte(leak)) {
+			t.Error("a secret appears in the audit trail")
+		}
+	}
+
+	// Tampering with the trail is caught.
+	b, _ := os.ReadFile(filepath.Join(dir, "audit.log"))
+	os.WriteFile(filepath.Join(dir, "audit.log"), bytes.Replace(b, []byte(`"user":"alice"`), []byte(`"user":"mallory"`), 1), 0o600)
+	if out, _, code := cli(t, "", "audit", "verify", filepath.Join(dir, "audit.log")); code != 1 || !strings.Contains(out, "BROKEN") {
+		t.Errorf("audit verify after tampering: exit %d %q; want exit 1 naming the break", code, out)
+	}
+}
+
+func waitReady(t *testing.T, url string, logs *bytes.Buffer) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("sidecar not ready at %s\nlogs:\n%s", url, logs.String())
+}
+
+// TestConfigErrors: a broken config exits 2 and names every problem.
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(path, []byte(`
+proxy:
+  listne: 127.0.0.1:1
+  unrouted: maybe
+identity:
+  audience: ""
+routes:
+  - host: "*"
+    provider: Bad Name
+store:
+  backend: floppy
+`), 0o600)
+	_, errOut, code := cli(t, "", "serve", "--config", path)
+	if code != 2 {
+		t.Fatalf("exit %d; want 2\n%s", code, errOut)
+	}
+	for _, want := range []string{"proxy.listne: unknown key", "proxy.unrouted", "identity.audience", "routes[0].host", "routes[0].provider", "store.backend", "ca.cert"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr does not mention %q:\n%s", want, errOut)
+		}
+	}
+	if _, errOut, code := cli(t, "", "serve", "--config", filepath.Join(dir, "missing.yaml")); code != 2 {
+		t.Errorf("missing config: exit %d; want 2\n%s", code, errOut)
+	}
+}
+
+// TestHelpEverywhere: every command answers --help.
+func TestHelpEverywhere(t *testing.T) {
+	cmds := [][]string{
+		{}, {"serve"}, {"demo"}, {"assert"}, {"assert", "keygen"}, {"ca"}, {"ca", "init"},
+		{"grants"}, {"grants", "list"}, {"grants", "put"}, {"grants", "revoke"},
+		{"audit"}, {"audit", "verify"}, {"policy"}, {"policy", "test"}, {"policy", "eval"},
+	}
+	for _, c := range cmds {
+		out, errOut, code := cli(t, "", append(c, "--help")...)
+		if code != 0 || !strings.Contains(out, "Usage:") {
+			t.Errorf("onbehalf %s --help: exit %d\n%s%s", strings.Join(c, " "), code, out, errOut)
+		}
+	}
+	if _, _, code := cli(t, "", "serve", "--no-such-flag"); code != 2 {
+		t.Errorf("unknown flag: exit %d; want 2", code)
+	}
+}
+
+// TestDemo runs `onbehalf demo`, which exits 0 only when every step
+// behaved.
+func TestDemo(t *testing.T) {
+	out, errOut, code := cli(t, "", "demo")
+	if code != 0 {
+		t.Fatalf("demo: exit %d\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "All ") || strings.Contains(out, "FAIL") {
+		t.Errorf("demo output:\n%s", out)
+	}
+}
