@@ -79,7 +79,7 @@ func (r *Route) Header() string { return r.header }
 
 // Table matches destinations to routes.
 type Table struct {
-	exact    map[string][]*Route // host → routes (any port), most specific path first
+	exact    map[string][]*Route // host → its routes (any port)
 	wildcard []*Route            // longest suffix first
 }
 
@@ -229,31 +229,46 @@ func (t *Table) Intercepts(host string, port int) bool {
 
 // Match returns the route for a request to host:port with the given
 // (already validated, absolute) path, or nil. Exact hosts win over
-// wildcards; within a host the longest matching path prefix wins.
+// wildcards, a longer wildcard suffix over a shorter one, and among routes
+// for the same host the longest matching path prefix wins.
 func (t *Table) Match(host string, port int, path string) *Route {
+	var best *Route
+	bestLen := -1
 	for _, r := range t.exact[host] {
-		if r.Port == port && r.matchPath(path) {
-			return r
+		if n := r.matchLen(path); r.Port == port && n > bestLen {
+			best, bestLen = r, n
 		}
 	}
-	for _, r := range t.wildcard {
-		if r.Port == port && strings.HasSuffix(host, r.suffix) && r.matchPath(path) {
-			return r
+	if best != nil {
+		return best
+	}
+	bestSuffix := 0
+	for _, r := range t.wildcard { // longest suffix first
+		if len(r.suffix) < bestSuffix {
+			break
+		}
+		if r.Port != port || !strings.HasSuffix(host, r.suffix) {
+			continue
+		}
+		if n := r.matchLen(path); n > bestLen {
+			best, bestLen, bestSuffix = r, n, len(r.suffix)
 		}
 	}
-	return nil
+	return best
 }
 
-func (r *Route) matchPath(path string) bool {
+// matchLen returns the length of the longest of r's path prefixes that
+// path has (0 for a route without prefixes), or -1 when none matches.
+func (r *Route) matchLen(path string) int {
 	if len(r.paths) == 0 {
-		return true
+		return 0
 	}
-	for _, p := range r.paths {
+	for _, p := range r.paths { // longest first
 		if PathHasPrefix(path, p) {
-			return true
+			return len(p)
 		}
 	}
-	return false
+	return -1
 }
 
 // PathHasPrefix reports whether path starts with prefix on a segment

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -172,7 +174,7 @@ func (c Config) Validate() error {
 		p.Add("bundle", c.Bundle.validate())
 	}
 	if _, err := ast.ParseBody(c.Query); err != nil {
-		p.Addf("query", "not a valid Rego query: %v", err)
+		p.Addf("query", "not a valid Rego query: %s", firstParseError(err))
 	}
 	if c.Timeout < 0 || c.Timeout > maxTimeout {
 		p.Addf("timeout", "must be between 0 and %s", maxTimeout)
@@ -233,6 +235,21 @@ func statReason(err error) string {
 		return "no such file or directory"
 	case os.IsPermission(err):
 		return "permission denied"
+	}
+	return err.Error()
+}
+
+// firstParseError returns the first problem of a Rego parse error on one
+// line ("unexpected eof token at 1:7"), without the source excerpt OPA
+// appends.
+func firstParseError(err error) string {
+	var errs ast.Errors
+	if errors.As(err, &errs) && len(errs) > 0 {
+		e := errs[0]
+		if e.Location != nil {
+			return fmt.Sprintf("%s at %d:%d", e.Message, e.Location.Row, e.Location.Col)
+		}
+		return e.Message
 	}
 	return err.Error()
 }

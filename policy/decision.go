@@ -93,21 +93,20 @@ func parseDecision(v any) Decision {
 		}
 		return d
 	}
-	return deny(fmt.Sprintf("%s: decision is a %s, not a boolean or an object", ReasonError, typeName(v)))
+	return deny(fmt.Sprintf("%s: decision is %s, not a boolean or an object", ReasonError, kindOf(v)))
 }
 
-func typeName(v any) string {
+// kindOf names the JSON kind of a query result, with its article.
+func kindOf(v any) string {
 	switch v.(type) {
 	case nil:
 		return "null"
 	case string:
-		return "string"
+		return "a string"
 	case []any:
-		return "array"
-	case bool:
-		return "boolean"
+		return "an array"
 	}
-	return "number"
+	return "a number"
 }
 
 // truncate shortens s to at most n bytes without splitting a UTF-8 sequence.

@@ -133,6 +133,9 @@ func exampleEngine(tb testing.TB, name string) *Engine {
 	cfg.Paths = []string{filepath.Join(examplesDir, name)}
 	cfg.Query = exampleQuery(name)
 	cfg.Watch = false
+	// The machine running tests and benchmarks is shared: a preempted
+	// decision must not turn into a timeout deny and fail the run.
+	cfg.Timeout = time.Second
 	e, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		tb.Fatalf("New: %v", err)

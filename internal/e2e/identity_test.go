@@ -84,7 +84,10 @@ func TestIdentityFailures(t *testing.T) {
 		{"missing", nil, "identity_required", 401},
 		{"alg none", []string{b64(`{"alg":"none","typ":"JWT"}`) + "." + b64(`{"sub":"alice","iss":"`+testenv.Issuer+`","aud":"`+testenv.Audience+`","exp":9999999999}`) + "."}, "identity_invalid", 401},
 		{"HS256 with the RSA public key", []string{hsConfusion}, "identity_invalid", 401},
-		{"expired", []string{signEd(claims(func(c jwt.MapClaims) { c["iat"] = now.Add(-time.Hour).Unix(); c["exp"] = now.Add(-10 * time.Minute).Unix() }), "orchestrator")}, "identity_invalid", 401},
+		{"expired", []string{signEd(claims(func(c jwt.MapClaims) {
+			c["iat"] = now.Add(-time.Hour).Unix()
+			c["exp"] = now.Add(-10 * time.Minute).Unix()
+		}), "orchestrator")}, "identity_invalid", 401},
 		{"future nbf", []string{signEd(claims(func(c jwt.MapClaims) { c["nbf"] = now.Add(10 * time.Minute).Unix() }), "orchestrator")}, "identity_invalid", 401},
 		{"wrong audience", []string{signEd(claims(func(c jwt.MapClaims) { c["aud"] = "another-sidecar" }), "orchestrator")}, "identity_invalid", 401},
 		{"wrong issuer", []string{signEd(claims(func(c jwt.MapClaims) { c["iss"] = "https://evil.test" }), "orchestrator")}, "identity_invalid", 401},

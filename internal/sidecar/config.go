@@ -108,6 +108,9 @@ func Load(path string, environ []string, override func(*Config)) (Config, error)
 // ResolvePaths makes every relative file path in c relative to dir, the
 // way Prometheus and most daemons read paths in their config files.
 func (c *Config) ResolvePaths(dir string) {
+	if d, err := filepath.Abs(dir); err == nil {
+		dir = d
+	}
 	abs := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
