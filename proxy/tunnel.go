@@ -74,8 +74,8 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 		idle.armed = true
 		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout))
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				s.refuseMalformed(t, bw, err)
+			if !errors.Is(err, io.EOF) && s.refuseMalformed(t, bw, err) {
+				lingerClose(conn)
 			}
 			return
 		}
@@ -106,9 +106,26 @@ func (s *Server) tunnelTLSConfig(t *tunnel) *tls.Config {
 
 func isIPLiteral(host string) bool { return net.ParseIP(strings.Trim(host, "[]")) != nil }
 
+// Lingering close: after refusing a request the client may still be
+// sending it; closing at once would reset the connection and could destroy
+// the answer before the client reads it (as net/http's server also avoids).
+const (
+	lingerTimeout = 500 * time.Millisecond
+	lingerBytes   = 2 << 20
+)
+
+// lingerClose half-closes conn and reads away what the client is still
+// sending, within bounds, so the error response is delivered.
+func lingerClose(conn *tls.Conn) {
+	_ = conn.CloseWrite()
+	_ = conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.CopyN(io.Discard, conn, lingerBytes)
+}
+
 // refuseMalformed answers a request that could not be read safely and
-// audits it; the connection is closed afterwards.
-func (s *Server) refuseMalformed(t *tunnel, w *bufio.Writer, err error) {
+// audits it; the connection is closed afterwards. It reports whether an
+// answer was written.
+func (s *Server) refuseMalformed(t *tunnel, w *bufio.Writer, err error) bool {
 	ex := s.newExchange("", "https", hostPort(t.host, t.port, "https"), "")
 	if t.subject != nil {
 		ex.setSubject(t.subject)
@@ -123,7 +140,7 @@ func (s *Server) refuseMalformed(t *tunnel, w *bufio.Writer, err error) {
 		if ce := s.log.Check(zap.DebugLevel, "tunnel read failed"); ce != nil {
 			ce.Write(zap.String(logHost, t.host), zapErr(err))
 		}
-		return
+		return false
 	}
 	e := ex.fail(newError(code, msg+reason(err), err))
 	resp := e.response(nil, ex.rec.DecisionID, false)
@@ -131,6 +148,7 @@ func (s *Server) refuseMalformed(t *tunnel, w *bufio.Writer, err error) {
 	_ = resp.Write(w)
 	_ = w.Flush()
 	s.finish(ex, resp.StatusCode, resp.ContentLength)
+	return true
 }
 
 // reason returns the first line of err's text, bounded: read errors name the

@@ -46,6 +46,10 @@ const (
 	agentFake = "Bearer token-the-agent-made-up"
 )
 
+// cacheTTL is the demo sidecar's token cache bound: how long a revoked
+// grant may still be injected (production default: 10s).
+const cacheTTL = time.Second
+
 // requestTimeout bounds each agent request in the demo.
 const requestTimeout = 10 * time.Second
 
@@ -202,12 +206,15 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 	r.step("a request to a host without a route is refused at CONNECT", code == 403,
 		"CONNECT answered %d (%v)", code, cerr)
 
-	// 5. Revocation in one move.
+	// 5. Revocation in one move: the sidecar stops injecting within its
+	// token cache bound.
 	if err := st.Delete(ctx, provider, user); err != nil {
 		return err
 	}
+	time.Sleep(cacheTTL)
 	resp, body = ag.do(ctx, http.MethodPost, endpoint, assertion, `{"text":"still there?"}`)
-	r.step("after alice's grant is revoked, the agent is told she must reconnect", resp == 401 && errorCode(body) == "grant_missing",
+	r.step(fmt.Sprintf("after alice's grant is revoked, the agent is told she must reconnect (within the %s token cache bound)", cacheTTL),
+		resp == 401 && errorCode(body) == "grant_missing",
 		"status %d %s, connect_url %s", resp, errorCode(body), connectURLOf(body))
 
 	// Stop the sidecar so the audit trail is complete, then read it.
@@ -273,6 +280,7 @@ func sidecarConfig(f demoFiles, apiPort int) sidecar.Config {
 	cfg.Identity.Keys = []identity.KeyConfig{{ID: "orchestrator", File: f.orchestratorPub}}
 	cfg.Routes = []injector.RouteConfig{{Host: apiHost, Port: apiPort, Paths: []string{"/api/"}, Provider: provider}}
 	cfg.Policy.Paths = []string{f.policyDir}
+	cfg.TokenCache.TTL = cacheTTL
 	cfg.Store.Embedded = store.EmbeddedConfig{Path: f.db, KeyFile: f.storeKey, LockTimeout: store.DefaultLockTimeout}
 	// The demo API is on loopback, which the egress guard refuses unless
 	// told otherwise; a real deployment leaves this list empty.

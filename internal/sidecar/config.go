@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
@@ -28,11 +29,13 @@ type Config struct {
 	CA       CAConfig               `yaml:"ca"`
 	Identity identity.Config        `yaml:"identity"`
 	Routes   []injector.RouteConfig `yaml:"routes"`
-	Policy   policy.Config          `yaml:"policy"`
-	Store    StoreConfig            `yaml:"store"`
-	Egress   egress.Config          `yaml:"egress"`
-	Audit    audit.Config           `yaml:"audit"`
-	Log      LogConfig              `yaml:"log"`
+	// TokenCache bounds how long access tokens are served from memory.
+	TokenCache injector.CacheConfig `yaml:"token_cache"`
+	Policy     policy.Config        `yaml:"policy"`
+	Store      StoreConfig          `yaml:"store"`
+	Egress     egress.Config        `yaml:"egress"`
+	Audit      audit.Config         `yaml:"audit"`
+	Log        LogConfig            `yaml:"log"`
 }
 
 // AdminConfig configures the admin listener (/healthz, /readyz, /ca.pem).
@@ -64,6 +67,10 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
+// maxTokenCacheTTL caps the token cache: revocation must take effect
+// everywhere within minutes at worst.
+const maxTokenCacheTTL = 5 * time.Minute
+
 // Store backends.
 const (
 	BackendEmbedded = "embedded"
@@ -73,15 +80,16 @@ const (
 // DefaultConfig returns the defaults every file starts from.
 func DefaultConfig() Config {
 	return Config{
-		Proxy:    proxy.DefaultConfig(),
-		Admin:    AdminConfig{Listen: "127.0.0.1:9090"},
-		CA:       CAConfig{CacheSize: 1024},
-		Identity: identity.DefaultConfig(),
-		Policy:   policy.DefaultConfig(),
-		Store:    StoreConfig{Backend: BackendEmbedded, Embedded: store.DefaultEmbeddedConfig()},
-		Egress:   egress.DefaultConfig(),
-		Audit:    audit.DefaultConfig(),
-		Log:      LogConfig{Level: "info", Format: "json"},
+		Proxy:      proxy.DefaultConfig(),
+		Admin:      AdminConfig{Listen: "127.0.0.1:9090"},
+		CA:         CAConfig{CacheSize: 1024},
+		Identity:   identity.DefaultConfig(),
+		TokenCache: injector.DefaultCacheConfig(),
+		Policy:     policy.DefaultConfig(),
+		Store:      StoreConfig{Backend: BackendEmbedded, Embedded: store.DefaultEmbeddedConfig()},
+		Egress:     egress.DefaultConfig(),
+		Audit:      audit.DefaultConfig(),
+		Log:        LogConfig{Level: "info", Format: "json"},
 	}
 }
 
@@ -159,6 +167,12 @@ func (c Config) Validate() error {
 		p.Addf("routes", "at least one route is required: without routes nothing is ever injected")
 	} else if _, err := injector.NewTable(c.Routes); err != nil {
 		p.Add("routes", err)
+	}
+	if c.TokenCache.TTL < 0 || c.TokenCache.TTL > maxTokenCacheTTL {
+		p.Addf("token_cache.ttl", "must be between 0 (no cache) and %s: it bounds how long a revoked grant keeps working", maxTokenCacheTTL)
+	}
+	if c.TokenCache.MaxEntries < 1 {
+		p.Addf("token_cache.max_entries", "must be at least 1")
 	}
 	p.Add("policy", c.Policy.Validate())
 	switch c.Store.Backend {

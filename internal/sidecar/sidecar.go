@@ -135,7 +135,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		AssertionHeader: cfg.Identity.Header,
 		Routes:          routes,
 		Policy:          s.policy,
-		Tokens:          injector.NewStoreSource(s.store),
+		Tokens:          injector.NewCachedSource(injector.NewStoreSource(s.store), cfg.TokenCache, nil),
 		Audit:           s.auditor,
 		AuditFailClosed: cfg.Audit.FailClosed,
 		Fingerprint:     s.auditor.Fingerprinter().Token,

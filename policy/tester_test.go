@@ -1,0 +1,103 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestTest(t *testing.T) {
+	t.Run("failing", func(t *testing.T) {
+		var out bytes.Buffer
+		passed, err := Test(context.Background(), []string{"testdata/failing_tests"}, &out, false)
+		if err != nil {
+			t.Fatalf("Test: %v", err)
+		}
+		if passed {
+			t.Errorf("passed = true; want false\n%s", out.String())
+		}
+		report := out.String()
+		for _, want := range []string{"test_denies_everything: FAIL", "PASS: 1/2", "FAIL: 1/2"} {
+			if !strings.Contains(report, want) {
+				t.Errorf("report lacks %q:\n%s", want, report)
+			}
+		}
+		if strings.Contains(report, "test_passes: PASS") {
+			t.Errorf("non-verbose report lists passing tests:\n%s", report)
+		}
+	})
+	t.Run("verbose", func(t *testing.T) {
+		var out bytes.Buffer
+		if _, err := Test(context.Background(), []string{"testdata/failing_tests"}, &out, true); err != nil {
+			t.Fatalf("Test: %v", err)
+		}
+		if !strings.Contains(out.String(), "test_passes: PASS") {
+			t.Errorf("verbose report lacks the passing test:\n%s", out.String())
+		}
+	})
+	t.Run("no tests", func(t *testing.T) {
+		passed, err := Test(context.Background(), []string{"testdata/decide"}, &bytes.Buffer{}, false)
+		if passed || !errors.Is(err, ErrNoTests) {
+			t.Errorf("Test = %v, %v; want false, ErrNoTests", passed, err)
+		}
+	})
+	t.Run("disabled builtin", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "policy.rego"), "package onbehalf.authz\n\ndecision := true\n")
+		writeFile(t, filepath.Join(dir, "policy_test.rego"), "package onbehalf.authz_test\n\ntest_runtime if opa.runtime()\n")
+		passed, err := Test(context.Background(), []string{dir}, &bytes.Buffer{}, false)
+		if passed || !errors.Is(err, ErrDisabledBuiltin) {
+			t.Errorf("Test = %v, %v; want false and an error wrapping ErrDisabledBuiltin", passed, err)
+		}
+	})
+	t.Run("missing path", func(t *testing.T) {
+		passed, err := Test(context.Background(), []string{"testdata/missing"}, &bytes.Buffer{}, false)
+		if passed || err == nil {
+			t.Errorf("Test = %v, %v; want false and an error", passed, err)
+		}
+	})
+}
+
+func TestEvalFile(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Paths = []string{"../examples/policies/default"}
+
+	in, err := os.ReadFile("testdata/default_input.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := EvalFile(context.Background(), cfg, in)
+	if err != nil {
+		t.Fatalf("EvalFile: %v", err)
+	}
+	if !d.Allow || d.Reason != "user alice may use slack" || d.Revision == "" {
+		t.Errorf("EvalFile = %+v; want allow for alice on slack, with a revision", d)
+	}
+
+	tests := []struct {
+		name  string
+		cfg   Config
+		input string
+		want  error
+	}{
+		{"invalid JSON", cfg, `{"attributes":`, nil},
+		{"not an object", cfg, `[1, 2]`, nil},
+		{"policy refused", testConfig("testdata/httpsend"), `{}`, ErrNotReady},
+		{"invalid config", Config{}, `{}`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := EvalFile(context.Background(), tt.cfg, []byte(tt.input))
+			if err == nil {
+				t.Fatal("EvalFile error = nil; want an error")
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("EvalFile error = %v; want one wrapping %v", err, tt.want)
+			}
+		})
+	}
+}
