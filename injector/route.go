@@ -382,9 +382,13 @@ func CleanPath(escaped string) bool {
 	if strings.Contains(lower, "%00") {
 		return false
 	}
-	lower = strings.NewReplacer("%2f", "/", "%5c", "/").Replace(lower)
+	lower = encodedSeparators.Replace(lower)
 	return !hasDotSegment(lower)
 }
+
+// encodedSeparators turns encoded slashes and backslashes into slashes, the
+// way some servers decode them before resolving dot segments.
+var encodedSeparators = strings.NewReplacer("%2f", "/", "%5c", "/")
 
 // allDigitsLastLabel reports whether host's last label is numeric, which
 // resolvers may read as an IPv4 address ("2130706434", "10.1"); such route
