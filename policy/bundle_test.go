@@ -330,3 +330,17 @@ func TestBundleSnapshotRefusesUnsupported(t *testing.T) {
 		t.Errorf("bundleSnapshot(wasm) error = %v; want wasm refused", err)
 	}
 }
+
+func TestEvalFileBundle(t *testing.T) {
+	srv := newBundleServer(t)
+	srv.serve(buildBundle(t, "rev-eval", fmt.Sprintf(bundlePolicy, "from bundle"), map[string]any{"team": map[string]any{"members": []any{"alice"}}}, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	d, err := EvalFile(ctx, srv.config(t), []byte(`{"subject": {"user": "alice"}}`))
+	if err != nil {
+		t.Fatalf("EvalFile: %v", err)
+	}
+	if !d.Allow || d.Revision != "rev-eval" {
+		t.Errorf("EvalFile = %+v; want allow by rev-eval", d)
+	}
+}

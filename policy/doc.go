@@ -10,6 +10,11 @@
 // (http.send, net.lookup_ip_addr, opa.runtime) are removed from the
 // capabilities, so a policy using them fails to load.
 //
+// [Test] runs a policy's own Rego unit tests with OPA's tester (for
+// `onbehalf policy test`) and [EvalFile] evaluates one input document (for
+// `onbehalf policy eval`). The example policy library lives in
+// examples/policies.
+//
 // Concurrency: an [Engine] is safe for concurrent use. [Engine.Decide] reads
 // the current prepared query through an atomic pointer and never waits for a
 // reload; reloads (file changes, bundle downloads) are serialised on one

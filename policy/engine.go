@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,7 @@ type ReloadEvent struct {
 	// Revision is the revision activated, or the revision refused when Err
 	// is set (empty when the policy could not even be read).
 	Revision string
-	// Source says where the policy came from: "files:<paths>" or
+	// Source says where the policy came from: "files:<path>,<path>..." or
 	// "bundle:<url>".
 	Source string
 	// Err is why the policy was refused; nil when it was activated.
@@ -71,6 +72,9 @@ type Engine struct {
 	cur       atomic.Pointer[prepared]
 	ready     chan struct{}
 	readyOnce sync.Once
+	// attempted is closed after the first load attempt, good or bad.
+	attempted     chan struct{}
+	attemptedOnce sync.Once
 
 	// loadMu serialises activation, so that two sources of change (or a
 	// slow reload overtaken by a newer one) never interleave.
@@ -123,10 +127,11 @@ func New(ctx context.Context, cfg Config, o Options) (*Engine, error) {
 		log = zap.NewNop()
 	}
 	e := &Engine{
-		cfg:      cfg,
-		log:      log.Named("policy"),
-		onReload: o.OnReload,
-		ready:    make(chan struct{}),
+		cfg:       cfg,
+		log:       log.Named("policy"),
+		onReload:  o.OnReload,
+		ready:     make(chan struct{}),
+		attempted: make(chan struct{}),
 	}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	e.stop = stop
@@ -136,7 +141,7 @@ func New(ctx context.Context, cfg Config, o Options) (*Engine, error) {
 		e.source = "bundle:" + cfg.Bundle.URL
 		err = e.startBundle(runCtx)
 	} else {
-		e.source = fmt.Sprintf("files:%v", cfg.Paths)
+		e.source = "files:" + strings.Join(cfg.Paths, ",")
 		err = e.startFiles(ctx, runCtx)
 	}
 	if err != nil {
@@ -180,6 +185,12 @@ func (e *Engine) decideValue(ctx context.Context, v ast.Value) Decision {
 var noMetrics = metrics.NoOp()
 
 func (p *prepared) decide(ctx context.Context, input ast.Value, timeout time.Duration) Decision {
+	if err := ctx.Err(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return p.stamp(deny(ReasonTimeout))
+		}
+		return p.stamp(deny(ReasonCanceled))
+	}
 	// Cancellation is wired by hand rather than with context.WithTimeout:
 	// given a context, OPA starts a goroutine per evaluation to watch it,
 	// while a timer and a context callback flipping OPA's cancel flag cost
@@ -254,8 +265,8 @@ func (e *Engine) Status() Status {
 func (e *Engine) Close() {
 	e.closeOnce.Do(func() {
 		e.stop()
-		for _, c := range e.closers {
-			c()
+		for i := len(e.closers) - 1; i >= 0; i-- { // last set up, first torn down
+			e.closers[i]()
 		}
 		e.wg.Wait()
 	})
@@ -275,19 +286,22 @@ func (e *Engine) activate(ctx context.Context, s *snapshot) error {
 	defer e.loadMu.Unlock()
 
 	if cur := e.cur.Load(); cur != nil && cur.digest == s.digest {
-		e.setErr(nil)
+		e.setErr(nil) // the active policy is what the source holds again
 		return nil
 	}
 	start := time.Now()
 	p, err := build(ctx, s, e.cfg)
 	if err != nil {
-		e.refuse(s.revision, err)
+		if ctx.Err() == nil { // not a failure of the policy: the engine is closing
+			e.refuse(s.revision, err)
+		}
 		return err
 	}
 	p.loadedAt = time.Now()
 	e.cur.Store(p)
 	e.setErr(nil)
 	e.readyOnce.Do(func() { close(e.ready) })
+	e.attemptedOnce.Do(func() { close(e.attempted) })
 	if p.queryUndefined {
 		e.log.Warn("the policy defines nothing at the query; every request will be denied as undefined",
 			zap.String("query", e.cfg.Query), zap.String("revision", p.revision))
@@ -305,6 +319,7 @@ func (e *Engine) activate(ctx context.Context, s *snapshot) error {
 func (e *Engine) refuse(revision string, err error) {
 	prev := e.lastError()
 	e.setErr(err)
+	e.attemptedOnce.Do(func() { close(e.attempted) })
 	if prev != nil && prev.Error() == err.Error() {
 		e.log.Debug("policy still failing to load", zap.Error(err))
 		return

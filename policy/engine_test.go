@@ -343,7 +343,7 @@ func TestHotReload(t *testing.T) {
 		name, file, content, want string
 	}{
 		{"syntax error", "policy.rego", "package onbehalf.authz\n\ndecision := {\"allow\": \n", "rego_parse_error"},
-		{"disabled builtin", "policy.rego", "package onbehalf.authz\n\ndecision := {\"allow\": opa.runtime() != {}}\n", "policy uses disabled builtin opa.runtime"},
+		{"disabled builtin", "policy.rego", "package onbehalf.authz\n\ndecision := {\"allow\": http.send({\"method\": \"GET\", \"url\": \"http://127.0.0.1:1\"}).status_code == 200}\n", "policy uses disabled builtin http.send"},
 		{"failing test", "policy_test.rego", "package onbehalf.authz_test\n\nimport data.onbehalf.authz\n\ntest_allows if authz.decision.allow\n", "policy tests failed: onbehalf.authz_test.test_allows"},
 	}
 	for _, r := range refusals {

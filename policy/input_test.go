@@ -309,4 +309,3 @@ func BenchmarkInputValue(b *testing.B) {
 		}
 	})
 }
-

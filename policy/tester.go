@@ -135,7 +135,7 @@ func Test(ctx context.Context, paths []string, w io.Writer, verbose bool) (passe
 }
 
 // EvalFile loads the policy cfg names (files, or a bundle: ctx bounds the
-// wait for its first download), evaluates it once against inputJSON and
+// wait for the first download), evaluates it once against inputJSON and
 // returns the decision. inputJSON may be any JSON object, an Input or an
 // opa-envoy-plugin input alike. cfg.Watch is ignored.
 func EvalFile(ctx context.Context, cfg Config, inputJSON []byte) (Decision, error) {
@@ -158,7 +158,7 @@ func EvalFile(ctx context.Context, cfg Config, inputJSON []byte) (Decision, erro
 	}
 	defer e.Close()
 	select {
-	case <-e.Ready():
+	case <-e.attempted:
 	case <-ctx.Done():
 	}
 	if e.cur.Load() == nil {

@@ -29,6 +29,9 @@ type exchange struct {
 	token   injector.Token
 	err     *Error
 	bytesIn *countingReader
+	// forwarded is set once the request body was handed to the
+	// transport, which then owns it until it closes it.
+	forwarded bool
 }
 
 func (s *Server) newExchange(method, scheme, host, path string) *exchange {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -170,18 +171,21 @@ func reason(err error) string {
 func (s *Server) serveIntercepted(t *tunnel, conn net.Conn, req *http.Request, w *bufio.Writer) bool {
 	ex := s.newExchange(req.Method, "https", hostPort(t.host, t.port, "https"), "")
 	ex.bytesIn = countBody(req)
-	if c := expectContinue(req, w); c != nil {
-		defer c.stop()
-	}
+	cont := expectContinue(req, w)
+	body := &ownedBody{r: req.Body, closed: make(chan struct{})}
+	req.Body = body
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req = req.WithContext(ctx)
 
 	resp := s.interceptedResponse(ctx, t, ex, req)
+	if cont != nil {
+		// No 100 Continue may follow the final response.
+		cont.stop()
+	}
 	keep := !req.Close && !resp.Close
-	// Whatever the upstream did not read of the request body must be read
-	// away before the next request, or the connection must close.
-	if keep && !drain(req.Body, maxDrain) {
+	// A body the client was never told to send is not waited for.
+	if cont != nil && !cont.wasSent() && !ex.forwarded {
 		keep = false
 	}
 	if !keep {
@@ -189,7 +193,81 @@ func (s *Server) serveIntercepted(t *tunnel, conn net.Conn, req *http.Request, w
 	}
 	n, err := writeResponse(w, resp, ex.rec.DecisionID)
 	s.finish(ex, resp.StatusCode, n)
+
+	// The transport may still be reading the request body after the
+	// response arrived (an upstream may answer before reading it all). The
+	// connection is reused only once the body is ours again and consumed.
+	if ex.forwarded && !body.waitClosed(bodyReleaseWait) {
+		_ = conn.SetReadDeadline(time.Now()) // unblock a read in progress
+		body.Close()
+		return false
+	}
+	if keep && !body.done() && !drain(body.r, maxDrain) {
+		keep = false
+	}
 	return keep && err == nil
+}
+
+// bodyReleaseWait bounds how long the tunnel waits, after answering, for
+// the transport to finish with a request body before giving up on the
+// connection. Transports close a fully sent body at once.
+const bodyReleaseWait = 100 * time.Millisecond
+
+// ownedBody is a request body handed to the transport. Close waits for a
+// read in progress and makes later reads fail, so once closed the tunnel
+// can read the connection again without racing the transport.
+type ownedBody struct {
+	mu     sync.Mutex
+	r      io.ReadCloser
+	eof    bool
+	once   sync.Once
+	closed chan struct{}
+}
+
+var errBodyReleased = errors.New("request body released")
+
+func (b *ownedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	select {
+	case <-b.closed:
+		return 0, errBodyReleased
+	default:
+	}
+	n, err := b.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *ownedBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
+func (b *ownedBody) done() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof
+}
+
+func (b *ownedBody) waitClosed(d time.Duration) bool {
+	select {
+	case <-b.closed:
+		return true
+	default:
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-b.closed:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // interceptedResponse is the pipeline for one intercepted request: bind,
@@ -246,6 +324,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	}
 
 	// 8. Forward over verified TLS.
+	ex.forwarded = out.Body != http.NoBody
 	resp, err := s.transport.RoundTrip(out)
 	if err != nil {
 		e := classify(err)
@@ -333,10 +412,12 @@ func (r *idleReader) Read(p []byte) (int, error) {
 
 // continueWriter answers "Expect: 100-continue" the first time the body is
 // read, so a client waiting for permission to send does not stall, and a
-// request refused before its body is read never gets the 100.
+// request refused before its body is read never gets the 100. The mutex
+// keeps the 100 from racing the final response onto the connection.
 type continueWriter struct {
 	body io.ReadCloser
 	w    *bufio.Writer
+	mu   sync.Mutex
 	sent bool
 	done bool
 }
@@ -351,20 +432,35 @@ func expectContinue(req *http.Request, w *bufio.Writer) *continueWriter {
 }
 
 func (c *continueWriter) Read(p []byte) (int, error) {
+	c.mu.Lock()
 	if !c.sent && !c.done {
 		c.sent = true
-		if _, err := c.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
-			return 0, err
+		_, err := c.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err == nil {
+			err = c.w.Flush()
 		}
-		if err := c.w.Flush(); err != nil {
+		if err != nil {
+			c.mu.Unlock()
 			return 0, err
 		}
 	}
+	c.mu.Unlock()
 	return c.body.Read(p)
 }
 
 func (c *continueWriter) Close() error { return c.body.Close() }
-func (c *continueWriter) stop()        { c.done = true }
+
+func (c *continueWriter) stop() {
+	c.mu.Lock()
+	c.done = true
+	c.mu.Unlock()
+}
+
+func (c *continueWriter) wasSent() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sent
+}
 
 // writeResponse writes resp to the client and returns the body bytes sent.
 // The head is buffered into one write; the body is flushed each time the

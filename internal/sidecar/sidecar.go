@@ -96,7 +96,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
-	if s.policy, err = policy.New(ctx, cfg.Policy, policy.Options{Logger: s.log.Named("policy"), OnReload: s.auditReload}); err != nil {
+	if s.policy, err = policy.New(ctx, cfg.Policy, policy.Options{Logger: s.log, OnReload: s.auditReload}); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	if o.Store != nil {
