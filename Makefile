@@ -40,7 +40,7 @@ demo: build ## run the self-contained end-to-end demo
 test: build agents ## run every test (unit, integration, policies, fuzz seeds) with -race
 	$(GO) vet -tags integration $(PKGS)
 	$(GO) test $(TEST_FLAGS) $(PKGS)
-	$(BIN) policy test examples/policies
+	@for d in examples/policies/*/; do $(BIN) policy test "$$d" || exit 1; done
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: agents

@@ -55,6 +55,15 @@ type CachedSource struct {
 	now   func() time.Time
 	cache *lru.Cache[cacheKey, cacheEntry]
 	group singleflight.Group
+	// observe, when set, is told whether each lookup hit.
+	observe func(hit bool)
+}
+
+// Observe makes c report every lookup's result to f (for metrics). It must
+// be called before c is used.
+func (c *CachedSource) Observe(f func(hit bool)) *CachedSource {
+	c.observe = f
+	return c
 }
 
 // NewCachedSource wraps next. With a zero TTL it returns a cache that
@@ -80,7 +89,13 @@ func (c *CachedSource) Token(ctx context.Context, provider, user string) (Token,
 	key := cacheKey{provider, user}
 	now := c.now()
 	if e, ok := c.cache.Get(key); ok && now.Before(e.until) {
+		if c.observe != nil {
+			c.observe(true)
+		}
 		return e.tok, nil
+	}
+	if c.observe != nil {
+		c.observe(false)
 	}
 	v, err, _ := c.group.Do(provider+"\x00"+user, func() (any, error) {
 		tok, err := c.next.Token(ctx, provider, user)

@@ -21,10 +21,11 @@ const DefaultQuery = "data.onbehalf.authz.decision"
 
 // DefaultTimeout bounds one policy evaluation. A decision sits on the path of
 // every proxied request and the example policies decide in tens of
-// microseconds, so 20 ms leaves two to three orders of magnitude of headroom
-// for real policies while a runaway one (an accidental cross product over
-// large data) fails closed before the agent's own HTTP timeouts fire.
-const DefaultTimeout = 20 * time.Millisecond
+// microseconds; 100 ms still stops a runaway policy (an accidental cross
+// product over large data) long before the agent's own HTTP timeouts fire,
+// while a sidecar whose CPU quota is throttled (the CFS period is 100 ms)
+// does not turn scheduling stalls into false denials.
+const DefaultTimeout = 100 * time.Millisecond
 
 // maxTimeout caps Config.Timeout: a longer evaluation budget would let one
 // policy stall the proxy's request path.

@@ -93,7 +93,9 @@ func (s *Server) finish(ex *exchange, status int, bytesOut int64) {
 	if ex.rec.Decision == "" {
 		ex.rec.Decision = decisionDeny
 	}
+	s.d.Metrics.Request(ex.rec.Route, ex.rec.Decision, ex.rec.ErrorCode, s.d.Now().Sub(ex.start))
 	if err := s.d.Audit.Write(&ex.rec); err != nil {
+		s.d.Metrics.AuditError()
 		s.log.Error("audit record not written", zapDecision(ex), zapErr(err))
 	}
 }

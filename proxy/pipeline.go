@@ -5,9 +5,10 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
-	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
@@ -15,6 +16,7 @@ import (
 // identify returns the acting user: from the assertion header of this
 // request when present, else from the assertion the tunnel was opened with.
 func (s *Server) identify(ctx context.Context, h http.Header, fallback *identity.Subject) (*identity.Subject, error) {
+	defer s.stage(metrics.StageIdentity, time.Now())
 	raw, err := identity.FromHeader(h, s.d.AssertionHeader)
 	switch {
 	case err == nil:
@@ -32,8 +34,12 @@ func (s *Server) identify(ctx context.Context, h http.Header, fallback *identity
 // policy_denied error unless policy (or report-only mode) lets the request
 // proceed.
 func (s *Server) decide(ctx context.Context, ex *exchange, in *policy.Input, reportOnly bool) *Error {
+	start := time.Now()
 	d := s.d.Policy.Decide(ctx, in)
-	ex.rec.PolicyRevision = s.d.Policy.Revision()
+	s.stage(metrics.StagePolicy, start)
+	// The revision that decided, not the one loaded now: a reload can
+	// land between the two.
+	ex.rec.PolicyRevision = d.Revision
 	ex.rec.Reason = d.Reason
 	switch {
 	case d.Allow:
@@ -100,9 +106,14 @@ func containsColon(s string) bool {
 // fetchToken gets the user's token for the route and records which grant
 // generation and token were used.
 func (s *Server) fetchToken(ctx context.Context, ex *exchange) *Error {
+	start := time.Now()
 	tok, err := s.d.Tokens.Token(ctx, ex.route.Provider, ex.subject.User)
+	s.stage(metrics.StageToken, start)
 	if err != nil {
 		e := classify(err)
+		if e.Code == CodeStoreUnavailable {
+			s.d.Metrics.StoreError()
+		}
 		if e.Code == CodeGrantMissing || e.Code == CodeReconnectRequired {
 			e.ConnectURL = connectURL(s.cfg.ConnectURL, ex.route.Provider)
 		}
@@ -125,6 +136,7 @@ func (s *Server) auditInject(ex *exchange) *Error {
 	rec.Event = audit.EventInject
 	rec.Time = s.d.Now()
 	if err := s.d.Audit.Write(&rec); err != nil {
+		s.d.Metrics.AuditError()
 		e := newError(CodeAuditUnavailable, "the audit trail cannot be written, so no credential is sent; an operator has been alerted", err)
 		s.log.Error("audit unavailable: refusing to inject", zapDecision(ex), zapErr(err))
 		return ex.fail(e)
@@ -146,4 +158,9 @@ func (s *Server) logFailure(ex *exchange, e *Error) {
 	}
 }
 
-var _ = injector.DefaultPort
+// stage records how long a pipeline stage took since start.
+func (s *Server) stage(name string, start time.Time) {
+	if s.d.Metrics != nil {
+		s.d.Metrics.Stage(name, time.Since(start))
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
@@ -74,6 +75,8 @@ type Deps struct {
 	RootCAs *x509.CertPool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Metrics records request and stage metrics; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Server is the sidecar's proxy listener.
@@ -248,6 +251,7 @@ func (s *Server) track(c net.Conn) *connState {
 	st := &connState{}
 	s.conns[c] = st
 	s.wg.Add(1)
+	s.d.Metrics.TunnelOpened()
 	return st
 }
 
@@ -255,6 +259,7 @@ func (s *Server) untrack(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	s.d.Metrics.TunnelClosed()
 	s.wg.Done()
 }
 

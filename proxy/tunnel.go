@@ -18,6 +18,7 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 )
 
 // maxDrain is how much of an unread request body the proxy reads away to
@@ -325,7 +326,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 
 	// 8. Forward over verified TLS.
 	ex.forwarded = out.Body != http.NoBody
+	start := time.Now()
 	resp, err := s.transport.RoundTrip(out)
+	s.stage(metrics.StageUpstream, start)
 	if err != nil {
 		e := classify(err)
 		s.logFailure(ex, e)

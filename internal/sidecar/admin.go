@@ -2,9 +2,12 @@ package sidecar
 
 import (
 	"context"
+	"net/http/pprof"
+
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"net/http"
 	"time"
 
@@ -49,6 +52,16 @@ func (s *Sidecar) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(s.ca.CertPEM())
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry(), promhttp.HandlerOpts{}))
+	if s.cfg.Admin.Pprof {
+		// Profiles reveal timing and memory, not secrets; they are still
+		// off by default because the agent can reach this listener.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

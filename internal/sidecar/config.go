@@ -38,10 +38,13 @@ type Config struct {
 	Log        LogConfig            `yaml:"log"`
 }
 
-// AdminConfig configures the admin listener (/healthz, /readyz, /ca.pem).
+// AdminConfig configures the admin listener (/healthz, /readyz, /ca.pem,
+// /metrics, and optionally /debug/pprof/).
 type AdminConfig struct {
 	// Listen is the admin address; empty disables the listener.
 	Listen string `yaml:"listen"`
+	// Pprof serves /debug/pprof/ on the admin listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // CAConfig names the interception CA files (created by `onbehalf ca init`).

@@ -14,6 +14,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy"
 	"github.com/onbehalf-dev/onbehalf/proxy/certs"
@@ -60,6 +61,7 @@ type Sidecar struct {
 	verifier *identity.Verifier
 	ca       *certs.CA
 	guard    *egress.Guard
+	metrics  *metrics.Metrics
 	proxyLn  net.Listener
 	adminLn  net.Listener
 }
@@ -68,7 +70,7 @@ type Sidecar struct {
 // egress guard knows the sidecar's own addresses before the first request.
 // On error everything already opened is closed again.
 func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
-	s := &Sidecar{cfg: cfg, version: o.Version}
+	s := &Sidecar{cfg: cfg, version: o.Version, metrics: metrics.New()}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -85,6 +87,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		return nil, fmt.Errorf("interception CA: %w", err)
 	}
 	issuer := certs.NewIssuer(s.ca, certs.IssuerOptions{Capacity: cfg.CA.CacheSize})
+	s.metrics.RegisterCertCache(issuer.Len, issuer.Signings)
 
 	if s.auditor, err = audit.New(cfg.Audit, audit.Options{Logger: s.log.Named("audit")}); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -135,13 +138,14 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		AssertionHeader: cfg.Identity.Header,
 		Routes:          routes,
 		Policy:          s.policy,
-		Tokens:          injector.NewCachedSource(injector.NewStoreSource(s.store), cfg.TokenCache, nil),
+		Tokens:          injector.NewCachedSource(injector.NewStoreSource(s.store), cfg.TokenCache, nil).Observe(s.metrics.TokenCache),
 		Audit:           s.auditor,
 		AuditFailClosed: cfg.Audit.FailClosed,
 		Fingerprint:     s.auditor.Fingerprinter().Token,
 		Dialer:          s.guard,
 		Certs:           issuer,
 		RootCAs:         o.RootCAs,
+		Metrics:         s.metrics,
 	})
 	if err != nil {
 		return nil, err
@@ -249,6 +253,7 @@ func (s *Sidecar) auditLifecycle(event string) {
 }
 
 func (s *Sidecar) auditReload(ev policy.ReloadEvent) {
+	s.metrics.PolicyReload(ev.Revision, ev.Err)
 	if s.auditor == nil {
 		return
 	}

@@ -164,8 +164,11 @@ func New(tb testing.TB, o Options) *Env {
 	cfg.Identity.Audience = Audience
 	cfg.Identity.Issuers = []string{Issuer}
 	cfg.Identity.Keys = []identity.KeyConfig{{ID: "orchestrator", File: pubFile}}
-	cfg.Routes = []injector.RouteConfig{{Host: APIHost, Port: up.Port(), Provider: Provider}}
+	cfg.Routes = []injector.RouteConfig{{Name: "chat-api", Host: APIHost, Port: up.Port(), Provider: Provider}}
 	cfg.Policy.Paths = []string{e.PolicyDir}
+	// The race detector and parallel test processes slow evaluation far
+	// beyond production; a policy timeout here would be a false denial.
+	cfg.Policy.Timeout = 2 * time.Second
 	cfg.Store.Embedded = scfg
 	cfg.Egress.Allow = []string{"127.0.0.1/32"}
 	cfg.Audit.Sink = audit.SinkFile

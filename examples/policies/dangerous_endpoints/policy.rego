@@ -14,9 +14,11 @@
 #
 # How to adapt it
 #   - Add entries to `dangerous`, under the route's provider name: method
-#     ("*" for any, "write" for any but GET, HEAD and OPTIONS), path as a lower-case glob ("*" matches within one
-#     segment, so "/api/admin.*" matches "/api/admin.users.list"; "**"
-#     matches across segments), and why, which becomes the deny reason.
+#     ("*" for any, "write" for any but GET, HEAD and OPTIONS), path as a
+#     lower-case glob ("*" matches within one segment, so "/api/admin.*"
+#     matches "/api/admin.users.list"; "**" matches across segments;
+#     "{,/**}" also matches everything below), and why, which becomes the
+#     deny reason.
 #   - Test: onbehalf policy test examples/policies/dangerous_endpoints
 package onbehalf.authz
 

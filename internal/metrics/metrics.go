@@ -1,0 +1,200 @@
+// Package metrics defines the sidecar's Prometheus metrics. Every label
+// set is bounded: routes and providers come from configuration, decisions
+// and error codes from fixed lists; no user id, path or host an agent can
+// choose ever becomes a label.
+//
+// A *Metrics is safe for concurrent use; a nil *Metrics records nothing,
+// so components can take one optionally.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "onbehalf"
+
+// Stages of the request pipeline, as the stage label spells them.
+const (
+	StageIdentity = "identity"
+	StagePolicy   = "policy"
+	StageToken    = "token"
+	StageUpstream = "upstream"
+)
+
+// latencyBuckets span 100 µs to 10 s: in-process stages sit at the low end,
+// upstream calls at the high end.
+var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// Metrics holds the sidecar's collectors.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	stage         *prometheus.HistogramVec
+	tokenCache    *prometheus.CounterVec
+	refreshes     *prometheus.CounterVec
+	storeErrors   prometheus.Counter
+	auditErrors   prometheus.Counter
+	policyReloads *prometheus.CounterVec
+	policyInfo    *prometheus.GaugeVec
+	tunnels       prometheus.Gauge
+}
+
+// New registers the collectors (plus Go runtime and process collectors) in
+// a fresh registry.
+func New() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "requests_total",
+		Help: "Requests handled, by route (empty when none matched), decision (allow, deny, would_deny) and error code (ok when none).",
+	}, []string{"route", "decision", "code"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "request_duration_seconds",
+		Help:    "Time from reading a request to finishing its response, by route.",
+		Buckets: latencyBuckets,
+	}, []string{"route"})
+	m.stage = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "stage_duration_seconds",
+		Help:    "Time spent in each pipeline stage: identity, policy, token (cache, store and refresh), upstream (until response headers).",
+		Buckets: latencyBuckets,
+	}, []string{"stage"})
+	m.tokenCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "token_cache_total",
+		Help: "Token cache lookups by result (hit, miss).",
+	}, []string{"result"})
+	m.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "refreshes_total",
+		Help: "Token endpoint calls by provider and outcome.",
+	}, []string{"provider", "outcome"})
+	m.storeErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "store_errors_total",
+		Help: "Requests that failed because the grant store was unavailable.",
+	})
+	m.auditErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "audit_errors_total",
+		Help: "Audit records no sink accepted.",
+	})
+	m.policyReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "policy_reloads_total",
+		Help: "Policy loads by result (ok, error).",
+	}, []string{"result"})
+	m.policyInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "policy_info",
+		Help: "The policy revision being served (value 1; only the current revision is present).",
+	}, []string{"revision"})
+	m.tunnels = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "tunnels_open",
+		Help: "Open CONNECT tunnels (intercepted and blind).",
+	})
+	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes,
+		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry is where the collectors live (served on /metrics).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Request records a finished request.
+func (m *Metrics) Request(route, decision, code string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if code == "" {
+		code = "ok"
+	}
+	m.requests.WithLabelValues(route, decision, code).Inc()
+	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Stage records the time one pipeline stage took.
+func (m *Metrics) Stage(stage string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.stage.WithLabelValues(stage).Observe(d.Seconds())
+}
+
+// TokenCache records a cache lookup.
+func (m *Metrics) TokenCache(hit bool) {
+	if m == nil {
+		return
+	}
+	if hit {
+		m.tokenCache.WithLabelValues("hit").Inc()
+	} else {
+		m.tokenCache.WithLabelValues("miss").Inc()
+	}
+}
+
+// Refresh records a token endpoint call.
+func (m *Metrics) Refresh(provider, outcome string) {
+	if m == nil {
+		return
+	}
+	m.refreshes.WithLabelValues(provider, outcome).Inc()
+}
+
+// StoreError counts a request failed by the store.
+func (m *Metrics) StoreError() {
+	if m != nil {
+		m.storeErrors.Inc()
+	}
+}
+
+// AuditError counts a record no sink accepted.
+func (m *Metrics) AuditError() {
+	if m != nil {
+		m.auditErrors.Inc()
+	}
+}
+
+// PolicyReload records a policy load and, on success, the revision served.
+func (m *Metrics) PolicyReload(revision string, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.policyReloads.WithLabelValues("error").Inc()
+		return
+	}
+	m.policyReloads.WithLabelValues("ok").Inc()
+	m.policyInfo.Reset()
+	m.policyInfo.WithLabelValues(revision).Set(1)
+}
+
+// TunnelOpened and TunnelClosed track open tunnels.
+func (m *Metrics) TunnelOpened() {
+	if m != nil {
+		m.tunnels.Inc()
+	}
+}
+
+// TunnelClosed is the counterpart of TunnelOpened.
+func (m *Metrics) TunnelClosed() {
+	if m != nil {
+		m.tunnels.Dec()
+	}
+}
+
+// RegisterCertCache exposes the leaf-certificate cache size and signings.
+func (m *Metrics) RegisterCertCache(size func() int, signings func() uint64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "cert_cache_entries",
+			Help: "Leaf certificates in the interception cache.",
+		}, func() float64 { return float64(size()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "cert_signings_total",
+			Help: "Leaf certificates signed.",
+		}, func() float64 { return float64(signings()) }),
+	)
+}
