@@ -28,18 +28,18 @@ const maxReasonBytes = 1024
 type Decision struct {
 	// Allow is true only when the policy allowed the request. It is false on
 	// any error, undefined result or timeout.
-	Allow bool
+	Allow bool `json:"allow"`
 	// Reason explains the decision; it is never empty on a deny.
-	Reason string
+	Reason string `json:"reason,omitempty"`
 	// ReportOnly asks the caller to let a denied request through and audit
 	// it as would_deny (report mode for safe roll-out). It is set only from a
 	// well-formed decision object, never on an engine error.
-	ReportOnly bool
+	ReportOnly bool `json:"report_only,omitempty"`
 	// Extra holds the decision object's other fields, if any.
-	Extra map[string]any
+	Extra map[string]any `json:"extra,omitempty"`
 	// Revision is the revision of the policy that decided (empty when no
 	// policy was loaded), for the audit record's policy_revision.
-	Revision string
+	Revision string `json:"revision,omitempty"`
 }
 
 // deny returns a deny decision with reason.

@@ -84,6 +84,9 @@ type Options struct {
 	Policy string
 	// NoGrant leaves alice without a stored grant.
 	NoGrant bool
+	// WrapStore wraps the embedded store the sidecar uses (to count or
+	// fail calls in a test).
+	WrapStore func(store.Store) store.Store
 }
 
 // Env is a running environment.
@@ -181,8 +184,12 @@ func New(tb testing.TB, o Options) *Env {
 	e.Config = cfg
 
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(e.logs), zap.DebugLevel))
+	var st store.Store = e.Store
+	if o.WrapStore != nil {
+		st = o.WrapStore(st)
+	}
 	sc, err := sidecar.New(context.Background(), cfg, sidecar.Options{
-		Logger: logger, RootCAs: up.CertPool(), Store: e.Store, Version: "test",
+		Logger: logger, RootCAs: up.CertPool(), Store: st, Version: "test",
 		Resolver: dns.Resolver(), Dial: o.Dial,
 	})
 	must(tb, err)
