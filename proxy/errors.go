@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -105,7 +104,7 @@ func classify(err error) *Error {
 		return newError(CodeProviderUnavailable, "the app's sign-in service is not answering; the token could not be renewed, try again later", err)
 	case errors.Is(err, injector.ErrProviderMisconfigured):
 		return newError(CodeProviderMisconfig, "the sidecar's client registration with this app was refused; an operator must fix it", err)
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded) && isStoreErr(err):
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrDecrypt):
 		return newError(CodeStoreUnavailable, "the grant store is not reachable; try again shortly", err)
 	case errors.Is(err, egress.ErrForbidden):
 		return newError(CodeDestinationForbidden, "the destination resolves to an address the sidecar does not connect to", err)
@@ -114,8 +113,6 @@ func classify(err error) *Error {
 	}
 	return newError(CodeUpstreamUnreachable, "the upstream server could not be reached", err)
 }
-
-func isStoreErr(err error) bool { return errors.Is(err, store.ErrUnavailable) }
 
 // identityReason returns the reason identity gave for refusing an
 // assertion. identity errors are written to be safe for the agent: they

@@ -26,6 +26,7 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
@@ -97,7 +98,7 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 
 	// The app's sign-in service and the app itself.
 	prov, err := oauthtest.Start(oauthtest.Options{
-		Clients: []oauthtest.Client{{ID: clientID, Secret: "demo-client-secret-not-for-production", RedirectURIs: []string{"https://localhost/callback"}, Scopes: []string{"chat:read", "chat:write"}}},
+		Clients: []oauthtest.Client{{ID: clientID, Secret: clientSecret, RedirectURIs: []string{"https://localhost/callback"}, Scopes: []string{"chat:read", "chat:write"}}},
 	})
 	if err != nil {
 		return fmt.Errorf("start demo OAuth provider: %w", err)
@@ -140,12 +141,16 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 		"the agent never sees it: token fingerprint %s", fp.Token(tok.AccessToken))
 
 	// The sidecar.
-	cfg := sidecarConfig(files, api.Port())
+	cfg := sidecarConfig(files, api.Port(), prov.TokenURL())
 	logger := zap.NewNop()
 	if o.Verbose {
 		logger, _ = sidecar.NewLogger(sidecar.LogConfig{Level: "debug", Format: "console"})
 	}
-	sc, err := sidecar.New(ctx, cfg, sidecar.Options{Logger: logger, RootCAs: api.CertPool(), Store: st, Version: "demo"})
+	// The sidecar trusts the demo API's and the demo provider's CAs, as
+	// proxy.upstream.ca_file would in a real deployment.
+	roots := api.CertPool().Clone()
+	roots.AppendCertsFromPEM(prov.CACertPEM())
+	sc, err := sidecar.New(ctx, cfg, sidecar.Options{Logger: logger, RootCAs: roots, Store: st, Version: "demo"})
 	if err != nil {
 		return fmt.Errorf("start sidecar: %w", err)
 	}
@@ -190,23 +195,43 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 	r.step("an agent request with alice's assertion arrives at the API with alice's own token", resp == 200 && injected && clean,
 		"status %d, API says %s; the agent's own Authorization was replaced, the assertion removed", resp, strings.TrimSpace(body))
 
-	// 2. No assertion: refused before anything leaves.
+	// 2. Overnight alice's access token expired. The sidecar refreshes it
+	// with her refresh token (the provider rotates it) and the agent
+	// never notices.
+	if err := expireGrant(ctx, st); err != nil {
+		return err
+	}
+	if err := prov.ExpireAccessToken(tok.AccessToken); err != nil {
+		return err
+	}
+	time.Sleep(cacheTTL) // let the sidecar's cached copy lapse
+	resp, body = ag.do(ctx, http.MethodPost, endpoint, assertion, `{"channel":"general","text":"still me, the next morning"}`)
+	g, _, gerr := st.Get(ctx, provider, user)
+	refreshed := gerr == nil && g.AccessToken != tok.AccessToken && g.RefreshToken != tok.RefreshToken && g.Generation == 2
+	fresh := ""
+	if gerr == nil {
+		fresh = fp.Token(g.AccessToken)
+	}
+	r.step("alice's expired token is refreshed once, rotated, stored, and used", resp == 200 && refreshed && prov.Stats().Refreshes == 1,
+		"status %d; provider refreshes %d; new token fingerprint %s, grant generation %d", resp, prov.Stats().Refreshes, fresh, generation(g))
+
+	// 3. No assertion: refused before anything leaves.
 	before := len(api.Requests())
 	resp, body = ag.do(ctx, http.MethodPost, endpoint, "", `{"text":"who am I?"}`)
 	r.step("a request without an assertion is refused, and nothing reaches the API", resp == 401 && errorCode(body) == "identity_required" && len(api.Requests()) == before,
 		"status %d %s", resp, errorCode(body))
 
-	// 3. Policy says no.
+	// 4. Policy says no.
 	resp, body = ag.do(ctx, http.MethodDelete, api.URL(apiHost, "/api/chat.delete"), assertion, "")
 	r.step("policy refuses a delete, before any grant is read", resp == 403 && errorCode(body) == "policy_denied" && len(api.Requests()) == before,
 		"status %d %s: %s", resp, errorCode(body), errorMessage(body))
 
-	// 4. A host with no route.
+	// 5. A host with no route.
 	code, cerr := ag.connectStatus(ctx, "https://unrouted.localhost/", assertion)
 	r.step("a request to a host without a route is refused at CONNECT", code == 403,
 		"CONNECT answered %d (%v)", code, cerr)
 
-	// 5. Revocation in one move: the sidecar stops injecting within its
+	// 6. Revocation in one move: the sidecar stops injecting within its
 	// token cache bound.
 	if err := st.Delete(ctx, provider, user); err != nil {
 		return err
@@ -227,7 +252,29 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 }
 
 type demoFiles struct {
-	dir, caCert, caKey, orchestratorKey, orchestratorPub, db, storeKey, auditLog, fingerprintKey, policyDir string
+	dir, caCert, caKey, orchestratorKey, orchestratorPub, db, storeKey, auditLog, fingerprintKey, policyDir, clientSecret string
+}
+
+// clientSecret is the demo provider's client secret for the sidecar.
+const clientSecret = "demo-client-secret-not-for-production"
+
+// expireGrant moves alice's stored access token expiry into the past, as a
+// night would.
+func expireGrant(ctx context.Context, st store.Store) error {
+	g, ver, err := st.Get(ctx, provider, user)
+	if err != nil {
+		return err
+	}
+	g.Expiry = time.Now().Add(-time.Minute)
+	_, err = st.Put(ctx, g, ver)
+	return err
+}
+
+func generation(g *store.Grant) int64 {
+	if g == nil {
+		return 0
+	}
+	return g.Generation
 }
 
 func writeFiles(dir string) (demoFiles, error) {
@@ -242,6 +289,10 @@ func writeFiles(dir string) (demoFiles, error) {
 		auditLog:        filepath.Join(dir, "audit.log"),
 		fingerprintKey:  filepath.Join(dir, "fingerprint.key"),
 		policyDir:       filepath.Join(dir, "policy"),
+		clientSecret:    filepath.Join(dir, "client-secret"),
+	}
+	if err := os.WriteFile(f.clientSecret, []byte(clientSecret), 0o600); err != nil {
+		return f, err
 	}
 	if err := certs.InitCA(f.caCert, f.caKey, certs.InitOptions{CommonName: "onbehalf demo CA", Force: true}); err != nil {
 		return f, err
@@ -269,7 +320,7 @@ func writeFiles(dir string) (demoFiles, error) {
 	return f, nil
 }
 
-func sidecarConfig(f demoFiles, apiPort int) sidecar.Config {
+func sidecarConfig(f demoFiles, apiPort int, tokenURL string) sidecar.Config {
 	cfg := sidecar.DefaultConfig()
 	cfg.Proxy.Listen = "127.0.0.1:0"
 	cfg.Proxy.ConnectURL = "https://connect.demo.localhost"
@@ -281,6 +332,13 @@ func sidecarConfig(f demoFiles, apiPort int) sidecar.Config {
 	cfg.Routes = []injector.RouteConfig{{Host: apiHost, Port: apiPort, Paths: []string{"/api/"}, Provider: provider}}
 	cfg.Policy.Paths = []string{f.policyDir}
 	cfg.TokenCache.TTL = cacheTTL
+	pc := oauth.DefaultProviderConfig()
+	pc.TokenURL = tokenURL
+	pc.ClientID = clientID
+	pc.ClientSecretFile = f.clientSecret
+	pc.AuthStyle = oauth.AuthStyleHeader
+	pc.Scopes = []string{"chat:read", "chat:write"}
+	cfg.Providers = map[string]oauth.ProviderConfig{provider: pc}
 	cfg.Store.Embedded = store.EmbeddedConfig{Path: f.db, KeyFile: f.storeKey, LockTimeout: store.DefaultLockTimeout}
 	// The demo API is on loopback, which the egress guard refuses unless
 	// told otherwise; a real deployment leaves this list empty.
@@ -430,6 +488,11 @@ func (r *runner) auditSummary(path string) error {
 			return fmt.Errorf("audit record is not JSON: %w", err)
 		}
 		ev, _ := rec["event"].(string)
+		if ev == audit.EventRefresh {
+			extra, _ := rec["extra"].(map[string]any)
+			r.say("  %-10s user=%-6v provider=%v outcome=%v rotated=%v generation=%v\n", ev, rec["user"], rec["provider"], extra["outcome"], extra["rotated"], rec["grant_generation"])
+			continue
+		}
 		if ev != audit.EventRequest {
 			continue
 		}
@@ -450,7 +513,7 @@ func (r *runner) auditSummary(path string) error {
 	}
 	r.step("the audit trail's hash chain verifies", err == nil && rep.Broken == nil, "%s", detail)
 	// The unauthenticated request cannot name a user; every other one must.
-	r.step("every identified request's record names alice", requests >= 5 && named >= requests-1,
+	r.step("every identified request's record names alice", requests >= 6 && named >= requests-1,
 		"%d request records, %d name alice", requests, named)
 	if len(r.failed) > 0 {
 		return fmt.Errorf("demo: %d step(s) did not behave: %s", len(r.failed), strings.Join(r.failed, "; "))

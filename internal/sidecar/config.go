@@ -14,6 +14,7 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/internal/config"
 	"github.com/onbehalf-dev/onbehalf/policy"
@@ -31,11 +32,15 @@ type Config struct {
 	Routes   []injector.RouteConfig `yaml:"routes"`
 	// TokenCache bounds how long access tokens are served from memory.
 	TokenCache injector.CacheConfig `yaml:"token_cache"`
-	Policy     policy.Config        `yaml:"policy"`
-	Store      StoreConfig          `yaml:"store"`
-	Egress     egress.Config        `yaml:"egress"`
-	Audit      audit.Config         `yaml:"audit"`
-	Log        LogConfig            `yaml:"log"`
+	// Providers configure token refresh per provider name (the name routes
+	// and grants use). A route whose provider is not listed injects the
+	// stored token as is.
+	Providers map[string]oauth.ProviderConfig `yaml:"providers"`
+	Policy    policy.Config                   `yaml:"policy"`
+	Store     StoreConfig                     `yaml:"store"`
+	Egress    egress.Config                   `yaml:"egress"`
+	Audit     audit.Config                    `yaml:"audit"`
+	Log       LogConfig                       `yaml:"log"`
 }
 
 // AdminConfig configures the admin listener (/healthz, /readyz, /ca.pem,
@@ -142,6 +147,10 @@ func (c *Config) ResolvePaths(dir string) {
 	abs(&c.Store.Embedded.KeyFile)
 	abs(&c.Audit.File.Path)
 	abs(&c.Audit.FingerprintKeyFile)
+	for name, pc := range c.Providers {
+		abs(&pc.ClientSecretFile)
+		c.Providers[name] = pc
+	}
 }
 
 // Validate reports every problem in c with its path.
@@ -176,6 +185,12 @@ func (c Config) Validate() error {
 	}
 	if c.TokenCache.MaxEntries < 1 {
 		p.Addf("token_cache.max_entries", "must be at least 1")
+	}
+	for name, pc := range c.Providers {
+		if err := store.ValidateProvider(name); err != nil {
+			p.Addf("providers."+name, "%v", err)
+		}
+		p.Add("providers."+name, pc.Validate())
 	}
 	p.Add("policy", c.Policy.Validate())
 	switch c.Store.Backend {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/policy"
@@ -62,8 +63,10 @@ type Sidecar struct {
 	ca       *certs.CA
 	guard    *egress.Guard
 	metrics  *metrics.Metrics
-	proxyLn  net.Listener
-	adminLn  net.Listener
+	// refreshing is drained at shutdown so a refresh in flight is stored.
+	refreshing *oauth.Source
+	proxyLn    net.Listener
+	adminLn    net.Listener
 }
 
 // New builds every component from cfg and opens the listeners, so that the
@@ -117,6 +120,19 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if o.Dial != nil {
 		gopts = append(gopts, egress.WithDialer(o.Dial))
 	}
+	roots, err := upstreamRoots(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	var secrets secretReader
+	if sr, ok := s.store.(secretReader); ok {
+		secrets = sr
+	}
+	tokens, refreshing, err := s.buildTokens(cfg, roots, secrets)
+	if err != nil {
+		return nil, err
+	}
+	s.refreshing = refreshing
 	if s.guard, err = egress.New(cfg.Egress, gopts...); err != nil {
 		return nil, fmt.Errorf("egress: %w", err)
 	}
@@ -138,7 +154,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		AssertionHeader: cfg.Identity.Header,
 		Routes:          routes,
 		Policy:          s.policy,
-		Tokens:          injector.NewCachedSource(injector.NewStoreSource(s.store), cfg.TokenCache, nil).Observe(s.metrics.TokenCache),
+		Tokens:          tokens,
 		Audit:           s.auditor,
 		AuditFailClosed: cfg.Audit.FailClosed,
 		Fingerprint:     s.auditor.Fingerprinter().Token,
@@ -213,6 +229,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	_ = s.admin.Shutdown(sctx)
 	if serr := s.proxy.Shutdown(sctx); err == nil && serr != nil && !errors.Is(serr, context.DeadlineExceeded) {
 		err = serr
+	}
+	if s.refreshing != nil {
+		_ = s.refreshing.Drain(sctx)
 	}
 	s.auditLifecycle(audit.EventStop)
 	s.log.Info("sidecar stopped")

@@ -1,0 +1,127 @@
+package oauth
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BenchmarkTokenValid measures the common path: the stored access token is
+// far from expiry, so Token costs one store read.
+func BenchmarkTokenValid(b *testing.B) {
+	e := newEnv(b)
+	e.seed(testUser, time.Now().Add(time.Hour))
+	s := e.source(e.st, e.provider(nil), Options{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Token(ctx, testProvider, testUser); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRefreshStorm measures stormCallers concurrent Token calls for a
+// grant whose access token has expired, spread over one or three replicas
+// (Sources with their own store handles on one database file). Each
+// iteration is one storm and must cost exactly one refresh at the provider.
+// It reports the storm's wall time next to one bare provider round trip
+// (a refresh of another grant, measured in the same iteration), with the
+// provider answering at once and with 50ms of added latency (a realistic
+// remote token endpoint).
+func BenchmarkRefreshStorm(b *testing.B) {
+	for _, bc := range []struct {
+		replicas int
+		latency  time.Duration
+	}{{1, 0}, {3, 0}, {1, 50 * time.Millisecond}, {3, 50 * time.Millisecond}} {
+		replicas := bc.replicas
+		b.Run(fmt.Sprintf("replicas=%d/latency=%s", replicas, bc.latency), func(b *testing.B) {
+			e := newEnv(b)
+			e.srv.SetLatency(bc.latency)
+			e.seedExpired(testUser)
+			bare := e.seed("bench-roundtrip", time.Now().Add(time.Hour)).RefreshToken
+			roundTripper := e.provider(nil)
+			sources := make([]*Source, replicas)
+			for i := range sources {
+				st := e.st
+				if i > 0 {
+					st = e.openStore()
+				}
+				sources[i] = e.source(st, e.provider(nil), Options{})
+			}
+			ctx := context.Background()
+			var storm, roundTrip time.Duration
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i > 0 {
+					b.StopTimer()
+					e.expireStored(testUser)
+					b.StartTimer()
+				}
+				start := time.Now()
+				var wg sync.WaitGroup
+				errs := make(chan error, stormCallers)
+				for c := range stormCallers {
+					wg.Go(func() {
+						if _, err := sources[c%replicas].Token(ctx, testProvider, testUser); err != nil {
+							errs <- err
+						}
+					})
+				}
+				wg.Wait()
+				storm += time.Since(start)
+				close(errs)
+				for err := range errs {
+					b.Fatalf("Token: %v", err)
+				}
+
+				b.StopTimer()
+				start = time.Now()
+				tok, err := roundTripper.refresh(ctx, bare)
+				roundTrip += time.Since(start)
+				if err != nil {
+					b.Fatalf("bare refresh: %v", err)
+				}
+				bare = tok.RefreshToken
+				b.StartTimer()
+			}
+			b.StopTimer()
+			if st := e.srv.Stats(); st.Refreshes != int64(2*b.N) || st.ReuseDetections != 0 {
+				b.Fatalf("provider stats = %+v; want %d refreshes (one per storm plus the bare ones), no reuse", st, 2*b.N)
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(storm.Microseconds())/n/1000, "storm-ms")
+			b.ReportMetric(float64(roundTrip.Microseconds())/n/1000, "roundtrip-ms")
+			b.ReportMetric(float64(storm)/float64(roundTrip), "storm/roundtrip")
+		})
+	}
+}
+
+// BenchmarkRefreshSingle measures one Token call that refreshes: store
+// read, lease, re-read, provider round trip, compare-and-swap write and
+// lease release. It is the floor of BenchmarkRefreshStorm.
+func BenchmarkRefreshSingle(b *testing.B) {
+	e := newEnv(b)
+	e.seedExpired(testUser)
+	s := e.source(e.st, e.provider(nil), Options{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i > 0 {
+			b.StopTimer()
+			e.expireStored(testUser)
+			b.StartTimer()
+		}
+		if _, err := s.Token(ctx, testProvider, testUser); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if st := e.srv.Stats(); st.Refreshes != int64(b.N) {
+		b.Fatalf("refreshes = %d; want %d", st.Refreshes, b.N)
+	}
+}

@@ -1,0 +1,253 @@
+package oauth
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/onbehalf-dev/onbehalf/internal/config"
+)
+
+// Defaults and bounds of ProviderConfig.
+const (
+	// DefaultRefreshSkew is how long before its expiry an access token is
+	// refreshed. Two minutes covers the request that is about to use the
+	// token, clock differences with the provider and one slow refresh.
+	DefaultRefreshSkew = 2 * time.Minute
+	// DefaultRefreshJitter is the largest extra earliness added to the skew,
+	// chosen per replica and grant, so that replicas do not all decide to
+	// refresh the same grant at the same instant.
+	DefaultRefreshJitter = 30 * time.Second
+	// DefaultTimeout bounds one token-endpoint call. Providers answer in well
+	// under a second; ten seconds rides out a slow one and stays below the
+	// proxy's request deadline.
+	DefaultTimeout = 10 * time.Second
+
+	// maxRefreshSkew caps refresh_skew: providers issue access tokens for an
+	// hour or more, and a skew close to the lifetime refreshes on every use.
+	maxRefreshSkew = 30 * time.Minute
+	// maxRefreshJitter caps refresh_jitter for the same reason.
+	maxRefreshJitter = 10 * time.Minute
+	// maxTimeout caps timeout below leaseTTL, so the store lease always
+	// outlives the token-endpoint call it protects.
+	maxTimeout = 20 * time.Second
+	// maxSecretFileSize bounds a client secret file; secrets are a few
+	// dozen bytes, and the bound stops a wrong path from being slurped.
+	maxSecretFileSize = 64 << 10
+)
+
+// AuthStyle is how the client authenticates at the token endpoint. It is
+// always configured explicitly: x/oauth2's auto-detection sends the secret
+// both ways on a failure, which doubles failed refreshes and hides a
+// misconfiguration.
+type AuthStyle string
+
+// Client authentication styles (RFC 6749 section 2.3.1).
+const (
+	// AuthStyleHeader sends client_id and client_secret in an HTTP Basic
+	// Authorization header (client_secret_basic).
+	AuthStyleHeader AuthStyle = "header"
+	// AuthStyleParams sends them as form parameters (client_secret_post).
+	AuthStyleParams AuthStyle = "params"
+)
+
+// oauth2Style returns the x/oauth2 equivalent of a, which is never
+// AuthStyleAutoDetect for a validated configuration.
+func (a AuthStyle) oauth2Style() oauth2.AuthStyle {
+	switch a {
+	case AuthStyleHeader:
+		return oauth2.AuthStyleInHeader
+	case AuthStyleParams:
+		return oauth2.AuthStyleInParams
+	}
+	return oauth2.AuthStyleAutoDetect
+}
+
+// ProviderConfig configures one OAuth provider. The zero value is not
+// usable; start from DefaultProviderConfig.
+type ProviderConfig struct {
+	// TokenURL is the token endpoint (required). It must be https, or http
+	// on a loopback address for local tests.
+	TokenURL string `yaml:"token_url"`
+	// AuthorizationURL is the authorization endpoint, used by the connect
+	// server.
+	AuthorizationURL string `yaml:"authorization_url"`
+	// RevocationURL is the RFC 7009 revocation endpoint, used when a grant
+	// is revoked; empty when the provider has none.
+	RevocationURL string `yaml:"revocation_url"`
+	// UserinfoURL is where the connect server learns the provider account
+	// of a new grant.
+	UserinfoURL string `yaml:"userinfo_url"`
+	// ClientID is the sidecar's client_id at the provider (required).
+	ClientID string `yaml:"client_id"`
+	// ClientSecretFile is a file holding the client secret, read once at
+	// start (surrounding white space is ignored). Exactly one of
+	// ClientSecretFile and ClientSecretVault must be set.
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// ClientSecretVault names the client secret in Vault as "path#field";
+	// the caller resolves it and passes the secret to NewProvider.
+	ClientSecretVault string `yaml:"client_secret_vault"`
+	// Scopes are requested by the connect flow. Refreshes request no scope,
+	// which keeps the scopes of the grant.
+	Scopes []string `yaml:"scopes"`
+	// AuthStyle is "header" (client_secret_basic) or "params"
+	// (client_secret_post); required, never auto-detected.
+	AuthStyle AuthStyle `yaml:"auth_style"`
+	// RefreshSkew is how long before its expiry an access token is
+	// refreshed. It must stay well below the provider's access-token
+	// lifetime, or every use refreshes, and it is at least 30s, the least
+	// remaining lifetime of a token that is handed out.
+	RefreshSkew time.Duration `yaml:"refresh_skew"`
+	// RefreshJitter is the largest random extra earliness, fixed per replica
+	// and grant, added to RefreshSkew.
+	RefreshJitter time.Duration `yaml:"refresh_jitter"`
+	// Timeout bounds one token-endpoint call.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// DefaultProviderConfig returns a ProviderConfig with the refresh defaults
+// filled in. TokenURL, ClientID, AuthStyle and a client secret source must
+// still be set.
+func DefaultProviderConfig() ProviderConfig {
+	return ProviderConfig{
+		RefreshSkew:   DefaultRefreshSkew,
+		RefreshJitter: DefaultRefreshJitter,
+		Timeout:       DefaultTimeout,
+	}
+}
+
+// Validate reports every problem with c at once, as an errors.Join of
+// *config.FieldError with paths relative to this provider's section. It
+// reads no file.
+func (c ProviderConfig) Validate() error {
+	var p config.Problems
+	if c.TokenURL == "" {
+		p.Addf("token_url", "required")
+	} else if msg := checkEndpoint(c.TokenURL); msg != "" {
+		p.Addf("token_url", "%s", msg)
+	}
+	for _, e := range []struct{ key, val string }{
+		{"authorization_url", c.AuthorizationURL},
+		{"revocation_url", c.RevocationURL},
+		{"userinfo_url", c.UserinfoURL},
+	} {
+		if e.val == "" {
+			continue
+		}
+		if msg := checkEndpoint(e.val); msg != "" {
+			p.Addf(e.key, "%s", msg)
+		}
+	}
+	if c.ClientID == "" {
+		p.Addf("client_id", "required")
+	}
+	switch {
+	case c.ClientSecretFile == "" && c.ClientSecretVault == "":
+		p.Addf("", "client_secret_file or client_secret_vault is required")
+	case c.ClientSecretFile != "" && c.ClientSecretVault != "":
+		p.Addf("client_secret_vault", "must not be set together with client_secret_file")
+	case c.ClientSecretVault != "":
+		if msg := checkVaultRef(c.ClientSecretVault); msg != "" {
+			p.Addf("client_secret_vault", "%s", msg)
+		}
+	}
+	for i, s := range c.Scopes {
+		if s == "" || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == '"' || r == '\\' || r > '~' }) {
+			p.Addf(fmt.Sprintf("scopes[%d]", i), "must be a non-empty RFC 6749 scope token")
+		}
+	}
+	switch c.AuthStyle {
+	case AuthStyleHeader, AuthStyleParams:
+	case "":
+		p.Addf("auth_style", "required: %q (client_secret_basic) or %q (client_secret_post)", AuthStyleHeader, AuthStyleParams)
+	default:
+		p.Addf("auth_style", "must be %q or %q", AuthStyleHeader, AuthStyleParams)
+	}
+	if c.RefreshSkew < useMargin || c.RefreshSkew > maxRefreshSkew {
+		p.Addf("refresh_skew", "must be between %s and %s", useMargin, maxRefreshSkew)
+	}
+	if c.RefreshJitter < 0 || c.RefreshJitter > maxRefreshJitter {
+		p.Addf("refresh_jitter", "must be between 0 and %s", maxRefreshJitter)
+	}
+	if c.Timeout <= 0 || c.Timeout > maxTimeout {
+		p.Addf("timeout", "must be positive and at most %s", maxTimeout)
+	}
+	return p.Err()
+}
+
+// checkEndpoint returns what is wrong with an endpoint URL, or "". An
+// endpoint is https, or http on a loopback address; it carries no user
+// information (credentials belong in the client secret) and no fragment.
+func checkEndpoint(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" {
+		return "must be an absolute URL"
+	}
+	if u.User != nil {
+		return "must not contain user information"
+	}
+	if u.Fragment != "" {
+		return "must not have a fragment"
+	}
+	switch u.Scheme {
+	case "https":
+		return ""
+	case "http":
+		h := u.Hostname()
+		if ip := net.ParseIP(h); (ip != nil && ip.IsLoopback()) || h == "localhost" {
+			return ""
+		}
+		return "must be https (http is allowed only on loopback addresses)"
+	}
+	return "must be an https URL"
+}
+
+// checkVaultRef returns what is wrong with a "path#field" reference, or "".
+func checkVaultRef(ref string) string {
+	path, field, ok := strings.Cut(ref, "#")
+	switch {
+	case !ok:
+		return `must be "path#field"`
+	case path == "" || field == "":
+		return `must be "path#field" with both parts non-empty`
+	case strings.Contains(field, "#"):
+		return `must contain one "#"`
+	case strings.ContainsFunc(ref, func(r rune) bool { return r <= ' ' || r > '~' }):
+		return "must be printable ASCII without spaces"
+	}
+	return ""
+}
+
+// ErrEmptySecret means a client secret file holds nothing but white space.
+var ErrEmptySecret = errors.New("client secret is empty")
+
+// ReadSecretFile reads a client secret from path, ignoring surrounding white
+// space (a trailing newline, mostly). Errors name the path, never the
+// content.
+func ReadSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read client secret: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretFileSize+1))
+	if err != nil {
+		return "", fmt.Errorf("read client secret %s: %w", path, err)
+	}
+	if len(data) > maxSecretFileSize {
+		return "", fmt.Errorf("read client secret %s: larger than %d bytes", path, maxSecretFileSize)
+	}
+	secret := strings.TrimSpace(string(data))
+	clear(data)
+	if secret == "" {
+		return "", fmt.Errorf("read client secret %s: %w", path, ErrEmptySecret)
+	}
+	return secret, nil
+}

@@ -1,0 +1,282 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/oauth2"
+
+	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Names used throughout the tests.
+const (
+	testProvider = "acme"
+	testUser     = "alice"
+	testClientID = "onbehalf-sidecar"
+	testSecret   = "sidecar-secret-0123456789"
+	// testTimeout bounds every Token call of a test, so a hang fails the
+	// test instead of stalling it.
+	testTimeout = 30 * time.Second
+)
+
+var testScopes = []string{"read", "write"}
+
+// env is one test world: a real OAuth server over TLS and an embedded store
+// in a temporary directory.
+type env struct {
+	t   testing.TB
+	srv *oauthtest.Server
+	dir string
+	st  *store.Embedded // the first handle on the database
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	srv, err := oauthtest.Start(oauthtest.Options{
+		Clients: []oauthtest.Client{{
+			ID:           testClientID,
+			Secret:       testSecret,
+			RedirectURIs: []string{"http://127.0.0.1/callback"},
+			Scopes:       testScopes,
+		}},
+	})
+	if err != nil {
+		t.Fatalf("start oauth server: %v", err)
+	}
+	t.Cleanup(srv.Close)
+	e := &env{t: t, srv: srv, dir: t.TempDir()}
+	e.st = e.openStore()
+	return e
+}
+
+// openStore opens another handle on the env's database file: to the code
+// under test it is another replica's store.
+func (e *env) openStore() *store.Embedded {
+	e.t.Helper()
+	cfg := store.DefaultEmbeddedConfig()
+	cfg.Path = filepath.Join(e.dir, "grants.db")
+	cfg.KeyFile = filepath.Join(e.dir, "grants.key")
+	st, err := store.OpenEmbedded(cfg)
+	if err != nil {
+		e.t.Fatalf("open store: %v", err)
+	}
+	e.t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// providerConfig returns a valid configuration for the env's server.
+func (e *env) providerConfig() ProviderConfig {
+	c := DefaultProviderConfig()
+	c.TokenURL = e.srv.TokenURL()
+	c.AuthorizationURL = e.srv.AuthURL()
+	c.RevocationURL = e.srv.RevokeURL()
+	c.UserinfoURL = e.srv.UserinfoURL()
+	c.ClientID = testClientID
+	c.ClientSecretVault = "secret/onbehalf/acme#client_secret"
+	c.Scopes = testScopes
+	c.AuthStyle = AuthStyleHeader
+	return c
+}
+
+// provider returns a Provider for the env's server, changed by mod.
+func (e *env) provider(mod func(c *ProviderConfig, secret *string)) *Provider {
+	e.t.Helper()
+	c := e.providerConfig()
+	secret := testSecret
+	if mod != nil {
+		mod(&c, &secret)
+	}
+	p, err := NewProvider(testProvider, c, secret, NewHTTPClient(e.srv.CertPool()))
+	if err != nil {
+		e.t.Fatalf("NewProvider: %v", err)
+	}
+	e.t.Cleanup(p.CloseIdleConnections)
+	return p
+}
+
+// source returns a Source on st with provider p; it drains the Source when
+// the test ends.
+func (e *env) source(st store.Store, p *Provider, o Options) *Source {
+	e.t.Helper()
+	s := NewSource(st, map[string]*Provider{testProvider: p}, o)
+	e.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := s.Drain(ctx); err != nil {
+			e.t.Errorf("Drain: %v", err)
+		}
+	})
+	return s
+}
+
+// seed issues a real grant for user at the provider and stores it with the
+// given access-token expiry (the provider's own idea of it is untouched).
+func (e *env) seed(user string, expiry time.Time) *oauth2.Token {
+	e.t.Helper()
+	tok, err := e.srv.IssueGrant(testClientID, user, testScopes)
+	if err != nil {
+		e.t.Fatalf("IssueGrant: %v", err)
+	}
+	g := &store.Grant{
+		Provider:     testProvider,
+		User:         user,
+		AccessToken:  tok.AccessToken,
+		RefreshToken: tok.RefreshToken,
+		TokenType:    tok.TokenType,
+		Expiry:       expiry,
+		Scopes:       testScopes,
+		Status:       store.StatusActive,
+		ConnectedAt:  time.Now().Add(-time.Hour),
+		Generation:   1,
+	}
+	if _, err := e.st.Put(context.Background(), g, 0); err != nil {
+		e.t.Fatalf("Put: %v", err)
+	}
+	return tok
+}
+
+// seedExpired seeds a grant whose access token has expired both at the
+// provider and in the store.
+func (e *env) seedExpired(user string) *oauth2.Token {
+	e.t.Helper()
+	tok := e.seed(user, time.Now().Add(-time.Minute))
+	if err := e.srv.ExpireAccessToken(tok.AccessToken); err != nil {
+		e.t.Fatalf("ExpireAccessToken: %v", err)
+	}
+	return tok
+}
+
+// grant reads user's stored grant.
+func (e *env) grant(user string) (*store.Grant, store.Version) {
+	e.t.Helper()
+	g, v, err := e.st.Get(context.Background(), testProvider, user)
+	if err != nil {
+		e.t.Fatalf("Get: %v", err)
+	}
+	return g, v
+}
+
+// expireStored marks user's stored access token expired, at the provider
+// and in the store.
+func (e *env) expireStored(user string) {
+	e.t.Helper()
+	g, v := e.grant(user)
+	if err := e.srv.ExpireAccessToken(g.AccessToken); err != nil {
+		e.t.Fatalf("ExpireAccessToken: %v", err)
+	}
+	g.Expiry = time.Now().Add(-time.Minute)
+	if _, err := e.st.Put(context.Background(), g, v); err != nil {
+		e.t.Fatalf("Put: %v", err)
+	}
+}
+
+// token calls s.Token for user with a bounded context.
+func token(t testing.TB, s *Source, user string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	tok, err := s.Token(ctx, testProvider, user)
+	return tok.Value, err
+}
+
+// events records RefreshEvents.
+type events struct {
+	mu  sync.Mutex
+	evs []RefreshEvent
+}
+
+func (r *events) add(ev RefreshEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.evs = append(r.evs, ev)
+}
+
+func (r *events) outcomes() []Outcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Outcome
+	for _, ev := range r.evs {
+		out = append(out, ev.Outcome)
+	}
+	return out
+}
+
+func (r *events) all() []RefreshEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]RefreshEvent(nil), r.evs...)
+}
+
+// observedLogger returns a logger that records every entry at debug level
+// and above.
+func observedLogger() (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	return zap.New(core), logs
+}
+
+// checkNoSecrets fails t if any log entry, event error or error in errs
+// contains one of secrets.
+func checkNoSecrets(t testing.TB, logs *observer.ObservedLogs, evs []RefreshEvent, errs []error, secrets ...string) {
+	t.Helper()
+	var texts []string
+	for _, entry := range logs.All() {
+		enc := zapcore.NewMapObjectEncoder()
+		for _, f := range entry.Context {
+			f.AddTo(enc)
+		}
+		texts = append(texts, entry.Message+" "+fmt.Sprint(enc.Fields))
+	}
+	for _, ev := range evs {
+		texts = append(texts, fmt.Sprintf("%+v %#v", ev, ev))
+		if ev.Err != nil {
+			texts = append(texts, ev.Err.Error())
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			texts = append(texts, err.Error())
+		}
+	}
+	for _, text := range texts {
+		for _, s := range secrets {
+			if s != "" && strings.Contains(text, s) {
+				t.Errorf("secret leaked into %q", text)
+			}
+		}
+	}
+}
+
+// flakyStore is a store whose Put fails with ErrUnavailable while failPut
+// is set, as when Vault goes away between a refresh and its write.
+type flakyStore struct {
+	store.Store
+	failPut atomic.Bool
+	puts    atomic.Int64 // Put calls while failing
+}
+
+var errInjected = errors.New("injected write failure")
+
+func (f *flakyStore) Put(ctx context.Context, g *store.Grant, cas store.Version) (store.Version, error) {
+	if f.failPut.Load() {
+		f.puts.Add(1)
+		return 0, fmt.Errorf("put grant %s/%s: %w: %w", g.Provider, g.User, store.ErrUnavailable, errInjected)
+	}
+	return f.Store.Put(ctx, g, cas)
+}

@@ -1,0 +1,143 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"sort"
+
+	"go.uber.org/zap"
+
+	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/oauth"
+)
+
+// tokenSource routes each provider to the refreshing source when the
+// provider is configured (token endpoint and client credentials), and to the
+// plain store source otherwise: such grants are injected as stored and,
+// once expired, need the human to reconnect.
+type tokenSource struct {
+	refreshing *oauth.Source
+	configured map[string]bool
+	plain      *injector.StoreSource
+}
+
+func (t *tokenSource) Token(ctx context.Context, provider, user string) (injector.Token, error) {
+	if t.configured[provider] {
+		return t.refreshing.Token(ctx, provider, user)
+	}
+	return t.plain.Token(ctx, provider, user)
+}
+
+// buildTokens builds the providers and the token source chain:
+// cache → (refresh | store). It returns the refreshing source, which must be
+// drained at shutdown.
+func (s *Sidecar) buildTokens(cfg Config, roots *x509.CertPool, secrets secretReader) (injector.Source, *oauth.Source, error) {
+	providers := map[string]*oauth.Provider{}
+	configured := map[string]bool{}
+	names := make([]string, 0, len(cfg.Providers))
+	for name := range cfg.Providers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	client := oauth.NewHTTPClient(roots)
+	for _, name := range names {
+		pc := cfg.Providers[name]
+		secret, err := clientSecret(context.Background(), pc, secrets)
+		if err != nil {
+			return nil, nil, fmt.Errorf("providers.%s: %w", name, err)
+		}
+		p, err := oauth.NewProvider(name, pc, secret, client)
+		if err != nil {
+			return nil, nil, fmt.Errorf("providers.%s: %w", name, err)
+		}
+		providers[name] = p
+		configured[name] = true
+	}
+	refreshing := oauth.NewSource(s.store, providers, oauth.Options{Logger: s.log.Named("oauth"), OnRefresh: s.auditRefresh})
+	src := &tokenSource{refreshing: refreshing, configured: configured, plain: injector.NewStoreSource(s.store)}
+	cached := injector.NewCachedSource(src, cfg.TokenCache, nil).Observe(s.metrics.TokenCache)
+	return cached, refreshing, nil
+}
+
+// secretReader reads a secret kept in the grant store's backend (Vault KV),
+// for client_secret_vault.
+type secretReader interface {
+	ReadSecret(ctx context.Context, path, field string) (string, error)
+}
+
+func clientSecret(ctx context.Context, pc oauth.ProviderConfig, secrets secretReader) (string, error) {
+	if pc.ClientSecretFile != "" {
+		return oauth.ReadSecretFile(pc.ClientSecretFile)
+	}
+	path, field, ok := cutRef(pc.ClientSecretVault)
+	if !ok {
+		return "", fmt.Errorf("client_secret_vault: want \"path#field\"")
+	}
+	if secrets == nil {
+		return "", fmt.Errorf("client_secret_vault needs store.backend: vault")
+	}
+	return secrets.ReadSecret(ctx, path, field)
+}
+
+func cutRef(ref string) (string, string, bool) {
+	for i := len(ref) - 1; i >= 0; i-- {
+		if ref[i] == '#' {
+			return ref[:i], ref[i+1:], i > 0 && i < len(ref)-1
+		}
+	}
+	return "", "", false
+}
+
+// auditRefresh turns a token-endpoint call into a refresh audit record and
+// a metric. The event carries no secret.
+func (s *Sidecar) auditRefresh(ev oauth.RefreshEvent) {
+	s.metrics.Refresh(ev.Provider, string(ev.Outcome))
+	rec := &audit.Record{
+		Event:           audit.EventRefresh,
+		User:            ev.User,
+		Provider:        ev.Provider,
+		GrantGeneration: ev.Generation,
+		DurationMS:      float64(ev.Duration.Microseconds()) / 1000,
+		Extra: []zap.Field{
+			zap.String(audit.ExtraOutcome, string(ev.Outcome)),
+			zap.Bool(audit.ExtraRotated, ev.Rotated),
+		},
+	}
+	if ev.Err != nil {
+		rec.Extra = append(rec.Extra, zap.String(audit.ExtraError, ev.Err.Error()))
+	}
+	if err := s.auditor.Write(rec); err != nil {
+		s.metrics.AuditError()
+		s.log.Error("audit record not written", zap.String("event", audit.EventRefresh), zap.Error(err))
+	}
+}
+
+// upstreamRoots is the trust used for APIs and token endpoints: the system
+// roots (or Options.RootCAs) plus proxy.upstream.ca_file.
+func upstreamRoots(cfg Config, o Options) (*x509.CertPool, error) {
+	var pool *x509.CertPool
+	if o.RootCAs != nil {
+		pool = o.RootCAs.Clone()
+	} else {
+		sys, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("load system roots: %w", err)
+		}
+		pool = sys
+	}
+	if f := cfg.Proxy.Upstream.CAFile; f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("proxy.upstream.ca_file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("proxy.upstream.ca_file %s: no PEM certificates", f)
+		}
+	}
+	return pool, nil
+}
+
+var _ injector.Source = (*tokenSource)(nil)
