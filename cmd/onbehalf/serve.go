@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ func newServeCmd() *cobra.Command {
 		configPath string
 		listen     string
 		admin      string
+		check      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --config FILE",
@@ -40,6 +42,10 @@ every problem with its key path.`,
 			if err != nil {
 				return err
 			}
+			if check {
+				fmt.Fprintf(cmd.OutOrStdout(), "configuration %s is valid: %s\n", configPath, cfg)
+				return nil
+			}
 			sc, err := sidecar.New(cmd.Context(), cfg, sidecar.Options{Version: version})
 			if err != nil {
 				return err
@@ -50,6 +56,7 @@ every problem with its key path.`,
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (YAML)")
 	cmd.Flags().StringVar(&listen, "listen", "", "proxy listen address, overrides proxy.listen")
 	cmd.Flags().StringVar(&admin, "admin-listen", "", "admin listen address, overrides admin.listen (empty disables)")
+	cmd.Flags().BoolVar(&check, "check", false, "validate the configuration and exit (status 2 when invalid)")
 	return cmd
 }
 

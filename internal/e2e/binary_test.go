@@ -235,6 +235,12 @@ store:
 	if _, errOut, code := cli(t, "", "serve", "--config", filepath.Join(dir, "missing.yaml")); code != 2 {
 		t.Errorf("missing config: exit %d; want 2\n%s", code, errOut)
 	}
+	if out, errOut, code := cli(t, "", "serve", "--check", "--config", filepath.Join(repoRoot(t), "examples", "onbehalf.yaml")); code != 0 || !strings.Contains(out, "is valid") {
+		t.Errorf("--check on the example config: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, _, code := cli(t, "", "serve", "--check", "--config", path); code != 2 {
+		t.Errorf("--check on a broken config: exit %d; want 2", code)
+	}
 }
 
 // TestHelpEverywhere: every command answers --help.
