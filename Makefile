@@ -56,6 +56,7 @@ FUZZ_TARGETS := \
 	./internal/config:FuzzDecode \
 	./proxy:FuzzSanitizeRequest \
 	./proxy:FuzzCheckHead \
+	./proxy:FuzzBindTunnelRequest \
 	./proxy/identity:FuzzPreparse \
 	./proxy/identity:FuzzFromHeader \
 	./audit:FuzzVerify
