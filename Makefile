@@ -36,8 +36,16 @@ run: build ## run the sidecar on the embedded store with examples/onbehalf.yaml
 demo: build ## run the self-contained end-to-end demo
 	$(BIN) demo
 
+.PHONY: vault
+vault: $(VAULT_BIN) ## build the pinned Vault server the tests start (cached in .cache/bin)
+
+$(VAULT_BIN):
+	@mkdir -p $(dir $(VAULT_BIN))
+	@echo "building Vault $(shell awk '/hashicorp\/vault v/ {print $$3; exit}' tools/vault/go.mod) for the tests (once; cached in $(VAULT_BIN))"
+	cd tools/vault && $(GO) build -o $(VAULT_BIN) github.com/hashicorp/vault
+
 .PHONY: test
-test: build agents ## run every test (unit, integration, policies, fuzz seeds) with -race
+test: build agents vault ## run every test (unit, integration, policies, fuzz seeds) with -race
 	$(GO) vet -tags integration $(PKGS)
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 	@for d in examples/policies/*/; do $(BIN) policy test "$$d" || exit 1; done

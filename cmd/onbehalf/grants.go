@@ -41,7 +41,11 @@ them in files or on standard input.`,
 		if err != nil {
 			return nil, err
 		}
-		return sidecar.OpenStore(cfg.Store)
+		log, err := sidecar.NewLogger(sidecar.LogConfig{Level: "warn", Format: "console"})
+		if err != nil {
+			return nil, err
+		}
+		return sidecar.OpenStore(context.Background(), cfg.Store, log)
 	}
 
 	var provider string

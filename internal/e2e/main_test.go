@@ -8,22 +8,57 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// The HTTP/2 client transport's connection reader and keep-alive
-		// conns of clients that tests closed idle are reaped asynchronously.
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
+	code := m.Run()
+	stopVault()
+	if code == 0 {
+		if err := goleak.Find(
+			// Keep-alive connections of clients that tests dropped are
+			// reaped asynchronously.
+			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+var (
+	vaultOnce sync.Once
+	vaultSrv  *vaulttest.Server
+	vaultErr  error
+)
+
+// sharedVault starts one real Vault dev server for this test package (on
+// first use) and returns it; TestMain stops it.
+func sharedVault(t testing.TB) *vaulttest.Server {
+	t.Helper()
+	vaultOnce.Do(func() { vaultSrv, vaultErr = vaulttest.Start(vaulttest.Options{}) })
+	if vaultErr != nil {
+		t.Fatalf("start Vault: %v", vaultErr)
+	}
+	return vaultSrv
+}
+
+func stopVault() {
+	if vaultSrv != nil {
+		vaultSrv.Close()
+	}
 }
 
 // errorBody is the sidecar's JSON error.

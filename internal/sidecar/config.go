@@ -16,6 +16,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/injector/vault"
 	"github.com/onbehalf-dev/onbehalf/internal/config"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy"
@@ -65,6 +66,8 @@ type StoreConfig struct {
 	// Backend is "embedded" (a local bbolt file) or "vault".
 	Backend  string               `yaml:"backend"`
 	Embedded store.EmbeddedConfig `yaml:"embedded"`
+	// Vault configures the production store (KV v2, optional Transit).
+	Vault vault.Config `yaml:"vault"`
 }
 
 // LogConfig configures operational logs (not the audit trail).
@@ -145,6 +148,10 @@ func (c *Config) ResolvePaths(dir string) {
 	abs(&c.Policy.Bundle.PublicKeyFile)
 	abs(&c.Store.Embedded.Path)
 	abs(&c.Store.Embedded.KeyFile)
+	abs(&c.Store.Vault.CAFile)
+	abs(&c.Store.Vault.Auth.TokenFile)
+	abs(&c.Store.Vault.Auth.SecretIDFile)
+	abs(&c.Store.Vault.Auth.KubernetesTokenFile)
 	abs(&c.Audit.File.Path)
 	abs(&c.Audit.FingerprintKeyFile)
 	for name, pc := range c.Providers {
@@ -197,7 +204,7 @@ func (c Config) Validate() error {
 	case BackendEmbedded:
 		p.Add("store.embedded", c.Store.Embedded.Validate())
 	case BackendVault:
-		p.Addf("store.backend", "vault is not available in this build yet")
+		p.Add("store.vault", c.Store.Vault.Validate())
 	default:
 		p.Addf("store.backend", "must be %q or %q, got %q", BackendEmbedded, BackendVault, c.Store.Backend)
 	}

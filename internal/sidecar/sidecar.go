@@ -15,6 +15,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/injector/vault"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy"
@@ -108,7 +109,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if o.Store != nil {
 		s.store = o.Store
 	} else {
-		if s.store, err = OpenStore(cfg.Store); err != nil {
+		if s.store, err = OpenStore(ctx, cfg.Store, s.log); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 		s.ownStore = true
@@ -175,10 +176,12 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 }
 
 // OpenStore opens the grant store c describes.
-func OpenStore(c StoreConfig) (store.Store, error) {
+func OpenStore(ctx context.Context, c StoreConfig, log *zap.Logger) (store.Store, error) {
 	switch c.Backend {
 	case BackendEmbedded:
 		return store.OpenEmbedded(c.Embedded)
+	case BackendVault:
+		return vault.Open(ctx, c.Vault, vault.Options{Logger: log.Named("vault")})
 	}
 	return nil, fmt.Errorf("unsupported store backend %q", c.Backend)
 }

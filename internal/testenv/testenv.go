@@ -9,8 +9,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -28,10 +30,14 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/injector/vault"
 	"github.com/onbehalf-dev/onbehalf/internal/dnstest"
+	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
 	"github.com/onbehalf-dev/onbehalf/internal/upstreamtest"
+	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
 	"github.com/onbehalf-dev/onbehalf/proxy/certs"
 	"github.com/onbehalf-dev/onbehalf/proxy/egress"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
@@ -84,27 +90,50 @@ type Options struct {
 	Policy string
 	// NoGrant leaves alice without a stored grant.
 	NoGrant bool
-	// WrapStore wraps the embedded store the sidecar uses (to count or
-	// fail calls in a test).
+	// WrapStore wraps the store the sidecar uses (to count or fail calls
+	// in a test).
 	WrapStore func(store.Store) store.Store
+	// Vault, when set, makes the grant store a real Vault (KV v2 under
+	// secret/, token auth with the root token); Transit turns on envelope
+	// encryption with a derived key the environment creates.
+	Vault   *vaulttest.Server
+	Transit bool
+	// Provider, when set, configures token refresh against this real OAuth
+	// server, and alice's grant is a real one it issued (Token and
+	// RefreshToken on Env hold it) instead of the canary.
+	Provider *oauthtest.Server
 }
+
+// ProviderClientID and ProviderClientSecret register the sidecar at
+// Options.Provider.
+const (
+	ProviderClientID     = "onbehalf-sidecar"
+	ProviderClientSecret = "sidecar-client-secret-for-tests"
+)
 
 // Env is a running environment.
 type Env struct {
-	Dir        string
-	Upstream   *upstreamtest.Server
-	DNS        *dnstest.Server
-	Sidecar    *sidecar.Sidecar
-	Config     sidecar.Config
-	Store      *store.Embedded
+	Dir      string
+	Upstream *upstreamtest.Server
+	DNS      *dnstest.Server
+	Sidecar  *sidecar.Sidecar
+	Config   sidecar.Config
+	// Store is the test's own handle on the grant store the sidecars use.
+	Store      store.Store
 	CAPEM      []byte
 	CAFile     string
 	SigningKey any
 	SigningAlg string
 	AuditPath  string
 	PolicyDir  string
+	// Token and RefreshToken are alice's real tokens when Options.Provider
+	// is set.
+	Token, RefreshToken string
 
-	logs *syncBuffer
+	opts  Options
+	roots *x509.CertPool
+	logs  *syncBuffer
+	extra int
 }
 
 // New starts an environment; everything stops when tb ends.
@@ -150,11 +179,21 @@ func New(tb testing.TB, o Options) *Env {
 	}
 	must(tb, os.WriteFile(filepath.Join(e.PolicyDir, "policy.rego"), []byte(pol), 0o644))
 
+	e.opts = o
 	scfg := store.EmbeddedConfig{Path: filepath.Join(dir, "grants.db"), KeyFile: filepath.Join(dir, "grants.key"), LockTimeout: store.DefaultLockTimeout}
-	e.Store, err = store.OpenEmbedded(scfg)
+	storeCfg := sidecar.StoreConfig{Backend: sidecar.BackendEmbedded, Embedded: scfg}
+	if o.Vault != nil {
+		storeCfg = e.vaultStoreConfig(tb, o.Vault, o.Transit)
+	}
+	e.Store, err = sidecar.OpenStore(context.Background(), storeCfg, zap.NewNop())
 	must(tb, err)
 	tb.Cleanup(func() { e.Store.Close() })
-	if !o.NoGrant {
+	if o.Provider != nil {
+		tok, err := o.Provider.IssueGrant(ProviderClientID, User, []string{"chat:write"})
+		must(tb, err)
+		e.Token, e.RefreshToken = tok.AccessToken, tok.RefreshToken
+		e.putGrant(tb, User, tok.AccessToken, tok.RefreshToken, tok.Expiry)
+	} else if !o.NoGrant {
 		e.PutGrant(tb, User, CanaryToken, time.Now().Add(time.Hour))
 	}
 
@@ -172,7 +211,20 @@ func New(tb testing.TB, o Options) *Env {
 	// The race detector and parallel test processes slow evaluation far
 	// beyond production; a policy timeout here would be a false denial.
 	cfg.Policy.Timeout = 2 * time.Second
-	cfg.Store.Embedded = scfg
+	cfg.Store = storeCfg
+	if o.Provider != nil {
+		secretFile := filepath.Join(dir, "client-secret")
+		must(tb, os.WriteFile(secretFile, []byte(ProviderClientSecret), 0o600))
+		pc := oauth.DefaultProviderConfig()
+		pc.TokenURL = o.Provider.TokenURL()
+		pc.RevocationURL = o.Provider.RevokeURL()
+		pc.UserinfoURL = o.Provider.UserinfoURL()
+		pc.ClientID = ProviderClientID
+		pc.ClientSecretFile = secretFile
+		pc.AuthStyle = oauth.AuthStyleHeader
+		pc.Scopes = []string{"chat:write"}
+		cfg.Providers = map[string]oauth.ProviderConfig{Provider: pc}
+	}
 	cfg.Egress.Allow = []string{"127.0.0.1/32"}
 	cfg.Audit.Sink = audit.SinkFile
 	cfg.Audit.File.Path = e.AuditPath
@@ -183,17 +235,27 @@ func New(tb testing.TB, o Options) *Env {
 	}
 	e.Config = cfg
 
+	e.roots = up.CertPool().Clone()
+	if o.Provider != nil {
+		e.roots.AppendCertsFromPEM(o.Provider.CACertPEM())
+	}
+	e.Sidecar = e.startSidecar(tb, cfg, e.Store)
+	return e
+}
+
+// startSidecar starts a sidecar with cfg on st (wrapped by
+// Options.WrapStore) and stops it when tb ends.
+func (e *Env) startSidecar(tb testing.TB, cfg sidecar.Config, st store.Store) *sidecar.Sidecar {
+	tb.Helper()
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(e.logs), zap.DebugLevel))
-	var st store.Store = e.Store
-	if o.WrapStore != nil {
-		st = o.WrapStore(st)
+	if e.opts.WrapStore != nil {
+		st = e.opts.WrapStore(st)
 	}
 	sc, err := sidecar.New(context.Background(), cfg, sidecar.Options{
-		Logger: logger, RootCAs: up.CertPool(), Store: st, Version: "test",
-		Resolver: dns.Resolver(), Dial: o.Dial,
+		Logger: logger, RootCAs: e.roots, Store: st, Version: "test",
+		Resolver: e.DNS.Resolver(), Dial: e.opts.Dial,
 	})
 	must(tb, err)
-	e.Sidecar = sc
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sc.Run(ctx) }()
@@ -203,7 +265,53 @@ func New(tb testing.TB, o Options) *Env {
 			tb.Errorf("sidecar run: %v", err)
 		}
 	})
-	return e
+	return sc
+}
+
+// AddSidecar starts another replica: the same configuration (its own
+// listeners, caches, audit file and store handle) on the same grant store.
+func (e *Env) AddSidecar(tb testing.TB) *sidecar.Sidecar {
+	tb.Helper()
+	e.extra++
+	cfg := e.Config
+	cfg.Audit.File.Path = fmt.Sprintf("%s.%d", e.AuditPath, e.extra)
+	st, err := sidecar.OpenStore(context.Background(), cfg.Store, zap.NewNop())
+	must(tb, err)
+	tb.Cleanup(func() { st.Close() })
+	return e.startSidecar(tb, cfg, st)
+}
+
+// ClientFor is an agent client for another sidecar replica.
+func (e *Env) ClientFor(sc *sidecar.Sidecar) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: sc.ProxyAddr()}),
+			TLSClientConfig:     &tls.Config{RootCAs: e.CAPool()},
+			MaxIdleConnsPerHost: 64,
+		},
+	}
+}
+
+// vaultStoreConfig points a Vault store at v with a token file holding the
+// root token, enabling Transit with a derived key when asked.
+func (e *Env) vaultStoreConfig(tb testing.TB, v *vaulttest.Server, transit bool) sidecar.StoreConfig {
+	tb.Helper()
+	tokenFile := filepath.Join(e.Dir, "vault-token")
+	must(tb, os.WriteFile(tokenFile, []byte(v.RootToken()), 0o600))
+	vc := vault.DefaultConfig()
+	vc.Address = v.Addr()
+	ns := newDecisionNS()
+	vc.Prefix = "onbehalf-" + ns // one namespace per environment
+	vc.Auth.Method = vault.AuthToken
+	vc.Auth.TokenFile = tokenFile
+	if transit {
+		key := "grants-" + ns
+		must(tb, v.EnableTransit(key))
+		vc.Transit.Enabled = true
+		vc.Transit.Key = key
+	}
+	return sidecar.StoreConfig{Backend: sidecar.BackendVault, Vault: vc}
 }
 
 func must(tb testing.TB, err error) {
@@ -216,14 +324,29 @@ func must(tb testing.TB, err error) {
 // PutGrant stores (or replaces) user's grant with access token tok.
 func (e *Env) PutGrant(tb testing.TB, user, tok string, expiry time.Time) {
 	tb.Helper()
+	e.putGrant(tb, user, tok, CanaryRefresh, expiry)
+}
+
+// SetExpiry moves user's stored access-token expiry.
+func (e *Env) SetExpiry(tb testing.TB, user string, expiry time.Time) {
+	tb.Helper()
+	g, ver, err := e.Store.Get(context.Background(), Provider, user)
+	must(tb, err)
+	g.Expiry = expiry
+	_, err = e.Store.Put(context.Background(), g, ver)
+	must(tb, err)
+}
+
+func (e *Env) putGrant(tb testing.TB, user, tok, refresh string, expiry time.Time) {
+	tb.Helper()
 	g := &store.Grant{
-		Provider: Provider, User: user, AccessToken: tok, RefreshToken: CanaryRefresh,
+		Provider: Provider, User: user, AccessToken: tok, RefreshToken: refresh,
 		TokenType: "Bearer", Expiry: expiry, Scopes: []string{"chat:write"},
 		Status: store.StatusActive, ConnectedAt: time.Now().UTC(), Generation: 1,
 	}
-	_, ver, err := e.Store.Get(context.Background(), Provider, user)
+	old, ver, err := e.Store.Get(context.Background(), Provider, user)
 	if err == nil {
-		g.Generation = 2
+		g.Generation = old.Generation + 1
 	}
 	if _, err := e.Store.Put(context.Background(), g, ver); err != nil {
 		tb.Fatal(err)
@@ -388,4 +511,26 @@ func (e *Env) Connect(target, proxyAuth string) (net.Conn, *http.Response, error
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, resp, nil
+}
+
+// StartProvider starts a real OAuth server with the sidecar's client
+// registered; it stops when tb ends.
+func StartProvider(tb testing.TB, o oauthtest.Options) *oauthtest.Server {
+	tb.Helper()
+	o.Clients = append(o.Clients, oauthtest.Client{
+		ID: ProviderClientID, Secret: ProviderClientSecret,
+		RedirectURIs: []string{"http://127.0.0.1/callback"}, Scopes: []string{"chat:write", "chat:read"},
+	})
+	p, err := oauthtest.Start(o)
+	must(tb, err)
+	tb.Cleanup(p.Close)
+	return p
+}
+
+// newDecisionNS returns a random name for per-environment namespaces in a
+// shared Vault.
+func newDecisionNS() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -19,6 +19,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -87,7 +88,10 @@ func Start(o Options) (*Server, error) {
 	s.srv = &http.Server{
 		Handler:           s.record(next),
 		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		// Clients that give up mid-handshake are normal in load and abuse
+		// tests; their errors are not worth a log line.
+		ErrorLog:  log.New(io.Discard, "", 0),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 	}
 	go func() { _ = s.srv.ServeTLS(ln, "", "") }()
 	return s, nil

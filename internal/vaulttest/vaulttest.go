@@ -242,13 +242,21 @@ func (s *Server) launch() error {
 		_ = pw.Close()
 		return fmt.Errorf("run %s: %w", s.bin, err)
 	}
+	// exited is closed once the process is gone and all its output has
+	// been copied, so nothing is written to Options.Output after Stop or
+	// Close returns.
 	exited := make(chan struct{})
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		scanOutput(pr, out, keyCh)
+	}()
 	go func() {
 		_ = cmd.Wait()
 		_ = pw.Close()
+		<-scanned
 		close(exited)
 	}()
-	go scanOutput(pr, out, keyCh)
 
 	s.mu.Lock()
 	s.cmd, s.exited, s.tail = cmd, exited, tail

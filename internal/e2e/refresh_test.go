@@ -1,0 +1,295 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
+	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
+	"github.com/onbehalf-dev/onbehalf/internal/testenv"
+	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+)
+
+// storm sends n concurrent requests as alice, spread over clients, and
+// returns the statuses and the tokens the upstream received.
+func storm(t *testing.T, e *testenv.Env, clients []*http.Client, n int) (statuses map[int]int) {
+	t.Helper()
+	assertion := e.Assert(t, testenv.User)
+	var mu sync.Mutex
+	statuses = map[int]int{}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodPost, e.APIURL(fmt.Sprintf("/api/storm/%d", i)), strings.NewReader(`{}`))
+			req.Header.Set(identity.DefaultHeader, assertion)
+			code := 0
+			resp, err := clients[i%len(clients)].Do(req)
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				code = resp.StatusCode
+				if code != 200 {
+					t.Logf("request %d: %d %s", i, code, b)
+				}
+			} else {
+				t.Logf("request %d: %v", i, err)
+			}
+			mu.Lock()
+			statuses[code]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return statuses
+}
+
+// checkStorm asserts one refresh, no reuse detection, every request 200
+// with the new, live token.
+func checkStorm(t *testing.T, e *testenv.Env, prov *oauthtest.Server, statuses map[int]int, n int) {
+	t.Helper()
+	if statuses[200] != n {
+		t.Errorf("statuses %v; want all %d requests 200", statuses, n)
+	}
+	st := prov.Stats()
+	if st.Refreshes != 1 || st.ReuseDetections != 0 {
+		t.Errorf("provider saw %d refreshes and %d reuse detections; want exactly 1 and 0", st.Refreshes, st.ReuseDetections)
+	}
+	seen := map[string]bool{}
+	for _, r := range e.Upstream.Requests() {
+		seen[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")] = true
+	}
+	if len(seen) != 1 || seen[e.Token] {
+		t.Errorf("upstream saw %d distinct tokens (old one among them: %v); want only the new one", len(seen), seen[e.Token])
+	}
+	for tok := range seen {
+		if user, _, active := prov.Introspect(tok); !active || user != testenv.User {
+			t.Errorf("the injected token is not alice's live token (user %q, active %v)", user, active)
+		}
+	}
+	g, _, err := e.Store.Get(context.Background(), testenv.Provider, testenv.User)
+	if err != nil || g.Generation != 2 || g.RefreshToken == e.RefreshToken || g.Status != store.StatusActive {
+		t.Errorf("stored grant after the storm: %v, err %v; want generation 2, a rotated refresh token, active", g, err)
+	}
+}
+
+// expire makes alice's access token expired everywhere: in the store and at
+// the provider.
+func expire(t *testing.T, e *testenv.Env, prov *oauthtest.Server) {
+	t.Helper()
+	e.SetExpiry(t, testenv.User, time.Now().Add(-time.Minute))
+	if err := prov.ExpireAccessToken(e.Token); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRefreshStormThreeSidecarsOnVault: three sidecars with separate
+// caches share one real Vault; 300 concurrent requests for a user whose
+// access token expired cause exactly one refresh.
+func TestRefreshStormThreeSidecarsOnVault(t *testing.T) {
+	prov := testenv.StartProvider(t, oauthtest.Options{})
+	e := testenv.New(t, testenv.Options{Vault: sharedVault(t), Provider: prov})
+	sidecars := []*http.Client{e.Client(), e.ClientFor(e.AddSidecar(t)), e.ClientFor(e.AddSidecar(t))}
+	expire(t, e, prov)
+	e.Upstream.Reset()
+	checkStorm(t, e, prov, storm(t, e, sidecars, 300), 300)
+}
+
+// TestRefreshStormEmbedded: the same with the embedded store and one sidecar.
+func TestRefreshStormEmbedded(t *testing.T) {
+	prov := testenv.StartProvider(t, oauthtest.Options{})
+	e := testenv.New(t, testenv.Options{Provider: prov})
+	expire(t, e, prov)
+	e.Upstream.Reset()
+	checkStorm(t, e, prov, storm(t, e, []*http.Client{e.Client()}, 300), 300)
+}
+
+// TestRefreshStormTransit: Vault with Transit envelope encryption.
+func TestRefreshStormTransit(t *testing.T) {
+	prov := testenv.StartProvider(t, oauthtest.Options{})
+	e := testenv.New(t, testenv.Options{Vault: sharedVault(t), Transit: true, Provider: prov})
+	sidecars := []*http.Client{e.Client(), e.ClientFor(e.AddSidecar(t))}
+	expire(t, e, prov)
+	e.Upstream.Reset()
+	checkStorm(t, e, prov, storm(t, e, sidecars, 100), 100)
+}
+
+func get(t *testing.T, c *http.Client, e *testenv.Env, assertion string) (int, errorBody) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.APIURL("/api/x"), nil)
+	req.Header.Set(identity.DefaultHeader, assertion)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode >= 400 {
+		return resp.StatusCode, readError(t, resp)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, errorBody{}
+}
+
+// TestProviderDown: a still-valid token keeps working; an expired one gives
+// 503 provider_unavailable; the grant stays active.
+func TestProviderDown(t *testing.T) {
+	prov := testenv.StartProvider(t, oauthtest.Options{})
+	e := testenv.New(t, testenv.Options{Provider: prov, Config: func(c *sidecar.Config) { c.TokenCache.TTL = 0 }})
+	assertion := e.Assert(t, testenv.User)
+	prov.FailNext(1000, http.StatusServiceUnavailable)
+	if code, body := get(t, e.Client(), e, assertion); code != 200 {
+		t.Errorf("valid token with the provider down: %d %s; want 200", code, body.Error)
+	}
+	e.SetExpiry(t, testenv.User, time.Now().Add(-time.Minute))
+	if code, body := get(t, e.Client(), e, assertion); code != 503 || body.Error != "provider_unavailable" {
+		t.Errorf("expired token with the provider down: %d %s; want 503 provider_unavailable", code, body.Error)
+	}
+	g, _, err := e.Store.Get(context.Background(), testenv.Provider, testenv.User)
+	if err != nil || g.Status != store.StatusActive || g.RefreshToken != e.RefreshToken {
+		t.Errorf("grant after a provider outage: %v %v; want untouched and active", g, err)
+	}
+}
+
+// TestInvalidGrant: the provider revoked the grant; the sidecar marks it
+// reconnect_required (kept, not deleted), answers 401 with a connect URL,
+// and does not ask the provider again.
+func TestInvalidGrant(t *testing.T) {
+	prov := testenv.StartProvider(t, oauthtest.Options{})
+	e := testenv.New(t, testenv.Options{Provider: prov, Config: func(c *sidecar.Config) { c.TokenCache.TTL = 0 }})
+	assertion := e.Assert(t, testenv.User)
+	prov.RevokeUser(testenv.User)
+	e.SetExpiry(t, testenv.User, time.Now().Add(-time.Minute))
+	code, body := get(t, e.Client(), e, assertion)
+	if code != 401 || body.Error != "reconnect_required" || body.ConnectURL != "https://connect.test/connect/"+testenv.Provider {
+		t.Errorf("got %d %s %q; want 401 reconnect_required with the connect URL", code, body.Error, body.ConnectURL)
+	}
+	g, _, err := e.Store.Get(context.Background(), testenv.Provider, testenv.User)
+	if err != nil || g.Status != store.StatusReconnectRequired {
+		t.Errorf("grant: %v %v; want kept and marked reconnect_required", g, err)
+	}
+	before := prov.Stats().TokenRequests
+	for range 3 {
+		if code, body := get(t, e.Client(), e, assertion); code != 401 || body.Error != "reconnect_required" {
+			t.Errorf("later request: %d %s", code, body.Error)
+		}
+	}
+	if after := prov.Stats().TokenRequests; after != before {
+		t.Errorf("the provider was asked %d more times after invalid_grant; want 0", after-before)
+	}
+}
+
+// failingPuts fails the next Put calls on a real store (as a Vault write
+// failure after the provider answered would).
+type failingPuts struct {
+	store.Store
+	fail atomic.Int64
+}
+
+func (f *failingPuts) Put(ctx context.Context, g *store.Grant, cas store.Version) (store.Version, error) {
+	if f.fail.Add(-1) >= 0 {
+		return 0, fmt.Errorf("test: %w", store.ErrUnavailable)
+	}
+	return f.Store.Put(ctx, g, cas)
+}
+
+// TestRotationThenStoreWriteFails: the provider rotates the refresh token,
+// then writing the new grant to Vault fails. The old (spent) refresh token
+// must never be presented again: no reuse detection at the provider, and
+// once the store accepts writes the new tokens are stored.
+func TestRotationThenStoreWriteFails(t *testing.T) {
+	prov := testenv.StartProvider(t, oauthtest.Options{})
+	fp := &failingPuts{}
+	e := testenv.New(t, testenv.Options{
+		Vault: sharedVault(t), Provider: prov,
+		WrapStore: func(s store.Store) store.Store { fp.Store = s; return fp },
+		Config:    func(c *sidecar.Config) { c.TokenCache.TTL = 0 },
+	})
+	assertion := e.Assert(t, testenv.User)
+	expire(t, e, prov)
+	fp.fail.Store(5) // every retry of the first write fails
+	code, body := get(t, e.Client(), e, assertion)
+	if code != 503 {
+		t.Errorf("first request: %d %s; want 503 while the new grant cannot be stored", code, body.Error)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body = get(t, e.Client(), e, assertion)
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d %s after the store recovered", code, body.Error)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := prov.Stats(); st.ReuseDetections != 0 || st.Refreshes != 1 {
+		t.Errorf("provider: %d refreshes, %d reuse detections; want 1 and 0 (the spent refresh token was never sent again)", st.Refreshes, st.ReuseDetections)
+	}
+	g, _, err := e.Store.Get(context.Background(), testenv.Provider, testenv.User)
+	if err != nil || g.RefreshToken == e.RefreshToken || g.Generation != 2 {
+		t.Errorf("stored grant: %v %v; want the rotated tokens at generation 2", g, err)
+	}
+}
+
+// TestVaultStoppedMidRun: with Vault down, requests that need the store get
+// 503 store_unavailable, tokens cached within the bound still work, /readyz
+// reports the store, and service resumes by itself when Vault is back.
+func TestVaultStoppedMidRun(t *testing.T) {
+	v := sharedVault(t)
+	e := testenv.New(t, testenv.Options{Vault: v, Config: func(c *sidecar.Config) { c.TokenCache.TTL = 30 * time.Second }})
+	e.PutGrant(t, "bob", "bob-token", time.Now().Add(time.Hour))
+	alice := e.Assert(t, testenv.User)
+	if code, _ := get(t, e.Client(), e, alice); code != 200 {
+		t.Fatalf("warm-up: %d", code)
+	}
+	v.Stop()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			v.Restart()
+		}
+	})
+	if code, body := get(t, e.Client(), e, alice); code != 200 {
+		t.Errorf("cached token with Vault down: %d %s; want 200", code, body.Error)
+	}
+	start := time.Now()
+	if code, body := get(t, e.Client(), e, e.Assert(t, "bob")); code != 503 || body.Error != "store_unavailable" {
+		t.Errorf("uncached user with Vault down: %d %s; want 503 store_unavailable", code, body.Error)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("store_unavailable took %v; want it within the Vault call timeout", d)
+	}
+	if rd := readyz(t, e); !strings.Contains(rd, `"ready":false`) {
+		t.Errorf("/readyz with Vault down: %s", rd)
+	}
+	if err := v.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	// A dev server restarts empty: seed bob's grant again (as an operator
+	// restoring Vault would).
+	e.PutGrant(t, "bob", "bob-token", time.Now().Add(time.Hour))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, _ := get(t, e.Client(), e, e.Assert(t, "bob"))
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d after Vault came back; want service to resume without a restart", code)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
