@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httputil"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
 	"github.com/onbehalf-dev/onbehalf/internal/testenv"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
@@ -96,6 +98,58 @@ func TestCanaryNeverLeaks(t *testing.T) {
 		t.Error("no operational logs captured; the search would prove nothing")
 	}
 	for where, out := range outputs {
+		for what, secret := range secrets {
+			if bytes.Contains(out, []byte(secret)) {
+				t.Errorf("the %s appears in the %s", what, where)
+			}
+		}
+	}
+}
+
+// TestCanaryRefreshPath drives the refresh paths (a successful rotation, a
+// provider outage, invalid_grant) and searches responses, logs and the audit
+// trail for every token involved, old and new.
+func TestCanaryRefreshPath(t *testing.T) {
+	prov := testenv.StartProvider(t, oauthtest.Options{})
+	e := testenv.New(t, testenv.Options{Provider: prov, Config: func(c *sidecar.Config) { c.TokenCache.TTL = 0 }})
+	assertion := e.Assert(t, testenv.User)
+	var seen bytes.Buffer
+	do := func() {
+		req, _ := http.NewRequest(http.MethodGet, e.APIURL("/api/x"), nil)
+		req.Header.Set(identity.DefaultHeader, assertion)
+		resp, err := e.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dump, _ := httputil.DumpResponse(resp, true)
+		resp.Body.Close()
+		seen.Write(dump)
+	}
+	secrets := map[string]string{"old access token": e.Token, "old refresh token": e.RefreshToken, "assertion": assertion, "client secret": testenv.ProviderClientSecret}
+
+	e.SetExpiry(t, testenv.User, time.Now().Add(-time.Minute))
+	do() // refresh + rotation
+	g, _, err := e.Store.Get(context.Background(), testenv.Provider, testenv.User)
+	if err != nil || g.Generation != 2 {
+		t.Fatalf("refresh did not happen: %v %v", g, err)
+	}
+	secrets["new access token"], secrets["new refresh token"] = g.AccessToken, g.RefreshToken
+
+	e.SetExpiry(t, testenv.User, time.Now().Add(-time.Minute))
+	prov.FailNext(1, http.StatusBadGateway)
+	do() // provider_unavailable
+	prov.RevokeUser(testenv.User)
+	do() // invalid_grant → reconnect_required
+
+	for _, code := range []string{"provider_unavailable", "reconnect_required"} {
+		if !bytes.Contains(seen.Bytes(), []byte(code)) {
+			t.Errorf("no response carried %s", code)
+		}
+	}
+	if !bytes.Contains(e.AuditRaw(t), []byte(`"event":"refresh"`)) {
+		t.Error("no refresh audit record")
+	}
+	for where, out := range map[string][]byte{"responses": seen.Bytes(), "logs": e.Logs(), "audit trail": e.AuditRaw(t)} {
 		for what, secret := range secrets {
 			if bytes.Contains(out, []byte(secret)) {
 				t.Errorf("the %s appears in the %s", what, where)
