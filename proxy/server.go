@@ -232,6 +232,10 @@ type connState struct {
 	idle atomic.Bool
 }
 
+// CloseIdleConnections closes pooled upstream connections that are not in
+// use (they would otherwise live until upstream.idle_conn_timeout).
+func (s *Server) CloseIdleConnections() { s.transport.CloseIdleConnections() }
+
 // Close closes everything at once.
 func (s *Server) Close() error {
 	s.closing.Store(true)

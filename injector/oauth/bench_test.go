@@ -125,3 +125,47 @@ func BenchmarkRefreshSingle(b *testing.B) {
 		b.Fatalf("refreshes = %d; want %d", st.Refreshes, b.N)
 	}
 }
+
+// BenchmarkAuthCodeURL measures building an authorization URL (one per
+// connect attempt) for a preset with authorization parameters.
+func BenchmarkAuthCodeURL(b *testing.B) {
+	c := presetConfig("google")
+	p, err := NewProvider("google", c, "secret-value", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	extra := map[string]string{"login_hint": "alice@example.com"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if p.AuthCodeURL("state-0123456789", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "https://connect.example/cb", nil, extra) == "" {
+			b.Fatal("empty URL")
+		}
+	}
+}
+
+// BenchmarkResolve measures resolving a preset-based configuration, done
+// once per provider at start and on every Validate.
+func BenchmarkResolve(b *testing.B) {
+	c := presetConfig("microsoft")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Resolve(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAccount measures one identity lookup against the test server
+// over a kept-alive TLS connection.
+func BenchmarkAccount(b *testing.B) {
+	e := newEnv(b)
+	tok := e.seed(testUser, time.Now().Add(time.Hour))
+	p := e.provider(func(c *ProviderConfig, _ *string) { c.AccountField = "preferred_username" })
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if acct, err := p.Account(ctx, tok.AccessToken); err != nil || acct != testUser {
+			b.Fatalf("Account = %q, %v", acct, err)
+		}
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"golang.org/x/oauth2"
 
@@ -110,6 +113,35 @@ type ProviderConfig struct {
 	RefreshJitter time.Duration `yaml:"refresh_jitter"`
 	// Timeout bounds one token-endpoint call.
 	Timeout time.Duration `yaml:"timeout"`
+
+	// Preset names a built-in provider description (see Presets and
+	// docs/providers.md). Every field below left empty is taken from it:
+	// endpoints, scopes, auth style, authorization parameters, scope
+	// separator, account field and PKCE (see Resolve). Empty means a custom
+	// provider, described by these fields alone.
+	Preset string `yaml:"preset"`
+	// Tenant fills the {tenant}, {domain} and {instance} placeholders of
+	// the endpoint URLs: Microsoft's tenant ("organizations", a tenant id
+	// or a domain). It is a host label or domain name.
+	Tenant string `yaml:"tenant"`
+	// AuthParams are extra authorization-request parameters, merged over
+	// the preset's (a key set here wins; an empty value removes the
+	// preset's parameter). Parameters the flow sets itself (client_id,
+	// redirect_uri, state, scope, response_type, code_challenge…) cannot
+	// be set here.
+	AuthParams map[string]string `yaml:"auth_params"`
+	// ScopeSeparator joins scopes in the authorization request: " " (RFC
+	// 6749, the default) or ",".
+	ScopeSeparator string `yaml:"scope_separator"`
+	// AccountField is the JSON field of the identity (userinfo) response
+	// that names the provider account; a dotted path ("data.email")
+	// reaches into objects. Empty means the preset's, or "sub" (OpenID
+	// Connect) for a custom provider.
+	AccountField string `yaml:"account_field"`
+	// PKCE says whether the authorization flow uses PKCE with S256. Nil
+	// means the preset's choice, or true for a custom provider (RFC 9700
+	// recommends PKCE for every client).
+	PKCE *bool `yaml:"pkce"`
 }
 
 // DefaultProviderConfig returns a ProviderConfig with the refresh defaults
@@ -126,20 +158,48 @@ func DefaultProviderConfig() ProviderConfig {
 // Validate reports every problem with c at once, as an errors.Join of
 // *config.FieldError with paths relative to this provider's section. It
 // reads no file.
+//
+// It validates the resolved configuration (see Resolve), so a provider
+// based on a preset need not repeat the preset's endpoints; an unknown
+// preset and a placeholder without a tenant are reported too.
 func (c ProviderConfig) Validate() error {
 	var p config.Problems
-	if c.TokenURL == "" {
-		p.Addf("token_url", "required")
-	} else if msg := checkEndpoint(c.TokenURL); msg != "" {
-		p.Addf("token_url", "%s", msg)
+	raw := c
+	c, rerr := c.Resolve()
+	p.Add("", rerr)
+	presetKnown := raw.Preset == ""
+	if !presetKnown {
+		_, presetKnown = lookupEntry(raw.Preset)
+	}
+	switch {
+	case c.TokenURL == "":
+		if presetKnown {
+			p.Addf("token_url", "required")
+		}
+	case hasPlaceholder(c.TokenURL):
+		// Reported by Resolve (no tenant) or below (unknown placeholder).
+	default:
+		if msg := checkEndpoint(c.TokenURL); msg != "" {
+			p.Addf("token_url", "%s", msg)
+		}
 	}
 	for _, e := range []struct{ key, val string }{
+		{"token_url", c.TokenURL},
 		{"authorization_url", c.AuthorizationURL},
 		{"revocation_url", c.RevocationURL},
 		{"userinfo_url", c.UserinfoURL},
 	} {
 		if e.val == "" {
 			continue
+		}
+		if hasPlaceholder(e.val) {
+			if name := unknownPlaceholder(e.val); name != "" {
+				p.Addf(e.key, "unknown placeholder %s (known: {tenant}, {domain}, {instance}, {client_id})", name)
+			}
+			continue
+		}
+		if e.key == "token_url" {
+			continue // checked above
 		}
 		if msg := checkEndpoint(e.val); msg != "" {
 			p.Addf(e.key, "%s", msg)
@@ -159,14 +219,37 @@ func (c ProviderConfig) Validate() error {
 		}
 	}
 	for i, s := range c.Scopes {
-		if s == "" || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == '"' || r == '\\' || r > '~' }) {
+		if !validScope(s) {
 			p.Addf(fmt.Sprintf("scopes[%d]", i), "must be a non-empty RFC 6749 scope token")
+		} else if c.ScopeSeparator == "," && strings.Contains(s, ",") {
+			p.Addf(fmt.Sprintf("scopes[%d]", i), "must not contain a comma: the scope separator is a comma")
 		}
+	}
+	switch c.ScopeSeparator {
+	case " ", ",":
+	default:
+		p.Addf("scope_separator", `must be " " or ","`)
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.AuthParams)) {
+		path := config.JoinPath("auth_params", k)
+		switch {
+		case !validParamName(k):
+			p.Addf(path, "not a valid parameter name")
+		case reservedAuthParams[k]:
+			p.Addf(path, "is set by the authorization flow and cannot be configured")
+		case strings.ContainsFunc(c.AuthParams[k], unicode.IsControl):
+			p.Addf(path, "must not contain control characters")
+		}
+	}
+	if c.AccountField != "" && !validAccountField(c.AccountField) {
+		p.Addf("account_field", `must be a field name or a dotted path of field names ("data.email")`)
 	}
 	switch c.AuthStyle {
 	case AuthStyleHeader, AuthStyleParams:
 	case "":
-		p.Addf("auth_style", "required: %q (client_secret_basic) or %q (client_secret_post)", AuthStyleHeader, AuthStyleParams)
+		if presetKnown { // an unknown preset was reported; its style is unknown
+			p.Addf("auth_style", "required: %q (client_secret_basic) or %q (client_secret_post)", AuthStyleHeader, AuthStyleParams)
+		}
 	default:
 		p.Addf("auth_style", "must be %q or %q", AuthStyleHeader, AuthStyleParams)
 	}

@@ -36,6 +36,29 @@
 // (invalid_client and similar) yields injector.ErrProviderMisconfigured with
 // the grant untouched; store failures wrap store.ErrUnavailable.
 //
+// The connect side of a grant uses the same Provider: AuthCodeURL builds
+// the authorization request (PKCE S256, the provider's scope separator and
+// authorization parameters), Exchange trades the code for tokens (invalid
+// codes wrap ErrInvalidCode, other failures the injector sentinels above),
+// Account looks up the provider account the grant belongs to, and Revoke
+// and RevokeGrant revoke tokens (RFC 7009 by default; ErrNoRevocation when
+// the provider has no endpoint; transient failures wrap
+// injector.ErrProviderUnavailable, refusals ErrRevocationRefused).
+//
+// The provider catalog (Presets, LookupPreset, docs/providers.md) describes
+// widely used providers: endpoints, default scopes and routes, client
+// authentication, PKCE, the account field and notes written from each
+// provider's documentation. A ProviderConfig naming a preset takes every
+// field it leaves empty from it (ProviderConfig.Resolve) and also brings the
+// preset's quirks, an internal per-preset description of where the provider
+// departs from the RFCs: Slack's user_scope parameter, authed_user token and
+// "ok": false errors answered with HTTP 200; GitHub's error codes with HTTP
+// 200 and its DELETE of the app authorization; JSON token requests (Notion,
+// Atlassian); Figma's separate refresh endpoint; bearer-authenticated
+// revocation (Slack, Dropbox); GraphQL or introspection account lookups
+// (Linear, HubSpot). Custom providers, without a preset, get the standard
+// behaviour.
+//
 // Concurrency: Provider and Source are safe for concurrent use. A refresh
 // runs on a context detached from the caller that started it, so a caller
 // giving up does not abort a token-endpoint call whose answer (a rotated

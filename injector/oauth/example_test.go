@@ -80,3 +80,48 @@ func Example() {
 	// refresh acme/alice: refreshed, rotated true, generation 2
 	// token generation 2, active true
 }
+
+// A provider based on a preset names the preset and its client
+// credentials; Resolve fills in the rest, and Routes gives the hosts its
+// token is injected for.
+func ExampleProviderConfig_Resolve() {
+	cfg := oauth.DefaultProviderConfig()
+	cfg.Preset = "microsoft"
+	cfg.Tenant = "contoso.onmicrosoft.com"
+	cfg.ClientID = "11111111-2222-3333-4444-555555555555"
+	cfg.ClientSecretFile = "/run/secrets/graph"
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	r, err := cfg.Resolve()
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(r.TokenURL)
+	fmt.Println(r.Scopes, r.AuthStyle, *r.PKCE)
+	for _, rt := range cfg.Routes("graph") {
+		fmt.Println(rt.Provider, rt.Host)
+	}
+	// Output:
+	// https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token
+	// [offline_access User.Read] params true
+	// graph graph.microsoft.com
+}
+
+// The connect flow sends the user to AuthCodeURL with a PKCE challenge and
+// the preset's authorization parameters, then trades the code with
+// Exchange and the verifier.
+func ExampleProvider_AuthCodeURL() {
+	cfg := oauth.DefaultProviderConfig()
+	cfg.Preset = "google"
+	cfg.ClientID = "1234.apps.googleusercontent.com"
+	cfg.ClientSecretFile = "/run/secrets/google"
+	p, err := oauth.NewProvider("google", cfg, "client-secret", nil)
+	if err != nil {
+		panic(err)
+	}
+	challenge := "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM" // oauth2.S256ChallengeFromVerifier(verifier)
+	fmt.Println(p.AuthCodeURL("state-0123456789", challenge, "https://connect.example/callback/google", nil, nil))
+	// Output:
+	// https://accounts.google.com/o/oauth2/v2/auth?access_type=offline&client_id=1234.apps.googleusercontent.com&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&prompt=consent&redirect_uri=https%3A%2F%2Fconnect.example%2Fcallback%2Fgoogle&response_type=code&scope=openid+email&state=state-0123456789
+}

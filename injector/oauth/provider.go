@@ -6,15 +6,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
 
-	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 )
 
@@ -54,14 +55,22 @@ var (
 // sidecar's client credentials and the HTTP client used for its token
 // endpoint. It is immutable and safe for concurrent use.
 type Provider struct {
-	name   string
-	cfg    ProviderConfig
-	oauth  oauth2.Config
-	client *http.Client
+	name string
+	// cfg is the resolved configuration (see ProviderConfig.Resolve).
+	cfg ProviderConfig
+	// q are the quirks of cfg.Preset (zero for a custom provider).
+	q quirks
+	// refreshURL is where refresh_token grants go: the token URL, or the
+	// preset's refresh path on its origin.
+	refreshURL string
+	oauth      oauth2.Config
+	client     *http.Client
 }
 
-// NewProvider validates name and cfg and returns the provider. clientSecret
-// is the resolved client secret (from ReadSecretFile or Vault). client is
+// NewProvider validates name and cfg and returns the provider for the
+// resolved cfg (see ProviderConfig.Resolve): a preset fills what cfg leaves
+// empty and brings its provider's quirks. clientSecret is the resolved
+// client secret (from ReadSecretFile or Vault). client is
 // the HTTP client for the provider's endpoints; nil means NewHTTPClient(nil)
 // (system roots). A client whose transport is nil or an *http.Transport with
 // a Proxy function is refused (ErrProxyTransport); whatever client is given,
@@ -91,10 +100,29 @@ func NewProvider(name string, cfg ProviderConfig, clientSecret string, client *h
 		c.CheckRedirect = refuseRedirect
 		client = &c
 	}
-	cfg.Scopes = slices.Clone(cfg.Scopes)
+	cfg, err := cfg.Resolve()
+	if err != nil {
+		// Validate resolved cfg successfully above; this cannot happen.
+		return nil, fmt.Errorf("new provider %s: %w", name, err)
+	}
+	var q quirks
+	if e, ok := lookupEntry(cfg.Preset); ok {
+		q = e.q.clone()
+	}
+	refreshURL := cfg.TokenURL
+	if q.refreshPath != "" {
+		u, err := url.Parse(cfg.TokenURL)
+		if err != nil {
+			return nil, fmt.Errorf("new provider %s: token_url: %w", name, err)
+		}
+		u.Path, u.RawPath, u.RawQuery = q.refreshPath, "", ""
+		refreshURL = u.String()
+	}
 	return &Provider{
-		name: name,
-		cfg:  cfg,
+		name:       name,
+		cfg:        cfg,
+		q:          q,
+		refreshURL: refreshURL,
 		oauth: oauth2.Config{
 			ClientID:     cfg.ClientID,
 			ClientSecret: clientSecret,
@@ -141,16 +169,26 @@ func refuseRedirect(*http.Request, []*http.Request) error {
 // Name returns the provider's name (the key of its grants in the store).
 func (p *Provider) Name() string { return p.name }
 
-// Config returns the provider's configuration.
+// Config returns the provider's resolved configuration: preset values
+// filled in and placeholders substituted.
 func (p *Provider) Config() ProviderConfig {
 	c := p.cfg
 	c.Scopes = slices.Clone(c.Scopes)
+	c.AuthParams = maps.Clone(c.AuthParams)
+	if c.PKCE != nil {
+		c.PKCE = ptr(*c.PKCE)
+	}
 	return c
 }
 
+// PKCE reports whether the provider's authorization flow uses PKCE (S256).
+func (p *Provider) PKCE() bool { return p.cfg.PKCE != nil && *p.cfg.PKCE }
+
 // OAuth2Config returns a copy of the x/oauth2 configuration (client
-// credentials, endpoints, explicit auth style, scopes) for the connect
-// flow, which sets its RedirectURL. Use it with WithHTTPClient.
+// credentials, endpoints, explicit auth style, scopes). Prefer AuthCodeURL
+// and Exchange, which honour the preset's quirks (scope separator and
+// parameter, authorization parameters, non-standard token responses);
+// x/oauth2 knows none of them. Use it with WithHTTPClient.
 func (p *Provider) OAuth2Config() *oauth2.Config {
 	c := &oauth2.Config{
 		ClientID:     p.oauth.ClientID,
@@ -175,77 +213,13 @@ func (p *Provider) WithHTTPClient(ctx context.Context) context.Context {
 // client.
 func (p *Provider) CloseIdleConnections() { p.client.CloseIdleConnections() }
 
-// refresh presents refreshToken at the token endpoint once, within the
-// configured timeout. x/oauth2 does not retry, and net/http does not replay
-// a POST whose request was written, so the refresh token is presented at
-// most once per call. The returned token always has a refresh token:
-// x/oauth2 fills in the presented one when the provider did not rotate it.
-//
-// Errors wrap exactly one of errInvalidGrant, injector.ErrProviderMisconfigured
-// and injector.ErrProviderUnavailable. They quote at most the provider's
-// error code and HTTP status, never a response body (a provider could echo
-// the request, refresh token included).
-func (p *Provider) refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
-	ctx, cancel := context.WithTimeout(p.WithHTTPClient(ctx), p.cfg.Timeout)
-	defer cancel()
-	tok, err := p.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
-	if err != nil {
-		return nil, classifyTokenError(err)
-	}
-	return tok, nil
-}
-
-// classifyTokenError maps an error of a token-endpoint call to one sentinel.
-//
-// With an OAuth error code: invalid_grant kills the grant;
-// temporarily_unavailable and server_error are transient; every other code
-// (invalid_client, unauthorized_client, unsupported_grant_type,
-// invalid_request, invalid_scope, and codes this code does not know) means
-// the provider refuses what the sidecar sends, which only an operator can
-// fix — unless the HTTP status says the server is failing (5xx, 429). Without
-// a code, the status decides: 408, 429 and 5xx are transient, anything else
-// (3xx redirects, 4xx) is a misconfiguration. Errors without a response at
-// all (timeouts, refused or dropped connections, TLS failures, unparsable
-// 2xx bodies) are transient: the grant is never judged on them.
-func classifyTokenError(err error) error {
-	var re *oauth2.RetrieveError
-	if !errors.As(err, &re) {
-		return fmt.Errorf("token endpoint: %w: %w", injector.ErrProviderUnavailable, transportError(err))
-	}
-	status := 0
-	if re.Response != nil {
-		status = re.Response.StatusCode
-	}
-	code := sanitizeCode(re.ErrorCode)
-	serverFailing := status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout
-	switch {
-	case code == "invalid_grant":
-		return fmt.Errorf("token endpoint: status %d: %w", status, errInvalidGrant)
-	case code == "temporarily_unavailable" || code == "server_error" || code == "slow_down":
-		return fmt.Errorf("token endpoint: status %d, error %q: %w", status, code, injector.ErrProviderUnavailable)
-	case serverFailing && code == "":
-		return fmt.Errorf("token endpoint: status %d: %w", status, injector.ErrProviderUnavailable)
-	case serverFailing:
-		return fmt.Errorf("token endpoint: status %d, error %q: %w", status, code, injector.ErrProviderUnavailable)
-	case code == "":
-		return fmt.Errorf("token endpoint: status %d: %w", status, injector.ErrProviderMisconfigured)
-	}
-	return fmt.Errorf("token endpoint: status %d, error %q: %w", status, code, injector.ErrProviderMisconfigured)
-}
-
-// transportError returns err reduced to what is safe to show: x/oauth2's
-// parse errors are replaced by a fixed text; net/http errors (which name the
-// token URL, configuration rather than secret) pass through.
+// transportError returns err reduced to what is safe to show: a timeout
+// becomes a fixed text wrapping context.DeadlineExceeded; net/http errors
+// (which name the endpoint URL, configuration rather than secret: onbehalf
+// never puts a token in a URL) pass through.
 func transportError(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("no answer within the timeout: %w", context.DeadlineExceeded)
-	}
-	msg := err.Error()
-	if strings.HasPrefix(msg, "oauth2: ") {
-		// "cannot parse json", "cannot fetch token" (body cut off),
-		// "server response missing access_token": these quote nothing
-		// today; a fixed text keeps it that way if they ever change.
-		return errors.New("unusable or incomplete token response")
 	}
 	return err
 }

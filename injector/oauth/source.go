@@ -133,6 +133,8 @@ func (k grantKey) String() string { return k.provider + "\x00" + k.user }
 type pendingWrite struct {
 	grant *store.Grant
 	cas   store.Version
+	// spent is the refresh token the provider consumed to mint grant's.
+	spent string
 	// lease is still held when the provider rotated the refresh token: it
 	// keeps peers from presenting the spent one until it expires.
 	lease *store.Lease
@@ -434,7 +436,7 @@ func (s *Source) refresh(ctx context.Context, p *Provider, k grantKey) (injector
 	ng := merge(cur, nt)
 	rotated := ng.RefreshToken != cur.RefreshToken
 	ev := RefreshEvent{Provider: k.provider, User: k.user, Rotated: rotated, Duration: dur}
-	_, err = s.persist(ctx, ng, ver)
+	_, err = s.persist(ctx, ng, ver, cur.RefreshToken)
 	switch {
 	case err == nil:
 		ev.Outcome, ev.Generation = OutcomeRefreshed, ng.Generation
@@ -468,7 +470,7 @@ func (s *Source) refresh(ctx context.Context, p *Provider, k grantKey) (injector
 		// rotated keep the lease too, so that peers do not present the
 		// spent one while it lasts. The access token is not handed out
 		// until it is persisted.
-		pw := &pendingWrite{grant: ng, cas: ver}
+		pw := &pendingWrite{grant: ng, cas: ver, spent: cur.RefreshToken}
 		if rotated {
 			pw.lease, keepLease = lease, true
 		}
@@ -646,7 +648,7 @@ func merge(cur *store.Grant, nt *oauth2.Token) *store.Grant {
 // a few times. A conflict whose stored grant holds exactly ng's tokens is
 // a write of ours that committed although its answer was lost, and counts
 // as success.
-func (s *Source) persist(ctx context.Context, ng *store.Grant, cas store.Version) (store.Version, error) {
+func (s *Source) persist(ctx context.Context, ng *store.Grant, cas store.Version, spent string) (store.Version, error) {
 	var err error
 	for attempt := range persistAttempts {
 		if attempt > 0 {
@@ -664,9 +666,23 @@ func (s *Source) persist(ctx context.Context, ng *store.Grant, cas store.Version
 		}
 		if errors.Is(err, store.ErrConflict) {
 			cur, cv, gerr := s.st.Get(ctx, ng.Provider, ng.User)
-			if gerr == nil && cur.Generation == ng.Generation && cur.AccessToken == ng.AccessToken && cur.RefreshToken == ng.RefreshToken {
-				return cv, nil
+			switch {
+			case gerr != nil:
+				return 0, err
+			case cur.Generation == ng.Generation && cur.AccessToken == ng.AccessToken && cur.RefreshToken == ng.RefreshToken:
+				return cv, nil // our earlier write went through; its answer was lost
+			case spent != "" && cur.RefreshToken == spent && cur.Status == store.StatusActive:
+				// Someone changed other fields (an expiry or scope edit)
+				// without refreshing: the stored refresh token is the one
+				// the provider just consumed, so keeping it would get the
+				// grant revoked at the next refresh. Our tokens are put on
+				// top of the stored grant and written again.
+				rebase(ng, cur)
+				cas = cv
+				continue
 			}
+			// A reconnect, a revocation or a peer's refresh: the stored
+			// grant wins.
 			return 0, err
 		}
 		if errors.Is(err, store.ErrInvalidName) || errors.Is(err, store.ErrInvalidArgument) {
@@ -676,13 +692,28 @@ func (s *Source) persist(ctx context.Context, ng *store.Grant, cas store.Version
 	return 0, storeError(err)
 }
 
+// rebase puts ng's freshly minted tokens on top of cur, the grant now
+// stored, leaving ng as the grant to write.
+func rebase(ng, cur *store.Grant) {
+	nb := cur.Clone()
+	nb.AccessToken, nb.RefreshToken, nb.Expiry = ng.AccessToken, ng.RefreshToken, ng.Expiry
+	if ng.TokenType != "" {
+		nb.TokenType = ng.TokenType
+	}
+	if len(ng.Scopes) > 0 {
+		nb.Scopes = ng.Scopes
+	}
+	nb.Generation = cur.Generation + 1
+	*ng = *nb
+}
+
 // flushPending retries the write of tokens that a previous flight could not
 // persist. ok reports that they are written now (tok is their access
 // token). A conflict means the grant changed since (the user reconnected,
 // or a peer acted after our lease ran out): the waiting tokens are dropped
 // and the caller proceeds with the stored grant.
 func (s *Source) flushPending(ctx context.Context, k grantKey, pw *pendingWrite) (tok injector.Token, ok bool, err error) {
-	_, err = s.persist(ctx, pw.grant, pw.cas)
+	_, err = s.persist(ctx, pw.grant, pw.cas, pw.spent)
 	if err != nil && !errors.Is(err, store.ErrConflict) {
 		return injector.Token{}, false, fmt.Errorf("token %s/%s: persist refreshed tokens: %w", k.provider, k.user, unavailable(err))
 	}

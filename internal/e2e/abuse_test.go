@@ -63,6 +63,7 @@ func TestAbuseLeavesNoLeak(t *testing.T) {
 		}
 	}
 	serve()
+	e.Sidecar.CloseIdleConnections()
 	time.Sleep(100 * time.Millisecond)
 	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
 
@@ -178,6 +179,7 @@ func TestAbuseLeavesNoLeak(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	var g, fd int
 	for time.Now().Before(deadline) {
+		e.Sidecar.CloseIdleConnections()
 		g, fd = runtime.NumGoroutine(), openFDs(t)
 		if g <= baseG+2 && fd <= baseFD+2 {
 			return

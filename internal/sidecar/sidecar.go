@@ -66,6 +66,7 @@ type Sidecar struct {
 	metrics  *metrics.Metrics
 	// refreshing is drained at shutdown so a refresh in flight is stored.
 	refreshing *oauth.Source
+	providers  map[string]*oauth.Provider
 	proxyLn    net.Listener
 	adminLn    net.Listener
 }
@@ -195,6 +196,15 @@ func (s *Sidecar) AdminAddr() string {
 		return ""
 	}
 	return s.adminLn.Addr().String()
+}
+
+// CloseIdleConnections closes idle pooled upstream connections. Leak
+// checks call it before comparing resource counts with a baseline.
+func (s *Sidecar) CloseIdleConnections() {
+	s.proxy.CloseIdleConnections()
+	for _, p := range s.providers {
+		p.CloseIdleConnections()
+	}
 }
 
 // CACertPEM is the interception CA certificate agents must trust.

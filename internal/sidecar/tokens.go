@@ -56,6 +56,7 @@ func (s *Sidecar) buildTokens(cfg Config, roots *x509.CertPool, secrets secretRe
 		providers[name] = p
 		configured[name] = true
 	}
+	s.providers = providers
 	refreshing := oauth.NewSource(s.store, providers, oauth.Options{Logger: s.log.Named("oauth"), OnRefresh: s.auditRefresh})
 	src := &tokenSource{refreshing: refreshing, configured: configured, plain: injector.NewStoreSource(s.store)}
 	cached := injector.NewCachedSource(src, cfg.TokenCache, nil).Observe(s.metrics.TokenCache)

@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -533,4 +534,32 @@ func newDecisionNS() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// IssueGrant has Options.Provider issue user a real grant and stores it.
+func (e *Env) IssueGrant(tb testing.TB, user string) {
+	tb.Helper()
+	tok, err := e.opts.Provider.IssueGrant(ProviderClientID, user, []string{"chat:write"})
+	must(tb, err)
+	e.putGrant(tb, user, tok.AccessToken, tok.RefreshToken, tok.Expiry)
+}
+
+// TrySetExpiry is SetExpiry for goroutines other than the test's: it
+// retries when the sidecar wrote the grant in between, and returns errors
+// instead of failing the test.
+func (e *Env) TrySetExpiry(user string, expiry time.Time) error {
+	var err error
+	for range 5 {
+		var g *store.Grant
+		var ver store.Version
+		g, ver, err = e.Store.Get(context.Background(), Provider, user)
+		if err != nil {
+			return err
+		}
+		g.Expiry = expiry
+		if _, err = e.Store.Put(context.Background(), g, ver); err == nil || !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return err
 }
