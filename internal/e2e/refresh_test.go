@@ -292,4 +292,3 @@ func TestVaultStoppedMidRun(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
-
