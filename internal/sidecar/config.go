@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
@@ -182,10 +183,12 @@ func (c Config) Validate() error {
 		p.Addf("ca.cache_size", "must be at least 1")
 	}
 	p.Add("identity", c.Identity.Validate())
-	if len(c.Routes) == 0 {
-		p.Addf("routes", "at least one route is required: without routes nothing is ever injected")
+	if routes := c.EffectiveRoutes(); len(routes) == 0 {
+		p.Addf("routes", "at least one route is required (or a provider with a preset): without routes nothing is ever injected")
 	} else if _, err := injector.NewTable(c.Routes); err != nil {
 		p.Add("routes", err)
+	} else if _, err := injector.NewTable(routes); err != nil {
+		p.Add("providers", fmt.Errorf("preset default routes: %w", err))
 	}
 	if c.TokenCache.TTL < 0 || c.TokenCache.TTL > maxTokenCacheTTL {
 		p.Addf("token_cache.ttl", "must be between 0 (no cache) and %s: it bounds how long a revoked grant keeps working", maxTokenCacheTTL)
@@ -219,6 +222,28 @@ func (c Config) Validate() error {
 		p.Addf("log.format", "must be json or console, got %q", c.Log.Format)
 	}
 	return p.Err()
+}
+
+// EffectiveRoutes are the configured routes plus, for every provider
+// configured from a preset that no route names, the preset's default
+// routes (docs/providers.md lists them).
+func (c Config) EffectiveRoutes() []injector.RouteConfig {
+	named := map[string]bool{}
+	for _, r := range c.Routes {
+		named[r.Provider] = true
+	}
+	routes := append([]injector.RouteConfig(nil), c.Routes...)
+	names := make([]string, 0, len(c.Providers))
+	for name := range c.Providers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if !named[name] {
+			routes = append(routes, c.Providers[name].Routes(name)...)
+		}
+	}
+	return routes
 }
 
 // String describes the config for start-up logs without any secret (the

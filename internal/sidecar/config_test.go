@@ -2,6 +2,9 @@ package sidecar
 
 import (
 	"os"
+
+	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -55,5 +58,23 @@ func TestValidateSameListeners(t *testing.T) {
 	cfg.Admin.Listen = cfg.Proxy.Listen
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "admin.listen: must differ from proxy.listen") {
 		t.Errorf("got %v; want the listener clash reported", err)
+	}
+}
+
+func TestPresetDefaultRoutes(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Routes = []injector.RouteConfig{{Host: "api.example.com", Provider: "custom"}}
+	cfg.Providers = map[string]oauth.ProviderConfig{
+		"github": {Preset: "github"},
+		"custom": {Preset: "github"}, // named by a route: its defaults are not added
+	}
+	routes := cfg.EffectiveRoutes()
+	var hosts []string
+	for _, r := range routes {
+		hosts = append(hosts, r.Provider+"@"+r.Host)
+	}
+	got := strings.Join(hosts, " ")
+	if !strings.Contains(got, "github@api.github.com") || strings.Contains(got, "custom@api.github.com") {
+		t.Errorf("effective routes %q; want github's preset route added and custom's not", got)
 	}
 }

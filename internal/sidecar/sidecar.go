@@ -100,7 +100,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if s.verifier, err = identity.New(ctx, cfg.Identity); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	routes, err := injector.NewTable(cfg.Routes)
+	routes, err := injector.NewTable(cfg.EffectiveRoutes())
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
