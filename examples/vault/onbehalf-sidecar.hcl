@@ -1,0 +1,33 @@
+# The least privilege the onbehalf Vault store needs, for KV v2 mounted at
+# secret/, the default prefix "onbehalf" and the Transit key onbehalf-grants.
+# Grants and leases: read, create by CAS, update by CAS.
+path "secret/data/onbehalf/grants/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "secret/data/onbehalf/leases/*" {
+  capabilities = ["create", "read", "update"]
+}
+# List uses metadata LIST; Delete reads metadata and destroys old versions.
+# Metadata delete is deliberately not granted (see the package doc).
+path "secret/metadata/onbehalf/grants/*" {
+  capabilities = ["read", "list"]
+}
+path "secret/destroy/onbehalf/grants/*" {
+  capabilities = ["update"]
+}
+# Provider client secrets (ReadSecret).
+path "secret/data/onbehalf/providers/*" {
+  capabilities = ["read"]
+}
+# Transit envelope: encrypt and decrypt only ("update"; no "create", so the
+# key is never created implicitly), and read the key's settings to check
+# that it is derived.
+path "transit/encrypt/onbehalf-grants" {
+  capabilities = ["update"]
+}
+path "transit/decrypt/onbehalf-grants" {
+  capabilities = ["update"]
+}
+path "transit/keys/onbehalf-grants" {
+  capabilities = ["read"]
+}
