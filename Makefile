@@ -49,7 +49,12 @@ test: build agents vault ## run every test (unit, integration, policies, fuzz se
 	$(GO) vet -tags integration $(PKGS)
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 	@for d in examples/policies/*/; do $(BIN) policy test "$$d" || exit 1; done
+	$(MAKE) --no-print-directory chartcheck
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+.PHONY: chartcheck
+chartcheck: build ## helm lint/template over value sets, strict Kubernetes decoding, rendered config and webhook checks
+	cd charts/chartcheck && ONBEHALF_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 ./...
 
 .PHONY: agents
 agents: ## install the example agents' dependencies (Node undici)
@@ -67,19 +72,22 @@ FUZZ_TARGETS := \
 	./proxy:FuzzBindTunnelRequest \
 	./proxy/identity:FuzzPreparse \
 	./proxy/identity:FuzzFromHeader \
-	./audit:FuzzVerify
+	./audit:FuzzVerify \
+	./webhook:FuzzAdmit \
+	./connect:FuzzSafeReturnTo
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 5s)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg > /tmp/onbehalf-fuzz.log 2>&1 || { cat /tmp/onbehalf-fuzz.log; exit 1; }; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s $$pkg > /tmp/onbehalf-fuzz.log 2>&1 || { cat /tmp/onbehalf-fuzz.log; exit 1; }; \
 	done
 
 .PHONY: lint
 lint: ## go vet, plus staticcheck when installed
 	$(GO) vet -tags integration $(PKGS)
+	cd charts/chartcheck && $(GO) vet ./...
 	@if command -v staticcheck >/dev/null; then staticcheck -tags integration $(PKGS); else echo "staticcheck not installed; skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
 
 .PHONY: clean

@@ -104,6 +104,10 @@ func DefaultConfig() Config {
 	}
 }
 
+// SetDefaults resets c to DefaultConfig; the config decoder calls it when
+// it creates an audit section behind a pointer.
+func (c *Config) SetDefaults() { *c = DefaultConfig() }
+
 // Validate reports every problem with c at once, as an errors.Join of
 // *config.FieldError with paths relative to the audit section.
 func (c Config) Validate() error {

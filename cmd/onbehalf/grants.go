@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/onbehalf-dev/onbehalf/connect"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
 )
@@ -33,15 +34,24 @@ them in files or on standard input.`,
 	}
 	cmd.PersistentFlags().StringVarP(&configPath, "config", "c", "", "configuration file (its store section is used)")
 
-	openStore := func() (store.Store, error) {
+	loadConfig := func() (sidecar.Config, error) {
 		if configPath == "" {
-			return nil, usageError{errors.New("--config is required")}
+			return sidecar.Config{}, usageError{errors.New("--config is required")}
 		}
-		cfg, err := loadSidecarConfig(configPath, nil)
+		cfg, err := sidecar.LoadGrants(configPath, os.Environ(), nil)
+		if err != nil {
+			return cfg, usageError{configError{path: configPath, err: err}}
+		}
+		// The CLI's own logs stay quiet unless something is wrong.
+		cfg.Log = sidecar.LogConfig{Level: "warn", Format: "console"}
+		return cfg, nil
+	}
+	openStore := func() (store.Store, error) {
+		cfg, err := loadConfig()
 		if err != nil {
 			return nil, err
 		}
-		log, err := sidecar.NewLogger(sidecar.LogConfig{Level: "warn", Format: "console"})
+		log, err := sidecar.NewLogger(cfg.Log)
 		if err != nil {
 			return nil, err
 		}
@@ -135,26 +145,46 @@ input. --expiry takes a duration from now (1h) or an RFC 3339 time.`,
 	put.Flags().StringVar(&account, "account", "", "the provider-side account name")
 	put.Flags().StringVar(&tokenType, "token-type", "Bearer", "token type")
 
+	var wait time.Duration
 	revoke := &cobra.Command{
 		Use:   "revoke --provider NAME --user USER",
-		Short: "Delete a user's grant",
-		Args:  exactArgs(0),
+		Short: "Revoke a user's grant in one move",
+		Long: `Revoke USER's grant at PROVIDER: the provider's RFC 7009 revocation endpoint is called where
+it has one, the stored grant is deleted (all versions), and both outcomes are audited. A
+provider that is down does not stop the local revocation: the command retries for --wait
+and reports what happened. Every sidecar stops injecting the grant within its token cache
+bound (token_cache.ttl, 10s by default).`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if provider == "" || user == "" {
 				return usageError{errors.New("--provider and --user are required")}
 			}
-			st, err := openStore()
+			cfg, err := loadConfig()
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			if err := st.Delete(cmd.Context(), provider, user); err != nil {
+			parts, err := buildConnect(cmd.Context(), cfg)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked grant %s/%s\n", provider, user)
+			defer parts.close()
+			res, err := parts.revoker.Revoke(cmd.Context(), provider, user, "cli")
+			if err != nil {
+				return err
+			}
+			if res.ProviderRevocation == connect.ProviderQueued {
+				wctx, cancel := context.WithTimeout(cmd.Context(), wait)
+				_ = parts.revoker.Drain(wctx)
+				cancel()
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked grant %s/%s: local %s, at the provider %s\n", provider, user, res.Local, res.ProviderRevocation)
+			if res.Local == connect.LocalNotFound {
+				return fmt.Errorf("no grant %s/%s was stored", provider, user)
+			}
 			return nil
 		},
 	}
+	revoke.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to keep retrying a provider that is down")
 	revoke.Flags().StringVar(&provider, "provider", "", "provider name")
 	revoke.Flags().StringVar(&user, "user", "", "user id")
 

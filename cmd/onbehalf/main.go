@@ -74,6 +74,8 @@ grant, injects the token and writes an audit record — the agent never sees a s
 		newGrantsCmd(),
 		newAuditCmd(),
 		newPolicyCmd(),
+		newWebhookCmd(),
+		newConnectServerCmd(),
 	)
 	return root
 }

@@ -155,6 +155,10 @@ func DefaultProviderConfig() ProviderConfig {
 	}
 }
 
+// SetDefaults resets c to DefaultProviderConfig; the config decoder calls
+// it for each new entry of the providers map.
+func (c *ProviderConfig) SetDefaults() { *c = DefaultProviderConfig() }
+
 // Validate reports every problem with c at once, as an errors.Join of
 // *config.FieldError with paths relative to this provider's section. It
 // reads no file.

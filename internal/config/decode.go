@@ -74,10 +74,24 @@ func Decode(data []byte, out any) error {
 	return p.Err()
 }
 
+// Defaulter is implemented by configuration structs that need their
+// defaults when the decoder creates them from nothing: behind a nil pointer
+// or as a new map entry, where no default value existed to decode over.
+type Defaulter interface{ SetDefaults() }
+
 var (
 	durationType    = reflect.TypeFor[time.Duration]()
 	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 )
+
+// setDefaults calls SetDefaults on v (addressable) when it has one.
+func setDefaults(v reflect.Value) {
+	if v.CanAddr() {
+		if d, ok := v.Addr().Interface().(Defaulter); ok {
+			d.SetDefaults()
+		}
+	}
+}
 
 func decodeNode(n *yaml.Node, v reflect.Value, path string, p *Problems) {
 	if n.Kind == yaml.AliasNode {
@@ -100,6 +114,7 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, p *Problems) {
 	case v.Kind() == reflect.Pointer:
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))
+			setDefaults(v.Elem())
 		}
 		decodeNode(n, v.Elem(), path, p)
 		return
@@ -134,6 +149,7 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, p *Problems) {
 				continue
 			}
 			val := reflect.New(v.Type().Elem()).Elem()
+			setDefaults(val)
 			decodeNode(n.Content[i+1], val, JoinPath(path, key), p)
 			m.SetMapIndex(reflect.ValueOf(key).Convert(v.Type().Key()), val)
 		}

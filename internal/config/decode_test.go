@@ -201,3 +201,27 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+type defaulted struct {
+	A string `yaml:"a"`
+	B int    `yaml:"b"`
+}
+
+func (d *defaulted) SetDefaults() { d.B = 7 }
+
+func TestDecodeDefaultsForNewEntries(t *testing.T) {
+	var got struct {
+		M map[string]defaulted `yaml:"m"`
+		P *defaulted           `yaml:"p"`
+	}
+	if err := Decode([]byte("m: {x: {a: one}, y: {b: 2}}\np: {a: three}\n"), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]defaulted{"x": {A: "one", B: 7}, "y": {B: 2}}
+	if diff := cmp.Diff(want, got.M); diff != "" {
+		t.Errorf("map entries (-want +got):\n%s", diff)
+	}
+	if got.P == nil || *got.P != (defaulted{A: "three", B: 7}) {
+		t.Errorf("pointer = %+v; want defaults under the decoded keys", got.P)
+	}
+}

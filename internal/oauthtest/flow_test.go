@@ -104,9 +104,27 @@ func TestPKCERequired(t *testing.T) {
 	})
 	t.Run("confidential client without PKCE", func(t *testing.T) {
 		cfg := oauthConfig(s, confID, oauth2.AuthStyleInHeader)
-		q := approve(t, s, cfg.AuthCodeURL(state), "alice")
-		if _, err := cfg.Exchange(clientCtx(s), q.Get("code")); err != nil {
-			t.Errorf("Exchange without PKCE for a confidential client: %v; want success", err)
+		resp, err := s.Client().Get(cfg.AuthCodeURL(state))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			// fosite checks at the token endpoint: the code is refused.
+			q := approve(t, s, cfg.AuthCodeURL(state), "alice")
+			if _, err := cfg.Exchange(clientCtx(s), q.Get("code")); err == nil {
+				t.Error("a code issued without PKCE was redeemed")
+			}
+		}
+	})
+	t.Run("no verifier after a failed attempt", func(t *testing.T) {
+		// fosite drops the PKCE record before checking the verifier; the
+		// server must still refuse a second try without one.
+		cfg := oauthConfig(s, confID, oauth2.AuthStyleInHeader)
+		q := approve(t, s, cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)), "alice")
+		_, _ = cfg.Exchange(clientCtx(s), q.Get("code"), oauth2.VerifierOption(oauth2.GenerateVerifier()))
+		if _, err := cfg.Exchange(clientCtx(s), q.Get("code")); err == nil {
+			t.Error("the code was redeemed without a verifier after a failed attempt")
 		}
 	})
 

@@ -287,7 +287,11 @@ func (s *Server) buildProvider() error {
 		// Issue refresh tokens without requiring an "offline" scope, as the
 		// providers onbehalf talks to do.
 		RefreshTokenScopes: []string{},
-		// PKCE: S256 only, mandatory for public clients.
+		// PKCE: S256 only, mandatory for every client. (Enforcing it only
+		// for public clients would let a confidential client redeem a code
+		// without a verifier after one failed attempt: fosite deletes the
+		// PKCE record before checking the verifier.)
+		EnforcePKCE:                    true,
 		EnforcePKCEForPublicClients:    true,
 		EnablePKCEPlainChallengeMethod: false,
 		// fosite's getters for these three fill in a default on first use,

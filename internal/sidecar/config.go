@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/connect"
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
@@ -43,6 +44,14 @@ type Config struct {
 	Egress    egress.Config                   `yaml:"egress"`
 	Audit     audit.Config                    `yaml:"audit"`
 	Log       LogConfig                       `yaml:"log"`
+	// Connect configures `onbehalf connect-server`, which may share this
+	// file; the sidecar ignores it.
+	Connect connect.Config `yaml:"connect"`
+	// ConnectAudit, when set, is the connect server's audit configuration
+	// instead of the audit section: two processes cannot write one audit
+	// file, so a connect server sharing a host and this file with a sidecar
+	// needs its own.
+	ConnectAudit *audit.Config `yaml:"connect_audit"`
 }
 
 // AdminConfig configures the admin listener (/healthz, /readyz, /ca.pem,
@@ -98,10 +107,11 @@ func DefaultConfig() Config {
 		Identity:   identity.DefaultConfig(),
 		TokenCache: injector.DefaultCacheConfig(),
 		Policy:     policy.DefaultConfig(),
-		Store:      StoreConfig{Backend: BackendEmbedded, Embedded: store.DefaultEmbeddedConfig()},
+		Store:      StoreConfig{Backend: BackendEmbedded, Embedded: store.DefaultEmbeddedConfig(), Vault: vault.DefaultConfig()},
 		Egress:     egress.DefaultConfig(),
 		Audit:      audit.DefaultConfig(),
 		Log:        LogConfig{Level: "info", Format: "json"},
+		Connect:    connect.DefaultConfig(),
 	}
 }
 
@@ -110,6 +120,35 @@ func DefaultConfig() Config {
 // paths against the file's directory, and validates. Every problem is
 // reported at once.
 func Load(path string, environ []string, override func(*Config)) (Config, error) {
+	return load(path, environ, override, Config.Validate)
+}
+
+// LoadConnect reads path like Load but validates only what the connect
+// server uses: the connect, store, providers, audit (or connect_audit) and
+// log sections.
+func LoadConnect(path string, environ []string, override func(*Config)) (Config, error) {
+	return load(path, environ, override, Config.ValidateConnect)
+}
+
+// LoadGrants reads path like Load but validates only what grant
+// administration uses: the store, providers, audit (or connect_audit) and
+// log sections.
+func LoadGrants(path string, environ []string, override func(*Config)) (Config, error) {
+	return load(path, environ, override, func(c Config) error {
+		var p config.Problems
+		c.validateStore(&p)
+		c.validateProviders(&p)
+		if c.ConnectAudit != nil {
+			p.Add("connect_audit", c.ConnectAudit.Validate())
+		} else {
+			p.Add("audit", c.Audit.Validate())
+		}
+		c.validateLog(&p)
+		return p.Err()
+	})
+}
+
+func load(path string, environ []string, override func(*Config), validate func(Config) error) (Config, error) {
 	cfg := DefaultConfig()
 	loadErr := config.Load(path, &cfg, environ)
 	var fe *config.FieldError
@@ -122,7 +161,31 @@ func Load(path string, environ []string, override func(*Config)) (Config, error)
 	cfg.ResolvePaths(filepath.Dir(path))
 	// Decoding problems and validation problems are reported together, so
 	// one run lists everything to fix.
-	return cfg, errors.Join(loadErr, cfg.Validate())
+	return cfg, errors.Join(loadErr, validate(cfg))
+}
+
+// ConnectAuditConfig is the audit configuration the connect server uses.
+func (c Config) ConnectAuditConfig() audit.Config {
+	if c.ConnectAudit != nil {
+		return *c.ConnectAudit
+	}
+	return c.Audit
+}
+
+// ValidateConnect reports every problem in the sections the connect
+// server reads.
+func (c Config) ValidateConnect() error {
+	var p config.Problems
+	p.Add("connect", c.Connect.Validate())
+	c.validateStore(&p)
+	c.validateProviders(&p)
+	if c.ConnectAudit != nil {
+		p.Add("connect_audit", c.ConnectAudit.Validate())
+	} else {
+		p.Add("audit", c.Audit.Validate())
+	}
+	c.validateLog(&p)
+	return p.Err()
 }
 
 // ResolvePaths makes every relative file path in c relative to dir, the
@@ -158,6 +221,11 @@ func (c *Config) ResolvePaths(dir string) {
 	for name, pc := range c.Providers {
 		abs(&pc.ClientSecretFile)
 		c.Providers[name] = pc
+	}
+	c.Connect.ResolvePaths(dir)
+	if c.ConnectAudit != nil {
+		abs(&c.ConnectAudit.File.Path)
+		abs(&c.ConnectAudit.FingerprintKeyFile)
 	}
 }
 
@@ -196,13 +264,25 @@ func (c Config) Validate() error {
 	if c.TokenCache.MaxEntries < 1 {
 		p.Addf("token_cache.max_entries", "must be at least 1")
 	}
+	c.validateProviders(&p)
+	p.Add("policy", c.Policy.Validate())
+	c.validateStore(&p)
+	p.Add("egress", c.Egress.Validate())
+	p.Add("audit", c.Audit.Validate())
+	c.validateLog(&p)
+	return p.Err()
+}
+
+func (c Config) validateProviders(p *config.Problems) {
 	for name, pc := range c.Providers {
 		if err := store.ValidateProvider(name); err != nil {
 			p.Addf("providers."+name, "%v", err)
 		}
 		p.Add("providers."+name, pc.Validate())
 	}
-	p.Add("policy", c.Policy.Validate())
+}
+
+func (c Config) validateStore(p *config.Problems) {
 	switch c.Store.Backend {
 	case BackendEmbedded:
 		p.Add("store.embedded", c.Store.Embedded.Validate())
@@ -211,8 +291,9 @@ func (c Config) Validate() error {
 	default:
 		p.Addf("store.backend", "must be %q or %q, got %q", BackendEmbedded, BackendVault, c.Store.Backend)
 	}
-	p.Add("egress", c.Egress.Validate())
-	p.Add("audit", c.Audit.Validate())
+}
+
+func (c Config) validateLog(p *config.Problems) {
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -221,7 +302,6 @@ func (c Config) Validate() error {
 	if c.Log.Format != "json" && c.Log.Format != "console" {
 		p.Addf("log.format", "must be json or console, got %q", c.Log.Format)
 	}
-	return p.Err()
 }
 
 // EffectiveRoutes are the configured routes plus, for every provider

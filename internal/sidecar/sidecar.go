@@ -122,15 +122,11 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if o.Dial != nil {
 		gopts = append(gopts, egress.WithDialer(o.Dial))
 	}
-	roots, err := upstreamRoots(cfg, o)
+	roots, err := UpstreamRoots(cfg, o.RootCAs)
 	if err != nil {
 		return nil, err
 	}
-	var secrets secretReader
-	if sr, ok := s.store.(secretReader); ok {
-		secrets = sr
-	}
-	tokens, refreshing, err := s.buildTokens(cfg, roots, secrets)
+	tokens, refreshing, err := s.buildTokens(cfg, roots)
 	if err != nil {
 		return nil, err
 	}

@@ -34,26 +34,13 @@ func (t *tokenSource) Token(ctx context.Context, provider, user string) (injecto
 // buildTokens builds the providers and the token source chain:
 // cache → (refresh | store). It returns the refreshing source, which must be
 // drained at shutdown.
-func (s *Sidecar) buildTokens(cfg Config, roots *x509.CertPool, secrets secretReader) (injector.Source, *oauth.Source, error) {
-	providers := map[string]*oauth.Provider{}
-	configured := map[string]bool{}
-	names := make([]string, 0, len(cfg.Providers))
-	for name := range cfg.Providers {
-		names = append(names, name)
+func (s *Sidecar) buildTokens(cfg Config, roots *x509.CertPool) (injector.Source, *oauth.Source, error) {
+	providers, err := BuildProviders(context.Background(), cfg, roots, s.store)
+	if err != nil {
+		return nil, nil, err
 	}
-	sort.Strings(names)
-	client := oauth.NewHTTPClient(roots)
-	for _, name := range names {
-		pc := cfg.Providers[name]
-		secret, err := clientSecret(context.Background(), pc, secrets)
-		if err != nil {
-			return nil, nil, fmt.Errorf("providers.%s: %w", name, err)
-		}
-		p, err := oauth.NewProvider(name, pc, secret, client)
-		if err != nil {
-			return nil, nil, fmt.Errorf("providers.%s: %w", name, err)
-		}
-		providers[name] = p
+	configured := map[string]bool{}
+	for name := range providers {
 		configured[name] = true
 	}
 	s.providers = providers
@@ -61,6 +48,34 @@ func (s *Sidecar) buildTokens(cfg Config, roots *x509.CertPool, secrets secretRe
 	src := &tokenSource{refreshing: refreshing, configured: configured, plain: injector.NewStoreSource(s.store)}
 	cached := injector.NewCachedSource(src, cfg.TokenCache, nil).Observe(s.metrics.TokenCache)
 	return cached, refreshing, nil
+}
+
+// BuildProviders builds every configured provider: presets resolved,
+// client secrets read from their files or, with client_secret_vault, from
+// the store when it is Vault. roots verify the token, revocation and
+// identity endpoints.
+func BuildProviders(ctx context.Context, cfg Config, roots *x509.CertPool, st any) (map[string]*oauth.Provider, error) {
+	secrets, _ := st.(secretReader)
+	names := make([]string, 0, len(cfg.Providers))
+	for name := range cfg.Providers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	client := oauth.NewHTTPClient(roots)
+	providers := make(map[string]*oauth.Provider, len(names))
+	for _, name := range names {
+		pc := cfg.Providers[name]
+		secret, err := clientSecret(ctx, pc, secrets)
+		if err != nil {
+			return nil, fmt.Errorf("providers.%s: %w", name, err)
+		}
+		p, err := oauth.NewProvider(name, pc, secret, client)
+		if err != nil {
+			return nil, fmt.Errorf("providers.%s: %w", name, err)
+		}
+		providers[name] = p
+	}
+	return providers, nil
 }
 
 // secretReader reads a secret kept in the grant store's backend (Vault KV),
@@ -116,12 +131,12 @@ func (s *Sidecar) auditRefresh(ev oauth.RefreshEvent) {
 	}
 }
 
-// upstreamRoots is the trust used for APIs and token endpoints: the system
-// roots (or Options.RootCAs) plus proxy.upstream.ca_file.
-func upstreamRoots(cfg Config, o Options) (*x509.CertPool, error) {
+// UpstreamRoots is the trust used for APIs and token endpoints: the system
+// roots (or base, when set) plus proxy.upstream.ca_file.
+func UpstreamRoots(cfg Config, base *x509.CertPool) (*x509.CertPool, error) {
 	var pool *x509.CertPool
-	if o.RootCAs != nil {
-		pool = o.RootCAs.Clone()
+	if base != nil {
+		pool = base.Clone()
 	} else {
 		sys, err := x509.SystemCertPool()
 		if err != nil {

@@ -1,0 +1,224 @@
+package connect
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/onbehalf-dev/onbehalf/injector/store"
+)
+
+// Actors named in revoke audit records.
+const (
+	ActorUser  = "user"
+	ActorAdmin = "admin"
+)
+
+// headerCSRF carries the CSRF token on the JSON API's state-changing
+// requests.
+const headerCSRF = "X-CSRF-Token"
+
+// userApps returns the grants of user at the configured providers. It reads
+// one grant per provider rather than listing every user's grants: a store
+// with many users stays cheap to ask. A grant whose tokens cannot be
+// opened is shown (it can be revoked) with the status reconnect_required.
+func (s *Server) userApps(ctx context.Context, user string) ([]appView, error) {
+	var out []appView
+	for _, name := range s.names {
+		g, _, err := s.st.Get(ctx, name, user)
+		switch {
+		case err == nil:
+			out = append(out, s.view(name, g))
+		case errors.Is(err, store.ErrNotFound):
+		case errors.Is(err, store.ErrDecrypt):
+			out = append(out, s.view(name, &store.Grant{Provider: name, User: user, Status: store.StatusReconnectRequired}))
+		default:
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// handleApps is GET /: the person's connected apps.
+func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
+	sess := s.cookies.read(r, s.now())
+	if sess == nil || sess.User == "" {
+		if s.idp != nil {
+			s.startLogin(w, r, sess, "/")
+			return
+		}
+		s.page(w, msgNeedLink)
+		return
+	}
+	apps, err := s.userApps(r.Context(), sess.User)
+	if err != nil {
+		s.log.Error("list apps", zap.String("user", sess.User), zap.Error(err))
+		s.pageAs(w, sess, msgStoreDown)
+		return
+	}
+	d := pageData{User: sess.User, CSRF: sess.CSRF, Apps: apps}
+	q := r.URL.Query()
+	if p := s.providers[q.Get("connected")]; p != nil {
+		d.Status = displayName(p) + " is connected."
+	} else if p := s.providers[q.Get("revoked")]; p != nil {
+		d.Status = displayName(p) + " is no longer connected."
+	}
+	if s.idp != nil && sess.Via == viaOIDC {
+		for _, name := range s.names {
+			if p := s.providers[name]; p.Config().AuthorizationURL != "" {
+				d.Connectable = append(d.Connectable, providerView{Name: name, DisplayName: displayName(p)})
+			}
+		}
+	}
+	s.render(w, http.StatusOK, "apps", d)
+}
+
+// handleRevokeForm is POST /apps/{provider}/revoke from the apps page.
+func (s *Server) handleRevokeForm(w http.ResponseWriter, r *http.Request) {
+	sess := s.cookies.read(r, s.now())
+	if sess == nil || sess.User == "" {
+		s.page(w, msgNoSession)
+		return
+	}
+	if !sess.checkCSRF(r.PostFormValue("csrf")) {
+		s.log.Info("revoke refused: CSRF token mismatch", zap.String("user", sess.User))
+		s.pageAs(w, sess, msgCSRF)
+		return
+	}
+	p := s.provider(w, r, sess)
+	if p == nil {
+		return
+	}
+	if _, err := s.revoker.Revoke(r.Context(), p.Name(), sess.User, ActorUser); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Error("revoke", zap.String("provider", p.Name()), zap.String("user", sess.User), zap.Error(err))
+		s.pageAs(w, sess, msgRevokeFailed)
+		return
+	}
+	http.Redirect(w, r, "/?revoked="+url.QueryEscape(p.Name()), http.StatusSeeOther)
+}
+
+// appsResponse is the JSON API's answer to GET /api/apps.
+type appsResponse struct {
+	User string `json:"user"`
+	// CSRFToken must be sent back in the X-CSRF-Token header of DELETE
+	// requests. Another origin cannot read it (no CORS).
+	CSRFToken string    `json:"csrf_token"`
+	Apps      []appView `json:"apps"`
+}
+
+// apiSession returns the signed-in session of a JSON API request, or
+// answers 401.
+func (s *Server) apiSession(w http.ResponseWriter, r *http.Request) *session {
+	sess := s.cookies.read(r, s.now())
+	if sess == nil || sess.User == "" {
+		writeJSONError(w, http.StatusUnauthorized, "unauthenticated", "sign in first")
+		return nil
+	}
+	return sess
+}
+
+// handleAPIApps is GET /api/apps.
+func (s *Server) handleAPIApps(w http.ResponseWriter, r *http.Request) {
+	sess := s.apiSession(w, r)
+	if sess == nil {
+		return
+	}
+	apps, err := s.userApps(r.Context(), sess.User)
+	if err != nil {
+		s.log.Error("list apps", zap.String("user", sess.User), zap.Error(err))
+		writeJSONError(w, http.StatusServiceUnavailable, "store_unavailable", "connections cannot be read right now")
+		return
+	}
+	if apps == nil {
+		apps = []appView{}
+	}
+	writeJSON(w, http.StatusOK, appsResponse{User: sess.User, CSRFToken: sess.CSRF, Apps: apps})
+}
+
+// handleAPIRevoke is DELETE /api/apps/{provider}.
+func (s *Server) handleAPIRevoke(w http.ResponseWriter, r *http.Request) {
+	sess := s.apiSession(w, r)
+	if sess == nil {
+		return
+	}
+	if !sess.checkCSRF(r.Header.Get(headerCSRF)) {
+		writeJSONError(w, http.StatusForbidden, "csrf", "the "+headerCSRF+" header must carry csrf_token from GET /api/apps")
+		return
+	}
+	name := r.PathValue("provider")
+	if s.providers[name] == nil {
+		writeJSONError(w, http.StatusNotFound, "unknown_provider", "no app by that name")
+		return
+	}
+	s.revokeJSON(w, r, name, sess.User, ActorUser)
+}
+
+// revokeJSON revokes and answers with the Result.
+func (s *Server) revokeJSON(w http.ResponseWriter, r *http.Request, provider, user, actor string) {
+	res, err := s.revoker.Revoke(r.Context(), provider, user, actor)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, res)
+	case errors.Is(err, store.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, res)
+	case errors.Is(err, store.ErrInvalidName):
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "invalid provider or user name")
+	default:
+		s.log.Error("revoke", zap.String("provider", provider), zap.String("user", user), zap.Error(err))
+		writeJSONError(w, http.StatusServiceUnavailable, "store_unavailable", "the grant could not be revoked right now")
+	}
+}
+
+// grantView is a grant as the admin API shows it, without tokens.
+type grantView struct {
+	Provider        string   `json:"provider"`
+	User            string   `json:"user"`
+	Status          string   `json:"status"`
+	Scopes          []string `json:"scopes"`
+	ProviderAccount string   `json:"provider_account,omitempty"`
+	ConnectedAt     string   `json:"connected_at,omitempty"`
+	Expiry          string   `json:"expiry,omitempty"`
+	Generation      int64    `json:"generation"`
+}
+
+// handleAdminList is GET /admin/api/grants?provider=NAME.
+func (s *Server) handleAdminList(w http.ResponseWriter, r *http.Request) {
+	provider := r.URL.Query().Get("provider")
+	if provider != "" && !validProvider(provider) {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "invalid provider name")
+		return
+	}
+	grants, err := s.st.List(r.Context(), provider)
+	if err != nil {
+		s.log.Error("admin list grants", zap.Error(err))
+		writeJSONError(w, http.StatusServiceUnavailable, "store_unavailable", "grants cannot be listed right now")
+		return
+	}
+	out := make([]grantView, 0, len(grants))
+	for _, g := range grants {
+		v := grantView{
+			Provider: g.Provider, User: g.User, Status: string(g.Status), Scopes: g.Scopes,
+			ProviderAccount: g.ProviderAccount, Generation: g.Generation,
+		}
+		if v.Scopes == nil {
+			v.Scopes = []string{}
+		}
+		if !g.ConnectedAt.IsZero() {
+			v.ConnectedAt = g.ConnectedAt.UTC().Format(time.RFC3339)
+		}
+		if !g.Expiry.IsZero() {
+			v.Expiry = g.Expiry.UTC().Format(time.RFC3339)
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"grants": out})
+}
+
+// handleAdminRevoke is DELETE /admin/api/grants/{provider}/{user}.
+func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
+	s.revokeJSON(w, r, r.PathValue("provider"), r.PathValue("user"), ActorAdmin)
+}
