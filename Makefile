@@ -61,8 +61,10 @@ agents: ## install the example agents' dependencies (Node undici)
 	@cd examples/agents/node && { test -d node_modules/undici || npm ci --no-audit --no-fund --loglevel=error; }
 
 .PHONY: bench
-bench: ## run the Go benchmarks
+bench: build ## run the Go benchmarks, then the side-by-side load harness (writes docs/benchmarks.md)
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+	@bash tools/loadbench/install-competitors.sh
+	$(GO) run ./tools/loadbench --onbehalf $(BIN) --write docs/benchmarks.md
 
 # Every fuzz target, each for FUZZTIME (make fuzz FUZZTIME=5m for a long run).
 FUZZ_TARGETS := \

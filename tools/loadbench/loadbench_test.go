@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    procStat
+		wantErr bool
+	}{
+		{
+			name: "plain",
+			in:   "1234 (onbehalf) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 3 7 20 0 8 0 100 1000 200",
+			want: procStat{ppid: 1, cpu: 3100 * time.Millisecond},
+		},
+		{
+			name: "command with spaces and parentheses",
+			in:   "77 (a b) (c)) R 12 77 77 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 1 1 1",
+			want: procStat{ppid: 12, cpu: 30 * time.Millisecond},
+		},
+		{name: "no command", in: "1234 S 1", wantErr: true},
+		{name: "truncated", in: "1 (x) S 1 1 1", wantErr: true},
+		{name: "not a number", in: "1 (x) S 1 1 1 0 -1 0 0 0 0 0 zz 2 0 0 20", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStat([]byte(tt.in))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got error %v; want error %v", err, tt.wantErr)
+			}
+			if err == nil && got != tt.want {
+				t.Errorf("got %+v; want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    memStatus
+		wantErr bool
+	}{
+		{
+			name: "both",
+			in:   "Name:\tsquid\nVmPeak:\t  9000 kB\nVmHWM:\t   45056 kB\nVmRSS:\t   40960 kB\nThreads:\t1\n",
+			want: memStatus{rss: 40960 << 10, hwm: 45056 << 10},
+		},
+		{name: "kernel thread", in: "Name:\tkthreadd\nThreads:\t1\n", wantErr: true},
+		{name: "odd unit", in: "VmHWM:\t1 MB\nVmRSS:\t1 kB\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStatus([]byte(tt.in))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got error %v; want error %v", err, tt.wantErr)
+			}
+			if err == nil && got != tt.want {
+				t.Errorf("got %+v; want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestProcessTreeSelf reads this process's own figures: the parsers agree
+// with the running kernel's /proc.
+func TestProcessTreeSelf(t *testing.T) {
+	tree := processTree{root: os.Getpid()}
+	if got := tree.pids(); len(got) == 0 || got[0] != os.Getpid() {
+		t.Fatalf("pids: got %v; want this process first", got)
+	}
+	rss, hwm := tree.mem()
+	if rss <= 0 || hwm < rss/2 {
+		t.Errorf("mem: got rss %d, hwm %d; want both positive", rss, hwm)
+	}
+	var zero processTree
+	if zero.cpu() != 0 || zero.pids() != nil {
+		t.Error("a zero tree must read as nothing")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = time.Duration(i+1) * time.Millisecond
+	}
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one", ms(7), 99, 7 * time.Millisecond},
+		{"median of four is the second", ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{"p50 of 1..100", hundred, 50, 50 * time.Millisecond},
+		{"p90 of 1..100", hundred, 90, 90 * time.Millisecond},
+		{"p99 of 1..100", hundred, 99, 99 * time.Millisecond},
+		{"p100", hundred, 100, 100 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := percentile(tt.sorted, tt.p); got != tt.want {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSpliceSection(t *testing.T) {
+	section := beginMarker + "\nNEW\n" + endMarker + "\n"
+	tests := []struct {
+		name, doc, want string
+		wantErr         bool
+	}{
+		{name: "empty", doc: "", want: section},
+		{name: "no markers", doc: "# Benchmarks\nprose", want: "# Benchmarks\nprose\n\n" + section},
+		{name: "no markers, trailing blank lines", doc: "# Benchmarks\n\n\n", want: "# Benchmarks\n\n" + section},
+		{
+			name: "replaces between markers, keeps the rest",
+			doc:  "# B\nbefore\n" + beginMarker + "\nOLD\n" + endMarker + "\nafter\n",
+			want: "# B\nbefore\n" + section + "after\n",
+		},
+		{name: "end before begin", doc: endMarker + "\n" + beginMarker, wantErr: true},
+		{name: "begin only", doc: beginMarker + "\nOLD", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := spliceSection(tt.doc, section)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got error %v; want error %v", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); err == nil && diff != "" {
+				t.Errorf("document (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRateFails(t *testing.T) {
+	tests := []struct {
+		name string
+		p    phaseResult
+		want string // substring; empty means it kept up
+	}{
+		{"kept up", phaseResult{load: loadResult{ok: 5000, scheduled: 5000, elapsed: 10 * time.Second}}, ""},
+		{"one percent failed is tolerated", phaseResult{load: loadResult{ok: 4950, failed: 50, scheduled: 5000, elapsed: 10 * time.Second}}, ""},
+		{"errors", phaseResult{load: loadResult{ok: 4000, failed: 1000, scheduled: 5000, elapsed: 10 * time.Second, firstErr: "status 502"}}, "1000 of 5000 requests failed"},
+		{"fell behind", phaseResult{load: loadResult{ok: 5000, scheduled: 5000, elapsed: 20 * time.Second}}, "fell behind: 250 req/s"},
+		{"exited", phaseResult{exited: true}, "exited"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := rateFails(&tt.p, 500)
+			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+				t.Errorf("got %q; want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantOnly []string
+		wantErr  string
+	}{
+		{name: "defaults run everything", args: nil, wantOnly: []string{"direct", "onbehalf", "squid", "mitmproxy"}},
+		{name: "smoke runs direct and onbehalf", args: []string{"--smoke"}, wantOnly: []string{"direct", "onbehalf"}},
+		{name: "only", args: []string{"--only", "squid, direct"}, wantOnly: []string{"squid", "direct"}},
+		{name: "unknown setup", args: []string{"--only", "envoy"}, wantErr: `unknown setup "envoy"`},
+		{name: "bad numbers", args: []string{"--rate", "0", "--workers", "0", "--duration", "0s"}, wantErr: "--rate"},
+		{name: "phases too long for one assertion", args: []string{"--duration", "5m"}, wantErr: "--duration"},
+		{name: "stray argument", args: []string{"now"}, wantErr: "unexpected argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseFlags(tt.args, io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got error %v; want one mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.wantOnly, o.only); diff != "" {
+				t.Errorf("only (-want +got):\n%s", diff)
+			}
+		})
+	}
+	o, _ := parseFlags([]string{"--smoke"}, io.Discard)
+	if o.duration != smokeDuration || o.idleConns != smokeIdleConns {
+		t.Errorf("smoke: got duration %v, idle %d; want %v, %d", o.duration, o.idleConns, smokeDuration, smokeIdleConns)
+	}
+}
+
+// TestAPIHandler: the upstream answers 200 only to the injected token.
+func TestAPIHandler(t *testing.T) {
+	h := apiHandler("tok-1")
+	tests := []struct {
+		auth string
+		want int
+	}{
+		{"Bearer tok-1", http.StatusOK},
+		{"", http.StatusUnauthorized},
+		{"Bearer tok-2", http.StatusUnauthorized},
+		{"bearer tok-1", http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest(http.MethodPost, apiPath, strings.NewReader(string(requestBody)))
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tt.want {
+			t.Errorf("Authorization %q: got %d; want %d", tt.auth, rec.Code, tt.want)
+		}
+		if got := rec.Header().Get("Content-Length"); got != strconv.Itoa(rec.Body.Len()) {
+			t.Errorf("Authorization %q: Content-Length %s for a %d-byte body", tt.auth, got, rec.Body.Len())
+		}
+	}
+}
+
+// TestLoopsAgainstHandler drives the closed and open loops against an
+// in-process TLS server: counts add up and latencies are recorded.
+func TestLoopsAgainstHandler(t *testing.T) {
+	srv := httptest.NewUnstartedServer(apiHandler("tok"))
+	srv.StartTLS()
+	defer srv.Close()
+	pool := srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	ep := &endpoint{
+		upstreamAddr: srv.Listener.Addr().String(),
+		apiPort:      srv.Listener.Addr().(*net.TCPAddr).Port,
+		roots:        pool,
+		header:       http.Header{"Authorization": {"Bearer tok"}},
+	}
+	clients := []*http.Client{ep.client(true), ep.client(true), ep.client(false)}
+	ctx := context.Background()
+	host := func() string { return "127.0.0.1" }
+
+	closed := ep.closedLoop(ctx, clients, time.Minute, 60, host)
+	if closed.ok != 60 || closed.failed != 0 {
+		t.Errorf("closed loop: got %d ok, %d failed (%s); want 60, 0", closed.ok, closed.failed, closed.firstErr)
+	}
+	open := ep.openLoop(ctx, clients, 200, 250*time.Millisecond, 0, host)
+	if open.scheduled != 50 || open.ok != 50 || len(open.latencies) != 50 {
+		t.Errorf("open loop: got %d scheduled, %d ok, %d latencies (%s); want 50 each", open.scheduled, open.ok, len(open.latencies), open.firstErr)
+	}
+
+	ep.header = http.Header{"Authorization": {"Bearer wrong"}}
+	denied := ep.closedLoop(ctx, clients[:1], time.Minute, 3, host)
+	if denied.failed != 3 || !strings.Contains(denied.firstErr, "status 401 not_authed") {
+		t.Errorf("wrong token: got %d failed, first %q; want 3 failed with status 401 not_authed", denied.failed, denied.firstErr)
+	}
+	for _, c := range clients {
+		c.CloseIdleConnections()
+	}
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Phases of one setup, in the order they run.
+const (
+	phaseIdle       = "idle"       // fresh instance: RSS at rest, then per idle connection
+	phaseSaturation = "saturation" // closed loop, keep-alive
+	phaseRate       = "rate"       // open loop at --rate, keep-alive
+	phaseNewConn    = "newconn"    // closed loop, a new connection per request, one host
+	phaseNewHost    = "newhost"    // closed loop, a new connection per request, a new host each time
+)
+
+// phaseOrder lists the phases a setup reports.
+var phaseOrder = []string{phaseIdle, phaseSaturation, phaseRate, phaseNewConn, phaseNewHost}
+
+// phaseResult is one phase's measurements.
+type phaseResult struct {
+	load loadResult
+	// notRun says why the phase did not run (empty when it ran).
+	notRun string
+	// proxyCPU, upstreamCPU and harnessCPU are the CPU time each process
+	// used during the measured window.
+	proxyCPU, upstreamCPU, harnessCPU time.Duration
+	// peakRSS is the proxy's peak resident memory up to the end of the
+	// phase (its own high-water mark, or the sampled sum over its process
+	// tree when larger).
+	peakRSS int64
+	// exited is set when the proxy process died during the phase.
+	exited bool
+
+	// Idle phase only: RSS after start and one request, RSS growth per
+	// idle connection, how many were opened.
+	idleRSS    int64
+	perConn    int64
+	idleOpened int
+	idleErr    string
+}
+
+// failed reports whether the phase ran and went wrong.
+func (p *phaseResult) failed() bool {
+	if p.exited {
+		return true
+	}
+	return p.notRun == "" && (p.load.failed > 0 || p.idleErr != "")
+}
+
+// setupResult is everything measured for one setup.
+type setupResult struct {
+	name    string
+	proxied bool
+	// err is set when the setup could not start at all.
+	err string
+	// checkErr is set when the setup's after-run check failed.
+	checkErr string
+	phases   map[string]*phaseResult
+}
+
+func (r *setupResult) phase(name string) *phaseResult {
+	if p := r.phases[name]; p != nil {
+		return p
+	}
+	return &phaseResult{notRun: "not run"}
+}
+
+// runSetup measures one setup, then runs its after-run check.
+func (b *bench) runSetup(ctx context.Context, s setup) *setupResult {
+	r := b.runPhases(ctx, s)
+	if s.check != nil && r.err == "" {
+		if err := s.check(ctx, b, r); err != nil {
+			r.checkErr = err.Error()
+		}
+	}
+	return r
+}
+
+// runPhases runs the idle phase on a fresh instance, then the load phases
+// on a second fresh instance, so neither sees the other's heap.
+func (b *bench) runPhases(ctx context.Context, s setup) *setupResult {
+	r := &setupResult{name: s.name, proxied: s.proxied, phases: map[string]*phaseResult{}}
+	if s.proxied {
+		inst, err := s.start(ctx, b)
+		if err != nil {
+			r.err = err.Error()
+			return r
+		}
+		r.phases[phaseIdle] = b.idle(ctx, inst)
+		inst.stop()
+	} else {
+		r.phases[phaseIdle] = &phaseResult{notRun: "no proxy"}
+	}
+	inst, err := s.start(ctx, b)
+	if err != nil {
+		r.err = err.Error()
+		return r
+	}
+	defer inst.stop()
+	clients := make([]*http.Client, b.opts.workers)
+	for i := range clients {
+		clients[i] = inst.ep.client(true)
+	}
+	defer func() {
+		for _, c := range clients {
+			c.CloseIdleConnections()
+		}
+	}()
+	localhost := func() string { return "localhost" }
+	lim := b.lim
+
+	r.phases[phaseSaturation] = b.measure(ctx, inst, func() loadResult {
+		return inst.ep.closedLoop(ctx, clients, b.opts.duration, lim.requests, localhost)
+	}, func() { inst.ep.closedLoop(ctx, clients, lim.warmup, lim.warmupReqs, localhost) })
+
+	r.phases[phaseRate] = b.measure(ctx, inst, func() loadResult {
+		return inst.ep.openLoop(ctx, clients, b.opts.rate, b.opts.duration, lim.requests, localhost)
+	}, nil)
+
+	fresh := inst.ep.client(false)
+	defer fresh.CloseIdleConnections()
+	freshClients := make([]*http.Client, b.opts.workers)
+	for i := range freshClients {
+		freshClients[i] = fresh
+	}
+	r.phases[phaseNewConn] = b.measure(ctx, inst, func() loadResult {
+		return inst.ep.closedLoop(ctx, freshClients, b.opts.duration, lim.connections, localhost)
+	}, func() { inst.ep.closedLoop(ctx, freshClients, lim.warmup/4, lim.warmupReqs, localhost) })
+
+	if s.proxied && !b.isolate {
+		r.phases[phaseNewHost] = &phaseResult{notRun: b.noIsolation}
+		return r
+	}
+	// Each request names a host the proxy has never seen: a new leaf
+	// certificate and a new upstream connection every time. The supply of
+	// names bounds the phase.
+	var next atomic.Int64
+	newHost := func() string { return hostName(int(next.Add(1)-1) % lim.hostNames) }
+	hostLimit := lim.hostNames
+	if lim.connections > 0 {
+		hostLimit = min(hostLimit, lim.connections)
+	}
+	r.phases[phaseNewHost] = b.measure(ctx, inst, func() loadResult {
+		return inst.ep.closedLoop(ctx, freshClients, b.opts.duration, hostLimit, newHost)
+	}, nil)
+	return r
+}
+
+// measure runs warm (when not nil, unmeasured) and then load, reading the
+// CPU time of the proxy, the upstream and the harness around load and
+// following the proxy's memory.
+func (b *bench) measure(ctx context.Context, inst *instance, load func() loadResult, warm func()) *phaseResult {
+	select {
+	case <-inst.exited:
+		return &phaseResult{exited: true, notRun: "the proxy process had exited"}
+	default:
+	}
+	if ctx.Err() != nil {
+		return &phaseResult{notRun: "interrupted"}
+	}
+	if warm != nil {
+		warm()
+	}
+	up := processTree{root: b.up.pid()}
+	rss := sampleRSS(inst.tree)
+	p0, u0, h0 := inst.tree.cpu(), up.cpu(), selfCPU()
+	res := &phaseResult{load: load()}
+	res.proxyCPU, res.upstreamCPU, res.harnessCPU = inst.tree.cpu()-p0, up.cpu()-u0, selfCPU()-h0
+	res.peakRSS = rss.finish()
+	select {
+	case <-inst.exited:
+		res.exited = true
+	default:
+	}
+	return res
+}
+
+// idle measures the proxy's memory at rest, then with opts.idleConns
+// intercepted keep-alive connections open, each having carried one
+// request.
+func (b *bench) idle(ctx context.Context, inst *instance) *phaseResult {
+	res := &phaseResult{}
+	before, _ := inst.tree.mem()
+	res.idleRSS = before
+	conns, err := inst.ep.openIdleConns(ctx, b.opts.idleConns)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	res.idleOpened = len(conns)
+	if err != nil {
+		res.idleErr = fmt.Sprintf("%d of %d connections failed; first: %v", b.opts.idleConns-len(conns), b.opts.idleConns, err)
+	}
+	_ = sleepContext(ctx, idleSettle)
+	after, hwm := inst.tree.mem()
+	res.peakRSS = max(after, hwm)
+	if len(conns) > 0 {
+		res.perConn = (after - before) / int64(len(conns))
+	}
+	select {
+	case <-inst.exited:
+		res.exited = true
+	default:
+	}
+	return res
+}
+
+// selfCPU is the harness's own CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,109 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the harness's upstream child, as
+// the loadbench binary does.
+func TestMain(m *testing.M) {
+	if os.Getenv(upstreamDirEnv) != "" {
+		os.Exit(upstreamMain())
+	}
+	os.Exit(m.Run())
+}
+
+// smokeTimeout bounds the whole smoke run; it takes seconds.
+const smokeTimeout = 3 * time.Minute
+
+// repoRoot is the module root (the test runs in tools/loadbench).
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// onbehalfBinary is $ONBEHALF_BIN (make test builds it), or a fresh build.
+func onbehalfBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("ONBEHALF_BIN"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "onbehalf")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/onbehalf")
+	cmd.Dir = repoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build onbehalf: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestSmoke runs the harness end to end in smoke mode, the way make bench
+// runs it but with a few hundred requests per phase: the real onbehalf
+// binary, the upstream child, every phase. It checks that every phase of
+// direct and onbehalf ran with no failed request (the upstream answers 200
+// only when the token was injected) and that the table was printed and
+// written. It asserts nothing about timing.
+func TestSmoke(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), smokeTimeout)
+	defer cancel()
+	out := filepath.Join(t.TempDir(), "benchmarks.md")
+	if err := os.WriteFile(out, []byte("# Benchmarks\n\nHand-written prose stays.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{
+		"--smoke",
+		"--onbehalf", onbehalfBinary(t),
+		"--policy", filepath.Join(repoRoot(t), "examples", "policies", "default"),
+		"--write", out,
+	}, &stdout, &stderr)
+	report := stdout.String()
+	if code != 0 {
+		t.Fatalf("loadbench exited %d\nstderr:\n%s\nstdout:\n%s", code, stderr.String(), report)
+	}
+	for _, want := range []string{
+		"| setup | req/s at saturation |",
+		"| direct | ",
+		"| onbehalf | ",
+		"| setup | first-seen hosts/s |",
+		"CPU per request at saturation",
+		"Smoke run",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	// Every phase ran: nothing was skipped, nothing failed.
+	for _, bad := range []string{"not run", "fails", "failed"} {
+		if strings.Contains(report, bad) {
+			t.Errorf("report says %q:\n%s", bad, report)
+		}
+	}
+	for _, absent := range []string{"| squid |", "| mitmproxy |"} {
+		if strings.Contains(report, absent) {
+			t.Errorf("smoke mode ran a competitor (%s)", absent)
+		}
+	}
+	written, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(written)
+	if !strings.HasPrefix(doc, "# Benchmarks\n\nHand-written prose stays.\n") || !strings.Contains(doc, beginMarker) ||
+		!strings.Contains(doc, endMarker) || !strings.Contains(doc, "| onbehalf | ") {
+		t.Errorf("written file:\n%s", doc)
+	}
+}
