@@ -98,6 +98,11 @@ type prepared struct {
 	// queryUndefined is set when the query is a plain data reference that
 	// no rule of the policy defines: likely a package name mistake.
 	queryUndefined bool
+	// cache memoises decisions; nil when the policy cannot be cached
+	// (see decisionCache).
+	cache *decisionCache
+	// evals counts evaluations (tests check the cache with it).
+	evals atomic.Uint64
 }
 
 // snapshot is a complete policy set read from a source, not yet compiled.
@@ -185,11 +190,32 @@ func (e *Engine) decideValue(ctx context.Context, v ast.Value) Decision {
 var noMetrics = metrics.NoOp()
 
 func (p *prepared) decide(ctx context.Context, input ast.Value, timeout time.Duration) Decision {
+	if p.cache == nil {
+		d, _ := p.evalReport(ctx, input, timeout)
+		return d
+	}
+	d, key, values, hit := p.cache.lookup(input)
+	if hit {
+		return d
+	}
+	d, evaluated := p.evalReport(ctx, input, timeout)
+	if evaluated {
+		// Only decisions the policy made are cached, never timeouts,
+		// cancellations or evaluation errors.
+		p.cache.store(key, values, d)
+	}
+	return d
+}
+
+// evalReport evaluates input; evaluated is false when no decision came from
+// the policy itself (timeout, cancellation, evaluation error).
+func (p *prepared) evalReport(ctx context.Context, input ast.Value, timeout time.Duration) (d Decision, evaluated bool) {
+	p.evals.Add(1)
 	if err := ctx.Err(); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return p.stamp(deny(ReasonTimeout))
+			return p.stamp(deny(ReasonTimeout)), false
 		}
-		return p.stamp(deny(ReasonCanceled))
+		return p.stamp(deny(ReasonCanceled)), false
 	}
 	// Cancellation is wired by hand rather than with context.WithTimeout:
 	// given a context, OPA starts a goroutine per evaluation to watch it,
@@ -211,17 +237,17 @@ func (p *prepared) decide(ctx context.Context, input ast.Value, timeout time.Dur
 
 	switch {
 	case err != nil && (timedOut.Load() || errors.Is(ctx.Err(), context.DeadlineExceeded)):
-		return p.stamp(deny(ReasonTimeout))
+		return p.stamp(deny(ReasonTimeout)), false
 	case err != nil && ctx.Err() != nil:
-		return p.stamp(deny(ReasonCanceled))
+		return p.stamp(deny(ReasonCanceled)), false
 	case err != nil:
-		return p.stamp(deny(truncate(ReasonError+": "+err.Error(), maxReasonBytes)))
+		return p.stamp(deny(truncate(ReasonError+": "+err.Error(), maxReasonBytes))), false
 	case len(rs) == 0 || len(rs[0].Expressions) == 0:
-		return p.stamp(deny(ReasonUndefined))
+		return p.stamp(deny(ReasonUndefined)), true
 	case len(rs) > 1:
-		return p.stamp(deny(ReasonError + ": query has more than one result"))
+		return p.stamp(deny(ReasonError + ": query has more than one result")), true
 	}
-	return p.stamp(parseDecision(rs[0].Expressions[0].Value))
+	return p.stamp(parseDecision(rs[0].Expressions[0].Value)), true
 }
 
 func (p *prepared) stamp(d Decision) Decision {
@@ -369,11 +395,16 @@ func build(ctx context.Context, s *snapshot, cfg Config) (*prepared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare query %s: %w", cfg.Query, explainCompileError(err))
 	}
+	var cache *decisionCache
+	if body, err := ast.ParseBody(cfg.Query); err == nil {
+		cache = newDecisionCache(compiler.Modules, body)
+	}
 	return &prepared{
 		pq:             pq,
 		revision:       s.revision,
 		digest:         s.digest,
 		queryUndefined: !definesQuery(compiler, s.data, cfg.Query),
+		cache:          cache,
 	}, nil
 }
 

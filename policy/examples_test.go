@@ -193,6 +193,29 @@ func TestEnvoyPolicyWithEnvoyInput(t *testing.T) {
 // to a Decision (AST conversion, evaluation under a deadline, result
 // parsing). p50-ns and p99-ns are the median and 99th percentile of sampled
 // single decisions.
+// BenchmarkEvaluate measures one full OPA evaluation per decision (the
+// cost of every new combination of the inputs a policy reads); Decide
+// serves repeats from the decision cache (BenchmarkDecide).
+func BenchmarkEvaluate(b *testing.B) {
+	for _, name := range exampleDirs(b) {
+		b.Run(name, func(b *testing.B) {
+			e := exampleEngine(b, name)
+			v, err := exampleRequests[name].allow.input().Value()
+			if err != nil {
+				b.Fatal(err)
+			}
+			p := e.cur.Load()
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if d, _ := p.evalReport(ctx, v, time.Second); !d.Allow {
+					b.Fatalf("evaluate = %+v; want allow", d)
+				}
+			}
+		})
+	}
+}
+
 func BenchmarkDecide(b *testing.B) {
 	for _, name := range exampleDirs(b) {
 		b.Run(name, func(b *testing.B) {

@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Errors from reading a request inside an intercepted tunnel. They all end
@@ -38,15 +39,21 @@ type headReader struct {
 	maxBytes int
 	maxCount int
 	head     []byte
-	parse    *bufio.Reader // reused to parse each head
 }
+
+// connBufferSize sizes the per-connection read buffer. Heads longer than
+// it are still read (line by line, up to maxBytes); a small buffer keeps
+// idle tunnels cheap (SECURITY.md item 12, and memory per connection).
+const connBufferSize = 4 << 10
+
+// parsers reuses the readers that parse a head once it has been read.
+var parsers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
 func newHeadReader(r io.Reader, maxBytes, maxCount int) *headReader {
 	return &headReader{
-		br:       bufio.NewReaderSize(r, 16<<10),
+		br:       bufio.NewReaderSize(r, connBufferSize),
 		maxBytes: maxBytes,
 		maxCount: maxCount,
-		parse:    bufio.NewReaderSize(nil, 4096),
 	}
 }
 
@@ -62,8 +69,11 @@ func (hr *headReader) next() (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	hr.parse.Reset(bytes.NewReader(head))
-	req, err := http.ReadRequest(hr.parse)
+	parse := parsers.Get().(*bufio.Reader)
+	parse.Reset(bytes.NewReader(head))
+	req, err := http.ReadRequest(parse)
+	parse.Reset(nil)
+	parsers.Put(parse)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errMalformed, err)
 	}

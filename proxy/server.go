@@ -178,7 +178,7 @@ func newTransport(c UpstreamConfig, dialer Dialer, roots *x509.CertPool) (*http.
 		MaxIdleConns:          c.MaxIdleConnsPerHost * 16,
 		MaxIdleConnsPerHost:   c.MaxIdleConnsPerHost,
 		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     true,
+		ForceAttemptHTTP2:     c.HTTP2,
 		// The agent's Accept-Encoding passes through untouched and the
 		// body is relayed as is.
 		DisableCompression: true,

@@ -56,7 +56,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 
 	idle := &idleReader{conn: conn, idle: s.cfg.Limits.IdleTimeout}
 	hr := newHeadReader(idle, s.cfg.Limits.MaxHeaderBytes, s.cfg.Limits.MaxHeaderCount)
-	bw := bufio.NewWriterSize(conn, 16<<10)
+	bw := bufio.NewWriterSize(conn, connBufferSize)
 	for {
 		// Wait for the next request's first byte under the idle timeout,
 		// then for the whole head under the read-header timeout.

@@ -1,0 +1,121 @@
+package policy
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+func TestDecisionCacheAnalysis(t *testing.T) {
+	tests := []struct {
+		name      string
+		src       string
+		cacheable bool
+		paths     []string
+	}{
+		{"static refs", `package onbehalf.authz
+decision := {"allow": true} if { input.attributes.request.http.method == "GET"; input.subject.user != "" }`,
+			true, []string{`input.attributes.request.http.method`, `input.subject.user`}},
+		{"dynamic key keeps the static prefix", `package onbehalf.authz
+decision := {"allow": true} if { some h; input.attributes.request.http.headers[h] == "x" }`,
+			true, []string{`input.attributes.request.http.headers`}},
+		{"no input at all", `package onbehalf.authz
+decision := {"allow": true}`, true, nil},
+		{"unit tests with `with` do not count", `package onbehalf.authz
+decision := {"allow": true} if input.subject.user != ""
+test_allow if decision.allow with input as {"subject": {"user": "a"}}`, true, []string{`input.subject.user`}},
+		{"clock", `package onbehalf.authz
+decision := {"allow": true} if time.now_ns() > 0`, false, nil},
+		{"token validity reads the clock", `package onbehalf.authz
+decision := {"allow": v} if { [v, _, _] := io.jwt.decode_verify(input.subject.claims.t, {"secret": "x"}) }`, false, nil},
+		{"random", `package onbehalf.authz
+decision := {"allow": rand.intn("x", 2) == 1}`, false, nil},
+		{"whole input", `package onbehalf.authz
+decision := {"allow": f(input)}
+f(x) := true if x.a`, false, nil},
+		{"with", `package onbehalf.authz
+decision := {"allow": true} if { g with input as {} }
+g if true`, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ast.ParseModuleWithOpts("p.rego", tt.src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newDecisionCache(map[string]*ast.Module{"p.rego": m}, ast.MustParseBody("data.onbehalf.authz.decision"))
+			if (c != nil) != tt.cacheable {
+				t.Fatalf("cacheable = %v; want %v", c != nil, tt.cacheable)
+			}
+			if c == nil {
+				return
+			}
+			got := map[string]bool{}
+			for _, p := range c.paths {
+				if len(p) > 0 {
+					got[ast.Ref(append([]*ast.Term{ast.InputRootDocument}, p...)).String()] = true
+				}
+			}
+			for _, want := range tt.paths {
+				if !got[want] {
+					t.Errorf("paths %v do not include %s", got, want)
+				}
+			}
+			if len(got) != len(tt.paths) {
+				t.Errorf("paths %v; want %v", got, tt.paths)
+			}
+		})
+	}
+}
+
+// TestDecisionCacheThroughEngine: repeated inputs are decided once, inputs
+// that differ in what the policy reads are decided again, and a reload
+// starts a fresh cache.
+func TestDecisionCacheThroughEngine(t *testing.T) {
+	dir := t.TempDir()
+	write := func(src string) {
+		if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`package onbehalf.authz
+decision := {"allow": input.attributes.request.http.method == "GET", "reason": input.subject.user}`)
+	cfg := DefaultConfig()
+	cfg.Paths = []string{dir}
+	cfg.Watch = false
+	e, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	input := func(method, user, path string) *Input {
+		r := httptest.NewRequest(method, "https://api.example.com"+path, nil)
+		return NewInput(r, InputArgs{Subject: Subject{User: user}, Source: "127.0.0.1:5555", Now: time.Now()})
+	}
+	evals := func() uint64 { return e.cur.Load().evals.Load() }
+
+	for i, tt := range []struct {
+		method, user, path string
+		allow              bool
+		evals              uint64
+	}{
+		{"GET", "alice", "/a", true, 1},
+		{"GET", "alice", "/b", true, 1},  // path is not read: hit
+		{"POST", "alice", "/a", false, 2}, // method differs: miss
+		{"GET", "bob", "/a", true, 3},     // user differs: miss
+		{"GET", "alice", "/c", true, 3},   // hit again
+	} {
+		d := e.Decide(context.Background(), input(tt.method, tt.user, tt.path))
+		if d.Allow != tt.allow || d.Reason != tt.user {
+			t.Errorf("step %d: decision %+v; want allow=%v reason=%s", i, d, tt.allow, tt.user)
+		}
+		if got := evals(); got != tt.evals {
+			t.Errorf("step %d: %d evaluations; want %d", i, got, tt.evals)
+		}
+	}
+}
