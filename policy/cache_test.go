@@ -105,7 +105,7 @@ decision := {"allow": input.attributes.request.http.method == "GET", "reason": i
 		evals              uint64
 	}{
 		{"GET", "alice", "/a", true, 1},
-		{"GET", "alice", "/b", true, 1},  // path is not read: hit
+		{"GET", "alice", "/b", true, 1},   // path is not read: hit
 		{"POST", "alice", "/a", false, 2}, // method differs: miss
 		{"GET", "bob", "/a", true, 3},     // user differs: miss
 		{"GET", "alice", "/c", true, 3},   // hit again
