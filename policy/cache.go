@@ -68,14 +68,14 @@ func newDecisionCache(modules map[string]*ast.Module, query ast.Body) *decisionC
 	return c
 }
 
-// lookup returns the cached decision for input, and the extracted values to
-// store with a decision made now.
-func (c *decisionCache) lookup(input ast.Value) (Decision, uint64, []ast.Value, bool) {
+// lookup returns the cached decision for the input whose values at paths
+// at returns, and the extracted values to store with a decision made now.
+func (c *decisionCache) lookup(at func(path []*ast.Term) ast.Value) (Decision, uint64, []ast.Value, bool) {
 	values := make([]ast.Value, len(c.paths))
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	for i, p := range c.paths {
-		values[i] = valueAt(input, p)
+		values[i] = at(p)
 		if values[i] == nil {
 			h.WriteByte(0)
 			continue

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +117,46 @@ decision := {"allow": input.attributes.request.http.method == "GET", "reason": i
 		}
 		if got := evals(); got != tt.evals {
 			t.Errorf("step %d: %d evaluations; want %d", i, got, tt.evals)
+		}
+	}
+}
+
+// TestInputValueAt: the shortcut the cache uses returns exactly what the
+// full conversion holds at each path.
+func TestInputValueAt(t *testing.T) {
+	r := httptest.NewRequest("POST", "https://api.example.com/v1/chat.post?channel=C1&x=2", nil)
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("X-Task", "t-1")
+	with := NewInput(r, InputArgs{
+		Subject: Subject{User: "alice", Agent: "agent-7", Issuer: "https://o", Claims: map[string]any{"providers": []any{"slack"}, "n": 3}},
+		Route:   &Route{Provider: "slack", Host: "api.example.com", Name: "slack-api"},
+		Source:  "127.0.0.1:5555", Scheme: "https", Host: "api.example.com", Now: time.Unix(1700000000, 0),
+	})
+	without := NewInput(r, InputArgs{Source: "127.0.0.1:5555", Now: time.Unix(1700000000, 0)})
+	paths := []string{
+		"attributes", "attributes.request", "attributes.request.http", "attributes.request.http.method",
+		"attributes.request.http.host", "attributes.request.http.path", "attributes.request.http.scheme",
+		"attributes.request.http.headers", "attributes.request.http.headers.x-task", "attributes.request.http.headers.missing",
+		"attributes.request.http.method.deeper", "attributes.source.address", "attributes.nope",
+		"parsed_path", "parsed_query", "parsed_query.channel", "subject", "subject.user", "subject.agent",
+		"subject.issuer", "subject.claims", "subject.claims.providers", "subject.claims.n", "subject.user.x",
+		"route", "route.provider", "route.name", "time", "time.x", "nothing",
+	}
+	for _, in := range []*Input{with, without} {
+		full, err := in.Value()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range paths {
+			var path []*ast.Term
+			for k := range strings.SplitSeq(p, ".") {
+				path = append(path, ast.StringTerm(k))
+			}
+			want := valueAt(full, path)
+			got := in.valueAt(path)
+			if (want == nil) != (got == nil) || (want != nil && want.Compare(got) != 0) {
+				t.Errorf("input.%s: got %v; want %v", p, got, want)
+			}
 		}
 	}
 }

@@ -168,11 +168,16 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	if in == nil {
 		return p.stamp(deny(ReasonError + ": no input"))
 	}
-	v, err := in.Value()
-	if err != nil {
-		return p.stamp(deny(fmt.Sprintf("%s: convert input: %v", ReasonError, err)))
+	if p.cache == nil {
+		return p.decide(ctx, in.Value, e.cfg.Timeout)
 	}
-	return p.decide(ctx, v, e.cfg.Timeout)
+	// With a decision cache, only the parts of the input the policy reads
+	// are converted unless the decision has to be made.
+	d, key, values, hit := p.cache.lookup(in.valueAt)
+	if hit {
+		return d
+	}
+	return p.decideAndStore(ctx, in.Value, e.cfg.Timeout, key, values)
 }
 
 // decideValue evaluates an already converted input (EvalFile's arbitrary
@@ -182,23 +187,42 @@ func (e *Engine) decideValue(ctx context.Context, v ast.Value) Decision {
 	if p == nil {
 		return deny(ReasonNotLoaded)
 	}
-	return p.decide(ctx, v, e.cfg.Timeout)
+	return p.decide(ctx, func() (ast.Value, error) { return v, nil }, e.cfg.Timeout)
 }
 
 // noMetrics spares each evaluation the allocation of a metrics registry
 // nobody reads.
 var noMetrics = metrics.NoOp()
 
-func (p *prepared) decide(ctx context.Context, input ast.Value, timeout time.Duration) Decision {
+// decide evaluates the input value returns, through the decision cache
+// when the policy has one.
+func (p *prepared) decide(ctx context.Context, value func() (ast.Value, error), timeout time.Duration) Decision {
 	if p.cache == nil {
-		d, _ := p.evalReport(ctx, input, timeout)
+		v, err := value()
+		if err != nil {
+			return p.stamp(deny(fmt.Sprintf("%s: convert input: %v", ReasonError, err)))
+		}
+		d, _ := p.evalReport(ctx, v, timeout)
 		return d
 	}
-	d, key, values, hit := p.cache.lookup(input)
+	v, err := value()
+	if err != nil {
+		return p.stamp(deny(fmt.Sprintf("%s: convert input: %v", ReasonError, err)))
+	}
+	d, key, values, hit := p.cache.lookup(func(path []*ast.Term) ast.Value { return valueAt(v, path) })
 	if hit {
 		return d
 	}
-	d, evaluated := p.evalReport(ctx, input, timeout)
+	return p.decideAndStore(ctx, func() (ast.Value, error) { return v, nil }, timeout, key, values)
+}
+
+// decideAndStore evaluates and caches the decision under key.
+func (p *prepared) decideAndStore(ctx context.Context, value func() (ast.Value, error), timeout time.Duration, key uint64, values []ast.Value) Decision {
+	v, err := value()
+	if err != nil {
+		return p.stamp(deny(fmt.Sprintf("%s: convert input: %v", ReasonError, err)))
+	}
+	d, evaluated := p.evalReport(ctx, v, timeout)
 	if evaluated {
 		// Only decisions the policy made are cached, never timeouts,
 		// cancellations or evaluation errors.

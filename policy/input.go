@@ -267,39 +267,11 @@ var (
 // allocations (BenchmarkInputValue). Claims go through ast.InterfaceToValue,
 // which converts JSON-shaped Go values directly.
 func (in *Input) Value() (ast.Value, error) {
+	claims, err := in.claimsValue()
+	if err != nil {
+		return nil, err
+	}
 	h := &in.Attributes.Request.HTTP
-	headers := make([][2]*ast.Term, 0, len(h.Headers))
-	for k, v := range h.Headers {
-		headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
-	}
-	path := make([]*ast.Term, len(in.ParsedPath))
-	for i, s := range in.ParsedPath {
-		path[i] = ast.StringTerm(s)
-	}
-	query := make([][2]*ast.Term, 0, len(in.ParsedQuery))
-	for k, vs := range in.ParsedQuery {
-		arr := make([]*ast.Term, len(vs))
-		for i, v := range vs {
-			arr[i] = ast.StringTerm(v)
-		}
-		query = append(query, ast.Item(ast.StringTerm(k), ast.ArrayTerm(arr...)))
-	}
-	claims := ast.Value(ast.NewObject())
-	if len(in.Subject.Claims) > 0 {
-		var err error
-		if claims, err = ast.InterfaceToValue(in.Subject.Claims); err != nil {
-			return nil, err
-		}
-	}
-	route := ast.NullTerm()
-	if r := in.Route; r != nil {
-		route = ast.ObjectTerm(
-			ast.Item(keyProvider, ast.StringTerm(r.Provider)),
-			ast.Item(keyHost, ast.StringTerm(r.Host)),
-			ast.Item(keyName, ast.StringTerm(r.Name)),
-		)
-	}
-
 	return ast.NewObject(
 		ast.Item(keyAttributes, ast.ObjectTerm(
 			ast.Item(keyRequest, ast.ObjectTerm(
@@ -308,22 +280,172 @@ func (in *Input) Value() (ast.Value, error) {
 					ast.Item(keyHost, ast.StringTerm(h.Host)),
 					ast.Item(keyPath, ast.StringTerm(h.Path)),
 					ast.Item(keyScheme, ast.StringTerm(h.Scheme)),
-					ast.Item(keyHeaders, ast.ObjectTerm(headers...)),
+					ast.Item(keyHeaders, ast.NewTerm(in.headersValue())),
 				)),
 			)),
 			ast.Item(keySource, ast.ObjectTerm(
 				ast.Item(keyAddress, ast.StringTerm(in.Attributes.Source.Address)),
 			)),
 		)),
-		ast.Item(keyParsedPath, ast.ArrayTerm(path...)),
-		ast.Item(keyParsedQuery, ast.ObjectTerm(query...)),
+		ast.Item(keyParsedPath, ast.NewTerm(in.parsedPathValue())),
+		ast.Item(keyParsedQuery, ast.NewTerm(in.parsedQueryValue())),
 		ast.Item(keySubject, ast.ObjectTerm(
 			ast.Item(keyUser, ast.StringTerm(in.Subject.User)),
 			ast.Item(keyAgent, ast.StringTerm(in.Subject.Agent)),
 			ast.Item(keyIssuer, ast.StringTerm(in.Subject.Issuer)),
 			ast.Item(keyClaims, ast.NewTerm(claims)),
 		)),
-		ast.Item(keyRoute, route),
+		ast.Item(keyRoute, ast.NewTerm(in.routeValue())),
 		ast.Item(keyTime, ast.StringTerm(in.Time)),
 	), nil
+}
+
+func (in *Input) headersValue() ast.Value {
+	h := in.Attributes.Request.HTTP.Headers
+	items := make([][2]*ast.Term, 0, len(h))
+	for k, v := range h {
+		items = append(items, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+	}
+	return ast.NewObject(items...)
+}
+
+func (in *Input) parsedPathValue() ast.Value {
+	terms := make([]*ast.Term, len(in.ParsedPath))
+	for i, s := range in.ParsedPath {
+		terms[i] = ast.StringTerm(s)
+	}
+	return ast.NewArray(terms...)
+}
+
+func (in *Input) parsedQueryValue() ast.Value {
+	items := make([][2]*ast.Term, 0, len(in.ParsedQuery))
+	for k, vs := range in.ParsedQuery {
+		arr := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			arr[i] = ast.StringTerm(v)
+		}
+		items = append(items, ast.Item(ast.StringTerm(k), ast.ArrayTerm(arr...)))
+	}
+	return ast.NewObject(items...)
+}
+
+func (in *Input) claimsValue() (ast.Value, error) {
+	if len(in.Subject.Claims) == 0 {
+		return ast.NewObject(), nil
+	}
+	return ast.InterfaceToValue(in.Subject.Claims)
+}
+
+func (in *Input) routeValue() ast.Value {
+	r := in.Route
+	if r == nil {
+		return ast.Null{}
+	}
+	return ast.NewObject(
+		ast.Item(keyProvider, ast.StringTerm(r.Provider)),
+		ast.Item(keyHost, ast.StringTerm(r.Host)),
+		ast.Item(keyName, ast.StringTerm(r.Name)),
+	)
+}
+
+// valueAt returns the value at path (string keys) in the input's AST form
+// without converting the rest of the input: the decision cache calls it
+// for each path a policy reads, on every request. Each part is converted
+// on its own, and only when a path reaches into it.
+func (in *Input) valueAt(path []*ast.Term) ast.Value {
+	if len(path) == 0 {
+		v, err := in.Value()
+		if err != nil {
+			return nil
+		}
+		return v
+	}
+	key, ok := path[0].Value.(ast.String)
+	if !ok {
+		return nil
+	}
+	rest := path[1:]
+	switch string(key) {
+	case "attributes":
+		return in.attributesAt(rest)
+	case "parsed_path":
+		return valueAt(in.parsedPathValue(), rest)
+	case "parsed_query":
+		return valueAt(in.parsedQueryValue(), rest)
+	case "time":
+		return valueAt(ast.String(in.Time), rest)
+	case "route":
+		return valueAt(in.routeValue(), rest)
+	case "subject":
+		return in.subjectAt(rest)
+	}
+	return nil
+}
+
+func (in *Input) subjectAt(path []*ast.Term) ast.Value {
+	if len(path) == 0 {
+		claims, err := in.claimsValue()
+		if err != nil {
+			return nil
+		}
+		return ast.NewObject(
+			ast.Item(keyUser, ast.StringTerm(in.Subject.User)),
+			ast.Item(keyAgent, ast.StringTerm(in.Subject.Agent)),
+			ast.Item(keyIssuer, ast.StringTerm(in.Subject.Issuer)),
+			ast.Item(keyClaims, ast.NewTerm(claims)),
+		)
+	}
+	k, _ := path[0].Value.(ast.String)
+	switch string(k) {
+	case "user":
+		return valueAt(ast.String(in.Subject.User), path[1:])
+	case "agent":
+		return valueAt(ast.String(in.Subject.Agent), path[1:])
+	case "issuer":
+		return valueAt(ast.String(in.Subject.Issuer), path[1:])
+	case "claims":
+		claims, err := in.claimsValue()
+		if err != nil {
+			return nil
+		}
+		return valueAt(claims, path[1:])
+	}
+	return nil
+}
+
+// attributesAt serves input.attributes.* paths.
+func (in *Input) attributesAt(path []*ast.Term) ast.Value {
+	h := &in.Attributes.Request.HTTP
+	key := func(i int) string {
+		if i >= len(path) {
+			return ""
+		}
+		k, _ := path[i].Value.(ast.String)
+		return string(k)
+	}
+	switch {
+	case len(path) == 0 || (key(0) == "request" && len(path) < 3):
+		v, err := in.Value()
+		if err != nil {
+			return nil
+		}
+		return valueAt(v, append([]*ast.Term{keyAttributes}, path...))
+	case key(0) == "request" && key(1) == "http":
+		switch key(2) {
+		case "method":
+			return valueAt(ast.String(h.Method), path[3:])
+		case "host":
+			return valueAt(ast.String(h.Host), path[3:])
+		case "path":
+			return valueAt(ast.String(h.Path), path[3:])
+		case "scheme":
+			return valueAt(ast.String(h.Scheme), path[3:])
+		case "headers":
+			return valueAt(in.headersValue(), path[3:])
+		}
+	case key(0) == "source":
+		src := ast.NewObject(ast.Item(keyAddress, ast.StringTerm(in.Attributes.Source.Address)))
+		return valueAt(src, path[1:])
+	}
+	return nil
 }
