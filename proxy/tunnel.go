@@ -368,7 +368,11 @@ func bindTunnelRequest(t *tunnel, req *http.Request) (string, *Error) {
 // upstream: same method, path, query, headers and body, addressed to the
 // tunnel target.
 func outboundRequest(req *http.Request, t *tunnel) *http.Request {
-	out := req.Clone(req.Context())
+	// A shallow copy: the agent's request is not used again, so its header
+	// map is edited in place (sanitised, credential replaced) rather than
+	// cloned.
+	out := new(http.Request)
+	*out = *req
 	out.URL = &url.URL{
 		Scheme:   "https",
 		Host:     hostPort(t.host, t.port, "https"),
