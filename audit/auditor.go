@@ -59,11 +59,24 @@ type Auditor struct {
 	logger *zap.Logger
 	fp     *Fingerprinter
 
-	mu     sync.Mutex
+	// mu guards the queue, the chain and the flags. Records are written by
+	// group commit: whoever finds no write in progress becomes the leader,
+	// chains every queued record and writes them to each sink in one
+	// write(2), while later records queue for the next leader. The chain
+	// advances only when a sink accepted the batch.
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []*pendingRecord
+	spare   []*pendingRecord
+	writing bool
+	chain   chainState
+	closed  bool
+
+	// sinkMu guards the sinks and the batch buffer; the leader holds it
+	// while writing, so Healthy, the flusher and Close never race a write.
+	sinkMu sync.Mutex
 	sinks  []sink
-	chain  chainState
-	line   []byte // reused line buffer
-	closed bool
+	batch  []byte // reused batch buffer
 
 	stop      chan struct{} // closes the buffered flusher
 	flushDone chan struct{}
@@ -121,11 +134,22 @@ func New(cfg Config, o Options) (*Auditor, error) {
 	if cfg.usesStdout() {
 		a.sinks = append(a.sinks, &stdoutSink{w: o.Stdout})
 	}
+	a.cond = sync.NewCond(&a.mu)
 	if cfg.usesFile() && cfg.File.Durability == DurabilityBuffered {
 		a.stop, a.flushDone = make(chan struct{}), make(chan struct{})
 		go a.flushLoop()
 	}
 	return a, nil
+}
+
+// pendingRecord is a record waiting in the group-commit queue.
+type pendingRecord struct {
+	r    *Record
+	body []byte // the encoded record without the chain fields
+	done bool
+	err  error
+	seq  uint64
+	prev string
 }
 
 func openFileSink(fc FileConfig, o Options) (*fileSink, chainState, error) {
@@ -193,33 +217,99 @@ func (a *Auditor) Write(r *Record) error {
 	defer body.Free()
 	b := body.Bytes() // {...} without the chain fields
 
+	p := &pendingRecord{r: r, body: b[:len(b)-1]} // without the closing brace
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.closed {
+		a.mu.Unlock()
 		return fmt.Errorf("write audit record: %w: %w", ErrUnavailable, ErrClosed)
 	}
-	seq := a.chain.seq + 1
-	line := append(a.line[:0], b[:len(b)-1]...)
-	line = append(line, `,"`+keySeq+`":`...)
-	line = strconv.AppendUint(line, seq, 10)
-	line = append(line, `,"`+keyPrevHash+`":"`...)
-	prevAt := len(line)
-	line = hex.AppendEncode(line, a.chain.hash[:])
-	line = append(line, `"}`...)
-	if len(line) >= MaxLineBytes {
-		return fmt.Errorf("write audit record: %w: longer than %d bytes", ErrInvalidRecord, MaxLineBytes)
+	a.queue = append(a.queue, p)
+	for a.writing && !p.done {
+		a.cond.Wait()
 	}
-	sum := sha256.Sum256(line)
-	line = append(line, '\n')
-	if cap(line) <= lineBufferKeep {
-		a.line = line
+	if !p.done {
+		a.lead() // returns with a.mu held and p done
+	}
+	err = p.err
+	if err == nil {
+		r.Seq, r.PrevHash = p.seq, p.prev
+	}
+	a.mu.Unlock()
+	return err
+}
+
+// lead writes every queued record as one batch. It is called and returns
+// with a.mu held, and releases it while writing.
+func (a *Auditor) lead() {
+	batch := a.queue
+	a.queue = a.spare[:0]
+	a.writing = true
+	chain := a.chain
+	closed := a.closed
+	a.mu.Unlock()
+
+	var err error
+	if closed {
+		err = fmt.Errorf("write audit record: %w: %w", ErrUnavailable, ErrClosed)
+	} else {
+		chain, err = a.writeBatch(batch, chain)
 	}
 
+	a.mu.Lock()
+	if err == nil {
+		a.chain = chain
+	}
+	for _, p := range batch {
+		if p.err == nil {
+			p.err = err
+		}
+		p.done = true
+	}
+	clear(batch)
+	a.spare = batch[:0]
+	a.writing = false
+	a.cond.Broadcast()
+}
+
+// writeBatch chains the batch onto chain and writes it to every sink. It
+// returns the chain after the batch; an error means no sink took it.
+func (a *Auditor) writeBatch(batch []*pendingRecord, chain chainState) (chainState, error) {
+	a.sinkMu.Lock()
+	defer a.sinkMu.Unlock()
+	buf := a.batch[:0]
+	valid := 0
+	for _, p := range batch {
+		start := len(buf)
+		seq := chain.seq + 1
+		buf = append(buf, p.body...)
+		buf = append(buf, `,"`+keySeq+`":`...)
+		buf = strconv.AppendUint(buf, seq, 10)
+		buf = append(buf, `,"`+keyPrevHash+`":"`...)
+		prevAt := len(buf)
+		buf = hex.AppendEncode(buf, chain.hash[:])
+		buf = append(buf, `"}`...)
+		if len(buf)-start >= MaxLineBytes {
+			p.err = fmt.Errorf("write audit record: %w: longer than %d bytes", ErrInvalidRecord, MaxLineBytes)
+			buf = buf[:start]
+			continue
+		}
+		sum := sha256.Sum256(buf[start:])
+		p.seq, p.prev = seq, string(buf[prevAt:prevAt+hex.EncodedLen(sha256.Size)])
+		buf = append(buf, '\n')
+		chain = chainState{seq: seq, hash: sum}
+		valid++
+	}
+	if cap(buf) <= lineBufferKeep {
+		a.batch = buf
+	}
+	if valid == 0 {
+		return chain, nil
+	}
 	accepted := 0
 	var errs []error
 	for _, s := range a.sinks {
 		before := s.health()
-		err := s.write(line)
+		err := s.write(buf)
 		a.noteHealth(s, before)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sink %s: %w", s.name(), err))
@@ -228,11 +318,9 @@ func (a *Auditor) Write(r *Record) error {
 		accepted++
 	}
 	if accepted == 0 {
-		return fmt.Errorf("write audit record: %w: %w", ErrUnavailable, errors.Join(errs...))
+		return chain, fmt.Errorf("write audit record: %w: %w", ErrUnavailable, errors.Join(errs...))
 	}
-	r.Seq, r.PrevHash = seq, string(line[prevAt:prevAt+hex.EncodedLen(sha256.Size)])
-	a.chain = chainState{seq: seq, hash: sum}
-	return nil
+	return chain, nil
 }
 
 // noteHealth logs a sink's change between failing and working.
@@ -252,10 +340,13 @@ func (a *Auditor) noteHealth(s sink, before error) {
 // still accepts records (degraded). After Close it returns [ErrClosed].
 func (a *Auditor) Healthy() error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
+	closed := a.closed
+	a.mu.Unlock()
+	if closed {
 		return ErrClosed
 	}
+	a.sinkMu.Lock()
+	defer a.sinkMu.Unlock()
 	var errs []error
 	for _, s := range a.sinks {
 		if err := s.health(); err != nil {
@@ -282,13 +373,13 @@ func (a *Auditor) flushLoop() {
 		case <-a.stop:
 			return
 		case <-t.C:
-			a.mu.Lock()
+			a.sinkMu.Lock()
 			for _, s := range a.sinks {
 				before := s.health()
 				_ = s.flush() // the failure is kept as the sink's health
 				a.noteHealth(s, before)
 			}
-			a.mu.Unlock()
+			a.sinkMu.Unlock()
 		}
 	}
 }
@@ -303,13 +394,16 @@ func (a *Auditor) Close() error {
 		return nil
 	}
 	a.closed = true
+	for a.writing {
+		a.cond.Wait()
+	}
 	a.mu.Unlock()
 	if a.stop != nil {
 		close(a.stop)
 		<-a.flushDone
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.sinkMu.Lock()
+	defer a.sinkMu.Unlock()
 	var errs []error
 	for _, s := range a.sinks {
 		if err := s.close(); err != nil {
