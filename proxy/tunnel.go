@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -20,6 +21,10 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 )
+
+// maxBufferedBody is the largest request body read into memory before
+// forwarding (see interceptedResponse); larger and chunked bodies stream.
+const maxBufferedBody = 64 << 10
 
 // maxDrain is how much of an unread request body the proxy reads away to
 // keep a connection alive after answering early; beyond it the connection
@@ -193,19 +198,19 @@ func (s *Server) serveIntercepted(t *tunnel, conn net.Conn, req *http.Request, w
 		resp.Close = true
 	}
 	n, err := writeResponse(w, resp, ex.rec.DecisionID)
-	s.finish(ex, resp.StatusCode, n)
 
 	// The transport may still be reading the request body after the
 	// response arrived (an upstream may answer before reading it all). The
-	// connection is reused only once the body is ours again and consumed.
+	// connection is reused only once the body is ours again and consumed;
+	// the record (with the bytes read) is written after that.
 	if ex.forwarded && !body.waitClosed(bodyReleaseWait) {
 		_ = conn.SetReadDeadline(time.Now()) // unblock a read in progress
 		body.Close()
-		return false
-	}
-	if keep && !body.done() && !drain(body.r, maxDrain) {
+		keep = false
+	} else if keep && !body.done() && !drain(body.r, maxDrain) {
 		keep = false
 	}
+	s.finish(ex, resp.StatusCode, n)
 	return keep && err == nil
 }
 
@@ -324,8 +329,20 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		return fail(e)
 	}
 
+	// Small bodies (most API calls) are read before forwarding: the
+	// transport then sends head and body in one write, and the tunnel's
+	// connection is never read by another goroutine.
+	if n := req.ContentLength; n > 0 && n <= maxBufferedBody {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(req.Body, buf); err != nil {
+			return fail(newError(CodeBadRequest, "the request body ended before its Content-Length", err))
+		}
+		out.Body = io.NopCloser(bytes.NewReader(buf))
+	}
+
 	// 8. Forward over verified TLS.
-	ex.forwarded = out.Body != http.NoBody
+	streamed := req.ContentLength < 0 || req.ContentLength > maxBufferedBody
+	ex.forwarded = streamed && out.Body != http.NoBody
 	start := time.Now()
 	resp, err := s.transport.RoundTrip(out)
 	s.stage(metrics.StageUpstream, start)
