@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"strings"
 
@@ -74,14 +75,17 @@ func (c *decisionCache) lookup(at func(path []*ast.Term) ast.Value) (Decision, u
 	values := make([]ast.Value, len(c.paths))
 	var h maphash.Hash
 	h.SetSeed(c.seed)
+	var num [8]byte
 	for i, p := range c.paths {
 		values[i] = at(p)
 		if values[i] == nil {
 			h.WriteByte(0)
 			continue
 		}
-		h.WriteByte(1)
-		h.WriteString(values[i].String())
+		// OPA's structural hash is cheap and may collide; a hit compares
+		// the values themselves.
+		binary.LittleEndian.PutUint64(num[:], uint64(values[i].Hash()))
+		h.Write(num[:])
 	}
 	key := h.Sum64()
 	if e, ok := c.lru.Get(key); ok && sameValues(e.values, values) {

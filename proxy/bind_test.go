@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ func FuzzBindTunnelRequest(f *testing.F) {
 		if e != nil {
 			return
 		}
-		out := outboundRequest(req, tun)
+		out := outboundRequest(context.Background(), req, tun)
 		if out.URL.Host != "api.example.com" || out.Host != "api.example.com" || out.URL.Scheme != "https" {
 			t.Fatalf("accepted request goes to %s://%s (Host %s)", out.URL.Scheme, out.URL.Host, out.Host)
 		}

@@ -22,8 +22,11 @@ const (
 // exchange is one request's passage through the pipeline: what is known
 // about it so far, and the audit record being filled in.
 type exchange struct {
-	start   time.Time
-	rec     audit.Record
+	start time.Time
+	rec   audit.Record
+	// inject is the fail-closed inject record, kept here so that writing
+	// it costs no allocation of its own.
+	inject  audit.Record
 	subject *identity.Subject
 	route   *injector.Route
 	token   injector.Token

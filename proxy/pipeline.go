@@ -132,10 +132,10 @@ func (s *Server) auditInject(ex *exchange) *Error {
 	if !s.d.AuditFailClosed {
 		return nil
 	}
-	rec := ex.rec
-	rec.Event = audit.EventInject
-	rec.Time = s.d.Now()
-	if err := s.d.Audit.Write(&rec); err != nil {
+	ex.inject = ex.rec
+	ex.inject.Event = audit.EventInject
+	ex.inject.Time = s.d.Now()
+	if err := s.d.Audit.Write(&ex.inject); err != nil {
 		s.d.Metrics.AuditError()
 		e := newError(CodeAuditUnavailable, "the audit trail cannot be written, so no credential is sent; an operator has been alerted", err)
 		s.log.Error("audit unavailable: refusing to inject", zapDecision(ex), zapErr(err))

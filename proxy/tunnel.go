@@ -59,6 +59,10 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 	}
 	_ = raw.SetDeadline(time.Time{})
 
+	// One context per tunnel: a request's upstream call is ended by
+	// closing its response body, and everything by the tunnel's end.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	idle := &idleReader{conn: conn, idle: s.cfg.Limits.IdleTimeout}
 	hr := newHeadReader(idle, s.cfg.Limits.MaxHeaderBytes, s.cfg.Limits.MaxHeaderCount)
 	bw := bufio.NewWriterSize(conn, connBufferSize)
@@ -86,7 +90,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 			}
 			return
 		}
-		if !s.serveIntercepted(t, conn, req, bw) {
+		if !s.serveIntercepted(ctx, t, conn, req, bw) {
 			return
 		}
 	}
@@ -174,15 +178,12 @@ func reason(err error) string {
 // serveIntercepted runs one request from an intercepted tunnel through the
 // pipeline and writes the answer. It reports whether the connection may
 // carry another request.
-func (s *Server) serveIntercepted(t *tunnel, conn net.Conn, req *http.Request, w *bufio.Writer) bool {
+func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn, req *http.Request, w *bufio.Writer) bool {
 	ex := s.newExchange(req.Method, "https", hostPort(t.host, t.port, "https"), "")
 	ex.bytesIn = countBody(req)
 	cont := expectContinue(req, w)
 	body := &ownedBody{r: req.Body, closed: make(chan struct{})}
 	req.Body = body
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req = req.WithContext(ctx)
 
 	resp := s.interceptedResponse(ctx, t, ex, req)
 	if cont != nil {
@@ -320,7 +321,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	}
 
 	// 6. Inject: strip what must not travel, replace credentials.
-	out := outboundRequest(req, t)
+	out := outboundRequest(ctx, req, t)
 	sanitizeRequest(out.Header, s.d.AssertionHeader)
 	route.Inject(out.Header, ex.token.Value)
 
@@ -384,12 +385,11 @@ func bindTunnelRequest(t *tunnel, req *http.Request) (string, *Error) {
 // outboundRequest turns an intercepted request into the request sent
 // upstream: same method, path, query, headers and body, addressed to the
 // tunnel target.
-func outboundRequest(req *http.Request, t *tunnel) *http.Request {
+func outboundRequest(ctx context.Context, req *http.Request, t *tunnel) *http.Request {
 	// A shallow copy: the agent's request is not used again, so its header
 	// map is edited in place (sanitised, credential replaced) rather than
 	// cloned.
-	out := new(http.Request)
-	*out = *req
+	out := req.WithContext(ctx)
 	out.URL = &url.URL{
 		Scheme:   "https",
 		Host:     hostPort(t.host, t.port, "https"),
