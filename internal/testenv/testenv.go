@@ -189,7 +189,7 @@ func New(tb testing.TB, o Options) *Env {
 	e.Store, err = sidecar.OpenStore(context.Background(), storeCfg, zap.NewNop())
 	must(tb, err)
 	tb.Cleanup(func() { e.Store.Close() })
-	if o.Provider != nil {
+	if o.Provider != nil && !o.NoGrant {
 		tok, err := o.Provider.IssueGrant(ProviderClientID, User, []string{"chat:write"})
 		must(tb, err)
 		e.Token, e.RefreshToken = tok.AccessToken, tok.RefreshToken
