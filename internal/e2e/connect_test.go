@@ -147,4 +147,25 @@ func TestConnectThenAgentThenRevoke(t *testing.T) {
 	if !strings.Contains(string(e.AuditRaw(t)), `"error_code":"grant_missing"`) {
 		t.Error("no audit record of the refused request")
 	}
+
+	// Canary: the connect and revoke paths leave no secret in any trail
+	// or log.
+	connectTrail, err := os.ReadFile(ac.File.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []string{`"event":"connect"`, `"event":"revoke"`} {
+		if !strings.Contains(string(connectTrail), ev) {
+			t.Errorf("the connect server's trail has no %s record", ev)
+		}
+	}
+	secrets := map[string]string{"access token": g.AccessToken, "refresh token": g.RefreshToken, "connect link": link,
+		"client secret": testenv.ProviderClientSecret, "assertion": assertion}
+	for where, out := range map[string][]byte{"connect trail": connectTrail, "sidecar trail": e.AuditRaw(t), "sidecar logs": e.Logs()} {
+		for what, secret := range secrets {
+			if strings.Contains(string(out), secret) {
+				t.Errorf("the %s appears in the %s", what, where)
+			}
+		}
+	}
 }
