@@ -7,6 +7,10 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/policy"
@@ -16,7 +20,8 @@ import (
 // identify returns the acting user: from the assertion header of this
 // request when present, else from the assertion the tunnel was opened with.
 func (s *Server) identify(ctx context.Context, h http.Header, fallback *identity.Subject) (*identity.Subject, error) {
-	defer s.stage(metrics.StageIdentity, time.Now())
+	ctx, end := s.startStage(ctx, metrics.StageIdentity)
+	defer end()
 	raw, err := identity.FromHeader(h, s.d.AssertionHeader)
 	switch {
 	case err == nil:
@@ -34,9 +39,9 @@ func (s *Server) identify(ctx context.Context, h http.Header, fallback *identity
 // policy_denied error unless policy (or report-only mode) lets the request
 // proceed.
 func (s *Server) decide(ctx context.Context, ex *exchange, in *policy.Input, reportOnly bool) *Error {
-	start := time.Now()
+	ctx, end := s.startStage(ctx, metrics.StagePolicy)
 	d := s.d.Policy.Decide(ctx, in)
-	s.stage(metrics.StagePolicy, start)
+	end()
 	// The revision that decided, not the one loaded now: a reload can
 	// land between the two.
 	ex.rec.PolicyRevision = d.Revision
@@ -106,9 +111,9 @@ func containsColon(s string) bool {
 // fetchToken gets the user's token for the route and records which grant
 // generation and token were used.
 func (s *Server) fetchToken(ctx context.Context, ex *exchange) *Error {
-	start := time.Now()
+	ctx, end := s.startStage(ctx, metrics.StageToken)
 	tok, err := s.d.Tokens.Token(ctx, ex.route.Provider, ex.subject.User)
-	s.stage(metrics.StageToken, start)
+	end()
 	if err != nil {
 		e := classify(err)
 		if e.Code == CodeStoreUnavailable {
@@ -158,9 +163,48 @@ func (s *Server) logFailure(ex *exchange, e *Error) {
 	}
 }
 
-// stage records how long a pipeline stage took since start.
-func (s *Server) stage(name string, start time.Time) {
-	if s.d.Metrics != nil {
-		s.d.Metrics.Stage(name, time.Since(start))
+// startStage starts timing (and, when tracing is on, a span for) one
+// pipeline stage; the returned function ends it.
+func (s *Server) startStage(ctx context.Context, name string) (context.Context, func()) {
+	start := time.Now()
+	var span trace.Span
+	if s.d.Tracer != nil {
+		ctx, span = s.d.Tracer.Start(ctx, name)
+	}
+	return ctx, func() {
+		if s.d.Metrics != nil {
+			s.d.Metrics.Stage(name, time.Since(start))
+		}
+		if span != nil {
+			span.End()
+		}
+	}
+}
+
+// startRequestSpan starts the span of one request when tracing is on; the
+// returned function ends it with what the audit record says (never the
+// user, a token or the path).
+func (s *Server) startRequestSpan(ctx context.Context, ex *exchange) (context.Context, func()) {
+	if s.d.Tracer == nil {
+		return ctx, func() {}
+	}
+	ctx, span := s.d.Tracer.Start(ctx, "onbehalf.request", trace.WithSpanKind(trace.SpanKindServer))
+	return ctx, func() {
+		r := &ex.rec
+		span.SetAttributes(
+			attribute.String("onbehalf.decision_id", r.DecisionID),
+			attribute.String("onbehalf.route", r.Route),
+			attribute.String("onbehalf.provider", r.Provider),
+			attribute.String("onbehalf.decision", r.Decision),
+			attribute.String("http.request.method", r.Method),
+			attribute.Int("http.response.status_code", r.Status),
+		)
+		if r.ErrorCode != "" {
+			span.SetAttributes(attribute.String("onbehalf.error_code", r.ErrorCode))
+			if r.Status >= 500 {
+				span.SetStatus(codes.Error, r.ErrorCode)
+			}
+		}
+		span.End()
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
@@ -77,6 +78,9 @@ type Deps struct {
 	Now func() time.Time
 	// Metrics records request and stage metrics; nil records nothing.
 	Metrics *metrics.Metrics
+	// Tracer, when set, traces each intercepted request and its stages.
+	// Nil costs nothing on the request path.
+	Tracer trace.Tracer
 }
 
 // Server is the sidecar's proxy listener.

@@ -184,6 +184,7 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 	cont := expectContinue(req, w)
 	body := &ownedBody{r: req.Body, closed: make(chan struct{})}
 	req.Body = body
+	ctx, endSpan := s.startRequestSpan(ctx, ex)
 
 	resp := s.interceptedResponse(ctx, t, ex, req)
 	if cont != nil {
@@ -212,6 +213,7 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 		keep = false
 	}
 	s.finish(ex, resp.StatusCode, n)
+	endSpan()
 	return keep && err == nil
 }
 
@@ -344,9 +346,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	// 8. Forward over verified TLS.
 	streamed := req.ContentLength < 0 || req.ContentLength > maxBufferedBody
 	ex.forwarded = streamed && out.Body != http.NoBody
-	start := time.Now()
+	_, end := s.startStage(ctx, metrics.StageUpstream)
 	resp, err := s.transport.RoundTrip(out)
-	s.stage(metrics.StageUpstream, start)
+	end()
 	if err != nil {
 		e := classify(err)
 		s.logFailure(ex, e)

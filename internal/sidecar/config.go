@@ -20,6 +20,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/injector/vault"
 	"github.com/onbehalf-dev/onbehalf/internal/config"
+	"github.com/onbehalf-dev/onbehalf/internal/tracing"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy"
 	"github.com/onbehalf-dev/onbehalf/proxy/egress"
@@ -44,6 +45,9 @@ type Config struct {
 	Egress    egress.Config                   `yaml:"egress"`
 	Audit     audit.Config                    `yaml:"audit"`
 	Log       LogConfig                       `yaml:"log"`
+	// Tracing exports OpenTelemetry spans over OTLP/HTTP; off when no
+	// endpoint is set.
+	Tracing tracing.Config `yaml:"tracing"`
 	// Connect configures `onbehalf connect-server`, which may share this
 	// file; the sidecar ignores it.
 	Connect connect.Config `yaml:"connect"`
@@ -112,6 +116,7 @@ func DefaultConfig() Config {
 		Audit:      audit.DefaultConfig(),
 		Log:        LogConfig{Level: "info", Format: "json"},
 		Connect:    connect.DefaultConfig(),
+		Tracing:    tracing.DefaultConfig(),
 	}
 }
 
@@ -222,6 +227,7 @@ func (c *Config) ResolvePaths(dir string) {
 		abs(&pc.ClientSecretFile)
 		c.Providers[name] = pc
 	}
+	abs(&c.Tracing.CAFile)
 	c.Connect.ResolvePaths(dir)
 	if c.ConnectAudit != nil {
 		abs(&c.ConnectAudit.File.Path)
@@ -269,6 +275,7 @@ func (c Config) Validate() error {
 	c.validateStore(&p)
 	p.Add("egress", c.Egress.Validate())
 	p.Add("audit", c.Audit.Validate())
+	p.Add("tracing", c.Tracing.Validate())
 	c.validateLog(&p)
 	return p.Err()
 }

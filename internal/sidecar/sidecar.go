@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
@@ -18,6 +19,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/injector/vault"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
+	"github.com/onbehalf-dev/onbehalf/internal/tracing"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy"
 	"github.com/onbehalf-dev/onbehalf/proxy/certs"
@@ -65,6 +67,7 @@ type Sidecar struct {
 	ca       *certs.CA
 	guard    *egress.Guard
 	metrics  *metrics.Metrics
+	tracing  *tracing.Provider
 	// refreshing is drained at shutdown so a refresh in flight is stored.
 	refreshing *oauth.Source
 	providers  map[string]*oauth.Provider
@@ -147,6 +150,13 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		s.guard.DenyListener(s.adminLn.Addr())
 	}
 
+	if s.tracing, err = tracing.New(ctx, cfg.Tracing, o.Version); err != nil {
+		return nil, err
+	}
+	var tracer trace.Tracer
+	if cfg.Tracing.Endpoint != "" {
+		tracer = s.tracing.Tracer("github.com/onbehalf-dev/onbehalf/proxy")
+	}
 	s.proxy, err = proxy.New(cfg.Proxy, proxy.Deps{
 		Logger:          s.log,
 		Identity:        s.verifier,
@@ -161,6 +171,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		Certs:           issuer,
 		RootCAs:         o.RootCAs,
 		Metrics:         s.metrics,
+		Tracer:          tracer,
 	})
 	if err != nil {
 		return nil, err
@@ -270,6 +281,11 @@ func (s *Sidecar) close() {
 	}
 	if s.auditor != nil {
 		s.auditor.Close()
+	}
+	if s.tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		_ = s.tracing.Shutdown(ctx)
 	}
 }
 
