@@ -3,18 +3,21 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
 	"github.com/onbehalf-dev/onbehalf/internal/testenv"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
@@ -195,4 +198,91 @@ func TestAbuseLeavesNoLeak(t *testing.T) {
 func readUntilClosed(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	io.Copy(io.Discard, c)
+}
+
+// TestManyHostsBoundedCertCache intercepts thousands of distinct hosts
+// through a wildcard route: the leaf cache stays within its bound, every
+// host still gets a valid certificate, and nothing leaks.
+func TestManyHostsBoundedCertCache(t *testing.T) {
+	const hosts, capacity = 10000, 256
+	e := testenv.New(t, testenv.Options{Config: func(c *sidecar.Config) {
+		c.CA.CacheSize = capacity
+		c.Routes = append(c.Routes, injector.RouteConfig{Host: "*.many.test", Port: 443, Provider: testenv.Provider})
+		c.Log.Level = "info"
+	}})
+	baseG := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	errs := make(chan error, hosts)
+	sem := make(chan struct{}, 16)
+	for i := range hosts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			host := fmt.Sprintf("h%05d.many.test", i)
+			tc, _, err := e.DialTLSThroughProxy(host+":443", host, "")
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", host, err)
+				return
+			}
+			tc.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+		break
+	}
+	resp, err := http.Get("http://" + e.Sidecar.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var entries, signings float64
+	for line := range strings.SplitSeq(string(b), "\n") {
+		fmt.Sscanf(line, "onbehalf_cert_cache_entries %g", &entries)
+		fmt.Sscanf(line, "onbehalf_cert_signings_total %g", &signings)
+	}
+	if entries > capacity || signings < hosts {
+		t.Errorf("cache holds %v leaves (bound %d) after %v signings for %d hosts", entries, capacity, signings, hosts)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > baseG+5 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > baseG+5 {
+		t.Errorf("%d goroutines after the hosts (baseline %d)", g, baseG)
+	}
+}
+
+// TestCAFilesRemovedWhileRunning: the CA is loaded at start-up; removing
+// its files later changes nothing for new hosts (only a restart needs
+// them, and refuses to start without them).
+func TestCAFilesRemovedWhileRunning(t *testing.T) {
+	e := testenv.New(t, testenv.Options{Config: func(c *sidecar.Config) {
+		c.Routes = append(c.Routes, injector.RouteConfig{Host: "*.later.test", Port: 443, Provider: testenv.Provider})
+	}})
+	for _, f := range []string{e.Config.CA.Cert, e.Config.CA.Key} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tc, _, err := e.DialTLSThroughProxy("new.later.test:443", "new.later.test", "")
+	if err != nil {
+		t.Fatalf("interception after the CA files were removed: %v", err)
+	}
+	tc.Close()
+	if rd := readyz(t, e); !strings.Contains(rd, `"ready":true`) {
+		t.Errorf("/readyz after the CA files were removed: %s", rd)
+	}
+	// A restart refuses to start without them.
+	cfg := e.Config
+	cfg.Proxy.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Audit.File.Path = filepath.Join(t.TempDir(), "audit.log")
+	if _, err := sidecar.New(context.Background(), cfg, sidecar.Options{Store: e.Store}); err == nil || !strings.Contains(err.Error(), "interception CA") {
+		t.Errorf("start without CA files: %v; want a clear refusal", err)
+	}
 }
