@@ -88,7 +88,11 @@ type Options struct {
 func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 	r := &runner{out: out}
 	dir := o.Dir
-	if dir == "" {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+	} else {
 		if dir, err = os.MkdirTemp("", "onbehalf-demo-"); err != nil {
 			return err
 		}

@@ -271,4 +271,12 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(out, "All ") || strings.Contains(out, "FAIL") {
 		t.Errorf("demo output:\n%s", out)
 	}
+	// --dir keeps the files, in a directory it creates.
+	dir := filepath.Join(t.TempDir(), "kept")
+	if out, errOut, code := cli(t, "", "demo", "--dir", dir); code != 0 {
+		t.Fatalf("demo --dir: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, _, code := cli(t, "", "audit", "verify", filepath.Join(dir, "audit.log")); code != 0 || !strings.HasPrefix(out, "ok:") {
+		t.Errorf("the kept audit trail does not verify: %s", out)
+	}
 }

@@ -2,7 +2,10 @@ package sidecar
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -291,9 +294,10 @@ func (s *Sidecar) close() {
 
 func (s *Sidecar) auditLifecycle(event string) {
 	rec := &audit.Record{Event: event}
+	rec.PolicyRevision = s.policy.Revision()
 	rec.Extra = []zap.Field{
-		zap.String("version", s.version),
-		zap.String("policy_revision", s.policy.Revision()),
+		zap.String(audit.ExtraVersion, s.version),
+		zap.String(audit.ExtraConfigHash, configHash(s.cfg)),
 		zap.String("proxy", s.ProxyAddr()),
 	}
 	if err := s.auditor.Write(rec); err != nil {
@@ -314,4 +318,16 @@ func (s *Sidecar) auditReload(ev policy.ReloadEvent) {
 	if err := s.auditor.Write(rec); err != nil {
 		s.log.Error("audit record not written", zap.String("event", audit.EventPolicyReload), zap.Error(err))
 	}
+}
+
+// configHash identifies the configuration a sidecar started with, for the
+// start record: the first 16 hex digits of the SHA-256 of its JSON form.
+// The configuration holds file paths, never secrets.
+func configHash(c Config) string {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
