@@ -12,10 +12,11 @@ import (
 	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
 )
 
-// sidecarPolicy is the least-privilege policy of testdata/policy.hcl.
+// sidecarPolicy is the documented least-privilege policy,
+// examples/vault/onbehalf-sidecar.hcl: the tests prove it suffices.
 func sidecarPolicy(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("testdata/policy.hcl")
+	b, err := os.ReadFile("../../examples/vault/onbehalf-sidecar.hcl")
 	if err != nil {
 		t.Fatal(err)
 	}

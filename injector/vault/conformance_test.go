@@ -21,7 +21,7 @@ func TestConformanceTransit(t *testing.T) {
 }
 
 // TestConformanceLeastPrivilege runs the suite as an AppRole login holding
-// only the documented policy (testdata/policy.hcl, moved to each store's
+// only the documented policy (examples/vault/onbehalf-sidecar.hcl, moved to each store's
 // fresh prefix), so the policy is known to cover every operation.
 func TestConformanceLeastPrivilege(t *testing.T) {
 	policy := sidecarPolicy(t)

@@ -494,8 +494,8 @@ func startSquid(ctx context.Context, b *bench) (*instance, error) {
 		return nil, err
 	}
 	if err := errors.Join(
-		os.WriteFile(filepath.Join(dir, "ca.pem"), ca.certPEM, 0o644),
-		os.WriteFile(filepath.Join(dir, "ca-key.pem"), ca.keyPEM, 0o600),
+		os.WriteFile(filepath.Join(dir, "ca.pem"), ca.CertPEM, 0o644),
+		os.WriteFile(filepath.Join(dir, "ca-key.pem"), ca.KeyPEM, 0o600),
 	); err != nil {
 		return nil, err
 	}
@@ -538,7 +538,7 @@ func startSquid(ctx context.Context, b *bench) (*instance, error) {
 	}
 	return b.finishStart(ctx, p, &endpoint{
 		proxyAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), upstreamAddr: b.up.addr(), apiPort: b.up.port,
-		roots: poolOf(ca.cert),
+		roots: poolOf(ca.Cert),
 	})
 }
 

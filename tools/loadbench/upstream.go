@@ -95,12 +95,12 @@ func upstreamMain() int {
 		fmt.Fprintln(os.Stderr, "loadbench upstream:", err)
 		return 1
 	}
-	cert, err := ca.leaf("localhost", "*."+benchDomain, "127.0.0.1")
+	cert, err := ca.Leaf("localhost", "*."+benchDomain, "127.0.0.1")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadbench upstream:", err)
 		return 1
 	}
-	if err := os.WriteFile(filepath.Join(dir, upstreamCAFile), ca.certPEM, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, upstreamCAFile), ca.CertPEM, 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "loadbench upstream:", err)
 		return 1
 	}
