@@ -11,8 +11,9 @@ import (
 	"hash"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
+
+	"github.com/onbehalf-dev/onbehalf/internal/keyfile"
 )
 
 const (
@@ -99,41 +100,18 @@ func readKeyFile(path string) ([]byte, error) {
 	return key, nil
 }
 
-// createKeyFile writes a new key to a temporary file and links it into
-// place, so a reader never sees a half-written key and two processes racing
-// end up with the same one.
+// createKeyFile installs a new hex key; when another process won the
+// race, its key is read and used.
 func createKeyFile(path string) ([]byte, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("%w: create directory: %w", ErrFingerprintKey, err)
-	}
 	raw := make([]byte, MinFingerprintKeyBytes)
 	if _, err := rand.Read(raw); err != nil {
 		return nil, fmt.Errorf("%w: generate: %w", ErrFingerprintKey, err)
 	}
 	key := []byte(hex.EncodeToString(raw))
-	tmp, err := os.CreateTemp(dir, ".fingerprint-key-*")
-	if err != nil {
-		return nil, fmt.Errorf("%w: create: %w", ErrFingerprintKey, err)
+	if err := keyfile.Install(path, append(key, '\n')); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrFingerprintKey, err)
 	}
-	defer os.Remove(tmp.Name())
-	// CreateTemp already uses mode 0600; Chmod guards against odd umasks.
-	err = errors.Join(tmp.Chmod(0o600), writeAll(tmp, append(key, '\n')), tmp.Sync(), tmp.Close())
-	if err != nil {
-		return nil, fmt.Errorf("%w: write: %w", ErrFingerprintKey, err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return readKeyFile(path) // another process won the race
-		}
-		return nil, fmt.Errorf("%w: create %s: %w", ErrFingerprintKey, path, err)
-	}
-	return key, nil
-}
-
-func writeAll(w io.Writer, b []byte) error {
-	_, err := w.Write(b)
-	return err
+	return readKeyFile(path)
 }
 
 // Token returns the fingerprint of token: the first 16 hex characters of

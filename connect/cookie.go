@@ -12,7 +12,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/onbehalf-dev/onbehalf/internal/keyfile"
 )
 
 // SessionKeySize is the size in bytes of the session key file: one raw
@@ -148,29 +149,16 @@ func readSessionKey(path string) ([]byte, error) {
 	return key, nil
 }
 
-// createSessionKey writes a fresh key to a temporary file and links it into
-// place; when another process won the race, its key stays.
+// createSessionKey installs a fresh key; when another process won the
+// race, its key stays.
 func createSessionKey(path string) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("session key file: create directory: %w", err)
-	}
 	key := make([]byte, SessionKeySize)
 	if _, err := rand.Read(key); err != nil {
 		return fmt.Errorf("session key file: generate: %w", err)
 	}
 	defer clear(key)
-	tmp, err := os.CreateTemp(dir, ".session-key-*")
-	if err != nil {
+	if err := keyfile.Install(path, key); err != nil {
 		return fmt.Errorf("session key file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, werr := tmp.Write(key)
-	if err := errors.Join(tmp.Chmod(0o600), werr, tmp.Sync(), tmp.Close()); err != nil {
-		return fmt.Errorf("session key file: write: %w", err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("session key file %s: %w", path, err)
 	}
 	return nil
 }

@@ -8,7 +8,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/onbehalf-dev/onbehalf/internal/keyfile"
 )
 
 // KeySize is the size in bytes of the embedded store's key file: one raw
@@ -129,33 +130,14 @@ func readKey(path string) ([]byte, error) {
 	return key, nil
 }
 
-func createKey(path string) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("%w: create key directory: %w", ErrUnavailable, err)
-	}
-	tmp, err := os.CreateTemp(dir, ".onbehalf-key-*") // mode 0600
-	if err != nil {
-		return fmt.Errorf("%w: create key file: %w", ErrUnavailable, err)
-	}
-	defer func() {
-		_ = tmp.Close()
-		_ = os.Remove(tmp.Name())
-	}()
+func createKey(path string) error {
 	key := make([]byte, KeySize)
 	if _, err := rand.Read(key); err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
-	if _, err := tmp.Write(key); err != nil {
-		return fmt.Errorf("%w: write key file: %w", ErrUnavailable, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("%w: sync key file: %w", ErrUnavailable, err)
-	}
-	// Link fails if path exists: another process won the race, and its key
-	// is the one to use.
-	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%w: install key file: %w", ErrUnavailable, err)
+	defer clear(key)
+	if err := keyfile.Install(path, key); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
 }
