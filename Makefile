@@ -45,8 +45,7 @@ $(VAULT_BIN):
 	cd tools/vault && $(GO) build -o $(VAULT_BIN) github.com/hashicorp/vault
 
 .PHONY: test
-test: build agents vault ## run every test (unit, integration, policies, fuzz seeds) with -race
-	$(GO) vet -tags integration $(PKGS)
+test: build agents vault lint ## run every test (unit, integration, policies, chart, fuzz) with -race, after lint
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 	@for d in examples/policies/*/; do $(BIN) policy test "$$d" || exit 1; done
 	$(MAKE) --no-print-directory chartcheck
@@ -86,11 +85,13 @@ fuzz: ## run each fuzz target for FUZZTIME (default 5s)
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s $$pkg > /tmp/onbehalf-fuzz.log 2>&1 || { cat /tmp/onbehalf-fuzz.log; exit 1; }; \
 	done
 
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 .PHONY: lint
-lint: ## go vet, plus staticcheck when installed
+lint: ## go vet and staticcheck (pinned) over the module and the chart checks
 	$(GO) vet -tags integration $(PKGS)
-	cd charts/chartcheck && $(GO) vet ./...
-	@if command -v staticcheck >/dev/null; then staticcheck -tags integration $(PKGS); else echo "staticcheck not installed; skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
+	$(GO) run $(STATICCHECK) -tags integration $(PKGS)
+	cd charts/chartcheck && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 
 .PHONY: clean
 clean: ## remove build output and local state

@@ -2,17 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
-	"syscall"
-
-	"crypto/tls"
-	"crypto/x509"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
@@ -137,13 +134,6 @@ func isTLSError(err error) bool {
 	)
 	return errors.As(err, &unknownAuth) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
 		errors.As(err, &verify) || errors.As(err, &recordHdr) || errors.As(err, &alert)
-}
-
-// isUnreachable reports dial-level failures (refused, timed out, no route),
-// for operational logging.
-func isUnreachable(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // errorBody is the JSON the agent receives.

@@ -100,8 +100,10 @@ func (p *Provider) accountRequest(ctx context.Context, accessToken string) (*htt
 		bearer = false
 		req, err = p.newClientRequest(ctx, http.MethodPost, p.cfg.UserinfoURL,
 			url.Values{"token": {accessToken}, "token_type_hint": {"access_token"}}, true)
-	default:
+	case accountGET:
 		req, err = p.newClientRequest(ctx, http.MethodGet, p.cfg.UserinfoURL, nil, false)
+	default:
+		return nil, fmt.Errorf("identity request: unknown style %d", p.q.account)
 	}
 	if err != nil {
 		return nil, err

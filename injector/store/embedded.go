@@ -16,6 +16,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -175,7 +176,7 @@ func OpenEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 // boltOpenError classifies an error from bolt.Open; every open failure wraps
 // ErrUnavailable.
 func boltOpenError(err error) error {
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return fmt.Errorf("%w: database locked by another process beyond lock_timeout", ErrUnavailable)
 	}
 	return fmt.Errorf("%w: open database: %w", ErrUnavailable, err)

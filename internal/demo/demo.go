@@ -209,7 +209,7 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 		return err
 	}
 	time.Sleep(cacheTTL) // let the sidecar's cached copy lapse
-	resp, body = ag.do(ctx, http.MethodPost, endpoint, assertion, `{"channel":"general","text":"still me, the next morning"}`)
+	resp, _ = ag.do(ctx, http.MethodPost, endpoint, assertion, `{"channel":"general","text":"still me, the next morning"}`)
 	g, _, gerr := st.Get(ctx, provider, user)
 	refreshed := gerr == nil && g.AccessToken != tok.AccessToken && g.RefreshToken != tok.RefreshToken && g.Generation == 2
 	fresh := ""
