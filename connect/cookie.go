@@ -10,8 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 
 	"github.com/onbehalf-dev/onbehalf/internal/keyfile"
 )
@@ -107,58 +105,9 @@ func (s *sealer) open(name, value string, v any) error {
 // that group or others may access, or that does not hold exactly 32 bytes,
 // is refused. Errors name the path, never the key.
 func LoadOrCreateSessionKey(path string) ([]byte, error) {
-	key, err := readSessionKey(path)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return key, err
-	}
-	if err := createSessionKey(path); err != nil {
-		return nil, err
-	}
-	return readSessionKey(path)
-}
-
-func readSessionKey(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("session key file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
+	key, err := keyfile.LoadOrCreate(path, SessionKeySize, true)
 	if err != nil {
 		return nil, fmt.Errorf("session key file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("session key file %s: not a regular file", path)
-	}
-	// Group read is allowed for Kubernetes: a Secret mounted with an
-	// fsGroup is 0440 and group-owned by the pod's own group. Anything
-	// beyond that (others, or group write) is refused.
-	if perm := fi.Mode().Perm(); perm&0o037 != 0 {
-		return nil, fmt.Errorf("session key file %s: mode %04o lets others read it or the group write it; want 0600, 0400 or 0440", path, perm)
-	}
-	if fi.Size() != SessionKeySize {
-		return nil, fmt.Errorf("session key file %s: %d bytes; want exactly %d", path, fi.Size(), SessionKeySize)
-	}
-	key := make([]byte, SessionKeySize)
-	if n, err := f.ReadAt(key, 0); n != SessionKeySize {
-		return nil, fmt.Errorf("session key file %s: %w", path, err)
 	}
 	return key, nil
-}
-
-// createSessionKey installs a fresh key; when another process won the
-// race, its key stays.
-func createSessionKey(path string) error {
-	key := make([]byte, SessionKeySize)
-	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("session key file: generate: %w", err)
-	}
-	defer clear(key)
-	if err := keyfile.Install(path, key); err != nil {
-		return fmt.Errorf("session key file: %w", err)
-	}
-	return nil
 }

@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 
 	"github.com/onbehalf-dev/onbehalf/internal/keyfile"
 )
@@ -90,54 +88,9 @@ func (s *sealer) open(sealed, ad []byte) (string, error) {
 // into place), so two processes starting together on a fresh install agree on
 // one key and neither ever reads a half-written file.
 func loadOrCreateKey(path string) ([]byte, error) {
-	key, err := readKey(path)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return key, err
+	key, err := keyfile.LoadOrCreate(path, KeySize, false)
+	if errors.Is(err, keyfile.ErrIO) {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	if err := createKey(path); err != nil {
-		return nil, err
-	}
-	return readKey(path)
-}
-
-func readKey(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: open key file %s: %w", ErrUnavailable, path, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%w: stat key file %s: %w", ErrUnavailable, path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("key file %s: not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("key file %s: mode %04o lets group or others access it; want 0600 or 0400", path, perm)
-	}
-	if fi.Size() != KeySize {
-		return nil, fmt.Errorf("key file %s: %d bytes; want exactly %d (a raw AES-256 key)", path, fi.Size(), KeySize)
-	}
-	key := make([]byte, KeySize)
-	n, err := f.ReadAt(key, 0)
-	if n != KeySize {
-		return nil, fmt.Errorf("%w: read key file %s: %w", ErrUnavailable, path, err)
-	}
-	return key, nil
-}
-
-func createKey(path string) error {
-	key := make([]byte, KeySize)
-	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("generate key: %w", err)
-	}
-	defer clear(key)
-	if err := keyfile.Install(path, key); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return nil
+	return key, err
 }
