@@ -102,7 +102,8 @@ func (s *sealer) open(name, value string, v any) error {
 // LoadOrCreateSessionKey reads the session key file, or creates it (mode
 // 0600, 32 random bytes) when it does not exist. Creation is atomic, so
 // replicas starting together on a shared volume agree on one key. A file
-// that group or others may access, or that does not hold exactly 32 bytes,
+// that others may read or the group may write (group read is allowed, for
+// Secrets mounted with an fsGroup), or that does not hold exactly 32 bytes,
 // is refused. Errors name the path, never the key.
 func LoadOrCreateSessionKey(path string) ([]byte, error) {
 	key, err := keyfile.LoadOrCreate(path, SessionKeySize, true)
