@@ -3,7 +3,9 @@
 package e2e
 
 import (
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
@@ -57,5 +59,46 @@ func TestAuditFailOpen(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Errorf("status %d; want 200 in fail-open mode", resp.StatusCode)
+	}
+}
+
+// TestAdminListenerIsReadOnly: the agent can reach the admin listener (it
+// shares the pod's network namespace), so nothing there may change state:
+// every endpoint answers GET only, pprof is off by default, and no grant,
+// route or policy can be changed through it.
+func TestAdminListenerIsReadOnly(t *testing.T) {
+	e := testenv.New(t, testenv.Options{})
+	base := "http://" + e.Sidecar.AdminAddr()
+	for _, path := range []string{"/healthz", "/readyz", "/ca.pem", "/metrics"} {
+		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch} {
+			req, _ := http.NewRequest(method, base+path, strings.NewReader("x"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMethodNotAllowed {
+				t.Errorf("%s %s: %d; want 405", method, path, resp.StatusCode)
+			}
+		}
+	}
+	for _, path := range []string{"/debug/pprof/", "/grants", "/admin", "/policy", "/config"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %d; want 404", path, resp.StatusCode)
+		}
+	}
+	resp, err := http.Get(base + "/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(b), "PRIVATE KEY") || !strings.Contains(string(b), "BEGIN CERTIFICATE") {
+		t.Errorf("/ca.pem serves %q; want the certificate only", b)
 	}
 }
