@@ -127,18 +127,7 @@ func TestRefreshErrorClassification(t *testing.T) {
 			if tok != nil || !errors.Is(err, tt.want) {
 				t.Fatalf("refresh = (%v, %v); want error %v", tok != nil, err, tt.want)
 			}
-			n := 0
-			for _, s := range []error{errInvalidGrant, injector.ErrProviderMisconfigured, injector.ErrProviderUnavailable} {
-				if errors.Is(err, s) {
-					n++
-				}
-			}
-			if n != 1 {
-				t.Errorf("error %v wraps %d of the three classes; want exactly 1", err, n)
-			}
-			if strings.Contains(err.Error(), echoedSecret) || strings.Contains(err.Error(), testSecret) {
-				t.Errorf("error text %q leaks a secret", err)
-			}
+			wantOneClass(t, err, []error{errInvalidGrant, injector.ErrProviderMisconfigured, injector.ErrProviderUnavailable}, echoedSecret, testSecret)
 		})
 	}
 }
@@ -299,5 +288,25 @@ func TestNewHTTPClient(t *testing.T) {
 	if err == nil {
 		resp.Body.Close()
 		t.Errorf("request to an untrusted server succeeded")
+	}
+}
+
+// wantOneClass fails t unless err wraps exactly one of classes and its
+// text holds none of secrets.
+func wantOneClass(t *testing.T, err error, classes []error, secrets ...string) {
+	t.Helper()
+	n := 0
+	for _, s := range classes {
+		if errors.Is(err, s) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("error %v wraps %d of the %d classes; want exactly 1", err, n, len(classes))
+	}
+	for _, s := range secrets {
+		if strings.Contains(err.Error(), s) {
+			t.Errorf("error text %q leaks a secret", err)
+		}
 	}
 }

@@ -642,18 +642,7 @@ func TestExchangeClassification(t *testing.T) {
 			if tok != nil || !errors.Is(err, tt.want) {
 				t.Fatalf("Exchange = %v, %v; want %v", tok != nil, err, tt.want)
 			}
-			n := 0
-			for _, s := range []error{ErrInvalidCode, injector.ErrProviderMisconfigured, injector.ErrProviderUnavailable} {
-				if errors.Is(err, s) {
-					n++
-				}
-			}
-			if n != 1 {
-				t.Errorf("error %v wraps %d of the three classes; want exactly 1", err, n)
-			}
-			if strings.Contains(err.Error(), echoedSecret) || strings.Contains(err.Error(), fakeSecret) {
-				t.Errorf("error text %q leaks a secret", err)
-			}
+			wantOneClass(t, err, []error{ErrInvalidCode, injector.ErrProviderMisconfigured, injector.ErrProviderUnavailable}, echoedSecret, fakeSecret)
 		})
 	}
 	_, err := customProvider(t, func(w http.ResponseWriter, r *http.Request) {}, nil).Exchange(ctxT(t), "", "", "")
