@@ -22,8 +22,8 @@ help: ## list targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/onbehalf
-	$(GO) build -trimpath -o $(BIN) ./cmd/onbehalf
+build: ## build bin/onbehalf (static: no libc to map, runs in a scratch image)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/onbehalf
 
 .PHONY: run
 run: build ## run the sidecar on the embedded store with examples/onbehalf.yaml

@@ -107,6 +107,9 @@ type options struct {
 	write     string
 	smoke     bool
 	keep      bool
+	// cpuprofile, when set, is where the CPU profile of onbehalf over the
+	// saturation phase is written.
+	cpuprofile string
 	// command is how the run was invoked, for the report.
 	command string
 }
@@ -148,6 +151,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.write, "write", "", "also write the results into this Markdown file (docs/benchmarks.md)")
 	fs.BoolVar(&o.smoke, "smoke", false, "a few hundred requests per phase, direct and onbehalf only: checks the harness works, measures nothing")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (configs, logs, audit file) for inspection")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write onbehalf's CPU profile over the saturation phase to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -115,7 +116,21 @@ func (b *bench) runPhases(ctx context.Context, s setup) *setupResult {
 	lim := b.lim
 
 	r.phases[phaseSaturation] = b.measure(ctx, inst, func() loadResult {
-		return inst.ep.closedLoop(ctx, clients, b.opts.duration, lim.requests, localhost)
+		if b.opts.cpuprofile == "" || inst.admin == "" {
+			return inst.ep.closedLoop(ctx, clients, b.opts.duration, lim.requests, localhost)
+		}
+		// The profile covers the measured window; fetching it costs the
+		// proxy a little CPU, so profiled figures are for reading, not
+		// for the report.
+		done := make(chan error, 1)
+		go func() { done <- cpuProfile(ctx, inst.admin, b.opts.duration, b.opts.cpuprofile) }()
+		res := inst.ep.closedLoop(ctx, clients, b.opts.duration, lim.requests, localhost)
+		if err := <-done; err != nil {
+			fmt.Fprintf(os.Stderr, "loadbench: %v\n", err)
+		} else {
+			fmt.Fprintf(os.Stderr, "loadbench: onbehalf CPU profile written to %s\n", b.opts.cpuprofile)
+		}
+		return res
 	}, func() { inst.ep.closedLoop(ctx, clients, lim.warmup, lim.warmupReqs, localhost) })
 
 	r.phases[phaseRate] = b.measure(ctx, inst, func() loadResult {

@@ -63,6 +63,9 @@ type instance struct {
 	stop func()
 	// exited is closed when the proxy process has exited.
 	exited <-chan struct{}
+	// admin is the base URL of onbehalf's admin listener; empty for the
+	// other setups.
+	admin string
 }
 
 // setup is one way of reaching the API: direct, or through a proxy.
@@ -249,7 +252,7 @@ proxy:
   listen: 127.0.0.1:%d
   connect_url: https://connect.bench.test
   upstream: {ca_file: %s}
-admin: {listen: 127.0.0.1:%d}
+admin: {listen: 127.0.0.1:%d, pprof: %t}
 ca: {cert: ca.pem, key: ca-key.pem}
 identity:
   audience: %s
@@ -323,7 +326,7 @@ func (b *bench) initOnbehalf(ctx context.Context) error {
 
 func (b *bench) writeOnbehalfConfig(port, admin int) (string, error) {
 	path := filepath.Join(b.obDir, "onbehalf.yaml")
-	text := fmt.Sprintf(onbehalfConfig, port, b.up.caFile, admin, benchAudience, benchIssuer,
+	text := fmt.Sprintf(onbehalfConfig, port, b.up.caFile, admin, b.opts.cpuprofile != "", benchAudience, benchIssuer,
 		b.up.port, benchProvider, benchDomain, b.up.port, benchProvider, b.obPolicy)
 	return path, os.WriteFile(path, []byte(text), 0o600)
 }
@@ -392,10 +395,40 @@ func startOnbehalf(ctx context.Context, b *bench) (*instance, error) {
 		p.stop()
 		return nil, err
 	}
-	return b.finishStart(ctx, p, &endpoint{
+	inst, err := b.finishStart(ctx, p, &endpoint{
 		proxyAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), upstreamAddr: b.up.addr(), apiPort: b.up.port,
 		roots: roots, header: http.Header{assertionHeader: {strings.TrimSpace(assertion)}},
 	})
+	if err != nil {
+		return nil, err
+	}
+	inst.admin = fmt.Sprintf("http://127.0.0.1:%d", admin)
+	return inst, nil
+}
+
+// cpuProfile fetches a CPU profile of d from onbehalf's admin listener
+// (pprof on) and writes it to path. It returns when the profile is written.
+func cpuProfile(ctx context.Context, admin string, d time.Duration, path string) error {
+	secs := max(int(d.Round(time.Second)/time.Second), 1)
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("cpu profile: admin listener answered %s", resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	return os.WriteFile(path, body, 0o644)
 }
 
 // checkOnbehalfAudit verifies the sidecar's audit trail after the run: the
