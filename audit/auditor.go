@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/buffer"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -42,6 +44,11 @@ type Options struct {
 	Logger *zap.Logger
 	// Now gives the time for records without one. Default time.Now.
 	Now func() time.Time
+	// Lost, when set, is called (from the goroutine that wrote the batch)
+	// for each record given to [Auditor.Submit] that no sink accepted; the
+	// Auditor also logs it. Records given to Write report their error to
+	// the caller instead.
+	Lost func(event string, err error)
 
 	// rotateBytes overrides the rotation size in unit tests (the config is
 	// in MiB).
@@ -59,18 +66,26 @@ type Auditor struct {
 	logger *zap.Logger
 	fp     *Fingerprinter
 
+	lost func(event string, err error)
+
 	// mu guards the queue, the chain and the flags. Records are written by
 	// group commit: whoever finds no write in progress becomes the leader,
 	// chains every queued record and writes them to each sink in one
 	// write(2), while later records queue for the next leader. The chain
-	// advances only when a sink accepted the batch.
+	// advances only when a sink accepted the batch. Records from Submit
+	// have no caller waiting for them: they go with the next batch, and
+	// when no Write comes within submitDelay, the flush timer leads one.
 	mu      sync.Mutex
 	cond    *sync.Cond
 	queue   []*pendingRecord
 	spare   []*pendingRecord
 	writing bool
+	waiters int  // Write callers whose record is queued and not yet written
+	armed   bool // the flush timer is set
 	chain   chainState
-	closed  bool
+	closed  bool // Write and Submit refuse new records
+	drained bool // Close wrote the last batch; nothing is written after it
+	flush   *time.Timer
 
 	// sinkMu guards the sinks and the batch buffer; the leader holds it
 	// while writing, so Healthy, the flusher and Close never race a write.
@@ -121,8 +136,11 @@ func New(cfg Config, o Options) (*Auditor, error) {
 		}),
 		now:    o.Now,
 		logger: o.Logger,
+		lost:   o.Lost,
 		fp:     fp,
 	}
+	a.flush = time.AfterFunc(time.Hour, a.flushSubmitted)
+	a.flush.Stop()
 	if cfg.usesFile() {
 		fs, st, err := openFileSink(cfg.File, o)
 		if err != nil {
@@ -144,12 +162,17 @@ func New(cfg Config, o Options) (*Auditor, error) {
 
 // pendingRecord is a record waiting in the group-commit queue.
 type pendingRecord struct {
-	r    *Record
-	body []byte // the encoded record without the chain fields
-	done bool
-	err  error
-	seq  uint64
-	prev string
+	body []byte         // the encoded record without the chain fields
+	buf  *buffer.Buffer // the encoder's buffer body lives in
+	// submitted records have no caller waiting: a failure is reported
+	// through Options.Lost and the log, naming event and decision.
+	submitted  bool
+	event      string
+	decisionID string
+	done       bool
+	err        error
+	seq        uint64
+	prev       string
 }
 
 func openFileSink(fc FileConfig, o Options) (*fileSink, chainState, error) {
@@ -201,29 +224,18 @@ func (a *Auditor) FailClosed() bool { return a.cfg.FailClosed }
 // failing sink shows in [Auditor.Healthy] and in the operational log. Error
 // texts name sinks and operating-system errors, never record contents.
 func (a *Auditor) Write(r *Record) error {
-	if r == nil {
-		return fmt.Errorf("write audit record: %w: nil record", ErrInvalidRecord)
-	}
-	if r.Time.IsZero() {
-		r.Time = a.now()
-	}
-	if err := r.validate(); err != nil {
-		return fmt.Errorf("write audit record: %w", err)
-	}
-	body, err := a.enc.EncodeEntry(zapcore.Entry{}, []zapcore.Field{zap.Inline(r)})
+	p, err := a.encode(r)
 	if err != nil {
-		return fmt.Errorf("write audit record: %w: encode: %w", ErrInvalidRecord, err)
+		return err
 	}
-	defer body.Free()
-	b := body.Bytes() // {...} without the chain fields
-
-	p := &pendingRecord{r: r, body: b[:len(b)-1]} // without the closing brace
+	defer p.free()
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
 		return fmt.Errorf("write audit record: %w: %w", ErrUnavailable, ErrClosed)
 	}
 	a.queue = append(a.queue, p)
+	a.waiters++
 	for a.writing && !p.done {
 		a.cond.Wait()
 	}
@@ -238,6 +250,82 @@ func (a *Auditor) Write(r *Record) error {
 	return err
 }
 
+// Submit queues r to be written with the next batch and returns without
+// waiting for the write: for records nobody has to wait for, such as the
+// completion record of a request whose inject record was already written.
+// It sets r.Time when zero; r is encoded before Submit returns and not used
+// afterwards, so Seq and PrevHash are not set on it. It returns an error
+// wrapping [ErrInvalidRecord] when r cannot be encoded, and one wrapping
+// [ErrUnavailable] after Close. A submitted record that no sink accepts is
+// logged and reported to Options.Lost. Close writes every record submitted
+// before it.
+func (a *Auditor) Submit(r *Record) error {
+	p, err := a.encode(r)
+	if err != nil {
+		return err
+	}
+	p.submitted, p.event, p.decisionID = true, r.Event, r.DecisionID
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		p.free()
+		return fmt.Errorf("write audit record: %w: %w", ErrUnavailable, ErrClosed)
+	}
+	a.queue = append(a.queue, p)
+	a.wake()
+	return nil
+}
+
+// free returns p's buffer to the encoder's pool once p is written.
+func (p *pendingRecord) free() { p.buf.Free() }
+
+// encode validates r and encodes it without the chain fields.
+func (a *Auditor) encode(r *Record) (*pendingRecord, error) {
+	if r == nil {
+		return nil, fmt.Errorf("write audit record: %w: nil record", ErrInvalidRecord)
+	}
+	if r.Time.IsZero() {
+		r.Time = a.now()
+	}
+	if err := r.validate(); err != nil {
+		return nil, fmt.Errorf("write audit record: %w", err)
+	}
+	body, err := a.enc.EncodeEntry(zapcore.Entry{}, []zapcore.Field{zap.Inline(r)})
+	if err != nil {
+		return nil, fmt.Errorf("write audit record: %w: encode: %w", ErrInvalidRecord, err)
+	}
+	b := body.Bytes()                                         // {...} without the chain fields
+	return &pendingRecord{body: b[:len(b)-1], buf: body}, nil // without the closing brace
+}
+
+// submitDelay is how long a submitted record waits for a batch to join
+// before the flush timer writes it: under load the next Write comes much
+// sooner and carries it, which saves a write(2) per request; when the
+// sidecar is quiet a reader of the file sees the record after about this.
+const submitDelay = 2 * time.Millisecond
+
+// wake makes sure queued records get a leader: it sets the flush timer
+// when no write is in progress and no Write caller is waiting (a waiting
+// caller leads the next batch itself). Called with a.mu held.
+func (a *Auditor) wake() {
+	if a.writing || a.waiters > 0 || a.armed || a.drained || len(a.queue) == 0 {
+		return
+	}
+	a.armed = true
+	a.flush.Reset(submitDelay)
+}
+
+// flushSubmitted runs when the flush timer fires: it writes the queued
+// submitted records unless somebody else is writing or already did.
+func (a *Auditor) flushSubmitted() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.armed = false
+	if !a.writing && !a.drained && len(a.queue) > 0 {
+		a.lead()
+	}
+}
+
 // lead writes every queued record as one batch. It is called and returns
 // with a.mu held, and releases it while writing.
 func (a *Auditor) lead() {
@@ -245,14 +333,24 @@ func (a *Auditor) lead() {
 	a.queue = a.spare[:0]
 	a.writing = true
 	chain := a.chain
-	closed := a.closed
+	drained := a.drained
 	a.mu.Unlock()
 
 	var err error
-	if closed {
+	if drained {
 		err = fmt.Errorf("write audit record: %w: %w", ErrUnavailable, ErrClosed)
 	} else {
 		chain, err = a.writeBatch(batch, chain)
+	}
+	for _, p := range batch {
+		if !p.submitted {
+			continue
+		}
+		if perr := cmp.Or(p.err, err); perr != nil {
+			a.reportLost(p, perr)
+		}
+		// Nobody waits for a submitted record: its buffer goes back now.
+		p.free()
 	}
 
 	a.mu.Lock()
@@ -264,11 +362,25 @@ func (a *Auditor) lead() {
 			p.err = err
 		}
 		p.done = true
+		if !p.submitted {
+			a.waiters--
+		}
 	}
 	clear(batch)
 	a.spare = batch[:0]
 	a.writing = false
 	a.cond.Broadcast()
+	a.wake()
+}
+
+// reportLost logs a submitted record that was not written and tells
+// Options.Lost.
+func (a *Auditor) reportLost(p *pendingRecord, err error) {
+	a.logger.Error("audit record not written",
+		zap.String("event", p.event), zap.String("decision_id", p.decisionID), zap.Error(err))
+	if a.lost != nil {
+		a.lost(p.event, err)
+	}
 }
 
 // writeBatch chains the batch onto chain and writes it to every sink. It
@@ -397,6 +509,11 @@ func (a *Auditor) Close() error {
 	for a.writing {
 		a.cond.Wait()
 	}
+	if len(a.queue) > 0 {
+		a.lead() // the last batch: submitted records and waiting writers
+	}
+	a.drained = true // a flush timer that fires now finds nothing to do
+	a.flush.Stop()
 	a.mu.Unlock()
 	if a.stop != nil {
 		close(a.stop)

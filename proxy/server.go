@@ -40,9 +40,12 @@ type TokenSource interface {
 	Token(ctx context.Context, provider, user string) (injector.Token, error)
 }
 
-// Auditor writes audit records; Write fails when no sink accepted the record.
+// Auditor writes audit records. Write returns once a sink accepted the
+// record, and fails when none did; Submit queues a record nobody waits for
+// (see [audit.Auditor.Submit]).
 type Auditor interface {
 	Write(r *audit.Record) error
+	Submit(r *audit.Record) error
 }
 
 // LeafIssuer signs (or returns cached) interception certificates.

@@ -101,7 +101,11 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	issuer := certs.NewIssuer(s.ca, certs.IssuerOptions{Capacity: cfg.CA.CacheSize})
 	s.metrics.RegisterCertCache(issuer.Len, issuer.Signings)
 
-	if s.auditor, err = audit.New(cfg.Audit, audit.Options{Logger: s.log.Named("audit")}); err != nil {
+	auditOpts := audit.Options{
+		Logger: s.log.Named("audit"),
+		Lost:   func(string, error) { s.metrics.AuditError() }, // the auditor logs it
+	}
+	if s.auditor, err = audit.New(cfg.Audit, auditOpts); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	if s.verifier, err = identity.New(ctx, cfg.Identity); err != nil {
