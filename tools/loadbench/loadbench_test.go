@@ -61,6 +61,12 @@ func TestParseStatus(t *testing.T) {
 			in:   "Name:\tsquid\nVmPeak:\t  9000 kB\nVmHWM:\t   45056 kB\nVmRSS:\t   40960 kB\nThreads:\t1\n",
 			want: memStatus{rss: 40960 << 10, hwm: 45056 << 10},
 		},
+		{
+			name: "split",
+			in:   "VmHWM:\t   45056 kB\nVmRSS:\t   40960 kB\nRssAnon:\t    8116 kB\nRssFile:\t   32844 kB\nRssShmem:\t       0 kB\n",
+			want: memStatus{rss: 40960 << 10, hwm: 45056 << 10, anon: 8116 << 10, file: 32844 << 10},
+		},
+		{name: "odd split unit", in: "VmHWM:\t1 kB\nVmRSS:\t1 kB\nRssAnon:\t1 MB\n", wantErr: true},
 		{name: "kernel thread", in: "Name:\tkthreadd\nThreads:\t1\n", wantErr: true},
 		{name: "odd unit", in: "VmHWM:\t1 MB\nVmRSS:\t1 kB\n", wantErr: true},
 	}
@@ -87,6 +93,9 @@ func TestProcessTreeSelf(t *testing.T) {
 	rss, hwm := tree.mem()
 	if rss <= 0 || hwm < rss/2 {
 		t.Errorf("mem: got rss %d, hwm %d; want both positive", rss, hwm)
+	}
+	if m := tree.memStatus(); m.anon <= 0 || m.file <= 0 || m.anon+m.file > 2*m.rss {
+		t.Errorf("memStatus: got anon %d, file %d, rss %d; want a positive split of about rss", m.anon, m.file, m.rss)
 	}
 	var zero processTree
 	if zero.cpu() != 0 || zero.pids() != nil {

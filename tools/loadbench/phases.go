@@ -39,10 +39,12 @@ type phaseResult struct {
 
 	// Idle phase only: RSS after start and one request, RSS growth per
 	// idle connection, how many were opened.
-	idleRSS    int64
-	perConn    int64
-	idleOpened int
-	idleErr    string
+	idleRSS int64
+	// idleAnon and idleFile split idleRSS (see memStatus).
+	idleAnon, idleFile int64
+	perConn            int64
+	idleOpened         int
+	idleErr            string
 }
 
 // failed reports whether the phase ran and went wrong.
@@ -200,8 +202,9 @@ func (b *bench) measure(ctx context.Context, inst *instance, load func() loadRes
 // request.
 func (b *bench) idle(ctx context.Context, inst *instance) *phaseResult {
 	res := &phaseResult{}
-	before, _ := inst.tree.mem()
-	res.idleRSS = before
+	rest := inst.tree.memStatus()
+	before := rest.rss
+	res.idleRSS, res.idleAnon, res.idleFile = rest.rss, rest.anon, rest.file
 	conns, err := inst.ep.openIdleConns(ctx, b.opts.idleConns)
 	defer func() {
 		for _, c := range conns {

@@ -70,6 +70,10 @@ func readStat(pid int) (procStat, error) {
 type memStatus struct {
 	rss int64 // VmRSS
 	hwm int64 // VmHWM, the peak of VmRSS over the process's life
+	// anon and file split VmRSS: private memory (heap, stacks) and pages
+	// of mapped files (the executable, libraries), which every process
+	// mapping the same file shares. Zero when the kernel does not say.
+	anon, file int64
 }
 
 // parseStatus reads VmRSS and VmHWM from the contents of
@@ -79,7 +83,7 @@ func parseStatus(b []byte) (memStatus, error) {
 	var seen int
 	for _, line := range strings.Split(string(b), "\n") {
 		name, rest, ok := strings.Cut(line, ":")
-		if !ok || (name != "VmRSS" && name != "VmHWM") {
+		if !ok || (name != "VmRSS" && name != "VmHWM" && name != "RssAnon" && name != "RssFile") {
 			continue
 		}
 		f := strings.Fields(rest)
@@ -90,12 +94,18 @@ func parseStatus(b []byte) (memStatus, error) {
 		if err != nil {
 			return m, fmt.Errorf("parse status: %w", err)
 		}
-		if name == "VmRSS" {
+		switch name {
+		case "VmRSS":
 			m.rss = kb << 10
-		} else {
+			seen++
+		case "VmHWM":
 			m.hwm = kb << 10
+			seen++
+		case "RssAnon":
+			m.anon = kb << 10
+		case "RssFile":
+			m.file = kb << 10
 		}
-		seen++
 	}
 	if seen != 2 {
 		return m, errors.New("parse status: VmRSS or VmHWM missing")
@@ -157,17 +167,26 @@ func (t processTree) cpu() time.Duration {
 
 // mem is the tree's summed VmRSS, and the root's VmHWM.
 func (t processTree) mem() (rss, rootHWM int64) {
+	m := t.memStatus()
+	return m.rss, m.hwm
+}
+
+// memStatus sums the tree's resident memory; hwm is the root's.
+func (t processTree) memStatus() memStatus {
+	var sum memStatus
 	for _, pid := range t.pids() {
 		m, err := readStatus(pid)
 		if err != nil {
 			continue
 		}
-		rss += m.rss
+		sum.rss += m.rss
+		sum.anon += m.anon
+		sum.file += m.file
 		if pid == t.root {
-			rootHWM = m.hwm
+			sum.hwm = m.hwm
 		}
 	}
-	return rss, rootHWM
+	return sum
 }
 
 // rssSampler follows a tree's resident memory in the background and keeps

@@ -347,6 +347,16 @@ func (r *report) markdown() string {
 		}
 		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
 	}
+	var split []string
+	for _, s := range r.results {
+		if idle := s.phase(phaseIdle); s.err == "" && idle.notRun == "" && idle.idleAnon+idle.idleFile > 0 {
+			split = append(split, fmt.Sprintf("%s %s + %s", s.name, mb(idle.idleAnon), mb(idle.idleFile)))
+		}
+	}
+	if len(split) > 0 {
+		b.WriteString("\nRSS at rest split into private memory (heap, stacks) and file-backed pages (the executable and libraries, shared by every process that maps them), MB: " +
+			strings.Join(split, "; ") + ".\n")
+	}
 
 	b.WriteString("\nCPU per request at saturation, by process (µs; all share the same cores):\n\n")
 	b.WriteString("| setup | proxy | upstream | load generator | total | cores busy |\n|---|--:|--:|--:|--:|--:|\n")
