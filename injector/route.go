@@ -285,11 +285,39 @@ func PathHasPrefix(path, prefix string) bool {
 // route's header to the formatted token. The upstream never sees two
 // credentials.
 func (r *Route) Inject(h http.Header, token string) {
+	r.removeCredentials(h)
+	h[r.header] = []string{r.prefix + token + r.postfix}
+}
+
+// InjectToken is Inject for a token a Source handed out. A token from the
+// token cache is formatted once for the route's format and the result
+// reused while the token stays cached, rather than built on every request.
+func (r *Route) InjectToken(h http.Header, tok Token) {
+	r.removeCredentials(h)
+	h[r.header] = []string{r.format(tok)}
+}
+
+func (r *Route) removeCredentials(h http.Header) {
 	h.Del("Authorization")
 	for _, name := range r.strip {
 		h.Del(name)
 	}
-	h[r.header] = []string{r.prefix + token + r.postfix}
+}
+
+// format returns the header value for tok, from its memo when the memo
+// holds tok's value in r's format.
+func (r *Route) format(tok Token) string {
+	m := tok.header
+	if m == nil {
+		return r.prefix + tok.Value + r.postfix
+	}
+	if f := m.last.Load(); f != nil && f.prefix == r.prefix && f.postfix == r.postfix &&
+		f.value[len(f.prefix):len(f.value)-len(f.postfix)] == tok.Value {
+		return f.value
+	}
+	f := &formattedHeader{prefix: r.prefix, postfix: r.postfix, value: r.prefix + tok.Value + r.postfix}
+	m.last.Store(f)
+	return f.value
 }
 
 // NormalizeHost lower-cases host and removes one trailing dot, so that
@@ -369,8 +397,9 @@ func hasDotSegment(path string) bool {
 // hidden behind encoded slashes or backslashes, which some servers decode),
 // without raw backslashes, NUL, spaces or control bytes. Encoded slashes on
 // their own are allowed: APIs such as GitLab's use them inside one segment.
+// It allocates nothing: it runs on every request.
 func CleanPath(escaped string) bool {
-	if !strings.HasPrefix(escaped, "/") || strings.ContainsRune(escaped, '\\') {
+	if !strings.HasPrefix(escaped, "/") || strings.IndexByte(escaped, '\\') >= 0 {
 		return false
 	}
 	for i := 0; i < len(escaped); i++ {
@@ -378,17 +407,65 @@ func CleanPath(escaped string) bool {
 			return false
 		}
 	}
-	lower := strings.ToLower(escaped)
-	if strings.Contains(lower, "%00") {
+	if strings.Contains(escaped, "%00") {
 		return false
 	}
-	lower = encodedSeparators.Replace(lower)
-	return !hasDotSegment(lower)
+	// Split into segments at slashes and at encoded slashes and
+	// backslashes, the way some servers decode them before resolving dot
+	// segments.
+	start := 0
+	for i := 0; i <= len(escaped); {
+		n := separatorLen(escaped[i:])
+		if n == 0 {
+			i++
+			continue
+		}
+		if isDotSegment(escaped[start:i]) {
+			return false
+		}
+		i += n
+		start = i
+	}
+	return true
 }
 
-// encodedSeparators turns encoded slashes and backslashes into slashes, the
-// way some servers decode them before resolving dot segments.
-var encodedSeparators = strings.NewReplacer("%2f", "/", "%5c", "/")
+// separatorLen returns the length of the segment separator s starts with
+// ("/", "%2f" or "%5c" in any case), 1 at the end of s, 0 when s starts
+// inside a segment.
+func separatorLen(s string) int {
+	switch {
+	case s == "" || s[0] == '/':
+		return 1
+	case len(s) >= 3 && s[0] == '%' && (s[1] == '2' && lowerASCII(s[2]) == 'f' || s[1] == '5' && lowerASCII(s[2]) == 'c'):
+		return 3
+	}
+	return 0
+}
+
+// isDotSegment reports whether an escaped segment is "." or "..", each dot
+// literal or encoded (%2e, in any case).
+func isDotSegment(seg string) bool {
+	dots := 0
+	for seg != "" {
+		switch {
+		case seg[0] == '.':
+			seg = seg[1:]
+		case len(seg) >= 3 && seg[0] == '%' && seg[1] == '2' && lowerASCII(seg[2]) == 'e':
+			seg = seg[3:]
+		default:
+			return false
+		}
+		dots++
+	}
+	return dots == 1 || dots == 2
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
 
 // allDigitsLastLabel reports whether host's last label is numeric, which
 // resolvers may read as an IPv4 address ("2130706434", "10.1"); such route

@@ -1,6 +1,10 @@
 package injector
 
 import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -111,5 +115,160 @@ func TestTokenStringRedacts(t *testing.T) {
 		if strings.Contains(s, "secret-value") {
 			t.Errorf("Token printed its value: %s", s)
 		}
+	}
+}
+
+// cleanPathReference is CleanPath as first written (lower-case, decode
+// encoded separators, look for dot segments): the allocation-free version
+// must agree with it on every input.
+func cleanPathReference(escaped string) bool {
+	if !strings.HasPrefix(escaped, "/") || strings.ContainsRune(escaped, '\\') {
+		return false
+	}
+	for i := 0; i < len(escaped); i++ {
+		if escaped[i] < 0x21 || escaped[i] == 0x7f {
+			return false
+		}
+	}
+	lower := strings.ToLower(escaped)
+	if strings.Contains(lower, "%00") {
+		return false
+	}
+	lower = strings.NewReplacer("%2f", "/", "%5c", "/").Replace(lower)
+	return !hasDotSegment(lower)
+}
+
+func TestCleanPathMatchesReference(t *testing.T) {
+	alphabet := []byte{'/', '.', '%', '2', '5', 'e', 'E', 'f', 'F', 'c', 'C', '0', 'x'}
+	check := func(path string) {
+		if got, want := CleanPath(path), cleanPathReference(path); got != want {
+			t.Fatalf("CleanPath(%q) = %v; want %v", path, got, want)
+		}
+	}
+	// Every path up to five bytes after the leading slash.
+	var walk func(prefix []byte, depth int)
+	walk = func(prefix []byte, depth int) {
+		check(string(prefix))
+		if depth == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			walk(append(prefix, c), depth-1)
+		}
+	}
+	walk([]byte{'/'}, 5)
+	// And longer random ones, with a few bytes outside the alphabet.
+	rng := rand.New(rand.NewPCG(1, 2))
+	more := append(alphabet, 'K', 0xc4, 0x80, '\\', ' ', 0x7f)
+	for range 50000 {
+		b := []byte{'/'}
+		for range 6 + rng.IntN(20) {
+			b = append(b, more[rng.IntN(len(more))])
+		}
+		check(string(b))
+	}
+}
+
+func FuzzCleanPath(f *testing.F) {
+	for _, s := range []string{"/", "/a/%2e%2E/b", "/a%2f..%2fb", "/a%5C.%2e", "/files/report..pdf", "/%2%2fe"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		if got, want := CleanPath(path), cleanPathReference(path); got != want {
+			t.Fatalf("CleanPath(%q) = %v; want %v", path, got, want)
+		}
+	})
+}
+
+func TestCleanPathAllocs(t *testing.T) {
+	allocs := testing.AllocsPerRun(100, func() {
+		if !CleanPath("/API/Chat.PostMessage/grp%2Fproj") {
+			t.Fatal("CleanPath refused a clean path")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("CleanPath allocates %v times; want 0", allocs)
+	}
+}
+
+func TestInjectToken(t *testing.T) {
+	tbl, err := NewTable([]RouteConfig{
+		{Host: "bearer.example", Provider: "p"},
+		{Host: "key.example", Provider: "p", Header: "X-Api-Key", Format: "key={token};", StripHeaders: []string{"X-Other"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bearer, key := tbl.Match("bearer.example", 443, "/"), tbl.Match("key.example", 443, "/")
+	src := &countingSource{tok: Token{Value: "tok-1"}}
+	c := NewCachedSource(src, DefaultCacheConfig(), nil)
+	cached, err := c.Token(context.Background(), "p", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := cached
+	changed.Value = "tok-2" // a copy edited after the cache handed it out
+	tests := []struct {
+		name  string
+		route *Route
+		tok   Token
+		want  map[string][]string
+	}{
+		{"uncached", bearer, Token{Value: "plain"}, map[string][]string{"Authorization": {"Bearer plain"}}},
+		{"cached", bearer, cached, map[string][]string{"Authorization": {"Bearer tok-1"}}},
+		{"cached again", bearer, cached, map[string][]string{"Authorization": {"Bearer tok-1"}}},
+		{"other format", key, cached, map[string][]string{"X-Api-Key": {"key=tok-1;"}}},
+		{"back to the first", bearer, cached, map[string][]string{"Authorization": {"Bearer tok-1"}}},
+		{"value changed", bearer, changed, map[string][]string{"Authorization": {"Bearer tok-2"}}},
+		{"original again", bearer, cached, map[string][]string{"Authorization": {"Bearer tok-1"}}},
+	}
+	for _, tt := range tests {
+		h := http.Header{
+			"Authorization": {"Bearer agent"}, "X-Api-Key": {"agent"}, "X-Other": {"agent"}, "Accept": {"*/*"},
+		}
+		tt.route.InjectToken(h, tt.tok)
+		for name, want := range tt.want {
+			if got := h[name]; len(got) != 1 || got[0] != want[0] {
+				t.Errorf("%s: %s = %q; want %q", tt.name, name, got, want)
+			}
+		}
+		// The key route also strips Authorization and X-Other; the bearer
+		// route leaves headers it does not know about.
+		wantLen := 4
+		if tt.route == key {
+			wantLen = 2
+		}
+		if len(h) != wantLen || h.Get("Accept") != "*/*" {
+			t.Errorf("%s: headers %v; want the credential replaced, the rest kept", tt.name, h)
+		}
+		for _, s := range []string{fmt.Sprint(tt.tok), fmt.Sprintf("%+v", tt.tok), fmt.Sprintf("%#v", tt.tok)} {
+			if strings.Contains(s, "tok-") || strings.Contains(s, "plain") {
+				t.Errorf("%s: Token printed its value: %s", tt.name, s)
+			}
+		}
+	}
+}
+
+func TestInjectTokenAllocs(t *testing.T) {
+	tbl, err := NewTable([]RouteConfig{{Host: "bearer.example", Provider: "p"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := tbl.Match("bearer.example", 443, "/")
+	c := NewCachedSource(&countingSource{tok: Token{Value: "tok"}}, DefaultCacheConfig(), nil)
+	tok, err := c.Token(context.Background(), "p", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{"Accept": {"*/*"}}
+	r.InjectToken(h, tok)
+	allocs := testing.AllocsPerRun(100, func() {
+		h["Authorization"] = []string{"Bearer agent"}
+		r.InjectToken(h, tok)
+	})
+	// One for the agent's header set above, one for the injected value's
+	// slice; the value itself comes from the memo.
+	if allocs > 2 {
+		t.Errorf("InjectToken allocates %v times; want at most 2", allocs)
 	}
 }

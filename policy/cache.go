@@ -2,10 +2,10 @@ package policy
 
 import (
 	"encoding/binary"
-	"hash/maphash"
+	"slices"
 	"strings"
+	"sync"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -13,6 +13,12 @@ import (
 // repeats a small set of calls (same user, route, method and path), so a
 // few thousand entries hold its working set.
 const decisionCacheSize = 4096
+
+// maxKeyBytes bounds one cache key. A policy that reads a large part of the
+// input (every header, a long path) makes keys as large as that part; such
+// requests are evaluated every time rather than letting a few thousand of
+// them pin megabytes.
+const maxKeyBytes = 4 << 10
 
 // decisionCache memoises decisions of a deterministic policy, keyed by the
 // parts of the input the policy can read. It exists because OPA's
@@ -27,17 +33,26 @@ const decisionCacheSize = 4096
 // the clock must take it from input.time; and no `with` keyword rewrites
 // input. A policy failing any check is evaluated every time. The cache
 // lives and dies with one prepared policy, so a reload (new modules or
-// data) starts empty. Hits compare the stored values exactly; the hash only
-// picks the entry.
+// data) starts empty.
+//
+// The key is the values at those paths in a self-delimiting byte encoding
+// (appendValue), so two keys are equal only when every value is: a hit is
+// exact, never a hash match. Building it converts nothing to OPA values for
+// the fields a policy usually reads, and looking it up allocates nothing.
+// When full, an arbitrary entry makes room: the working set is small, and
+// a hit then needs only a read lock.
 type decisionCache struct {
-	paths [][]*ast.Term // input paths the policy reads, as string terms
-	seed  maphash.Seed
-	lru   *lru.Cache[uint64, cachedDecision]
+	paths []inputPath
+
+	mu      sync.RWMutex
+	entries map[string]Decision // guarded by mu
 }
 
-type cachedDecision struct {
-	values []ast.Value // the input's values at paths (nil: absent)
-	d      Decision
+// inputPath is one path into input that a policy reads, as the terms of a
+// reference and as plain keys.
+type inputPath struct {
+	terms []*ast.Term
+	keys  []string
 }
 
 // newDecisionCache returns a cache for a policy made of modules queried
@@ -61,53 +76,171 @@ func newDecisionCache(modules map[string]*ast.Module, query ast.Body) *decisionC
 	if len(a.paths) == 0 {
 		a.paths[""] = nil // the policy reads no input: one entry serves all
 	}
-	c := &decisionCache{seed: maphash.MakeSeed()}
-	for _, p := range a.paths {
+	c := &decisionCache{entries: make(map[string]Decision)}
+	for _, terms := range a.paths {
+		p := inputPath{terms: terms}
+		for _, t := range terms {
+			p.keys = append(p.keys, string(t.Value.(ast.String))) // addRef keeps string terms only
+		}
 		c.paths = append(c.paths, p)
 	}
-	c.lru, _ = lru.New[uint64, cachedDecision](decisionCacheSize) // size is positive
+	// A fixed order, so that one input always gives one key.
+	slices.SortFunc(c.paths, func(a, b inputPath) int { return slices.Compare(a.keys, b.keys) })
 	return c
 }
 
-// lookup returns the cached decision for the input whose values at paths
-// at returns, and the extracted values to store with a decision made now.
-func (c *decisionCache) lookup(at func(path []*ast.Term) ast.Value) (Decision, uint64, []ast.Value, bool) {
-	values := make([]ast.Value, len(c.paths))
-	var h maphash.Hash
-	h.SetSeed(c.seed)
-	var num [8]byte
-	for i, p := range c.paths {
-		values[i] = at(p)
-		if values[i] == nil {
-			h.WriteByte(0)
-			continue
-		}
-		// OPA's structural hash is cheap and may collide; a hit compares
-		// the values themselves.
-		binary.LittleEndian.PutUint64(num[:], uint64(values[i].Hash()))
-		h.Write(num[:])
-	}
-	key := h.Sum64()
-	if e, ok := c.lru.Get(key); ok && sameValues(e.values, values) {
-		return e.d, key, values, true
-	}
-	return Decision{}, key, values, false
+// cacheKey is a decision cache key being built or looked up. Keys are
+// pooled: a hit allocates nothing.
+type cacheKey struct {
+	b []byte
 }
 
-func (c *decisionCache) store(key uint64, values []ast.Value, d Decision) {
-	c.lru.Add(key, cachedDecision{values: values, d: d})
+var cacheKeys = sync.Pool{New: func() any { return new(cacheKey) }}
+
+// key returns the key for the input whose values appendAt encodes. The
+// caller releases it.
+func (c *decisionCache) key(appendAt func(b []byte, p inputPath) []byte) *cacheKey {
+	k := cacheKeys.Get().(*cacheKey)
+	b := k.b[:0]
+	for _, p := range c.paths {
+		b = appendAt(b, p)
+	}
+	k.b = b
+	return k
 }
 
-func sameValues(a, b []ast.Value) bool {
-	if len(a) != len(b) {
-		return false
+func (k *cacheKey) release() {
+	if cap(k.b) > maxKeyBytes {
+		k.b = nil // do not keep an outsized buffer alive
 	}
-	for i := range a {
-		if (a[i] == nil) != (b[i] == nil) || (a[i] != nil && a[i].Compare(b[i]) != 0) {
-			return false
+	cacheKeys.Put(k)
+}
+
+// get returns the decision cached under k.
+func (c *decisionCache) get(k *cacheKey) (Decision, bool) {
+	if len(k.b) > maxKeyBytes {
+		return Decision{}, false
+	}
+	c.mu.RLock()
+	d, ok := c.entries[string(k.b)] // no allocation: the conversion is only a lookup
+	c.mu.RUnlock()
+	return d, ok
+}
+
+// put caches d under k, making room when the cache is full.
+func (c *decisionCache) put(k *cacheKey, d Decision) {
+	if len(k.b) > maxKeyBytes {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[string(k.b)]; !ok && len(c.entries) >= decisionCacheSize {
+		for old := range c.entries { // an arbitrary entry
+			delete(c.entries, old)
+			break
 		}
 	}
-	return true
+	c.entries[string(k.b)] = d
+}
+
+// Tags of the key encoding. Every value starts with one; strings, numbers
+// and other scalars then carry their length, arrays, sets and objects
+// their element count, so the encoding is self-delimiting and a sequence
+// of encoded values decodes one way only.
+const (
+	tagAbsent = 'u' // the path leads nowhere
+	tagNull   = 'n'
+	tagFalse  = 'f'
+	tagTrue   = 't'
+	tagNumber = 'd'
+	tagString = 's'
+	tagArray  = 'a'
+	tagSet    = 'e'
+	tagObject = 'o'
+	tagOther  = 'x' // refs, vars, comprehensions: not in input, written as text
+)
+
+// appendValue appends the key encoding of v (nil: absent) to b. Sets and
+// objects are written in OPA's sorted order, so equal values encode
+// equally; numbers are written as given, so 1 and 1.0 differ (a miss, never
+// a wrong hit).
+func appendValue(b []byte, v ast.Value) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(b, tagAbsent)
+	case ast.Null:
+		return append(b, tagNull)
+	case ast.Boolean:
+		if v {
+			return append(b, tagTrue)
+		}
+		return append(b, tagFalse)
+	case ast.Number:
+		return appendTagged(b, tagNumber, string(v))
+	case ast.String:
+		return appendString(b, string(v))
+	case *ast.Array:
+		b = appendCount(b, tagArray, v.Len())
+		for i := range v.Len() {
+			b = appendValue(b, v.Elem(i).Value)
+		}
+		return b
+	case ast.Set:
+		b = appendCount(b, tagSet, v.Len())
+		v.Foreach(func(t *ast.Term) { b = appendValue(b, t.Value) })
+		return b
+	case ast.Object:
+		b = appendCount(b, tagObject, v.Len())
+		v.Foreach(func(k, x *ast.Term) {
+			b = appendValue(b, k.Value)
+			b = appendValue(b, x.Value)
+		})
+		return b
+	}
+	return appendTagged(b, tagOther, v.String())
+}
+
+func appendString(b []byte, s string) []byte { return appendTagged(b, tagString, s) }
+
+func appendTagged(b []byte, tag byte, s string) []byte {
+	b = append(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendCount(b []byte, tag byte, n int) []byte {
+	b = append(b, tag)
+	return binary.AppendUvarint(b, uint64(n))
+}
+
+// appendStringMap appends m as appendValue writes the object of its
+// entries: keys in order (OPA sorts string keys bytewise, as Go does).
+func appendStringMap(b []byte, m map[string]string) []byte {
+	b = appendCount(b, tagObject, len(m))
+	var buf [32]string // most requests carry fewer headers: no allocation
+	for _, k := range sortedKeys(buf[:0], m) {
+		b = appendString(b, k)
+		b = appendString(b, m[k])
+	}
+	return b
+}
+
+// appendStrings appends s as appendValue writes an array of strings.
+func appendStrings(b []byte, s []string) []byte {
+	b = appendCount(b, tagArray, len(s))
+	for _, x := range s {
+		b = appendString(b, x)
+	}
+	return b
+}
+
+// sortedKeys appends m's keys to keys and sorts them.
+func sortedKeys[V any](keys []string, m map[string]V) []string {
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // valueAt follows path (string keys) into v; nil when a step is missing.

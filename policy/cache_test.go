@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -58,8 +60,8 @@ g if true`, false, nil},
 			}
 			got := map[string]bool{}
 			for _, p := range c.paths {
-				if len(p) > 0 {
-					got[ast.Ref(append([]*ast.Term{ast.InputRootDocument}, p...)).String()] = true
+				if len(p.terms) > 0 {
+					got[ast.Ref(append([]*ast.Term{ast.InputRootDocument}, p.terms...)).String()] = true
 				}
 			}
 			for _, want := range tt.paths {
@@ -121,12 +123,14 @@ decision := {"allow": input.attributes.request.http.method == "GET", "reason": i
 	}
 }
 
-// TestInputValueAt: the shortcut the cache uses returns exactly what the
-// full conversion holds at each path.
+// TestInputValueAt: the shortcuts the cache uses return exactly what the
+// full conversion holds at each path, and encode it to the same key bytes.
 func TestInputValueAt(t *testing.T) {
-	r := httptest.NewRequest("POST", "https://api.example.com/v1/chat.post?channel=C1&x=2", nil)
+	r := httptest.NewRequest("POST", "https://api.example.com/v1/chat.post?channel=C1&x=2&x=3", nil)
 	r.Header.Set("Content-Type", "application/json")
 	r.Header.Set("X-Task", "t-1")
+	r.Header.Add("Accept", "a")
+	r.Header.Add("Accept", "b")
 	with := NewInput(r, InputArgs{
 		Subject: Subject{User: "alice", Agent: "agent-7", Issuer: "https://o", Claims: map[string]any{"providers": []any{"slack"}, "n": 3}},
 		Route:   &Route{Provider: "slack", Host: "api.example.com", Name: "slack-api"},
@@ -137,10 +141,14 @@ func TestInputValueAt(t *testing.T) {
 		"attributes", "attributes.request", "attributes.request.http", "attributes.request.http.method",
 		"attributes.request.http.host", "attributes.request.http.path", "attributes.request.http.scheme",
 		"attributes.request.http.headers", "attributes.request.http.headers.x-task", "attributes.request.http.headers.missing",
-		"attributes.request.http.method.deeper", "attributes.source.address", "attributes.nope",
-		"parsed_path", "parsed_query", "parsed_query.channel", "subject", "subject.user", "subject.agent",
-		"subject.issuer", "subject.claims", "subject.claims.providers", "subject.claims.n", "subject.user.x",
-		"route", "route.provider", "route.name", "time", "time.x", "nothing",
+		"attributes.request.http.headers.accept", "attributes.request.http.headers.x-task.deeper",
+		"attributes.request.http.method.deeper", "attributes.request.http.nope", "attributes.request.nope",
+		"attributes.source", "attributes.source.address", "attributes.source.address.x", "attributes.source.nope", "attributes.nope",
+		"parsed_path", "parsed_path.x", "parsed_query", "parsed_query.channel", "parsed_query.x", "parsed_query.missing",
+		"parsed_query.x.y", "subject", "subject.user", "subject.agent", "subject.issuer", "subject.claims",
+		"subject.claims.providers", "subject.claims.n", "subject.user.x", "subject.nope",
+		"route", "route.provider", "route.host", "route.name", "route.nope", "route.provider.x",
+		"time", "time.x", "nothing",
 	}
 	for _, in := range []*Input{with, without} {
 		full, err := in.Value()
@@ -148,15 +156,125 @@ func TestInputValueAt(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, p := range paths {
-			var path []*ast.Term
-			for k := range strings.SplitSeq(p, ".") {
-				path = append(path, ast.StringTerm(k))
-			}
-			want := valueAt(full, path)
-			got := in.valueAt(path)
+			path := testPath(p)
+			want := valueAt(full, path.terms)
+			got := in.valueAt(path.terms)
 			if (want == nil) != (got == nil) || (want != nil && want.Compare(got) != 0) {
 				t.Errorf("input.%s: got %v; want %v", p, got, want)
 			}
+			if got, want := in.appendAt(nil, path), appendValue(nil, want); !bytes.Equal(got, want) {
+				t.Errorf("input.%s: key %q; want %q", p, got, want)
+			}
 		}
+	}
+}
+
+func testPath(dotted string) inputPath {
+	var p inputPath
+	for k := range strings.SplitSeq(dotted, ".") {
+		p.terms = append(p.terms, ast.StringTerm(k))
+		p.keys = append(p.keys, k)
+	}
+	return p
+}
+
+// TestKeyEncodingDistinguishes: values that differ never share a key, even
+// where a naive concatenation would run them together.
+func TestKeyEncodingDistinguishes(t *testing.T) {
+	values := []string{
+		`null`, `true`, `false`, `1`, `1.0`, `"1"`, `""`, `"a"`, `"ab"`, `["a"]`, `["a","b"]`, `["ab"]`,
+		`[]`, `{}`, `{"a":"b"}`, `{"a":"b","c":"d"}`, `{"ab":""}`, `{"a":["b"]}`, `{"a":{"b":"c"}}`,
+		`{"a"}`, `{"a","b"}`, `set()`, `[null]`, `[["a"]]`, `[[],[]]`, `[[[]]]`,
+	}
+	seen := map[string]string{}
+	for _, a := range values {
+		for _, b := range append(values, "absent") {
+			var k []byte
+			k = appendValue(k, ast.MustParseTerm(a).Value)
+			if b == "absent" {
+				k = appendValue(k, nil)
+			} else {
+				k = appendValue(k, ast.MustParseTerm(b).Value)
+			}
+			pair := a + " then " + b
+			if prev, dup := seen[string(k)]; dup {
+				t.Errorf("%s and %s share the key %q", prev, pair, k)
+			}
+			seen[string(k)] = pair
+		}
+	}
+	// Equal values encode equally whatever order they were built in.
+	x := appendValue(nil, ast.MustParseTerm(`{"b":[1],"a":{"d":2,"c":3}}`).Value)
+	y := appendValue(nil, ast.MustParseTerm(`{"a":{"c":3,"d":2},"b":[1]}`).Value)
+	if !bytes.Equal(x, y) {
+		t.Errorf("equal objects: keys %q and %q differ", x, y)
+	}
+}
+
+// TestDecisionCacheBounds: the cache never holds more than its size, and an
+// oversized key is evaluated every time rather than stored.
+func TestDecisionCacheBounds(t *testing.T) {
+	c := &decisionCache{entries: map[string]Decision{}, paths: []inputPath{testPath("attributes.request.http.path")}}
+	for i := range decisionCacheSize + 10 {
+		in := &Input{}
+		in.Attributes.Request.HTTP.Path = fmt.Sprintf("/p/%d", i)
+		k := c.key(in.appendAt)
+		c.put(k, Decision{Allow: true})
+		k.release()
+	}
+	if n := len(c.entries); n != decisionCacheSize {
+		t.Errorf("%d entries; want %d", n, decisionCacheSize)
+	}
+	in := &Input{}
+	in.Attributes.Request.HTTP.Path = "/" + strings.Repeat("x", maxKeyBytes)
+	k := c.key(in.appendAt)
+	defer k.release()
+	c.put(k, Decision{Allow: true})
+	if _, hit := c.get(k); hit {
+		t.Error("an oversized key was cached")
+	}
+}
+
+// TestDecideCacheHitAllocs: a decision served from the cache allocates
+// nothing for a policy reading the fields the sidecar's policies read.
+func TestDecideCacheHitAllocs(t *testing.T) {
+	dir := t.TempDir()
+	src := `package onbehalf.authz
+decision := {"allow": true} if {
+	input.subject.user != ""
+	input.route.provider != ""
+	input.attributes.request.http.method != "DELETE"
+	input.parsed_path[0] == "api"
+	input.attributes.request.http.headers["content-type"] == "application/json"
+}`
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Paths = []string{dir}
+	cfg.Watch = false
+	e, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	r := httptest.NewRequest("POST", "https://slack.com/api/chat.postMessage", nil)
+	r.Header.Set("Content-Type", "application/json")
+	in := NewInput(r, InputArgs{Subject: Subject{User: "alice"}, Route: &Route{Provider: "slack"}, Now: inputTime})
+	ctx := context.Background()
+	if d := e.Decide(ctx, in); !d.Allow {
+		t.Fatalf("Decide = %+v; want allow", d)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if d := e.Decide(ctx, in); !d.Allow {
+			t.Fatalf("Decide = %+v; want allow", d)
+		}
+	})
+	// Under -race the pooled key buffer is sometimes dropped and made anew.
+	if want := 0.0; allocs > want && !(raceEnabled && allocs <= 1) {
+		t.Errorf("a cache hit allocates %v times; want %v", allocs, want)
+	}
+	if n := e.cur.Load().evals.Load(); n != 1 {
+		t.Errorf("%d evaluations; want 1", n)
 	}
 }

@@ -172,12 +172,13 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 		return p.decide(ctx, in.Value, e.cfg.Timeout)
 	}
 	// With a decision cache, only the parts of the input the policy reads
-	// are converted unless the decision has to be made.
-	d, key, values, hit := p.cache.lookup(in.valueAt)
-	if hit {
+	// are looked at unless the decision has to be made.
+	k := p.cache.key(in.appendAt)
+	defer k.release()
+	if d, hit := p.cache.get(k); hit {
 		return d
 	}
-	return p.decideAndStore(ctx, in.Value, e.cfg.Timeout, key, values)
+	return p.decideAndStore(ctx, in.Value, e.cfg.Timeout, k)
 }
 
 // decideValue evaluates an already converted input (EvalFile's arbitrary
@@ -209,15 +210,16 @@ func (p *prepared) decide(ctx context.Context, value func() (ast.Value, error), 
 	if err != nil {
 		return p.stamp(deny(fmt.Sprintf("%s: convert input: %v", ReasonError, err)))
 	}
-	d, key, values, hit := p.cache.lookup(func(path []*ast.Term) ast.Value { return valueAt(v, path) })
-	if hit {
+	k := p.cache.key(func(b []byte, path inputPath) []byte { return appendValue(b, valueAt(v, path.terms)) })
+	defer k.release()
+	if d, hit := p.cache.get(k); hit {
 		return d
 	}
-	return p.decideAndStore(ctx, func() (ast.Value, error) { return v, nil }, timeout, key, values)
+	return p.decideAndStore(ctx, func() (ast.Value, error) { return v, nil }, timeout, k)
 }
 
-// decideAndStore evaluates and caches the decision under key.
-func (p *prepared) decideAndStore(ctx context.Context, value func() (ast.Value, error), timeout time.Duration, key uint64, values []ast.Value) Decision {
+// decideAndStore evaluates and caches the decision under k.
+func (p *prepared) decideAndStore(ctx context.Context, value func() (ast.Value, error), timeout time.Duration, k *cacheKey) Decision {
 	v, err := value()
 	if err != nil {
 		return p.stamp(deny(fmt.Sprintf("%s: convert input: %v", ReasonError, err)))
@@ -226,7 +228,7 @@ func (p *prepared) decideAndStore(ctx context.Context, value func() (ast.Value, 
 	if evaluated {
 		// Only decisions the policy made are cached, never timeouts,
 		// cancellations or evaluation errors.
-		p.cache.store(key, values, d)
+		p.cache.put(k, d)
 	}
 	return d
 }

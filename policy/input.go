@@ -6,7 +6,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -140,12 +142,11 @@ func NewInput(r *http.Request, a InputArgs) *Input {
 
 	headers := make(map[string]string, len(r.Header))
 	for name, values := range r.Header {
-		lower := strings.ToLower(name)
-		if isCredentialHeader(lower) || strings.EqualFold(name, assertion) ||
+		if isCredentialHeader(name) || strings.EqualFold(name, assertion) ||
 			strings.EqualFold(name, DefaultAssertionHeader) || listed(a.DropHeaders, name) {
 			continue
 		}
-		headers[lower] = strings.Join(values, ", ")
+		headers[lowerHeaderName(name)] = strings.Join(values, ", ")
 	}
 	// Go's server moves Transfer-Encoding out of the header map (and a
 	// client request may carry its length only in ContentLength). Put them
@@ -187,7 +188,7 @@ func NewInput(r *http.Request, a InputArgs) *Input {
 			Claims: claims,
 		},
 		Route: a.Route,
-		Time:  now.UTC().Format(time.RFC3339),
+		Time:  formatTime(now),
 	}
 }
 
@@ -198,14 +199,64 @@ func parsePath(p string) []string {
 	return strings.Split(strings.TrimLeft(p, "/"), "/")
 }
 
-// isCredentialHeader reports whether the lower-case header name carries a
-// credential, or is addressed to the proxy.
-func isCredentialHeader(lower string) bool {
-	switch lower {
-	case "authorization", "cookie", "set-cookie":
+// isCredentialHeader reports whether the header name (in any case) carries
+// a credential, or is addressed to the proxy.
+func isCredentialHeader(name string) bool {
+	if strings.EqualFold(name, "authorization") || strings.EqualFold(name, "cookie") || strings.EqualFold(name, "set-cookie") {
 		return true
 	}
-	return strings.HasPrefix(lower, "proxy-")
+	return len(name) >= len("proxy-") && strings.EqualFold(name[:len("proxy-")], "proxy-")
+}
+
+// lowerHeaderName returns name in lower case. Names that are lower case
+// already or common (in their canonical form) cost no allocation.
+func lowerHeaderName(name string) string {
+	if lower, ok := commonHeaderNames[name]; ok {
+		return lower
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; 'A' <= c && c <= 'Z' || c >= utf8.RuneSelf {
+			return strings.ToLower(name)
+		}
+	}
+	return name
+}
+
+// commonHeaderNames maps the canonical form of headers API clients commonly
+// send to its lower case.
+var commonHeaderNames = func() map[string]string {
+	m := map[string]string{}
+	for _, name := range []string{
+		"Accept", "Accept-Encoding", "Accept-Language", "Cache-Control", "Connection",
+		"Content-Encoding", "Content-Language", "Content-Length", "Content-Type", "Date",
+		"Expect", "If-Match", "If-Modified-Since", "If-None-Match", "Origin", "Pragma",
+		"Referer", "Traceparent", "Tracestate", "Transfer-Encoding", "User-Agent",
+		"X-Forwarded-For", "X-Request-Id",
+	} {
+		m[name] = strings.ToLower(name)
+	}
+	return m
+}()
+
+// lastTime caches the input time of the current second: requests within
+// one second (the resolution of RFC 3339 without fractions) share one
+// string instead of formatting it each.
+var lastTime atomic.Pointer[formattedTime]
+
+type formattedTime struct {
+	unix int64
+	text string
+}
+
+// formatTime returns t in RFC 3339, UTC, whole seconds.
+func formatTime(t time.Time) string {
+	u := t.Unix()
+	if f := lastTime.Load(); f != nil && f.unix == u {
+		return f.text
+	}
+	f := &formattedTime{unix: u, text: t.UTC().Format(time.RFC3339)}
+	lastTime.Store(f)
+	return f.text
 }
 
 func listed(names []string, name string) bool {
@@ -448,4 +499,151 @@ func (in *Input) attributesAt(path []*ast.Term) ast.Value {
 		return valueAt(src, path[1:])
 	}
 	return nil
+}
+
+// appendAt appends the key encoding (appendValue) of the value at p to b,
+// writing the fields policies usually read straight from the input rather
+// than converting them to OPA values: the decision cache calls it for
+// each path a policy reads, on every request. Other paths go through
+// valueAt. Either way the bytes are those of appendValue(valueAt(p)).
+func (in *Input) appendAt(b []byte, p inputPath) []byte {
+	k := p.keys
+	key := func(i int) string {
+		if i < len(k) {
+			return k[i]
+		}
+		return ""
+	}
+	// leaf appends s when the path ends at it; a path reaching into a
+	// string leads nowhere.
+	leaf := func(s string, depth int) []byte {
+		if len(k) > depth {
+			return append(b, tagAbsent)
+		}
+		return appendString(b, s)
+	}
+	h := &in.Attributes.Request.HTTP
+	switch key(0) {
+	case "attributes":
+		switch {
+		case key(1) == "request" && key(2) == "http":
+			switch key(3) {
+			case "":
+				if len(k) == 3 {
+					return in.appendHTTP(b)
+				}
+			case "method":
+				return leaf(h.Method, 4)
+			case "host":
+				return leaf(h.Host, 4)
+			case "path":
+				return leaf(h.Path, 4)
+			case "scheme":
+				return leaf(h.Scheme, 4)
+			case "headers":
+				switch {
+				case len(k) == 4:
+					return appendStringMap(b, h.Headers)
+				case len(k) > 5:
+					return append(b, tagAbsent)
+				}
+				v, ok := h.Headers[k[4]]
+				if !ok {
+					return append(b, tagAbsent)
+				}
+				return appendString(b, v)
+			default:
+				return append(b, tagAbsent)
+			}
+		case key(1) == "source" && key(2) == "address":
+			return leaf(in.Attributes.Source.Address, 3)
+		}
+	case "subject":
+		switch key(1) {
+		case "user":
+			return leaf(in.Subject.User, 2)
+		case "agent":
+			return leaf(in.Subject.Agent, 2)
+		case "issuer":
+			return leaf(in.Subject.Issuer, 2)
+		case "claims":
+			if len(k) < 3 {
+				break
+			}
+			// One claim: convert only it, not every claim.
+			c, ok := in.Subject.Claims[k[2]]
+			if !ok {
+				return append(b, tagAbsent)
+			}
+			v, err := ast.InterfaceToValue(c)
+			if err != nil {
+				v = nil // as valueAt: a claim that cannot be converted is absent
+			}
+			return appendValue(b, valueAt(v, p.terms[3:]))
+		}
+	case "route":
+		r := in.Route
+		switch {
+		case r == nil && len(k) == 1:
+			return append(b, tagNull)
+		case r == nil:
+			return append(b, tagAbsent)
+		case len(k) == 1:
+			return appendRoute(b, r)
+		}
+		switch k[1] {
+		case "provider":
+			return leaf(r.Provider, 2)
+		case "host":
+			return leaf(r.Host, 2)
+		case "name":
+			return leaf(r.Name, 2)
+		}
+		return append(b, tagAbsent)
+	case "time":
+		return leaf(in.Time, 1)
+	case "parsed_path":
+		if len(k) == 1 {
+			return appendStrings(b, in.ParsedPath)
+		}
+		return append(b, tagAbsent) // an array has no string keys
+	case "parsed_query":
+		switch len(k) {
+		case 1:
+			b = appendCount(b, tagObject, len(in.ParsedQuery))
+			var buf [16]string
+			for _, name := range sortedKeys(buf[:0], in.ParsedQuery) {
+				b = appendString(b, name)
+				b = appendStrings(b, in.ParsedQuery[name])
+			}
+			return b
+		case 2:
+			vs, ok := in.ParsedQuery[k[1]]
+			if !ok {
+				return append(b, tagAbsent)
+			}
+			return appendStrings(b, vs)
+		}
+		return append(b, tagAbsent)
+	}
+	return appendValue(b, in.valueAt(p.terms))
+}
+
+// appendHTTP appends input.attributes.request.http, keys in order.
+func (in *Input) appendHTTP(b []byte) []byte {
+	h := &in.Attributes.Request.HTTP
+	b = appendCount(b, tagObject, 5)
+	b = appendStringMap(appendString(b, "headers"), h.Headers)
+	b = appendString(appendString(b, "host"), h.Host)
+	b = appendString(appendString(b, "method"), h.Method)
+	b = appendString(appendString(b, "path"), h.Path)
+	return appendString(appendString(b, "scheme"), h.Scheme)
+}
+
+// appendRoute appends a route object, keys in order.
+func appendRoute(b []byte, r *Route) []byte {
+	b = appendCount(b, tagObject, 3)
+	b = appendString(appendString(b, "host"), r.Host)
+	b = appendString(appendString(b, "name"), r.Name)
+	return appendString(appendString(b, "provider"), r.Provider)
 }

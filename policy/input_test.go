@@ -92,6 +92,7 @@ func TestNewInputDropsCredentials(t *testing.T) {
 			// Set the header raw, in odd case, twice: nothing may survive.
 			r.Header[tt.header] = []string{"secret-1", "secret-2"}
 			r.Header[strings.ToLower(tt.header)] = []string{"secret-3"}
+			r.Header[strings.ToUpper(tt.header)] = []string{"secret-4"}
 			r.Header.Set("X-Ordinary", "kept")
 			in := NewInput(r, tt.args)
 			bs, _ := json.Marshal(in)
@@ -102,6 +103,31 @@ func TestNewInputDropsCredentials(t *testing.T) {
 				t.Errorf("headers = %v; want x-ordinary kept", in.Attributes.Request.HTTP.Headers)
 			}
 		})
+	}
+}
+
+func TestLowerHeaderName(t *testing.T) {
+	for _, name := range []string{"Content-Type", "content-type", "X-Custom-Header", "X-CUSTOM", "x-ok", "Accept", "X-Ä", "ÄB", ""} {
+		if got, want := lowerHeaderName(name), strings.ToLower(name); got != want {
+			t.Errorf("lowerHeaderName(%q) = %q; want %q", name, got, want)
+		}
+	}
+	for name, lower := range commonHeaderNames {
+		if name != http.CanonicalHeaderKey(name) || lower != strings.ToLower(name) {
+			t.Errorf("commonHeaderNames[%q] = %q: the key must be canonical, the value its lower case", name, lower)
+		}
+	}
+}
+
+func TestFormatTime(t *testing.T) {
+	paris := time.FixedZone("CEST", 2*3600)
+	for _, tm := range []time.Time{
+		inputTime, inputTime, inputTime.Add(999 * time.Millisecond), inputTime.Add(time.Second),
+		inputTime.In(paris), inputTime.Add(-time.Second), time.Unix(0, 0), inputTime,
+	} {
+		if got, want := formatTime(tm), tm.UTC().Format(time.RFC3339); got != want {
+			t.Errorf("formatTime(%v) = %s; want %s", tm, got, want)
+		}
 	}
 }
 

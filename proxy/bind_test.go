@@ -9,7 +9,7 @@ import (
 )
 
 func TestBindTunnelRequest(t *testing.T) {
-	tun := &tunnel{host: "api.example.com", port: 443}
+	tun := newTunnel("api.example.com", 443, "")
 	tests := []struct {
 		raw  string
 		ok   bool
@@ -47,7 +47,7 @@ func FuzzBindTunnelRequest(f *testing.F) {
 	f.Add("GET //evil.example.com/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
 	f.Add("GET /a%2f..%2fb HTTP/1.1\r\nHost: api.example.com.\r\n\r\n")
 	f.Add("OPTIONS * HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
-	tun := &tunnel{host: "api.example.com", port: 443}
+	tun := newTunnel("api.example.com", 443, "")
 	f.Fuzz(func(t *testing.T, raw string) {
 		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
 		if err != nil {

@@ -22,8 +22,20 @@ import (
 type tunnel struct {
 	host    string // normalised
 	port    int
+	target  string // host and port as hostPort renders them for https
+	addr    string // host:port to dial, the port always written
 	source  string
 	subject *identity.Subject
+}
+
+// newTunnel returns the tunnel to host:port (host normalised) opened from
+// source.
+func newTunnel(host string, port int, source string) *tunnel {
+	return &tunnel{
+		host: host, port: port, source: source,
+		target: hostPort(host, port, "https"),
+		addr:   net.JoinHostPort(host, strconv.Itoa(port)),
+	}
 }
 
 func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
@@ -76,8 +88,8 @@ func (s *Server) handleConnect(target string, ctx *goproxy.ProxyCtx) (*goproxy.C
 	if !egress.CanonicalHost(host) {
 		return s.rejectConnect(ctx, ex, newError(CodeBadRequest, "the CONNECT target must be a host name or an address in its standard form", nil)), target
 	}
-	ex.rec.Host = hostPort(host, port, "https")
-	t := &tunnel{host: host, port: port, source: req.RemoteAddr}
+	t := newTunnel(host, port, req.RemoteAddr)
+	ex.rec.Host = t.target
 
 	// An assertion on CONNECT is optional for interception (requests inside
 	// the tunnel may carry their own) but must be valid when present.
@@ -109,7 +121,7 @@ func (s *Server) handleConnect(target string, ctx *goproxy.ProxyCtx) (*goproxy.C
 	if t.subject == nil {
 		return s.rejectConnect(ctx, ex, newError(CodeIdentityRequired, "tunnels to unrouted hosts need an assertion in Proxy-Authorization: Bearer <assertion>", identity.ErrMissing)), target
 	}
-	in := s.policyInput(req, ex, "https", host, port, req.RemoteAddr)
+	in := s.policyInput(req, ex, "https", t.target, req.RemoteAddr)
 	if e := s.decide(req.Context(), ex, in, false); e != nil {
 		return s.rejectConnect(ctx, ex, e), target
 	}

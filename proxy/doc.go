@@ -12,5 +12,12 @@
 // silently repair ambiguous framing. The proxy therefore takes the tunnel
 // over (goproxy.ConnectHijack) and runs its own strict HTTP/1.1 loop there.
 //
+// Upstream, a request whose body is in memory (no body, or one of at most
+// 64 KiB, which is read before forwarding) is sent by the proxy's own
+// HTTP/1.1 client on pooled, verified TLS connections, from the tunnel's
+// goroutine; requests with streamed bodies, and all requests when upstream
+// HTTP/2 is on, go through one net/http.Transport. Both dial through the
+// egress guard and verify certificates the same way.
+//
 // A Server is safe for concurrent use; all its dependencies must be too.
 package proxy

@@ -31,7 +31,9 @@ type exchange struct {
 	route   *injector.Route
 	token   injector.Token
 	err     *Error
-	bytesIn *countingReader
+	// bytesIn counts the request body as it is read; it lives in the
+	// exchange so that counting allocates nothing.
+	bytesIn countingReader
 	// forwarded is set once the request body was handed to the
 	// transport, which then owns it until it closes it.
 	forwarded bool
@@ -90,9 +92,7 @@ func (s *Server) finish(ex *exchange, status int, bytesOut int64) {
 	ex.rec.Status = status
 	ex.rec.DurationMS = float64(s.d.Now().Sub(ex.start).Microseconds()) / 1000
 	ex.rec.BytesOut = bytesOut
-	if ex.bytesIn != nil {
-		ex.rec.BytesIn = ex.bytesIn.n
-	}
+	ex.rec.BytesIn = ex.bytesIn.n
 	if ex.rec.Decision == "" {
 		ex.rec.Decision = decisionDeny
 	}
@@ -122,11 +122,12 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 func (c *countingReader) Close() error { return c.r.Close() }
 
-func countBody(req *http.Request) *countingReader {
+// countBody makes req's body count the bytes read from it into
+// ex.bytesIn.
+func (ex *exchange) countBody(req *http.Request) {
 	if req.Body == nil || req.Body == http.NoBody {
-		return &countingReader{r: http.NoBody}
+		return
 	}
-	c := &countingReader{r: req.Body}
-	req.Body = c
-	return c
+	ex.bytesIn.r = req.Body
+	req.Body = &ex.bytesIn
 }

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
@@ -20,8 +21,8 @@ import (
 // identify returns the acting user: from the assertion header of this
 // request when present, else from the assertion the tunnel was opened with.
 func (s *Server) identify(ctx context.Context, h http.Header, fallback *identity.Subject) (*identity.Subject, error) {
-	ctx, end := s.startStage(ctx, metrics.StageIdentity)
-	defer end()
+	ctx, st := s.startStage(ctx, metrics.StageIdentity)
+	defer st.end()
 	raw, err := identity.FromHeader(h, s.d.AssertionHeader)
 	switch {
 	case err == nil:
@@ -39,9 +40,9 @@ func (s *Server) identify(ctx context.Context, h http.Header, fallback *identity
 // policy_denied error unless policy (or report-only mode) lets the request
 // proceed.
 func (s *Server) decide(ctx context.Context, ex *exchange, in *policy.Input, reportOnly bool) *Error {
-	ctx, end := s.startStage(ctx, metrics.StagePolicy)
+	ctx, st := s.startStage(ctx, metrics.StagePolicy)
 	d := s.d.Policy.Decide(ctx, in)
-	end()
+	st.end()
 	// The revision that decided, not the one loaded now: a reload can
 	// land between the two.
 	ex.rec.PolicyRevision = d.Revision
@@ -62,13 +63,14 @@ func (s *Server) decide(ctx context.Context, ex *exchange, in *policy.Input, rep
 	return ex.fail(newError(CodePolicyDenied, msg, nil))
 }
 
-// policyInput builds the policy input for req. Credential headers never
-// enter it, nor does the route's own credential header.
-func (s *Server) policyInput(req *http.Request, ex *exchange, scheme, host string, port int, source string) *policy.Input {
+// policyInput builds the policy input for req to hostport (as hostPort
+// renders it for scheme). Credential headers never enter it, nor does the
+// route's own credential header.
+func (s *Server) policyInput(req *http.Request, ex *exchange, scheme, hostport, source string) *policy.Input {
 	args := policy.InputArgs{
 		Source:          source,
 		Scheme:          scheme,
-		Host:            hostPort(host, port, scheme),
+		Host:            hostport,
 		Now:             ex.start,
 		AssertionHeader: s.d.AssertionHeader,
 	}
@@ -81,10 +83,30 @@ func (s *Server) policyInput(req *http.Request, ex *exchange, scheme, host strin
 		}
 	}
 	if r := ex.route; r != nil {
-		args.Route = &policy.Route{Provider: r.Provider, Host: r.Host, Name: r.Name}
-		args.DropHeaders = []string{r.Header()}
+		pr := s.policyRoute(r)
+		args.Route = pr.route
+		args.DropHeaders = pr.drop
 	}
 	return policy.NewInput(req, args)
+}
+
+// policyRoute is what the policy input takes from one route.
+type policyRoute struct {
+	route *policy.Route
+	drop  []string // the route's credential header
+}
+
+// policyRoute returns the policy input's view of r, made once per route:
+// routes are fixed for the server's life, and NewInput only reads it.
+func (s *Server) policyRoute(r *injector.Route) *policyRoute {
+	if pr, ok := s.policyRoutes.Load(r); ok {
+		return pr.(*policyRoute)
+	}
+	pr, _ := s.policyRoutes.LoadOrStore(r, &policyRoute{
+		route: &policy.Route{Provider: r.Provider, Host: r.Host, Name: r.Name},
+		drop:  []string{r.Header()},
+	})
+	return pr.(*policyRoute)
 }
 
 // hostPort renders host with its port unless the port is the scheme's
@@ -111,9 +133,9 @@ func containsColon(s string) bool {
 // fetchToken gets the user's token for the route and records which grant
 // generation and token were used.
 func (s *Server) fetchToken(ctx context.Context, ex *exchange) *Error {
-	ctx, end := s.startStage(ctx, metrics.StageToken)
+	ctx, st := s.startStage(ctx, metrics.StageToken)
 	tok, err := s.d.Tokens.Token(ctx, ex.route.Provider, ex.subject.User)
-	end()
+	st.end()
 	if err != nil {
 		e := classify(err)
 		if e.Code == CodeStoreUnavailable {
@@ -163,21 +185,35 @@ func (s *Server) logFailure(ex *exchange, e *Error) {
 	}
 }
 
+// stage is one pipeline stage being timed (and, when tracing is on,
+// traced). It is a value, not a closure, so that timing a stage allocates
+// nothing.
+type stage struct {
+	m     *metrics.Metrics
+	name  string
+	start time.Time
+	span  trace.Span
+}
+
 // startStage starts timing (and, when tracing is on, a span for) one
-// pipeline stage; the returned function ends it.
-func (s *Server) startStage(ctx context.Context, name string) (context.Context, func()) {
-	start := time.Now()
-	var span trace.Span
-	if s.d.Tracer != nil {
-		ctx, span = s.d.Tracer.Start(ctx, name)
+// pipeline stage; its end method ends it.
+func (s *Server) startStage(ctx context.Context, name string) (context.Context, stage) {
+	st := stage{m: s.d.Metrics, name: name}
+	if st.m != nil {
+		st.start = time.Now()
 	}
-	return ctx, func() {
-		if s.d.Metrics != nil {
-			s.d.Metrics.Stage(name, time.Since(start))
-		}
-		if span != nil {
-			span.End()
-		}
+	if s.d.Tracer != nil {
+		ctx, st.span = s.d.Tracer.Start(ctx, name)
+	}
+	return ctx, st
+}
+
+func (st stage) end() {
+	if st.m != nil {
+		st.m.Stage(st.name, time.Since(st.start))
+	}
+	if st.span != nil {
+		st.span.End()
 	}
 }
 

@@ -20,7 +20,7 @@ func (s *Server) handlePlain(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Re
 	host, port, err := injector.SplitHostPort(req.URL.Host, 80)
 	ex := s.newExchange(req.Method, "http", req.URL.Host, redactedPath(req.URL))
 	ctx.UserData = ex
-	ex.bytesIn = countBody(req)
+	ex.countBody(req)
 	reject := func(e *Error) (*http.Request, *http.Response) {
 		ex.fail(e)
 		s.logFailure(ex, e)
@@ -57,7 +57,7 @@ func (s *Server) handlePlain(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Re
 		return reject(classify(err))
 	}
 	ex.setSubject(sub)
-	in := s.policyInput(req, ex, "http", host, port, req.RemoteAddr)
+	in := s.policyInput(req, ex, "http", ex.rec.Host, req.RemoteAddr)
 	if e := s.decide(req.Context(), ex, in, false); e != nil {
 		return reject(e)
 	}

@@ -39,6 +39,7 @@ type headReader struct {
 	maxBytes int
 	maxCount int
 	head     []byte
+	headR    bytes.Reader // reads head to the parser
 }
 
 // connBufferSize sizes the per-connection read buffer. Heads longer than
@@ -70,10 +71,12 @@ func (hr *headReader) next() (*http.Request, error) {
 		return nil, err
 	}
 	parse := parsers.Get().(*bufio.Reader)
-	parse.Reset(bytes.NewReader(head))
+	hr.headR.Reset(head)
+	parse.Reset(&hr.headR)
 	req, err := http.ReadRequest(parse)
 	parse.Reset(nil)
 	parsers.Put(parse)
+	hr.headR.Reset(nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errMalformed, err)
 	}
@@ -87,7 +90,7 @@ func (hr *headReader) next() (*http.Request, error) {
 		req.Body = &chunkedBody{r: httputil.NewChunkedReader(hr.br), br: hr.br, maxTrailer: hr.maxBytes}
 	case framing.length > 0:
 		req.ContentLength = framing.length
-		req.Body = &lengthBody{r: io.LimitReader(hr.br, framing.length), remaining: framing.length}
+		req.Body = &lengthBody{r: hr.br, remaining: framing.length}
 	default:
 		req.ContentLength = 0
 		req.Body = http.NoBody
@@ -142,17 +145,23 @@ type framing struct {
 // exactly "chunked", and never both.
 func checkHead(head []byte, maxCount int) (framing, error) {
 	var f framing
-	lines := bytes.Split(head, []byte("\n"))
 	var (
 		count        int
 		sawLength    bool
 		sawEncoding  bool
 		encodingVals []string
 	)
-	for i, raw := range lines[1:] { // lines[0] is the request line
+	// The lines are walked in place (bytes.Split would allocate per
+	// request); the one after the last newline is empty.
+	lines := bytes.Count(head, []byte("\n")) + 1
+	i := -1
+	for raw := range bytes.SplitSeq(head, []byte("\n")) {
+		if i++; i == 0 {
+			continue // the request line
+		}
 		line := bytes.TrimSuffix(raw, []byte("\r"))
 		if len(line) == 0 {
-			if i != len(lines)-3 { // the blank line must be the last one
+			if i != lines-2 { // the blank line must be the last one
 				return f, fmt.Errorf("%w: blank line inside the head", errMalformed)
 			}
 			break
@@ -227,7 +236,8 @@ func asciiEqualFold(b []byte, s string) bool {
 
 // lengthBody is a Content-Length body that reports a short body as an error
 // instead of a silent EOF, so a truncated upload is never forwarded as
-// complete.
+// complete. It never reads past its length: what follows on the connection
+// is the next request.
 type lengthBody struct {
 	r         io.Reader
 	remaining int64
@@ -236,6 +246,9 @@ type lengthBody struct {
 func (b *lengthBody) Read(p []byte) (int, error) {
 	if b.remaining <= 0 {
 		return 0, io.EOF
+	}
+	if int64(len(p)) > b.remaining {
+		p = p[:b.remaining]
 	}
 	n, err := b.r.Read(p)
 	b.remaining -= int64(n)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -136,4 +137,52 @@ func FuzzCheckHead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkHeadSplit is checkHead's line walk as first written, with
+// bytes.Split: the in-place walk must agree with it.
+func checkHeadSplit(head []byte) (blankAt int, ok bool) {
+	lines := bytes.Split(head, []byte("\n"))
+	for i, raw := range lines[1:] {
+		if len(bytes.TrimSuffix(raw, []byte("\r"))) == 0 {
+			return i, i == len(lines)-3
+		}
+	}
+	return -1, true
+}
+
+func TestCheckHeadBlankLine(t *testing.T) {
+	heads := []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\n",
+		"GET / HTTP/1.1\r\nHost: a",
+		"GET / HTTP/1.1\r\n\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\nHost: a\n\n",
+		"GET / HTTP/1.1\r\n\r\n",
+		"GET / HTTP/1.1",
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\nx",
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n\r\n",
+		"",
+		"\n",
+		"\n\n",
+	}
+	for _, h := range heads {
+		_, splitOK := checkHeadSplit([]byte(h))
+		_, err := checkHead([]byte(h), 100)
+		if gotOK := !errors.Is(err, errMalformed); gotOK != splitOK {
+			t.Errorf("checkHead(%q) = %v; want blank-line check ok=%v", h, err, splitOK)
+		}
+	}
+}
+
+func TestCheckHeadAllocs(t *testing.T) {
+	head := []byte("POST /api/chat.postMessage HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n")
+	allocs := testing.AllocsPerRun(50, func() {
+		if f, err := checkHead(head, 100); err != nil || f.length != 5 {
+			t.Fatalf("checkHead = %+v, %v; want length 5", f, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("checkHead allocates %v times; want 0", allocs)
+	}
 }

@@ -94,7 +94,12 @@ type Server struct {
 	gp        *goproxy.ProxyHttpServer
 	srv       *http.Server
 	transport *http.Transport
-	ids       *subjectCache
+	// upstream sends requests whose body is in memory over HTTP/1.1;
+	// nil when upstream HTTP/2 is on, and everything takes transport.
+	upstream *upstreamClient
+	ids      *subjectCache
+	// policyRoutes maps each *injector.Route to its *policyRoute.
+	policyRoutes sync.Map
 
 	mu      sync.Mutex
 	conns   map[net.Conn]*connState // hijacked tunnel connections
@@ -133,6 +138,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 		transport: tr,
 		ids:       newSubjectCache(d.Identity, d.Now),
 		conns:     map[net.Conn]*connState{},
+	}
+	if !cfg.Upstream.HTTP2 {
+		s.upstream = newUpstreamClient(cfg.Upstream, tr.DialContext, tr.TLSClientConfig)
 	}
 	s.gp = s.newGoproxy()
 	s.srv = &http.Server{
@@ -218,12 +226,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.closeIdleTunnels()
 		select {
 		case <-done:
-			s.transport.CloseIdleConnections()
+			s.closeUpstream()
 			return err
 		case <-ctx.Done():
 			s.closeTunnels()
 			<-done
-			s.transport.CloseIdleConnections()
+			s.closeUpstream()
 			return err
 		case <-tick.C:
 		}
@@ -241,7 +249,21 @@ type connState struct {
 
 // CloseIdleConnections closes pooled upstream connections that are not in
 // use (they would otherwise live until upstream.idle_conn_timeout).
-func (s *Server) CloseIdleConnections() { s.transport.CloseIdleConnections() }
+func (s *Server) CloseIdleConnections() {
+	s.transport.CloseIdleConnections()
+	if s.upstream != nil {
+		s.upstream.closeIdle()
+	}
+}
+
+// closeUpstream closes every upstream connection not in use once the
+// server is done with them.
+func (s *Server) closeUpstream() {
+	s.transport.CloseIdleConnections()
+	if s.upstream != nil {
+		s.upstream.close()
+	}
+}
 
 // Close closes everything at once.
 func (s *Server) Close() error {
@@ -249,7 +271,7 @@ func (s *Server) Close() error {
 	err := s.srv.Close()
 	s.closeTunnels()
 	s.wg.Wait()
-	s.transport.CloseIdleConnections()
+	s.closeUpstream()
 	return err
 }
 

@@ -137,7 +137,7 @@ func lingerClose(conn *tls.Conn) {
 // audits it; the connection is closed afterwards. It reports whether an
 // answer was written.
 func (s *Server) refuseMalformed(t *tunnel, w *bufio.Writer, err error) bool {
-	ex := s.newExchange("", "https", hostPort(t.host, t.port, "https"), "")
+	ex := s.newExchange("", "https", t.target, "")
 	if t.subject != nil {
 		ex.setSubject(t.subject)
 	}
@@ -179,8 +179,8 @@ func reason(err error) string {
 // pipeline and writes the answer. It reports whether the connection may
 // carry another request.
 func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn, req *http.Request, w *bufio.Writer) bool {
-	ex := s.newExchange(req.Method, "https", hostPort(t.host, t.port, "https"), "")
-	ex.bytesIn = countBody(req)
+	ex := s.newExchange(req.Method, "https", t.target, "")
+	ex.countBody(req)
 	cont := expectContinue(req, w)
 	body := &ownedBody{r: req.Body, closed: make(chan struct{})}
 	req.Body = body
@@ -312,7 +312,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	ex.setRoute(route)
 
 	// 4. Decide, before any grant is read.
-	in := s.policyInput(req, ex, "https", t.host, t.port, t.source)
+	in := s.policyInput(req, ex, "https", t.target, t.source)
 	if e := s.decide(ctx, ex, in, route.ReportOnly); e != nil {
 		return fail(e)
 	}
@@ -325,30 +325,43 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	// 6. Inject: strip what must not travel, replace credentials.
 	out := outboundRequest(ctx, req, t)
 	sanitizeRequest(out.Header, s.d.AssertionHeader)
-	route.Inject(out.Header, ex.token.Value)
+	route.InjectToken(out.Header, ex.token)
 
 	// 7. Audit before the token leaves (fail-closed).
 	if e := s.auditInject(ex); e != nil {
 		return fail(e)
 	}
 
-	// Small bodies (most API calls) are read before forwarding: the
-	// transport then sends head and body in one write, and the tunnel's
-	// connection is never read by another goroutine.
+	// Small bodies (most API calls) are read before forwarding: head and
+	// body then go upstream in one write, and the tunnel's connection is
+	// never read by another goroutine.
+	var body []byte
 	if n := req.ContentLength; n > 0 && n <= maxBufferedBody {
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(req.Body, buf); err != nil {
+		body = make([]byte, n)
+		if _, err := io.ReadFull(req.Body, body); err != nil {
 			return fail(newError(CodeBadRequest, "the request body ended before its Content-Length", err))
 		}
-		out.Body = io.NopCloser(bytes.NewReader(buf))
 	}
 
-	// 8. Forward over verified TLS.
+	// 8. Forward over verified TLS. A request whose body is in memory
+	// goes through the sidecar's own HTTP/1.1 client; a streamed body
+	// (and HTTP/2, when configured) through net/http's transport.
 	streamed := req.ContentLength < 0 || req.ContentLength > maxBufferedBody
 	ex.forwarded = streamed && out.Body != http.NoBody
-	_, end := s.startStage(ctx, metrics.StageUpstream)
-	resp, err := s.transport.RoundTrip(out)
-	end()
+	_, st := s.startStage(ctx, metrics.StageUpstream)
+	var resp *http.Response
+	if s.upstream != nil && !streamed {
+		resp, err = s.upstream.roundTrip(ctx, t.addr, out, body)
+	} else {
+		if body != nil {
+			// Keep it a *bytes.Reader behind io.NopCloser: net/http
+			// knows that type never blocks, and only then writes head
+			// and body together.
+			out.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		resp, err = s.transport.RoundTrip(out)
+	}
+	st.end()
 	if err != nil {
 		e := classify(err)
 		s.logFailure(ex, e)
@@ -369,7 +382,7 @@ func bindTunnelRequest(t *tunnel, req *http.Request) (string, *Error) {
 		return "", newError(CodeBadRequest, "the request needs a Host header naming the tunnel target", err)
 	}
 	if host != t.host || port != t.port {
-		return "", newError(CodeBadRequest, fmt.Sprintf("the Host header does not match the tunnel target %s", hostPort(t.host, t.port, "https")), nil)
+		return "", newError(CodeBadRequest, fmt.Sprintf("the Host header does not match the tunnel target %s", t.target), nil)
 	}
 	if req.URL.IsAbs() || req.URL.Host != "" {
 		uh, up, err := injector.SplitHostPort(req.URL.Host, injector.DefaultPort)
@@ -394,7 +407,7 @@ func outboundRequest(ctx context.Context, req *http.Request, t *tunnel) *http.Re
 	out := req.WithContext(ctx)
 	out.URL = &url.URL{
 		Scheme:   "https",
-		Host:     hostPort(t.host, t.port, "https"),
+		Host:     t.target,
 		Path:     req.URL.Path,
 		RawPath:  req.URL.RawPath,
 		RawQuery: req.URL.RawQuery,

@@ -36,6 +36,7 @@ type Metrics struct {
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	stage         *prometheus.HistogramVec
+	stages        map[string]prometheus.Observer // the stage histogram of each Stage* constant
 	tokenCache    *prometheus.CounterVec
 	refreshes     *prometheus.CounterVec
 	storeErrors   prometheus.Counter
@@ -91,6 +92,12 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "tunnels_open",
 		Help: "Open CONNECT tunnels (intercepted and blind).",
 	})
+	// The pipeline's stages are known: resolve their histograms once
+	// rather than hashing the label on every request.
+	m.stages = map[string]prometheus.Observer{}
+	for _, name := range []string{StageIdentity, StagePolicy, StageToken, StageUpstream} {
+		m.stages[name] = m.stage.WithLabelValues(name)
+	}
 	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes,
 		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -117,7 +124,11 @@ func (m *Metrics) Stage(stage string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.stage.WithLabelValues(stage).Observe(d.Seconds())
+	o, ok := m.stages[stage]
+	if !ok {
+		o = m.stage.WithLabelValues(stage)
+	}
+	o.Observe(d.Seconds())
 }
 
 // TokenCache records a cache lookup.

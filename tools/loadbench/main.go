@@ -110,6 +110,9 @@ type options struct {
 	// cpuprofile, when set, is where the CPU profile of onbehalf over the
 	// saturation phase is written.
 	cpuprofile string
+	// heapprofile, when set, is where onbehalf's heap profile at rest
+	// (after the first request) is written.
+	heapprofile string
 	// command is how the run was invoked, for the report.
 	command string
 }
@@ -152,6 +155,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.smoke, "smoke", false, "a few hundred requests per phase, direct and onbehalf only: checks the harness works, measures nothing")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (configs, logs, audit file) for inspection")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write onbehalf's CPU profile over the saturation phase to this file (go tool pprof)")
+	fs.StringVar(&o.heapprofile, "heapprofile", "", "write onbehalf's heap profile at rest, after its first request, to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

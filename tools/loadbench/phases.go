@@ -205,6 +205,13 @@ func (b *bench) idle(ctx context.Context, inst *instance) *phaseResult {
 	rest := inst.tree.memStatus()
 	before := rest.rss
 	res.idleRSS, res.idleAnon, res.idleFile = rest.rss, rest.anon, rest.file
+	if b.opts.heapprofile != "" && inst.admin != "" {
+		if err := fetchProfile(ctx, inst.admin+"/debug/pprof/heap", 30*time.Second, b.opts.heapprofile); err != nil {
+			fmt.Fprintf(os.Stderr, "loadbench: %v\n", err)
+		} else {
+			fmt.Fprintf(os.Stderr, "loadbench: onbehalf heap profile at rest written to %s\n", b.opts.heapprofile)
+		}
+	}
 	conns, err := inst.ep.openIdleConns(ctx, b.opts.idleConns)
 	defer func() {
 		for _, c := range conns {

@@ -326,7 +326,7 @@ func (b *bench) initOnbehalf(ctx context.Context) error {
 
 func (b *bench) writeOnbehalfConfig(port, admin int) (string, error) {
 	path := filepath.Join(b.obDir, "onbehalf.yaml")
-	text := fmt.Sprintf(onbehalfConfig, port, b.up.caFile, admin, b.opts.cpuprofile != "", benchAudience, benchIssuer,
+	text := fmt.Sprintf(onbehalfConfig, port, b.up.caFile, admin, b.opts.cpuprofile != "" || b.opts.heapprofile != "", benchAudience, benchIssuer,
 		b.up.port, benchProvider, benchDomain, b.up.port, benchProvider, b.obPolicy)
 	return path, os.WriteFile(path, []byte(text), 0o600)
 }
@@ -410,23 +410,28 @@ func startOnbehalf(ctx context.Context, b *bench) (*instance, error) {
 // (pprof on) and writes it to path. It returns when the profile is written.
 func cpuProfile(ctx context.Context, admin string, d time.Duration, path string) error {
 	secs := max(int(d.Round(time.Second)/time.Second), 1)
-	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	return fetchProfile(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, secs), d+30*time.Second, path)
+}
+
+// fetchProfile fetches a pprof profile from url and writes it to path.
+func fetchProfile(ctx context.Context, url string, timeout time.Duration, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, secs), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
 	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
 	if err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
+		return fmt.Errorf("profile: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("cpu profile: admin listener answered %s", resp.Status)
+		return fmt.Errorf("profile: admin listener answered %s", resp.Status)
 	}
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
+		return fmt.Errorf("profile: %w", err)
 	}
 	return os.WriteFile(path, body, 0o644)
 }

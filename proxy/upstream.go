@@ -1,0 +1,372 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// upstreamClient sends intercepted requests whose body is already in memory
+// to their API over HTTP/1.1, on pooled, verified TLS connections, from the
+// calling goroutine. net/http.Transport hands every request to two
+// goroutines of its connection (one writes, one reads) and back; on the
+// sidecar's hot path those hand-offs and their channels cost about as much
+// CPU as parsing the response. Framing stays net/http's: requests are
+// written with [http.Request.Write] and responses read with
+// [http.ReadResponse].
+//
+// Streamed request bodies, Expect: 100-continue and HTTP/2 stay with
+// net/http.Transport, which handles them. upstreamClient is safe for
+// concurrent use; a connection is used by one request at a time.
+type upstreamClient struct {
+	dial                  func(ctx context.Context, network, addr string) (net.Conn, error)
+	tls                   *tls.Config // roots and minimum version; ServerName is set per host
+	handshakeTimeout      time.Duration
+	responseHeaderTimeout time.Duration
+	idleTimeout           time.Duration
+	maxIdlePerHost        int
+
+	mu      sync.Mutex
+	idle    map[string][]*upConn // by host:port, most recently used last
+	closed  bool
+	janitor *time.Timer // closes connections idle longer than idleTimeout
+	armed   bool
+}
+
+// upConn is one pooled upstream connection.
+type upConn struct {
+	addr      string
+	conn      *tls.Conn
+	raw       net.Conn // the TCP connection under conn, for the liveness check
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// upstreamBufferSize sizes each connection's read and write buffers: a
+// request or response head fits, as do the small bodies of most API calls.
+const upstreamBufferSize = 4 << 10
+
+func newUpstreamClient(c UpstreamConfig, dial func(ctx context.Context, network, addr string) (net.Conn, error), tlsConf *tls.Config) *upstreamClient {
+	conf := tlsConf.Clone()
+	conf.NextProtos = []string{"http/1.1"}
+	u := &upstreamClient{
+		dial:                  dial,
+		tls:                   conf,
+		handshakeTimeout:      c.TLSHandshakeTimeout,
+		responseHeaderTimeout: c.ResponseHeaderTimeout,
+		idleTimeout:           c.IdleConnTimeout,
+		maxIdlePerHost:        c.MaxIdleConnsPerHost,
+		idle:                  map[string][]*upConn{},
+	}
+	u.janitor = time.AfterFunc(time.Hour, u.closeExpired)
+	u.janitor.Stop()
+	return u
+}
+
+// roundTrip sends req, whose body is body (nil for none), to addr
+// (host:port) over HTTPS and returns the response. The response body must be closed;
+// the connection goes back to the pool when the body was read to its end.
+// A request that fails on a reused connection before any of the response
+// arrived is sent once more on a new connection when its method is
+// idempotent, as net/http does.
+func (u *upstreamClient) roundTrip(ctx context.Context, addr string, req *http.Request, body []byte) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := u.get(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := u.send(ctx, uc, req, body)
+		if err == nil {
+			return resp, nil
+		}
+		uc.conn.Close()
+		if !reused || attempt > 0 || !retryable(req, err) || ctx.Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+// retryable reports whether err, from a reused connection, means the
+// server closed it before answering, and req may be sent again.
+func retryable(req *http.Request, err error) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		if req.Header.Get("Idempotency-Key") == "" && req.Header.Get("X-Idempotency-Key") == "" {
+			return false
+		}
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// send writes req on uc and reads the response head.
+func (u *upstreamClient) send(ctx context.Context, uc *upConn, req *http.Request, body []byte) (*http.Response, error) {
+	// A cancelled request (the agent went away, the sidecar is shutting
+	// down) unblocks whatever read or write is in progress.
+	stop := context.AfterFunc(ctx, func() { uc.conn.SetDeadline(time.Unix(1, 0)) })
+	out := *req
+	out.Body, out.ContentLength = http.NoBody, 0
+	if len(body) > 0 {
+		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	}
+	// Write leaves a *bufio.Writer unflushed: head and small body go out
+	// in one write(2) at Flush.
+	err := out.Write(uc.bw)
+	if err == nil {
+		err = uc.bw.Flush()
+	}
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("write request to %s: %w", uc.addr, err)
+	}
+	if u.responseHeaderTimeout > 0 {
+		uc.conn.SetReadDeadline(time.Now().Add(u.responseHeaderTimeout))
+	}
+	resp, err := readResponse(uc.br, req)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("read response from %s: %w", uc.addr, err)
+	}
+	if u.responseHeaderTimeout > 0 {
+		uc.conn.SetReadDeadline(time.Time{})
+	}
+	resp.Body = &upBody{r: resp.Body, u: u, uc: uc, stop: stop, reuse: !resp.Close && !req.Close}
+	return resp, nil
+}
+
+// readResponse reads the final response to req, skipping informational
+// (1xx) ones; a protocol switch is refused, since the tunnel relays HTTP
+// only and the request never asked for one (hop-by-hop headers such as
+// Upgrade are removed before forwarding).
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			resp.Body.Close()
+			return nil, errors.New("unexpected 101 Switching Protocols")
+		case resp.StatusCode >= 100 && resp.StatusCode < 200:
+			resp.Body.Close()
+			continue
+		}
+		return resp, nil
+	}
+}
+
+// get returns a live pooled connection to addr, or dials a new one.
+func (u *upstreamClient) get(ctx context.Context, addr string) (uc *upConn, reused bool, err error) {
+	now := time.Now()
+	for {
+		u.mu.Lock()
+		conns := u.idle[addr]
+		if len(conns) == 0 {
+			u.mu.Unlock()
+			break
+		}
+		uc = conns[len(conns)-1]
+		conns[len(conns)-1] = nil
+		u.idle[addr] = conns[:len(conns)-1]
+		u.mu.Unlock()
+		if now.Sub(uc.idleSince) < u.idleTimeout && uc.alive() {
+			return uc, true, nil
+		}
+		uc.conn.Close()
+	}
+	uc, err = u.connect(ctx, addr)
+	return uc, false, err
+}
+
+// connect dials addr (through the egress guard) and completes a verified
+// TLS handshake.
+func (u *upstreamClient) connect(ctx context.Context, addr string) (*upConn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("upstream address %s: %w", addr, err)
+	}
+	raw, err := u.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	conf := u.tls.Clone()
+	conf.ServerName = host
+	conn := tls.Client(raw, conf)
+	hctx, cancel := context.WithTimeout(ctx, u.handshakeTimeout)
+	defer cancel()
+	if err := conn.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+	}
+	return &upConn{
+		addr: addr, conn: conn, raw: raw,
+		br: bufio.NewReaderSize(conn, upstreamBufferSize),
+		bw: bufio.NewWriterSize(conn, upstreamBufferSize),
+	}, nil
+}
+
+// alive reports whether the server has neither closed uc nor sent anything
+// on it while it was idle (a server sends nothing unasked on an idle
+// HTTP/1.1 connection but a TLS close_notify, before closing it). It peeks
+// at the socket without blocking: one system call.
+func (uc *upConn) alive() bool {
+	if uc.br.Buffered() > 0 {
+		return false
+	}
+	sc, ok := uc.raw.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Nothing to read yet is the only answer that means alive.
+		alive = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
+		return true
+	})
+	return err == nil && alive
+}
+
+// put returns uc to the pool, or closes it when the pool is full or closed.
+func (u *upstreamClient) put(uc *upConn) {
+	uc.idleSince = time.Now()
+	u.mu.Lock()
+	if u.closed || len(u.idle[uc.addr]) >= u.maxIdlePerHost {
+		u.mu.Unlock()
+		uc.conn.Close()
+		return
+	}
+	u.idle[uc.addr] = append(u.idle[uc.addr], uc)
+	if !u.armed {
+		u.armed = true
+		u.janitor.Reset(u.idleTimeout)
+	}
+	u.mu.Unlock()
+}
+
+// closeExpired closes connections idle for idleTimeout or longer, and sets
+// the janitor again while any remain.
+func (u *upstreamClient) closeExpired() {
+	now := time.Now()
+	var expired []*upConn
+	u.mu.Lock()
+	u.armed = false
+	oldest := now
+	for addr, conns := range u.idle {
+		keep := conns[:0]
+		for _, uc := range conns {
+			if now.Sub(uc.idleSince) >= u.idleTimeout {
+				expired = append(expired, uc)
+				continue
+			}
+			keep = append(keep, uc)
+			oldest = minTime(oldest, uc.idleSince)
+		}
+		clear(conns[len(keep):])
+		if len(keep) == 0 {
+			delete(u.idle, addr)
+		} else {
+			u.idle[addr] = keep
+		}
+	}
+	if len(u.idle) > 0 && !u.closed {
+		u.armed = true
+		u.janitor.Reset(oldest.Add(u.idleTimeout).Sub(now))
+	}
+	u.mu.Unlock()
+	for _, uc := range expired {
+		uc.conn.Close()
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// closeIdle closes every pooled connection; the pool stays usable.
+func (u *upstreamClient) closeIdle() {
+	u.mu.Lock()
+	idle := u.idle
+	u.idle = map[string][]*upConn{}
+	u.mu.Unlock()
+	for _, conns := range idle {
+		for _, uc := range conns {
+			uc.conn.Close()
+		}
+	}
+}
+
+// close closes every pooled connection and keeps connections in use from
+// returning to the pool.
+func (u *upstreamClient) close() {
+	u.mu.Lock()
+	u.closed = true
+	u.janitor.Stop()
+	u.mu.Unlock()
+	u.closeIdle()
+}
+
+// upBody is a response body on a pooled connection: read to its end and
+// closed, the connection goes back to the pool; closed early or failed, the
+// connection is closed, since the rest of the response is still on it.
+type upBody struct {
+	r     io.ReadCloser
+	u     *upstreamClient
+	uc    *upConn
+	stop  func() bool // ends the context watch
+	reuse bool        // neither side asked to close the connection
+	eof   bool
+	done  bool
+}
+
+func (b *upBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *upBody) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	// stop reports false when the context was cancelled meanwhile: the
+	// deadline it set may have cut the connection short.
+	watched := b.stop()
+	if !b.eof {
+		// Closing a body net/http read reads the rest of it; closing
+		// the connection first makes that fail at once instead of
+		// relaying a stream nobody reads.
+		b.uc.conn.Close()
+		b.r.Close()
+		return nil
+	}
+	err := b.r.Close()
+	if b.reuse && watched && err == nil && b.uc.br.Buffered() == 0 {
+		b.u.put(b.uc)
+		return nil
+	}
+	b.uc.conn.Close()
+	return err
+}
