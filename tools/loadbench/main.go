@@ -258,6 +258,13 @@ type bench struct {
 
 	// hostsFile maps localhost and h000000..h<N-1>.bench.test to 127.0.0.1.
 	hostsFile string
+	// restHostsFile maps localhost only. The memory phases run with it:
+	// a resolver reads the whole hosts file into memory at its first
+	// lookup, and tens of thousands of first-seen-host names would count
+	// as the proxy's memory at rest.
+	restHostsFile string
+	// launchHosts is the hosts file the next proxy started gets.
+	launchHosts string
 	// isolate is true when proxies can run with hostsFile as /etc/hosts.
 	isolate bool
 	// noIsolation says why isolate is false.
@@ -329,10 +336,15 @@ func hostName(i int) string { return fmt.Sprintf("h%06d.%s", i, benchDomain) }
 func (b *bench) writeHosts() error {
 	var sb strings.Builder
 	sb.WriteString("# loadbench: every name on loopback\n127.0.0.1 localhost\n")
+	b.restHostsFile = filepath.Join(b.dir, "hosts-rest")
+	if err := os.WriteFile(b.restHostsFile, []byte(sb.String()), 0o644); err != nil {
+		return err
+	}
 	for i := range b.lim.hostNames {
 		fmt.Fprintf(&sb, "127.0.0.1 %s\n", hostName(i))
 	}
 	b.hostsFile = filepath.Join(b.dir, "hosts")
+	b.launchHosts = b.hostsFile
 	return os.WriteFile(b.hostsFile, []byte(sb.String()), 0o644)
 }
 

@@ -123,7 +123,7 @@ type proc struct {
 func (b *bench) launch(logPath string, env []string, argv ...string) (*proc, error) {
 	if b.isolate {
 		argv = append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
-			`mount --bind "$0" /etc/hosts && exec "$@"`, b.hostsFile}, argv...)
+			`mount --bind "$0" /etc/hosts && exec "$@"`, b.launchHosts}, argv...)
 	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
