@@ -31,6 +31,14 @@
 // When none did it returns an error wrapping [ErrUnavailable]; with
 // fail_closed (the default) the proxy must then refuse to inject.
 //
+// [Auditor.Submit] is for records nobody has to wait for, such as the
+// canonical record of a request whose inject record was already written:
+// it returns once the record is encoded and queued. The record goes out
+// with the next batch, which a Write leads when one comes within 2 ms and
+// a timer leads otherwise; a submitted record no sink accepts is logged and
+// reported to Options.Lost, and Close writes whatever was submitted before
+// it.
+//
 // # Redaction
 //
 // [RedactURL], [RedactQuery], [RedactPath], [Headers] and [Redactor] are the
@@ -41,7 +49,9 @@
 // # Concurrency
 //
 // An Auditor, a [Fingerprinter] and a [Redactor] are safe for concurrent
-// use. Writes are serialised by one mutex: the chain is a total order, and
-// encoding (the larger part of the work) happens before the lock is taken.
-// A Record must not be modified while Write runs on it.
+// use. Records are written by group commit: the chain is a total order,
+// encoding (the larger part of the work) happens before the lock is taken,
+// and records queued while one batch is being written go out together in
+// the next, in one write(2). A Record must not be modified while Write or
+// Submit runs on it.
 package audit
