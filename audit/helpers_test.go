@@ -187,3 +187,32 @@ func mustContainNone(t *testing.T, where, text string, needles ...string) {
 		}
 	}
 }
+
+// writtenOnce checks that the audit file at path holds one valid, anchored
+// chain of total records numbered by sampleRecord, each written exactly
+// once, and returns each decision id's line number.
+func writtenOnce(t *testing.T, path string, total int) map[string]int {
+	t.Helper()
+	rep, err := Verify([]string{path})
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if rep.Records != total || rep.LastSeq != uint64(total) || !rep.Anchored {
+		t.Errorf("got %+v; want %d anchored records", rep, total)
+	}
+	pos := map[string]int{}
+	for n, l := range lines(readFile(t, path)) {
+		id := decode(t, l)["decision_id"].(string)
+		if _, dup := pos[id]; dup {
+			t.Errorf("%s written twice", id)
+		}
+		pos[id] = n
+	}
+	for i := range total {
+		id := fmt.Sprintf("dec-%04d", i)
+		if _, ok := pos[id]; !ok {
+			t.Errorf("%s not written", id)
+		}
+	}
+	return pos
+}
