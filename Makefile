@@ -44,6 +44,10 @@ $(VAULT_BIN):
 	@echo "building Vault $(shell awk '/hashicorp\/vault v/ {print $$3; exit}' tools/vault/go.mod) for the tests (once; cached in $(VAULT_BIN))"
 	cd tools/vault && $(GO) build -o $(VAULT_BIN) github.com/hashicorp/vault
 
+.PHONY: unit
+unit: ## fast loop: plain `go test ./...` (no tags, no servers, no race detector)
+	$(GO) test -count=1 $(PKGS)
+
 .PHONY: test
 test: build agents vault lint ## run every test (unit, integration, policies, chart, fuzz) with -race, after lint
 	$(GO) test $(TEST_FLAGS) $(PKGS)
@@ -60,8 +64,8 @@ agents: ## install the example agents' dependencies (Node undici)
 	@cd examples/agents/node && { test -d node_modules/undici || npm ci --no-audit --no-fund --loglevel=error; }
 
 .PHONY: bench
-bench: build ## run the Go benchmarks, then the side-by-side load harness (writes docs/benchmarks.md)
-	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+bench: build vault ## run the Go benchmarks, then the side-by-side load harness (writes docs/benchmarks.md)
+	$(GO) test -tags integration -run='^$$' -bench=. -benchmem $(PKGS)
 	@bash tools/loadbench/install-competitors.sh
 	$(GO) run ./tools/loadbench --onbehalf $(BIN) --write docs/benchmarks.md
 
@@ -88,7 +92,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 5s)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: lint
-lint: ## go vet and staticcheck (pinned) over the module and the chart checks
+lint: ## no build output in git; go vet and staticcheck (pinned) over the module and the chart checks
+	@bash tools/checkfiles.sh
 	$(GO) vet -tags integration $(PKGS)
 	$(GO) run $(STATICCHECK) -tags integration $(PKGS)
 	cd charts/chartcheck && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/onbehalf-dev/onbehalf/connect/connecttest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/chromium"
 )
 
 // TestBrowserConnectAndRevoke runs the connect flow in a real headless
@@ -18,7 +18,7 @@ import (
 // Origin and Sec-Fetch-Site headers of real form posts.
 func TestBrowserConnectAndRevoke(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	b := connecttest.NewBrowser(t, connecttest.Trust{URL: e.oauth.URL(), Roots: e.oauth.CertPool()})
+	b := chromium.NewBrowser(t, chromium.Trust{URL: e.oauth.URL(), Roots: e.oauth.CertPool()})
 
 	const user, account = "alice@example.com", "alice.acme"
 	landed, err := b.Connect(e.linkURL(user), user, account)
@@ -77,7 +77,7 @@ func TestBrowserConnectAndRevoke(t *testing.T) {
 // refused.
 func TestBrowserLinkReused(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	b := connecttest.NewBrowser(t, connecttest.Trust{URL: e.oauth.URL(), Roots: e.oauth.CertPool()})
+	b := chromium.NewBrowser(t, chromium.Trust{URL: e.oauth.URL(), Roots: e.oauth.CertPool()})
 	link := e.linkURL("alice")
 	if _, err := b.Connect(link, "alice", "alice"); err != nil {
 		t.Fatalf("connect: %v", err)

@@ -25,7 +25,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
-	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 

@@ -3,7 +3,7 @@ package proxy_test
 import (
 	"crypto/tls"
 
-	"github.com/onbehalf-dev/onbehalf/internal/testenv"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 )
 
 func tlsConfigFor(e *testenv.Env) *tls.Config {

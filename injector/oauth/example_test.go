@@ -10,7 +10,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
-	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
 )
 
 // A sidecar builds one Provider per configured provider, one Source over the

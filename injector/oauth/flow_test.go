@@ -11,7 +11,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
-	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
 )
 
 // flowRedirect is the redirect URI registered for the flow tests; oauthtest

@@ -1,3 +1,5 @@
+//go:build integration
+
 package vault
 
 import (
@@ -9,7 +11,7 @@ import (
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
-	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/vaulttest"
 )
 
 // sidecarPolicy is the documented least-privilege policy,

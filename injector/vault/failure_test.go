@@ -1,3 +1,5 @@
+//go:build integration
+
 package vault
 
 import (
@@ -13,7 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
-	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/vaulttest"
 )
 
 // failTimeout is the store timeout in failure tests: short, so the tests

@@ -1,3 +1,5 @@
+//go:build integration
+
 package vault
 
 import (
@@ -16,7 +18,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/vaulttest"
 )
 
 // Kubernetes identity of the sidecar in these tests.

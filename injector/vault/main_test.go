@@ -1,3 +1,5 @@
+//go:build integration
+
 package vault
 
 import (
@@ -16,7 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/vaulttest"
 )
 
 // shared is the Vault server most tests use; tests that stop, seal or

@@ -1,3 +1,5 @@
+//go:build integration
+
 package vault
 
 import (
@@ -16,7 +18,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
-	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/vaulttest"
 )
 
 // Canary tokens: tests grep raw Vault data and every error for them.

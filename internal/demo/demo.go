@@ -28,9 +28,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
-	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
-	"github.com/onbehalf-dev/onbehalf/internal/upstreamtest"
 	"github.com/onbehalf-dev/onbehalf/proxy/certs"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
@@ -100,15 +98,23 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 	}
 	r.say("onbehalf demo — everything runs on this machine, on loopback.\n")
 
-	// The app's sign-in service and the app itself.
-	prov, err := oauthtest.Start(oauthtest.Options{
-		Clients: []oauthtest.Client{{ID: clientID, Secret: clientSecret, RedirectURIs: []string{"https://localhost/callback"}, Scopes: []string{"chat:read", "chat:write"}}},
-	})
+	files, err := writeFiles(dir)
+	if err != nil {
+		return err
+	}
+	// The app's sign-in service and the app itself, on TLS certificates
+	// from a demo CA the sidecar is told to trust (as
+	// proxy.upstream.ca_file would in a real deployment).
+	appCert, appRoots, err := appCertificate(files)
+	if err != nil {
+		return fmt.Errorf("demo app certificate: %w", err)
+	}
+	prov, err := startAuthServer(appCert, clientID, clientSecret, "https://localhost/callback")
 	if err != nil {
 		return fmt.Errorf("start demo OAuth provider: %w", err)
 	}
 	defer prov.Close()
-	api, err := upstreamtest.Start(upstreamtest.Options{Handler: chatAPI(prov)})
+	api, err := startChatAPI(appCert, prov)
 	if err != nil {
 		return fmt.Errorf("start demo API: %w", err)
 	}
@@ -117,13 +123,13 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 		"provider %s, API https://%s:%d", prov.URL(), apiHost, api.Port())
 
 	// Alice connects the app once: a real authorization-code + PKCE grant.
-	tok, err := prov.IssueGrant(clientID, user, []string{"chat:read", "chat:write"})
+	appClient := &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
+		Proxy: nil, TLSClientConfig: &tls.Config{RootCAs: appRoots, MinVersion: tls.VersionTLS12},
+	}}
+	defer appClient.CloseIdleConnections()
+	tok, err := prov.IssueGrant(ctx, appClient, user, []string{"chat:read", "chat:write"})
 	if err != nil {
 		return fmt.Errorf("issue alice's grant: %w", err)
-	}
-	files, err := writeFiles(dir)
-	if err != nil {
-		return err
 	}
 	st, err := store.OpenEmbedded(store.EmbeddedConfig{Path: files.db, KeyFile: files.storeKey, LockTimeout: store.DefaultLockTimeout})
 	if err != nil {
@@ -150,11 +156,7 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 	if o.Verbose {
 		logger, _ = sidecar.NewLogger(sidecar.LogConfig{Level: "debug", Format: "console"})
 	}
-	// The sidecar trusts the demo API's and the demo provider's CAs, as
-	// proxy.upstream.ca_file would in a real deployment.
-	roots := api.CertPool().Clone()
-	roots.AppendCertsFromPEM(prov.CACertPEM())
-	sc, err := sidecar.New(ctx, cfg, sidecar.Options{Logger: logger, RootCAs: roots, Store: st, Version: "demo"})
+	sc, err := sidecar.New(ctx, cfg, sidecar.Options{Logger: logger, RootCAs: appRoots, Store: st, Version: "demo"})
 	if err != nil {
 		return fmt.Errorf("start sidecar: %w", err)
 	}
@@ -189,13 +191,9 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 
 	// 1. The agent acts as alice.
 	resp, body := ag.do(ctx, http.MethodPost, endpoint, assertion, `{"channel":"general","text":"Good morning from alice's agent"}`)
-	seen := api.Requests()
-	var last upstreamtest.Request
-	if len(seen) > 0 {
-		last = seen[len(seen)-1]
-	}
-	injected := last.Header.Get("Authorization") == "Bearer "+tok.AccessToken
-	clean := last.Header.Get(identity.DefaultHeader) == "" && last.Header.Get("Proxy-Authorization") == ""
+	last := api.LastHeader()
+	injected := last.Get("Authorization") == "Bearer "+tok.AccessToken
+	clean := last.Get(identity.DefaultHeader) == "" && last.Get("Proxy-Authorization") == ""
 	r.step("an agent request with alice's assertion arrives at the API with alice's own token", resp == 200 && injected && clean,
 		"status %d, API says %s; the agent's own Authorization was replaced, the assertion removed", resp, strings.TrimSpace(body))
 
@@ -216,18 +214,18 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 	if gerr == nil {
 		fresh = fp.Token(g.AccessToken)
 	}
-	r.step("alice's expired token is refreshed once, rotated, stored, and used", resp == 200 && refreshed && prov.Stats().Refreshes == 1,
-		"status %d; provider refreshes %d; new token fingerprint %s, grant generation %d", resp, prov.Stats().Refreshes, fresh, generation(g))
+	r.step("alice's expired token is refreshed once, rotated, stored, and used", resp == 200 && refreshed && prov.Refreshes() == 1,
+		"status %d; provider refreshes %d; new token fingerprint %s, grant generation %d", resp, prov.Refreshes(), fresh, generation(g))
 
 	// 3. No assertion: refused before anything leaves.
-	before := len(api.Requests())
+	before := api.Received()
 	resp, body = ag.do(ctx, http.MethodPost, endpoint, "", `{"text":"who am I?"}`)
-	r.step("a request without an assertion is refused, and nothing reaches the API", resp == 401 && errorCode(body) == "identity_required" && len(api.Requests()) == before,
+	r.step("a request without an assertion is refused, and nothing reaches the API", resp == 401 && errorCode(body) == "identity_required" && api.Received() == before,
 		"status %d %s", resp, errorCode(body))
 
 	// 4. Policy says no.
 	resp, body = ag.do(ctx, http.MethodDelete, api.URL(apiHost, "/api/chat.delete"), assertion, "")
-	r.step("policy refuses a delete, before any grant is read", resp == 403 && errorCode(body) == "policy_denied" && len(api.Requests()) == before,
+	r.step("policy refuses a delete, before any grant is read", resp == 403 && errorCode(body) == "policy_denied" && api.Received() == before,
 		"status %d %s: %s", resp, errorCode(body), errorMessage(body))
 
 	// 5. A host with no route.
@@ -256,7 +254,7 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 }
 
 type demoFiles struct {
-	dir, caCert, caKey, orchestratorKey, orchestratorPub, db, storeKey, auditLog, fingerprintKey, policyDir, clientSecret string
+	dir, caCert, caKey, appCACert, appCAKey, orchestratorKey, orchestratorPub, db, storeKey, auditLog, fingerprintKey, policyDir, clientSecret string
 }
 
 // clientSecret is the demo provider's client secret for the sidecar.
@@ -286,6 +284,8 @@ func writeFiles(dir string) (demoFiles, error) {
 		dir:             dir,
 		caCert:          filepath.Join(dir, "ca.pem"),
 		caKey:           filepath.Join(dir, "ca-key.pem"),
+		appCACert:       filepath.Join(dir, "app-ca.pem"),
+		appCAKey:        filepath.Join(dir, "app-ca-key.pem"),
 		orchestratorKey: filepath.Join(dir, "orchestrator.key"),
 		orchestratorPub: filepath.Join(dir, "orchestrator.pub"),
 		db:              filepath.Join(dir, "grants.db"),
@@ -324,6 +324,26 @@ func writeFiles(dir string) (demoFiles, error) {
 	return f, nil
 }
 
+// appCertificate makes the demo apps' TLS certificate for localhost, signed
+// by a demo CA of its own (the sidecar's interception CA code does the work),
+// and returns the pool that trusts it.
+func appCertificate(f demoFiles) (tls.Certificate, *x509.CertPool, error) {
+	if err := certs.InitCA(f.appCACert, f.appCAKey, certs.InitOptions{CommonName: "onbehalf demo apps CA", Force: true}); err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	ca, err := certs.LoadCA(f.appCACert, f.appCAKey)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	leaf, err := certs.NewIssuer(ca, certs.IssuerOptions{}).Leaf(apiHost)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	return *leaf, roots, nil
+}
+
 func sidecarConfig(f demoFiles, apiPort int, tokenURL string) sidecar.Config {
 	cfg := sidecar.DefaultConfig()
 	cfg.Proxy.Listen = "127.0.0.1:0"
@@ -352,22 +372,6 @@ func sidecarConfig(f demoFiles, apiPort int, tokenURL string) sidecar.Config {
 	cfg.Audit.FingerprintKeyFile = f.fingerprintKey
 	cfg.Log.Level = "warn"
 	return cfg
-}
-
-// chatAPI is the demo app: it accepts a request only with a live access
-// token from the demo provider, and says whose it is.
-func chatAPI(prov *oauthtest.Server) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		who, _, active := prov.Introspect(tok)
-		if scheme != "Bearer" || !active {
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = io.WriteString(w, `{"ok":false,"error":"invalid_auth"}`)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"ok": true, "posted_as": who, "path": r.URL.Path})
-	})
 }
 
 // agentClient is what an agent does: route through the sidecar and trust its

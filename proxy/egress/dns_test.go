@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/onbehalf-dev/onbehalf/internal/dnstest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/dnstest"
 )
 
 // fakeDNS wraps dnstest.Server with the names these tests used first.

@@ -1,8 +1,8 @@
 package main
 
-import "github.com/onbehalf-dev/onbehalf/internal/testpki"
+import "github.com/onbehalf-dev/onbehalf/internal/testkit/testpki"
 
-// authority is a throwaway ECDSA P-256 CA (internal/testpki) for the
+// authority is a throwaway ECDSA P-256 CA (internal/testkit/testpki) for the
 // harness's upstream and for squid's interception.
 type authority = testpki.CA
 

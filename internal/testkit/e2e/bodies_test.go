@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onbehalf-dev/onbehalf/internal/testenv"
-	"github.com/onbehalf-dev/onbehalf/internal/upstreamtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/upstreamtest"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onbehalf-dev/onbehalf/internal/testenv"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 )
 
 // clientTimeout bounds each external client process.

@@ -21,7 +21,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/onbehalf-dev/onbehalf/internal/testpki"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testpki"
 )
 
 // maxRecordedBody bounds how much of each request body is kept.

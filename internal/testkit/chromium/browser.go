@@ -1,12 +1,12 @@
-// Package connecttest drives the connect server's pages in a real headless
+// Package chromium drives the connect server's pages in a real headless
 // chromium (Debian's chromium package, through
 // github.com/chromedp/chromedp), for end-to-end tests of the connect flow:
 // open a connect link, confirm, approve at the OAuth test server's consent
-// page (internal/oauthtest), land on the apps page; revoke from it.
+// page (internal/testkit/oauthtest), land on the apps page; revoke from it.
 //
 // A Browser is one chromium with a fresh profile; it is not safe for
 // concurrent use (one tab, one flow at a time).
-package connecttest
+package chromium
 
 import (
 	"context"

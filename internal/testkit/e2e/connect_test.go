@@ -14,11 +14,11 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/connect"
-	"github.com/onbehalf-dev/onbehalf/connect/connecttest"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
-	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
-	"github.com/onbehalf-dev/onbehalf/internal/testenv"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/chromium"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 
@@ -102,7 +102,7 @@ func TestConnectThenAgentThenRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := connecttest.NewBrowser(t, connecttest.Trust{URL: prov.URL(), Roots: prov.CertPool()})
+	b := chromium.NewBrowser(t, chromium.Trust{URL: prov.URL(), Roots: prov.CertPool()})
 	if _, err := b.Connect(connect.LinkURL(cfg.ExternalURL, testenv.Provider, link), testenv.User, testenv.User); err != nil {
 		t.Fatalf("connect in the browser: %v", err)
 	}

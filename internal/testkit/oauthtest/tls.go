@@ -3,7 +3,7 @@ package oauthtest
 import (
 	"crypto/tls"
 
-	"github.com/onbehalf-dev/onbehalf/internal/testpki"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testpki"
 )
 
 // serverCert is the TLS identity of one server: a self-signed CA and a leaf

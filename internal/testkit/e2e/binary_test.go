@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onbehalf-dev/onbehalf/internal/upstreamtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/upstreamtest"
 )
 
 // cli runs the onbehalf binary and returns stdout, stderr and the exit code.

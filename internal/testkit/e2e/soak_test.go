@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
-	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
-	"github.com/onbehalf-dev/onbehalf/internal/testenv"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 

@@ -19,7 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/vaulttest"
 )
 
 func TestMain(m *testing.M) {

@@ -19,8 +19,8 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
-	"github.com/onbehalf-dev/onbehalf/internal/testenv"
-	"github.com/onbehalf-dev/onbehalf/internal/upstreamtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/upstreamtest"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 

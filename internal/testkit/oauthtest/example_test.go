@@ -3,7 +3,7 @@ package oauthtest_test
 import (
 	"fmt"
 
-	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
 )
 
 // A test starts a server, mints a grant for a user and later checks that the

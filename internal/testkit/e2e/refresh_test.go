@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
-	"github.com/onbehalf-dev/onbehalf/internal/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
-	"github.com/onbehalf-dev/onbehalf/internal/testenv"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 

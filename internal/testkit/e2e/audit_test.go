@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
-	"github.com/onbehalf-dev/onbehalf/internal/testenv"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 

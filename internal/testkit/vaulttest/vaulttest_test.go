@@ -1,3 +1,5 @@
+//go:build integration
+
 package vaulttest_test
 
 import (
@@ -13,7 +15,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/onbehalf-dev/onbehalf/internal/vaulttest"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/vaulttest"
 )
 
 // logWriter collects Vault's output; start logs it if the test fails.
