@@ -161,6 +161,7 @@ func (e *Error) response(req *http.Request, decisionID string, connect bool) *ht
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set(headerError, string(e.Code))
 	if decisionID != "" {
 		h.Set(headerDecisionID, decisionID)
 	}
@@ -187,6 +188,11 @@ func (e *Error) response(req *http.Request, decisionID string, connect bool) *ht
 // produces or forwards, so an agent's log line can be matched to the audit
 // record.
 const headerDecisionID = "Onbehalf-Decision-Id"
+
+// headerError carries the error code on every refusal the sidecar produces.
+// Clients such as curl never print the body of a refused CONNECT, so the
+// code must be readable from the head too (`curl -v`).
+const headerError = "Onbehalf-Error"
 
 // connectURL returns where user connects provider, or "" when no connect
 // server is configured.

@@ -80,14 +80,19 @@ func readError(t testing.TB, resp *http.Response) errorBody {
 	if err := json.Unmarshal(b, &e); err != nil {
 		t.Fatalf("error body %q is not JSON: %v", b, err)
 	}
+	// Every refusal names its code in the head too (curl shows no CONNECT
+	// body).
+	if got := resp.Header.Get("Onbehalf-Error"); got != e.Error {
+		t.Errorf("Onbehalf-Error header %q; want %q, the body's code", got, e.Error)
+	}
 	return e
 }
 
-// repoRoot is the module root (tests run in internal/e2e).
+// repoRoot is the module root (tests run in internal/testkit/e2e).
 func repoRoot(t testing.TB) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
 // onbehalfBin returns the built binary (make test builds it first and
