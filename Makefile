@@ -7,6 +7,10 @@ STATE      := .onbehalf
 CACHE      := $(CURDIR)/.cache
 VAULT_BIN  := $(CACHE)/bin/vault
 PKGS       := ./...
+# VERSION and COMMIT are what `onbehalf version` prints (stamped here: the
+# toolchain's own VCS stamp is off wherever GOFLAGS has -buildvcs=false).
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # Tests run with the race detector; the integration tag adds the tests that
 # start real processes (the sidecar binary, curl, Python, Node, Vault).
 TEST_FLAGS ?= -race -tags integration -count=1 -timeout 20m
@@ -22,8 +26,8 @@ help: ## list targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/onbehalf (static: no libc to map, runs in a scratch image)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/onbehalf
+build: ## build bin/onbehalf (static: no libc to map, runs in a scratch image), stamped with the version
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o $(BIN) ./cmd/onbehalf
 
 .PHONY: run
 run: build ## run the sidecar on the embedded store with examples/onbehalf.yaml

@@ -86,7 +86,27 @@ type Report struct {
 	LastHash string
 	// Broken is the first break, nil when the chain is intact.
 	Broken *Break
+	// ExpectedFound says whether the record whose hash
+	// VerifyOptions.ExpectHash names is in the chain, and After how many
+	// records follow it. Both are zero without ExpectHash.
+	ExpectedFound bool
+	After         int
 }
+
+// VerifyOptions add checks to Verify that the files alone cannot support.
+type VerifyOptions struct {
+	// ExpectHash is the hash of a record known to be in the chain: the last
+	// hash an earlier verify printed, kept somewhere the writer of the
+	// files cannot change. A chain cannot show records cut from its end;
+	// with ExpectHash, Verify fails with ErrTailMissing when that record is
+	// no longer there.
+	ExpectHash string
+}
+
+// ErrTailMissing reports that the record VerifyOptions.ExpectHash names is
+// not in the chain: records were cut from the end (or the files are not the
+// ones whose hash was kept).
+var ErrTailMissing = errors.New("audit chain: expected record missing")
 
 // Verify checks the hash chain across the given files, read in the order
 // given: pass rotated files oldest first (audit.log.3 audit.log.2
@@ -95,6 +115,11 @@ type Report struct {
 // broken record; the error wraps [ErrChainBroken] then, and is some other
 // error when a file cannot be read.
 func Verify(paths []string) (Report, error) {
+	return VerifyWith(paths, VerifyOptions{})
+}
+
+// VerifyWith is Verify with the checks of o.
+func VerifyWith(paths []string, o VerifyOptions) (Report, error) {
 	if len(paths) == 0 {
 		return Report{}, errors.New("verify audit chain: no files given")
 	}
@@ -109,7 +134,19 @@ func Verify(paths []string) (Report, error) {
 		}
 		inputs = append(inputs, input{name: p, open: func() (io.ReadCloser, error) { return os.Open(p) }})
 	}
-	return verify(inputs)
+	var expect [sha256.Size]byte
+	if o.ExpectHash != "" {
+		b, err := hex.DecodeString(o.ExpectHash)
+		if err != nil || len(b) != sha256.Size {
+			return Report{}, errors.New("verify audit chain: the expected hash must be 64 hexadecimal digits, as verify prints it")
+		}
+		copy(expect[:], b)
+	}
+	rep, err := verify(inputs, expect, o.ExpectHash != "")
+	if err == nil && o.ExpectHash != "" && !rep.ExpectedFound {
+		return rep, fmt.Errorf("%w: no record has hash %s; the chain ends at seq %d, so records after it were cut from the end, or these are not the files whose hash was kept", ErrTailMissing, o.ExpectHash, rep.LastSeq)
+	}
+	return rep, err
 }
 
 // VerifyRotated verifies the rotation set of base (see [RotatedFiles]).
@@ -188,7 +225,7 @@ type entry struct {
 	empty, newline, endsBrace, tooLong bool
 }
 
-func verify(inputs []input) (rep Report, err error) {
+func verify(inputs []input, expect [sha256.Size]byte, expecting bool) (rep Report, err error) {
 	lr := &lineReader{inputs: inputs}
 	defer lr.close()
 	var prev *entry
@@ -214,6 +251,11 @@ func verify(inputs []input) (rep Report, err error) {
 			rep.FirstSeq, rep.Anchored = cur.p.seq, cur.p.genesis
 		}
 		rep.Records++
+		if rep.ExpectedFound {
+			rep.After++
+		} else if expecting && cur.hash == expect {
+			rep.ExpectedFound = true
+		}
 		rep.LastSeq, rep.LastHash = cur.p.seq, hex.EncodeToString(cur.hash[:])
 		prev = cur
 	}

@@ -183,3 +183,33 @@ func TestVerifyErrors(t *testing.T) {
 		t.Errorf("Verify(missing): got %v; want ErrNotExist, not ErrChainBroken", err)
 	}
 }
+
+// TestVerifyExpectHashDetectsTailLoss cuts records off the end of a trail:
+// the chain alone still verifies, the kept hash does not.
+func TestVerifyExpectHashDetectsTailLoss(t *testing.T) {
+	ls := chainLines(t, 10)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	kept := hashHex(ls[7]) // an operator kept the hash when seq 8 was last
+
+	writeFile(t, path, joinLines(ls))
+	rep, err := VerifyWith([]string{path}, VerifyOptions{ExpectHash: kept})
+	if err != nil || !rep.ExpectedFound || rep.After != 2 {
+		t.Errorf("whole trail: got %+v, %v; want the kept record found with 2 after it", rep, err)
+	}
+
+	writeFile(t, path, joinLines(ls[:6])) // seq 7..10 cut off
+	if _, err := Verify([]string{path}); err != nil {
+		t.Fatalf("cut trail without an expected hash: %v; want it to verify (tail loss is invisible to the chain)", err)
+	}
+	_, err = VerifyWith([]string{path}, VerifyOptions{ExpectHash: kept})
+	if !errors.Is(err, ErrTailMissing) {
+		t.Fatalf("cut trail with the kept hash: err = %v; want ErrTailMissing", err)
+	}
+	if !strings.Contains(err.Error(), "ends at seq 6") {
+		t.Errorf("error %q does not say where the chain ends", err)
+	}
+
+	if _, err := VerifyWith([]string{path}, VerifyOptions{ExpectHash: "not-hex"}); err == nil || errors.Is(err, ErrTailMissing) {
+		t.Errorf("malformed expected hash: err = %v; want a usage error", err)
+	}
+}

@@ -19,9 +19,12 @@ const (
 	// DefaultListen is the address the server listens on when the
 	// configuration names none: loopback, so that a fresh install is not
 	// reachable from the network until someone decides it should be.
-	DefaultListen = "127.0.0.1:8080"
+	// Its port is not the sidecar's (8080 proxy, 9090 admin), so both can
+	// run from one configuration file on one machine.
+	DefaultListen = "127.0.0.1:7080"
 	// DefaultSessionKeyFile holds the cookie key when the configuration
-	// names no file.
+	// names no file. The sidecar's configuration loader puts it beside the
+	// grant store's key file, with the other generated local state.
 	DefaultSessionKeyFile = "onbehalf-connect-session.key"
 	// DefaultSessionTTL is how long a browser stays signed in: long enough
 	// to connect a few apps and look at the list, short enough that a
@@ -86,7 +89,8 @@ type Config struct {
 	ExternalURL string `yaml:"external_url"`
 	// SessionKeyFile holds the 32-byte key that seals cookies
 	// (AES-256-GCM). It is created (mode 0600) when missing; replicas
-	// behind one external URL must share it.
+	// behind one external URL must share it. Default: beside the grant
+	// store's key file.
 	SessionKeyFile string `yaml:"session_key_file"`
 	// SessionTTL is how long a sign-in lasts.
 	SessionTTL time.Duration `yaml:"session_ttl"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,6 +99,9 @@ type prepared struct {
 	// queryUndefined is set when the query is a plain data reference that
 	// no rule of the policy defines: likely a package name mistake.
 	queryUndefined bool
+	// decisionRules are the data references of the policy's rules named
+	// decision or allow, sorted: what a query probably meant to name.
+	decisionRules []string
 	// cache memoises decisions; nil when the policy cannot be cached
 	// (see decisionCache).
 	cache *decisionCache
@@ -181,16 +185,6 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	return p.decideAndStore(ctx, in.Value, e.cfg.Timeout, k)
 }
 
-// decideValue evaluates an already converted input (EvalFile's arbitrary
-// JSON).
-func (e *Engine) decideValue(ctx context.Context, v ast.Value) Decision {
-	p := e.cur.Load()
-	if p == nil {
-		return deny(ReasonNotLoaded)
-	}
-	return p.decide(ctx, func() (ast.Value, error) { return v, nil }, e.cfg.Timeout)
-}
-
 // noMetrics spares each evaluation the allocation of a metrics registry
 // nobody reads.
 var noMetrics = metrics.NoOp()
@@ -224,8 +218,8 @@ func (p *prepared) decideAndStore(ctx context.Context, value func() (ast.Value, 
 	if err != nil {
 		return p.stamp(deny(fmt.Sprintf("%s: convert input: %v", ReasonError, err)))
 	}
-	d, evaluated := p.evalReport(ctx, v, timeout)
-	if evaluated {
+	d, outcome := p.evalReport(ctx, v, timeout)
+	if outcome != outcomeFailed {
 		// Only decisions the policy made are cached, never timeouts,
 		// cancellations or evaluation errors.
 		p.cache.put(k, d)
@@ -233,15 +227,27 @@ func (p *prepared) decideAndStore(ctx context.Context, value func() (ast.Value, 
 	return d
 }
 
-// evalReport evaluates input; evaluated is false when no decision came from
-// the policy itself (timeout, cancellation, evaluation error).
-func (p *prepared) evalReport(ctx context.Context, input ast.Value, timeout time.Duration) (d Decision, evaluated bool) {
+// evalOutcome says where a decision came from.
+type evalOutcome int
+
+const (
+	// outcomeDecided: the policy produced the decision.
+	outcomeDecided evalOutcome = iota
+	// outcomeUndefined: the query has no value for this input (a deny).
+	outcomeUndefined
+	// outcomeFailed: no decision came from the policy itself (timeout,
+	// cancellation, evaluation error); a deny.
+	outcomeFailed
+)
+
+// evalReport evaluates input and says where the decision came from.
+func (p *prepared) evalReport(ctx context.Context, input ast.Value, timeout time.Duration) (d Decision, outcome evalOutcome) {
 	p.evals.Add(1)
 	if err := ctx.Err(); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return p.stamp(deny(ReasonTimeout)), false
+			return p.stamp(deny(ReasonTimeout)), outcomeFailed
 		}
-		return p.stamp(deny(ReasonCanceled)), false
+		return p.stamp(deny(ReasonCanceled)), outcomeFailed
 	}
 	// Cancellation is wired by hand rather than with context.WithTimeout:
 	// given a context, OPA starts a goroutine per evaluation to watch it,
@@ -263,17 +269,17 @@ func (p *prepared) evalReport(ctx context.Context, input ast.Value, timeout time
 
 	switch {
 	case err != nil && (timedOut.Load() || errors.Is(ctx.Err(), context.DeadlineExceeded)):
-		return p.stamp(deny(ReasonTimeout)), false
+		return p.stamp(deny(ReasonTimeout)), outcomeFailed
 	case err != nil && ctx.Err() != nil:
-		return p.stamp(deny(ReasonCanceled)), false
+		return p.stamp(deny(ReasonCanceled)), outcomeFailed
 	case err != nil:
-		return p.stamp(deny(truncate(ReasonError+": "+err.Error(), maxReasonBytes))), false
+		return p.stamp(deny(truncate(ReasonError+": "+err.Error(), maxReasonBytes))), outcomeFailed
 	case len(rs) == 0 || len(rs[0].Expressions) == 0:
-		return p.stamp(deny(ReasonUndefined)), true
+		return p.stamp(deny(ReasonUndefined)), outcomeUndefined
 	case len(rs) > 1:
-		return p.stamp(deny(ReasonError + ": query has more than one result")), true
+		return p.stamp(deny(ReasonError + ": query has more than one result")), outcomeDecided
 	}
-	return p.stamp(parseDecision(rs[0].Expressions[0].Value)), true
+	return p.stamp(parseDecision(rs[0].Expressions[0].Value)), outcomeDecided
 }
 
 func (p *prepared) stamp(d Decision) Decision {
@@ -430,8 +436,30 @@ func build(ctx context.Context, s *snapshot, cfg Config) (*prepared, error) {
 		revision:       s.revision,
 		digest:         s.digest,
 		queryUndefined: !definesQuery(compiler, s.data, cfg.Query),
+		decisionRules:  decisionRules(compiler),
 		cache:          cache,
 	}, nil
+}
+
+// decisionRules lists the data references of rules named decision or allow
+// in the compiled modules (data.envoy.authz.allow), sorted.
+func decisionRules(c *ast.Compiler) []string {
+	var out []string
+	for _, m := range c.Modules {
+		for _, r := range m.Rules {
+			head := r.Head.Ref().Copy()
+			if v, ok := head[0].Value.(ast.Var); ok { // a rule's name is a variable in its head
+				head[0] = ast.StringTerm(string(v))
+			}
+			ref := m.Package.Path.Concat(head).GroundPrefix()
+			last, ok := ref[len(ref)-1].Value.(ast.String)
+			if ok && (last == "decision" || last == "allow") {
+				out = append(out, ref.String())
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // definesQuery reports whether a query that is a plain data reference

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -84,7 +85,51 @@ func runReloadTests(ctx context.Context, modules map[string]*ast.Module, store s
 // builtin fails here as it would at load. passed is true when at least one
 // test ran and none failed or errored; err reports what kept the tests from
 // running (unreadable files, compile errors), or ErrNoTests.
+//
+// Each directory in paths is a policy set of its own, compiled and tested
+// apart from the others (two example policies may well define the same
+// package); the files among paths, if any, form one more set together. With
+// more than one set, each set's report starts with a "== NAME" line.
 func Test(ctx context.Context, paths []string, w io.Writer, verbose bool) (passed bool, err error) {
+	sets := testSets(paths)
+	if len(sets) == 1 {
+		return testSet(ctx, sets[0], w, verbose)
+	}
+	passed = true
+	var errs []error
+	for _, set := range sets {
+		fmt.Fprintf(w, "== %s\n", strings.Join(set, " "))
+		ok, err := testSet(ctx, set, w, verbose)
+		if err != nil {
+			fmt.Fprintf(w, "error: %v\n", err)
+			errs = append(errs, fmt.Errorf("%s: %w", strings.Join(set, " "), err))
+		}
+		passed = passed && ok && err == nil
+	}
+	return passed, errors.Join(errs...)
+}
+
+// testSets groups paths into policy sets: each directory alone, the files
+// together (in the place of the first file).
+func testSets(paths []string) [][]string {
+	var sets [][]string
+	files := -1
+	for _, p := range paths {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			if files < 0 {
+				files = len(sets)
+				sets = append(sets, nil)
+			}
+			sets[files] = append(sets[files], p)
+			continue
+		}
+		sets = append(sets, []string{p}) // a directory, or a path whose error the load reports
+	}
+	return sets
+}
+
+// testSet runs the tests of one policy set.
+func testSet(ctx context.Context, paths []string, w io.Writer, verbose bool) (passed bool, err error) {
 	s, err := loadFiles(paths)
 	if err != nil {
 		return false, err
@@ -167,5 +212,39 @@ func EvalFile(ctx context.Context, cfg Config, inputJSON []byte) (Decision, erro
 		}
 		return Decision{}, fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
 	}
-	return e.decideValue(ctx, input), nil
+	p := e.cur.Load()
+	d, outcome := p.evalReport(ctx, input, e.cfg.Timeout)
+	switch outcome {
+	case outcomeFailed:
+		return d, fmt.Errorf("%w: %s", ErrEval, d.Reason)
+	case outcomeUndefined:
+		return d, &UndefinedError{Query: e.cfg.Query, Defined: p.decisionRules}
+	}
+	return d, nil
+}
+
+// ErrEval is returned by EvalFile when the policy could not decide (an
+// evaluation error or a timeout).
+var ErrEval = errors.New("policy evaluation failed")
+
+// UndefinedError is returned by EvalFile when the query has no value for the
+// input. Defined lists the policy's decision and allow rules, which the
+// query may have meant to name.
+type UndefinedError struct {
+	Query   string
+	Defined []string
+}
+
+func (e *UndefinedError) Error() string {
+	msg := "query " + e.Query + " is undefined for this input"
+	var others []string
+	for _, d := range e.Defined {
+		if d != e.Query {
+			others = append(others, d)
+		}
+	}
+	if len(others) > 0 {
+		msg += "; this policy defines " + strings.Join(others, ", ") + " — pass --query"
+	}
+	return msg
 }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestTest(t *testing.T) {
@@ -99,5 +101,68 @@ func TestEvalFile(t *testing.T) {
 				t.Errorf("EvalFile error = %v; want one wrapping %v", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestEvalFileUndefinedNamesOtherRules(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Paths = []string{"../examples/policies/envoy"}
+	in, err := os.ReadFile("testdata/default_input.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = EvalFile(context.Background(), cfg, in)
+	var ue *UndefinedError
+	if !errors.As(err, &ue) {
+		t.Fatalf("EvalFile error = %v; want an UndefinedError", err)
+	}
+	if want := []string{"data.envoy.authz.allow"}; !slices.Equal(ue.Defined, want) {
+		t.Errorf("Defined = %v; want %v", ue.Defined, want)
+	}
+	if !strings.Contains(err.Error(), "this policy defines data.envoy.authz.allow — pass --query") {
+		t.Errorf("error %q gives no hint to pass --query", err)
+	}
+
+	// The same policy under the query it defines decides.
+	cfg.Query = "data.envoy.authz.allow"
+	if _, err := EvalFile(context.Background(), cfg, in); err != nil {
+		t.Errorf("EvalFile with --query data.envoy.authz.allow: %v", err)
+	}
+}
+
+func TestEvalFileTimeoutIsAnError(t *testing.T) {
+	cfg := testConfig("testdata/slow")
+	cfg.Timeout = 10 * time.Millisecond
+	_, err := EvalFile(context.Background(), cfg, []byte(`{}`))
+	if !errors.Is(err, ErrEval) {
+		t.Errorf("EvalFile of a policy that times out: err = %v; want ErrEval", err)
+	}
+}
+
+// TestSeveralDirectoriesAreTestedApart runs two example policies that
+// define the same package: compiled together they conflict.
+func TestSeveralDirectoriesAreTestedApart(t *testing.T) {
+	var out strings.Builder
+	dirs := []string{"../examples/policies/default", "../examples/policies/read_only"}
+	passed, err := Test(context.Background(), dirs, &out, false)
+	if err != nil || !passed {
+		t.Fatalf("Test(%v) = %v, %v; want both sets passing\n%s", dirs, passed, err, out.String())
+	}
+	for _, d := range dirs {
+		if !strings.Contains(out.String(), "== "+d+"\n") {
+			t.Errorf("output has no header for %s:\n%s", d, out.String())
+		}
+	}
+	// A failing set fails the run but the others still run.
+	out.Reset()
+	passed, err = Test(context.Background(), []string{"testdata/failing_tests", dirs[0]}, &out, false)
+	if passed {
+		t.Errorf("Test with a failing set passed:\n%s", out.String())
+	}
+	if err != nil {
+		t.Errorf("Test with a failing set: err = %v; want nil (tests failing is not an error)", err)
+	}
+	if !strings.Contains(out.String(), "== "+dirs[0]) {
+		t.Errorf("the set after a failing one did not run:\n%s", out.String())
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 
@@ -32,6 +33,11 @@ becomes a list: --claim providers=slack,github --claim task_id=t-42.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if keyPath == "" || iss == "" || aud == "" || sub == "" {
 				return usageError{errors.New("--key, --iss, --aud and --sub are required")}
+			}
+			// The sidecar looks the user's grant up by this id: one the
+			// store refuses would only fail later, on every request.
+			if err := store.ValidateUser(sub); err != nil {
+				return usageError{fmt.Errorf("--sub: %w; grants are stored under the user id, so it must be one the store accepts", err)}
 			}
 			key, alg, err := identity.LoadSigningKey(keyPath)
 			if err != nil {

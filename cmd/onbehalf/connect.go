@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,6 +112,13 @@ func buildConnect(ctx context.Context, cfg sidecar.Config) (_ *connectParts, err
 }
 
 func runConnectServer(ctx context.Context, cfg sidecar.Config) error {
+	// Bind first: a port in use is reported before anything is opened or
+	// created (store, audit file, session key).
+	ln, err := net.Listen("tcp", cfg.Connect.Listen)
+	if err != nil {
+		return fmt.Errorf("connect server: listen on %s: %w", cfg.Connect.Listen, err)
+	}
+	defer ln.Close()
 	parts, err := buildConnect(ctx, cfg)
 	if err != nil {
 		return err
@@ -129,8 +137,8 @@ func runConnectServer(ctx context.Context, cfg sidecar.Config) error {
 		return err
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	parts.log.Info("connect server started", zap.String("listen", cfg.Connect.Listen), zap.String("external_url", cfg.Connect.ExternalURL))
+	go func() { errc <- srv.Serve(ln) }()
+	parts.log.Info("connect server started", zap.String("listen", ln.Addr().String()), zap.String("external_url", cfg.Connect.ExternalURL))
 	select {
 	case err := <-errc:
 		return err

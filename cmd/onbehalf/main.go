@@ -14,10 +14,15 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are set at build time with -ldflags "-X main.version=…
+// -X main.commit=…" (make build stamps `git describe` and the commit).
+var (
+	version = "dev"
+	commit  = ""
+)
 
 // Exit codes.
 const (
@@ -33,6 +38,12 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
+// silentExit ends the command with code and prints nothing more: the
+// command has already said what happened (policy eval's deny).
+type silentExit struct{ code int }
+
+func (e silentExit) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -45,6 +56,10 @@ func run(ctx context.Context, args []string) int {
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
+	}
+	var se silentExit
+	if errors.As(err, &se) {
+		return se.code
 	}
 	fmt.Fprintln(os.Stderr, "onbehalf:", err)
 	var ue usageError
@@ -76,9 +91,35 @@ grant, injects the token and writes an audit record — the agent never sees a s
 		newPolicyCmd(),
 		newWebhookCmd(),
 		newConnectServerCmd(),
+		newVersionCmd(),
 	)
+	plainBoolFlags(root)
 	return root
 }
+
+// plainBoolFlags makes boolean flags render as `--check` in help texts.
+// pflag v1.1.0 (which OPA requires) prints them as `--check[=true|false]`
+// because their values report IsBoolFlag; a value that does not, with "true"
+// as the no-option default, parses the same (`--check`, `--check=false`)
+// and prints plainly.
+func plainBoolFlags(cmd *cobra.Command) {
+	cmd.InitDefaultHelpFlag()
+	cmd.InitDefaultVersionFlag()
+	for _, fs := range []*pflag.FlagSet{cmd.Flags(), cmd.PersistentFlags()} {
+		fs.VisitAll(func(f *pflag.Flag) {
+			if _, wrapped := f.Value.(plainBool); !wrapped && f.Value.Type() == "bool" {
+				f.Value = plainBool{f.Value}
+				f.NoOptDefVal = "true"
+			}
+		})
+	}
+	for _, c := range cmd.Commands() {
+		plainBoolFlags(c)
+	}
+}
+
+// plainBool is a bool flag value without IsBoolFlag (see plainBoolFlags).
+type plainBool struct{ pflag.Value }
 
 // exactArgs is cobra.ExactArgs with a usage exit code.
 func exactArgs(n int) cobra.PositionalArgs {

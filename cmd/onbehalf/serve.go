@@ -21,7 +21,7 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve --config FILE",
 		Short: "Run the sidecar proxy",
 		Long: `Run the sidecar: the proxy listener the agent sends HTTP(S) through, and the admin
-listener (/healthz, /readyz, /ca.pem).
+listener (/healthz, /readyz, /metrics, /ca.pem).
 
 Configuration comes from the YAML file, then ONBEHALF_* environment variables (for example
 ONBEHALF_PROXY_LISTEN), then flags. A configuration problem exits with status 2 and lists

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -229,9 +230,12 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 		"status %d %s: %s", resp, errorCode(body), errorMessage(body))
 
 	// 5. A host with no route.
-	code, cerr := ag.connectStatus(ctx, "https://unrouted.localhost/", assertion)
-	r.step("a request to a host without a route is refused at CONNECT", code == 403,
-		"CONNECT answered %d (%v)", code, cerr)
+	code, why, cerr := ag.connectStatus(ctx, "https://unrouted.localhost/", assertion)
+	if cerr != nil {
+		why = cerr.Error()
+	}
+	r.step("a request to a host without a route is refused at CONNECT", code == 403 && why == "no_route",
+		"CONNECT answered %d %s", code, why)
 
 	// 6. Revocation in one move: the sidecar stops injecting within its
 	// token cache bound.
@@ -250,7 +254,7 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 	if err := <-done; err != nil {
 		return err
 	}
-	return r.auditSummary(files.auditLog)
+	return r.auditSummary(files.auditLog, o.Dir == "")
 }
 
 type demoFiles struct {
@@ -421,15 +425,16 @@ func (a *agentClient) do(ctx context.Context, method, target, assertion, body st
 }
 
 // connectStatus returns the status the sidecar answered to the CONNECT for
-// target (the Go client reports a refused CONNECT as an error).
-func (a *agentClient) connectStatus(ctx context.Context, target, assertion string) (int, error) {
+// target and the code in its Onbehalf-Error header (the Go client reports a
+// refused CONNECT as an error).
+func (a *agentClient) connectStatus(ctx context.Context, target, assertion string) (int, string, error) {
 	u, _ := url.Parse(target)
 	tr := &http.Transport{
 		Proxy:              http.ProxyURL(a.proxy),
 		TLSClientConfig:    &tls.Config{RootCAs: a.roots},
 		ProxyConnectHeader: http.Header{"Proxy-Authorization": {"Bearer " + assertion}},
 		OnProxyConnectResponse: func(_ context.Context, _ *url.URL, _ *http.Request, resp *http.Response) error {
-			return &connectStatusError{code: resp.StatusCode}
+			return &connectStatusError{code: resp.StatusCode, why: resp.Header.Get("Onbehalf-Error")}
 		},
 	}
 	defer tr.CloseIdleConnections()
@@ -437,12 +442,15 @@ func (a *agentClient) connectStatus(ctx context.Context, target, assertion strin
 	_, err := (&http.Client{Transport: tr, Timeout: requestTimeout}).Do(req)
 	var cs *connectStatusError
 	if errors.As(err, &cs) {
-		return cs.code, nil
+		return cs.code, cs.why, nil
 	}
-	return 0, err
+	return 0, "", err
 }
 
-type connectStatusError struct{ code int }
+type connectStatusError struct {
+	code int
+	why  string
+}
 
 func (e *connectStatusError) Error() string { return fmt.Sprintf("CONNECT answered %d", e.code) }
 
@@ -480,14 +488,18 @@ func (r *runner) step(what string, ok bool, format string, args ...any) {
 
 // auditSummary prints the audit trail, checks its hash chain and that every
 // request record names alice, and reports the run's outcome.
-func (r *runner) auditSummary(path string) error {
+func (r *runner) auditSummary(path string, temporary bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	r.say("\nThe audit trail (%s), one record per request, each naming the human:\n", path)
-	var named, requests int
+	where := path
+	if temporary {
+		where += ", in a temporary directory removed when the demo ends: run with --dir DIR to keep it"
+	}
+	r.say("\nThe audit trail (%s), one record per request, each naming the human:\n", where)
+	var recs []map[string]any
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -495,6 +507,19 @@ func (r *runner) auditSummary(path string) error {
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 			return fmt.Errorf("audit record is not JSON: %w", err)
 		}
+		recs = append(recs, rec)
+	}
+	// Records are written when requests end, and a refusal's record can
+	// overtake the record of a request that started earlier: list them in
+	// the order the requests started, as the steps above ran.
+	started := func(rec map[string]any) time.Time {
+		s, _ := rec["time"].(string)
+		t, _ := time.Parse(time.RFC3339Nano, s)
+		return t
+	}
+	slices.SortStableFunc(recs, func(a, b map[string]any) int { return started(a).Compare(started(b)) })
+	var named, requests int
+	for _, rec := range recs {
 		ev, _ := rec["event"].(string)
 		if ev == audit.EventRefresh {
 			extra, _ := rec["extra"].(map[string]any)

@@ -228,6 +228,12 @@ func (c *Config) ResolvePaths(dir string) {
 		c.Providers[name] = pc
 	}
 	abs(&c.Tracing.CAFile)
+	if c.Connect.SessionKeyFile == connect.DefaultSessionKeyFile {
+		// Unset: the generated cookie key goes with the other local state,
+		// beside the grant store's key, not next to the configuration
+		// file (which may sit in a checked-out repository).
+		c.Connect.SessionKeyFile = filepath.Join(filepath.Dir(c.Store.Embedded.KeyFile), connect.DefaultSessionKeyFile)
+	}
 	c.Connect.ResolvePaths(dir)
 	if c.ConnectAudit != nil {
 		abs(&c.ConnectAudit.File.Path)

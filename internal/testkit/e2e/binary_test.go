@@ -271,10 +271,33 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(out, "All ") || strings.Contains(out, "FAIL") {
 		t.Errorf("demo output:\n%s", out)
 	}
+	if !strings.Contains(out, "CONNECT answered 403 no_route") {
+		t.Errorf("demo does not say why the CONNECT was refused:\n%s", out)
+	}
+	if !strings.Contains(out, "run with --dir DIR to keep it") {
+		t.Errorf("demo names its temporary audit file without saying it is gone afterwards:\n%s", out)
+	}
+	// The audit summary lists the records in the order the steps ran.
+	order := []string{"identity_required", "policy_denied", "no_route", "grant_missing"}
+	last := -1
+	for _, code := range order {
+		i := strings.Index(out[strings.Index(out, "The audit trail"):], " "+code)
+		if i < 0 {
+			t.Errorf("audit summary lists no %s record:\n%s", code, out)
+		}
+		if i < last {
+			t.Errorf("audit summary lists %s out of step order:\n%s", code, out)
+		}
+		last = i
+	}
 	// --dir keeps the files, in a directory it creates.
 	dir := filepath.Join(t.TempDir(), "kept")
-	if out, errOut, code := cli(t, "", "demo", "--dir", dir); code != 0 {
+	out, errOut, code = cli(t, "", "demo", "--dir", dir)
+	if code != 0 {
 		t.Fatalf("demo --dir: exit %d\n%s%s", code, out, errOut)
+	}
+	if strings.Contains(out, "to keep it") {
+		t.Errorf("demo --dir says to use --dir:\n%s", out)
 	}
 	if out, _, code := cli(t, "", "audit", "verify", filepath.Join(dir, "audit.log")); code != 0 || !strings.HasPrefix(out, "ok:") {
 		t.Errorf("the kept audit trail does not verify: %s", out)
@@ -342,4 +365,89 @@ func listedGeneration(list string, gen int) bool {
 		}
 	}
 	return false
+}
+
+// TestConnectServerPortInUse: the connect server binds before it opens
+// anything, so a port in use fails cleanly — no "started" line and no audit
+// file or session key left behind — and its default session key goes with
+// the store's files, not beside the configuration.
+func TestConnectServerPortInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	os.Mkdir(state, 0o700)
+	pub := filepath.Join(dir, "orchestrator.pub")
+	if out, errOut, code := cli(t, "", "assert", "keygen", "--private", filepath.Join(dir, "orchestrator.key"), "--public", pub); code != 0 {
+		t.Fatalf("keygen: %s%s", out, errOut)
+	}
+	cfgPath := filepath.Join(dir, "onbehalf.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+connect:
+  listen: %s
+  external_url: http://127.0.0.1:7080
+  links:
+    issuers: [https://orchestrator.example.com]
+    keys:
+      - id: orchestrator
+        file: %s
+store:
+  embedded:
+    path: state/grants.db
+    key_file: state/grants.key
+audit:
+  sink: file
+  file:
+    path: state/audit.log
+  fingerprint_key_file: state/fingerprint.key
+`, busy.Addr(), pub)), 0o600)
+
+	out, errOut, code := cli(t, "", "connect-server", "--config", cfgPath)
+	if code == 0 {
+		t.Fatal("connect-server on a port in use exited 0")
+	}
+	if !strings.Contains(errOut, "listen on "+busy.Addr().String()) || strings.Contains(out+errOut, "started") {
+		t.Errorf("connect-server on a port in use said:\n%s%s\nwant the listen error and no \"started\"", out, errOut)
+	}
+	for _, left := range []string{"audit.log", "grants.db", "onbehalf-connect-session.key"} {
+		if _, err := os.Stat(filepath.Join(state, left)); err == nil {
+			t.Errorf("a failed start left %s behind", left)
+		}
+	}
+
+	// Started for real, it creates its session key beside the store's key
+	// file, and nothing beside the configuration.
+	addr := busy.Addr().String()
+	busy.Close()
+	cmd := exec.Command(onbehalfBin(t), "connect-server", "--config", cfgPath, "--listen", addr)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(state, "onbehalf-connect-session.key")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session key in %s after start; logs:\n%s", state, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 4 {
+		t.Errorf("files beside the configuration: %v; want only the config, the two orchestrator keys and state/", names)
+	}
 }
