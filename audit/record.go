@@ -16,15 +16,16 @@ const (
 	// EventRequest is the canonical record of one proxied request, written
 	// when the request ends (or is refused).
 	EventRequest = "request"
-	// EventInject is a short record written synchronously before a token
-	// leaves the sidecar when audit is fail-closed: decision_id, user, agent,
-	// host, route, provider, grant_generation and token_fingerprint. If it
-	// cannot be written the token is not sent. The request record that
-	// follows carries the same decision_id.
+	// EventInject is written synchronously before a token leaves the
+	// sidecar when audit is fail-closed: the request record as known at that
+	// point (decision, grant_generation and token_fingerprint included;
+	// no status, duration or byte counts yet). If it cannot be written the
+	// token is not sent. The request record that follows carries the same
+	// decision_id.
 	EventInject = "inject"
 	// EventRefresh records a token refresh: provider, user, grant_generation,
-	// duration_ms, error_code, and in Extra [ExtraOutcome] and
-	// [ExtraRotated].
+	// duration_ms, and in Extra [ExtraOutcome], [ExtraRotated] and, when the
+	// call or what followed it failed, [ExtraError].
 	EventRefresh = "refresh"
 	// EventConnect records a user connecting a provider account: provider,
 	// user, and [ExtraOutcome].
@@ -32,8 +33,9 @@ const (
 	// EventRevoke records a grant being revoked: provider, user, and
 	// [ExtraOutcome].
 	EventRevoke = "revoke"
-	// EventPolicyReload records a policy (re)load: policy_revision, and
-	// [ExtraError] when the new policy was rejected.
+	// EventPolicyReload records a policy (re)load: policy_revision, and when
+	// the new policy was rejected error_code "policy_invalid" with the
+	// reason.
 	EventPolicyReload = "policy_reload"
 	// EventStart records the sidecar starting: policy_revision, and
 	// [ExtraVersion] and [ExtraConfigHash].
@@ -55,12 +57,13 @@ const (
 // inside the record's "extra" object, so they never collide with the
 // canonical fields.
 const (
-	// ExtraOutcome is ok, failed, reconnect_required, … (refresh, connect,
-	// revoke).
+	// ExtraOutcome says how the event ended: refreshed, invalid_grant, …
+	// (refresh); ok, denied, failed, refused (connect); ok, partial,
+	// not_found, failed (revoke).
 	ExtraOutcome = "outcome"
 	// ExtraRotated says whether a refresh received a new refresh token.
 	ExtraRotated = "rotated"
-	// ExtraError is a short error description (policy_reload). It must not
+	// ExtraError is a short error description (refresh). It must not
 	// contain secrets or provider response bodies.
 	ExtraError = "error"
 	// ExtraVersion is the onbehalf version (start, stop).
@@ -73,9 +76,9 @@ const (
 // event, unknown decision). It is a programming error, not a sink failure.
 var ErrInvalidRecord = errors.New("invalid audit record")
 
-// Record is one audit record. The JSON field names are the contract of
-// DESIGN.md section 7. Empty fields are omitted from the output except
-// time, event, user and the chain fields seq and prev_hash.
+// Record is one audit record. The JSON field names are a contract
+// (docs/design.md#audit-record). Empty fields are omitted from the output
+// except time, event, user and the chain fields seq and prev_hash.
 //
 // Record implements zapcore.ObjectMarshaler (the body, without the chain
 // fields), so it can also be logged through an ordinary zap logger.
@@ -120,7 +123,9 @@ type Record struct {
 	DurationMS float64 `json:"duration_ms,omitempty"`
 	BytesIn    int64   `json:"bytes_in,omitempty"`
 	BytesOut   int64   `json:"bytes_out,omitempty"`
-	// ErrorCode is the agent-facing error code (DESIGN.md section 8).
+	// ErrorCode is the agent-facing error code of a request record
+	// (docs/design.md#error-codes); other events put their own failure codes
+	// here.
 	ErrorCode string `json:"error_code,omitempty"`
 	// Extra carries the fields of the other events (see the Extra
 	// constants), encoded in order inside an "extra" object. Use plain
@@ -150,7 +155,8 @@ const (
 const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
 
 // MarshalLogObject encodes the record's body: every field except the chain
-// fields, in the order of DESIGN.md section 7, with the path redacted.
+// fields, in the order docs/design.md#audit-record lists them, with the
+// path redacted.
 func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddTime("time", r.Time.UTC())
 	enc.AddString("event", r.Event)

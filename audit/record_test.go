@@ -111,8 +111,8 @@ func TestRecordGolden(t *testing.T) {
 	}
 }
 
-// TestRecordFieldNames pins the JSON names of DESIGN.md section 7: every
-// field a fully populated request record carries, and nothing else.
+// TestRecordFieldNames pins the JSON names of docs/design.md#audit-record:
+// every field a fully populated request record carries, and nothing else.
 func TestRecordFieldNames(t *testing.T) {
 	var out bytes.Buffer
 	a := newAuditor(t, stdoutConfig(), Options{Stdout: &out})

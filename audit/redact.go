@@ -14,7 +14,7 @@ import (
 const Redacted = "REDACTED"
 
 // DefaultAssertionHeader is the default name of the header carrying the
-// acting user's signed assertion (DESIGN.md section 2).
+// acting user's signed assertion (identity.DefaultHeader).
 const DefaultAssertionHeader = "Onbehalf-Assertion"
 
 // sensitiveParams are query parameters whose values are credentials

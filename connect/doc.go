@@ -2,7 +2,7 @@
 // connect-server`): the web pages where a person connects an app (an OAuth
 // provider) so that agents acting for them can use it through the sidecar,
 // sees which apps are connected, and revokes them; plus a JSON API for the
-// same and an admin API (SECURITY.md invariants 9 and 10).
+// same and an admin API (docs/security.md, invariants 9 and 10).
 //
 // # Arriving
 //

@@ -12,7 +12,7 @@ import (
 const (
 	// DefaultCacheTTL bounds how long a token is served from memory: a
 	// revoked or replaced grant stops being injected by every sidecar
-	// within this time (SECURITY.md item 10).
+	// within this time (docs/security.md, invariant 10).
 	DefaultCacheTTL = 10 * time.Second
 	// DefaultCacheSize bounds memory; a sidecar serves one agent acting for
 	// a handful of users.

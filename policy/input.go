@@ -14,13 +14,13 @@ import (
 )
 
 // DefaultAssertionHeader is the header that carries the acting user's signed
-// assertion when InputArgs.AssertionHeader is empty (DESIGN.md section 2).
+// assertion when InputArgs.AssertionHeader is empty (identity.DefaultHeader).
 const DefaultAssertionHeader = "Onbehalf-Assertion"
 
-// Input is the policy input document (DESIGN.md section 6). It is a superset
-// of the opa-envoy-plugin input: attributes.request.http, parsed_path and
-// parsed_query mean what they mean there, so Envoy policies carry over. It
-// never holds credentials: NewInput drops them.
+// Input is the policy input document (docs/design.md#policy-input). It is a
+// superset of the opa-envoy-plugin input: attributes.request.http,
+// parsed_path and parsed_query mean what they mean there, so Envoy policies
+// carry over. It never holds credentials: NewInput drops them.
 type Input struct {
 	Attributes  Attributes          `json:"attributes"`
 	ParsedPath  []string            `json:"parsed_path"`

@@ -55,8 +55,8 @@ func TestNewInput(t *testing.T) {
 	}
 }
 
-// TestNewInputJSON checks the wire shape of DESIGN.md section 6: field
-// names, a null route, and empty objects rather than nulls.
+// TestNewInputJSON checks the wire shape of docs/design.md#policy-input:
+// field names, a null route, and empty objects rather than nulls.
 func TestNewInputJSON(t *testing.T) {
 	r := httptest.NewRequest("GET", "http://example.com/", nil)
 	bs, err := json.Marshal(NewInput(r, InputArgs{Now: inputTime}))

@@ -59,7 +59,7 @@ type UpstreamConfig struct {
 	HTTP2 bool `yaml:"http2"`
 }
 
-// Limits bounds client connections (SECURITY.md item 12).
+// Limits bounds client connections (docs/security.md, invariant 12).
 type Limits struct {
 	// MaxHeaderBytes bounds a request head (request line and headers).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`

@@ -43,7 +43,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	gp.Logger = zap.NewStdLog(s.log.Named("goproxy"))
 	gp.Verbose = false
 	// Never goproxy's transport or dialer: both skip certificate checks and
-	// honour proxy environment variables (SECURITY.md item 5).
+	// honour proxy environment variables (docs/security.md, invariant 5).
 	gp.Tr = s.transport
 	gp.ConnectDial = nil
 	gp.ConnectDialWithReq = func(req *http.Request, network, addr string) (net.Conn, error) {

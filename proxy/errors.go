@@ -17,7 +17,8 @@ import (
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 
-// Code is a stable error code returned to the agent (DESIGN.md section 8).
+// Code is a stable error code returned to the agent
+// (docs/design.md#error-codes).
 type Code string
 
 // The error codes the agent can see. Their names and statuses are a

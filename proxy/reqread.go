@@ -44,7 +44,8 @@ type headReader struct {
 
 // connBufferSize sizes the per-connection read buffer. Heads longer than
 // it are still read (line by line, up to maxBytes); a small buffer keeps
-// idle tunnels cheap (SECURITY.md item 12, and memory per connection).
+// idle tunnels cheap (docs/security.md, invariant 12, and memory per
+// connection).
 const connBufferSize = 4 << 10
 
 // parsers reuses the readers that parse a head once it has been read.

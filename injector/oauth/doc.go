@@ -1,7 +1,7 @@
 // Package oauth turns stored OAuth grants into access tokens, refreshing
 // them at the provider's token endpoint when they are about to expire, safely
-// across several sidecar replicas that share one grant store (DESIGN.md
-// section 5).
+// across several sidecar replicas that share one grant store
+// (docs/design.md#refresh).
 //
 // A Provider is one configured OAuth provider: its endpoints, the sidecar's
 // client credentials and an HTTP client that uses no proxy, verifies TLS and

@@ -17,8 +17,9 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 )
 
-// stormCallers is the number of concurrent Token calls in the storm tests
-// (SECURITY.md asks for at least 100 across several sidecars).
+// stormCallers is the number of concurrent Token calls in the storm tests,
+// spread over several Sources (replicas) sharing one store; the end-to-end
+// storm tests send 100 requests across three sidecars.
 const stormCallers = 300
 
 func TestRefreshStorm(t *testing.T) {

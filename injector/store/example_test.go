@@ -11,7 +11,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 )
 
-// The refresh sequence of DESIGN.md section 5 on the embedded store: take
+// The refresh sequence of docs/design.md#refresh on the embedded store: take
 // the lease, re-read under it, persist the rotated grant with CAS on the
 // version just read, release.
 func ExampleOpenEmbedded() {

@@ -14,7 +14,7 @@ import (
 // Status is the lifecycle state of a grant.
 type Status string
 
-// Grant statuses (DESIGN.md section 4).
+// Grant statuses, as stored in the status field (docs/design.md#grant-store).
 const (
 	// StatusActive means the grant can be used and refreshed.
 	StatusActive Status = "active"
@@ -33,8 +33,9 @@ const redacted = "REDACTED"
 
 // Grant is one user's OAuth grant for one provider.
 //
-// The JSON form (the field names of DESIGN.md section 4) carries the tokens in
-// clear: it is the storage encoding, for stores that protect it themselves.
+// The JSON form (the field names of docs/design.md#grant-store) carries the
+// tokens in clear: it is the storage encoding, for stores that protect it
+// themselves.
 // Every human-facing rendering redacts them: fmt (any verb, via Format),
 // zap (MarshalLogObject) and slog (LogValue) print "REDACTED" for a non-empty
 // token, so a grant logged by mistake leaks nothing. A Grant nested in an

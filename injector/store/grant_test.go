@@ -132,8 +132,9 @@ func TestGrantSlogRedacts(t *testing.T) {
 	checkRedacted(t, "slog", buf.String())
 }
 
-// TestGrantJSONFieldNames pins the storage field names of DESIGN.md section
-// 4, which the Vault layout and users' scripts rely on.
+// TestGrantJSONFieldNames pins the storage field names of
+// docs/design.md#grant-store, which the Vault layout and users' scripts rely
+// on.
 func TestGrantJSONFieldNames(t *testing.T) {
 	g := canaryGrant()
 	b, err := json.Marshal(g)

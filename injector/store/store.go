@@ -1,7 +1,7 @@
 // Package store defines the grant store: where each user's OAuth grant for
 // each provider lives, read with a version and written by compare-and-swap,
 // plus a short per-grant lease that serialises refreshes across replicas
-// (DESIGN.md sections 4 and 5).
+// (docs/design.md#grant-store and docs/design.md#refresh).
 //
 // The Store interface is declared here rather than beside one consumer because
 // the sidecar's token source, the connect server and the admin CLI all share

@@ -1,8 +1,8 @@
 // Package vault is the production grant store: users' OAuth grants in
 // HashiCorp Vault's KV v2 engine, written by compare-and-swap, with refresh
 // leases beside them and an optional Transit envelope for the token fields
-// (DESIGN.md section 4). It implements store.Store and passes the shared
-// conformance suite against a real Vault.
+// (docs/design.md#grant-store). It implements store.Store and passes the
+// shared conformance suite against a real Vault.
 //
 // Layout under the KV v2 mount (prefix configurable):
 //
@@ -172,9 +172,9 @@ func (s *Store) kvPath(kind, rest string) string {
 func grantKey(provider, user string) string { return "grants/" + provider + "/" + user }
 func leaseKey(provider, user string) string { return "leases/" + provider + "/" + user }
 
-// grantRecord is the stored form of a grant (DESIGN.md section 4 names the
-// fields). Tokens are Transit ciphertext with Transit on; otherwise see
-// encodePlainToken. Deleted marks a tombstone.
+// grantRecord is the stored form of a grant (docs/design.md#grant-store
+// names the fields). Tokens are Transit ciphertext with Transit on;
+// otherwise see encodePlainToken. Deleted marks a tombstone.
 type grantRecord struct {
 	AccessToken     json.RawMessage `json:"access_token"`
 	RefreshToken    json.RawMessage `json:"refresh_token"`

@@ -88,7 +88,7 @@ func TestPlainStorageFormat(t *testing.T) {
 		"generation":       json.Number("1"),
 	}
 	if diff := cmp.Diff(want, data); diff != "" {
-		t.Errorf("stored KV data (DESIGN.md section 4 fields) mismatch (-want +got):\n%s", diff)
+		t.Errorf("stored KV data (docs/design.md#grant-store fields) mismatch (-want +got):\n%s", diff)
 	}
 
 	// A grant written with Transit on, read by a store with Transit off,

@@ -53,9 +53,16 @@ func readFile(path string) ([]byte, error) {
 }
 
 // Decode parses YAML into out, a pointer to a struct whose fields carry yaml
-// tags. Unlike yaml.v3's KnownFields mode it does not stop at the first
-// problem and it reports key paths (`routes[1].host: unknown key`) rather
-// than line numbers only. Keys absent from the document keep the values out
+// tags, and reports every problem at once, each with its key path
+// (`routes[0].prot: unknown key (did you mean "port"?)`). yaml.v3's
+// KnownFields mode collects unknown fields and type mismatches too, but names
+// them by line and Go type (`line 4: field prot not found in type
+// injector.RouteConfig`), and a mapping with a duplicate key is reported alone
+// and not decoded further. Decode walks the parsed node tree itself so that it
+// can name paths, suggest the nearest known key, report a duplicate key and
+// still check its siblings, and word duration errors its own way. A YAML
+// syntax error is still reported alone: the document must parse before
+// anything is decoded. Keys absent from the document keep the values out
 // already holds, so defaults are set by filling out before calling Decode.
 func Decode(data []byte, out any) error {
 	rv := reflect.ValueOf(out)

@@ -1,6 +1,6 @@
 // Package identity verifies the signed assertion (a JWT) that names the user
-// an agent acts for, and turns it into a Subject (DESIGN.md section 2, step 2;
-// SECURITY.md invariant 8).
+// an agent acts for, and turns it into a Subject (docs/design.md#pipeline,
+// step 2; docs/security.md, invariant 8).
 //
 // Verification runs in two stages. A pre-parser (preparse) looks at the raw
 // assertion before any signature work: it enforces the size limit first, then

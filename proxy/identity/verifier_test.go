@@ -120,7 +120,8 @@ func TestVerifySeveralIssuersAndAudiences(t *testing.T) {
 	}
 }
 
-// TestVerifyRefusals covers the adversarial identity cases of SECURITY.md.
+// TestVerifyRefusals covers the adversarial identity cases of docs/security.md
+// (invariant 8).
 func TestVerifyRefusals(t *testing.T) {
 	clock := newFakeClock()
 	now := clock.Now()

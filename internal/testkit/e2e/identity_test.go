@@ -23,9 +23,9 @@ import (
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 
-// TestIdentityFailures sends each SECURITY.md identity attack through the
-// real listener and checks the status and code, and that nothing reached
-// the upstream.
+// TestIdentityFailures sends each identity attack of docs/security.md
+// (invariant 8) through the real listener and checks the status and code,
+// and that nothing reached the upstream.
 func TestIdentityFailures(t *testing.T) {
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

@@ -3,7 +3,7 @@
 // Package e2e holds the end-to-end tests: the real sidecar on real sockets,
 // driven by real clients (Go net/http, curl, Python requests, Node undici)
 // and by raw connections for the adversarial cases. Run with
-// `go test -tags integration ./internal/e2e/` (make test does).
+// `go test -tags integration ./internal/testkit/e2e/` (make test does).
 package e2e
 
 import (

@@ -1,5 +1,6 @@
 // Package oauthtest runs a real OAuth 2.0 authorization server, built on
-// github.com/ory/fosite, for onbehalf's tests and for `onbehalf demo`.
+// github.com/ory/fosite, for onbehalf's tests (the demo has its own small
+// provider in internal/demo, so the production binary links no fosite).
 //
 // A Server speaks TLS on a loopback port with a certificate from a CA created
 // in memory at Start (CACertPEM is what clients must trust) and offers:

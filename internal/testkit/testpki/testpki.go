@@ -1,6 +1,6 @@
 // Package testpki makes throwaway ECDSA P-256 certificate authorities and
-// server certificates, in memory, for the servers that tests, the demo and
-// the load harness start on loopback (the OAuth test server, the recording
+// server certificates, in memory, for the servers that tests and the load
+// harness start on loopback (the OAuth test server, the recording
 // upstream, the load harness's upstream and squid). Nothing here is used by
 // the sidecar itself, whose interception CA lives in proxy/certs.
 package testpki
@@ -19,8 +19,8 @@ import (
 	"time"
 )
 
-// Validity is how long the certificates live: far longer than any test,
-// demo or benchmark run, short enough that a leaked one is soon worthless.
+// Validity is how long the certificates live: far longer than any test or
+// benchmark run, short enough that a leaked one is soon worthless.
 const Validity = 7 * 24 * time.Hour
 
 // backdate absorbs clock differences when a client checks NotBefore.

@@ -1,8 +1,7 @@
 // Package upstreamtest runs real TLS "API" servers on loopback that record
-// exactly what reached them. The end-to-end tests and `onbehalf demo` use
-// them as the upstream behind the sidecar, to show which headers arrived
-// (the injected token) and which did not (the assertion, the agent's own
-// credentials, proxy headers).
+// exactly what reached them. The end-to-end tests use them as the upstream
+// behind the sidecar, to show which headers arrived (the injected token) and
+// which did not (the assertion, the agent's own credentials, proxy headers).
 //
 // A Server is safe for concurrent use.
 package upstreamtest

@@ -1,6 +1,6 @@
 // Package vaulttest starts a real HashiCorp Vault server in dev mode on a
-// loopback port for tests and benchmarks (DESIGN.md section 9). Nothing is
-// mocked: the binary is the pinned Vault built from tools/vault.
+// loopback port for tests and benchmarks. Nothing is mocked: the binary is
+// the pinned Vault built from tools/vault (`make vault`).
 //
 // The binary is found through $ONBEHALF_VAULT_BIN (set by make), else
 // <module root>/.cache/bin/vault, else "vault" on PATH. A missing binary is an
