@@ -94,6 +94,10 @@ func classify(err error) *Error {
 		return newError(CodeIdentityRequired, "this request needs a signed assertion naming the user the agent acts for", err)
 	case errors.Is(err, identity.ErrInvalid):
 		return newError(CodeIdentityInvalid, "the assertion was refused: "+identityReason(err), err)
+	case errors.Is(err, store.ErrInvalidName):
+		// A verified assertion whose user id no grant can be stored under
+		// (a space, a slash): the identity is what is wrong, not the API.
+		return newError(CodeIdentityInvalid, "the assertion's user id is not one grants can be stored under: "+identityReason(err), err)
 	case errors.Is(err, injector.ErrGrantMissing):
 		return newError(CodeGrantMissing, "the user has not connected this app; they can connect it at connect_url", err)
 	case errors.Is(err, injector.ErrReconnectRequired):
