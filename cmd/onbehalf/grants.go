@@ -23,7 +23,7 @@ import (
 const maxTokenInput = 64 << 10
 
 func newGrantsCmd() *cobra.Command {
-	var configPath string
+	var cfg grantsConfig
 	cmd := &cobra.Command{
 		Use:   "grants",
 		Short: "Operate on stored grants (admin)",
@@ -32,39 +32,52 @@ never taken on the command line (other users can read it from the process table)
 them in files or on standard input.`,
 		Args: exactArgs(0),
 	}
-	cmd.PersistentFlags().StringVarP(&configPath, "config", "c", "", "configuration file (its store section is used)")
+	cmd.PersistentFlags().StringVarP(&cfg.path, "config", "c", "", "configuration file (its store section is used)")
+	cmd.AddCommand(newGrantsListCmd(&cfg), newGrantsPutCmd(&cfg), newGrantsRevokeCmd(&cfg))
+	return cmd
+}
 
-	loadConfig := func() (sidecar.Config, error) {
-		if configPath == "" {
-			return sidecar.Config{}, usageError{errors.New("--config is required")}
-		}
-		cfg, err := sidecar.LoadGrants(configPath, os.Environ(), nil)
-		if err != nil {
-			return cfg, usageError{configError{path: configPath, err: err}}
-		}
-		// The CLI's own logs stay quiet unless something is wrong.
-		cfg.Log = sidecar.LogConfig{Level: "warn", Format: "console"}
-		return cfg, nil
-	}
-	openStore := func() (store.Store, error) {
-		cfg, err := loadConfig()
-		if err != nil {
-			return nil, err
-		}
-		log, err := sidecar.NewLogger(cfg.Log)
-		if err != nil {
-			return nil, err
-		}
-		return sidecar.OpenStore(context.Background(), cfg.Store, log)
-	}
+// grantsConfig is the --config flag every grants subcommand shares; it is
+// read when a subcommand runs, after flags are parsed.
+type grantsConfig struct{ path string }
 
+// load reads the configuration, validating only what grant administration
+// uses (store, providers, audit). A missing flag or a configuration that does
+// not validate is a usage error.
+func (c *grantsConfig) load() (sidecar.Config, error) {
+	if c.path == "" {
+		return sidecar.Config{}, usageError{errors.New("--config is required")}
+	}
+	cfg, err := sidecar.LoadGrants(c.path, os.Environ(), nil)
+	if err != nil {
+		return cfg, usageError{configError{path: c.path, err: err}}
+	}
+	// The CLI's own logs stay quiet unless something is wrong.
+	cfg.Log = sidecar.LogConfig{Level: "warn", Format: "console"}
+	return cfg, nil
+}
+
+// openStore opens the store the configuration names; the caller closes it.
+func (c *grantsConfig) openStore() (store.Store, error) {
+	cfg, err := c.load()
+	if err != nil {
+		return nil, err
+	}
+	log, err := sidecar.NewLogger(cfg.Log)
+	if err != nil {
+		return nil, err
+	}
+	return sidecar.OpenStore(context.Background(), cfg.Store, log)
+}
+
+func newGrantsListCmd(cfg *grantsConfig) *cobra.Command {
 	var provider string
-	list := &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "list [--provider NAME]",
 		Short: "List grants (no tokens are shown)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := openStore()
+			st, err := cfg.openStore()
 			if err != nil {
 				return err
 			}
@@ -73,80 +86,109 @@ them in files or on standard input.`,
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PROVIDER\tUSER\tSTATUS\tEXPIRY\tSCOPES\tACCOUNT\tGENERATION\tCONNECTED")
-			for _, g := range grants {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", g.Provider, g.User, g.Status,
-					fmtTime(g.Expiry), strings.Join(g.Scopes, ","), dash(g.ProviderAccount), g.Generation, fmtTime(g.ConnectedAt))
-			}
-			return tw.Flush()
+			return writeGrants(cmd.OutOrStdout(), grants)
 		},
 	}
-	list.Flags().StringVar(&provider, "provider", "", "only this provider")
+	cmd.Flags().StringVar(&provider, "provider", "", "only this provider")
+	return cmd
+}
 
-	var (
-		user, accessFile, refreshFile, expiry, scopes, account, tokenType string
-	)
-	put := &cobra.Command{
+// writeGrants prints grants as a table; it shows no token.
+func writeGrants(w io.Writer, grants []*store.Grant) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROVIDER\tUSER\tSTATUS\tEXPIRY\tSCOPES\tACCOUNT\tGENERATION\tCONNECTED")
+	for _, g := range grants {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", g.Provider, g.User, g.Status,
+			fmtTime(g.Expiry), strings.Join(g.Scopes, ","), dash(g.ProviderAccount), g.Generation, fmtTime(g.ConnectedAt))
+	}
+	return tw.Flush()
+}
+
+// grantsPutFlags are the flags of `grants put`.
+type grantsPutFlags struct {
+	provider, user, accessFile, refreshFile, expiry, scopes, account, tokenType string
+}
+
+func newGrantsPutCmd(cfg *grantsConfig) *cobra.Command {
+	var f grantsPutFlags
+	cmd := &cobra.Command{
 		Use:   "put --provider NAME --user USER --access-token-file FILE|-",
 		Short: "Store (or replace) a user's grant",
 		Long: `Store a grant for USER at PROVIDER. --access-token-file - reads the token from standard
 input. --expiry takes a duration from now (1h) or an RFC 3339 time.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if provider == "" || user == "" || accessFile == "" {
-				return usageError{errors.New("--provider, --user and --access-token-file are required")}
-			}
-			access, err := readSecret(cmd.InOrStdin(), accessFile)
+			// Check the flags and read the tokens before touching the store.
+			g, err := f.grant(cmd.InOrStdin(), time.Now())
 			if err != nil {
-				return usageError{fmt.Errorf("access token: %w", err)}
+				return err
 			}
-			var refresh string
-			if refreshFile != "" {
-				if refreshFile == "-" && accessFile == "-" {
-					return usageError{errors.New("only one token can come from standard input")}
-				}
-				if refresh, err = readSecret(cmd.InOrStdin(), refreshFile); err != nil {
-					return usageError{fmt.Errorf("refresh token: %w", err)}
-				}
-			}
-			exp, err := parseExpiry(expiry, time.Now())
-			if err != nil {
-				return usageError{err}
-			}
-			st, err := openStore()
+			st, err := cfg.openStore()
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			g := &store.Grant{
-				Provider: provider, User: user,
-				AccessToken: access, RefreshToken: refresh, TokenType: tokenType,
-				Expiry: exp, Status: store.StatusActive, ConnectedAt: time.Now().UTC(),
-				ProviderAccount: account,
-			}
-			if scopes != "" {
-				g.Scopes = strings.Split(scopes, ",")
-			}
 			gen, err := putGrant(cmd.Context(), st, g)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "stored grant %s/%s (generation %d)\n", provider, user, gen)
+			fmt.Fprintf(cmd.OutOrStdout(), "stored grant %s/%s (generation %d)\n", g.Provider, g.User, gen)
 			return nil
 		},
 	}
-	put.Flags().StringVar(&provider, "provider", "", "provider name")
-	put.Flags().StringVar(&user, "user", "", "user id (the assertion's sub)")
-	put.Flags().StringVar(&accessFile, "access-token-file", "", "file holding the access token, or - for stdin")
-	put.Flags().StringVar(&refreshFile, "refresh-token-file", "", "file holding the refresh token, or - for stdin")
-	put.Flags().StringVar(&expiry, "expiry", "", "access token expiry: duration from now (1h) or RFC 3339; empty = none")
-	put.Flags().StringVar(&scopes, "scopes", "", "comma-separated scopes")
-	put.Flags().StringVar(&account, "account", "", "the provider-side account name")
-	put.Flags().StringVar(&tokenType, "token-type", "Bearer", "token type")
+	cmd.Flags().StringVar(&f.provider, "provider", "", "provider name")
+	cmd.Flags().StringVar(&f.user, "user", "", "user id (the assertion's sub)")
+	cmd.Flags().StringVar(&f.accessFile, "access-token-file", "", "file holding the access token, or - for stdin")
+	cmd.Flags().StringVar(&f.refreshFile, "refresh-token-file", "", "file holding the refresh token, or - for stdin")
+	cmd.Flags().StringVar(&f.expiry, "expiry", "", "access token expiry: duration from now (1h) or RFC 3339; empty = none")
+	cmd.Flags().StringVar(&f.scopes, "scopes", "", "comma-separated scopes")
+	cmd.Flags().StringVar(&f.account, "account", "", "the provider-side account name")
+	cmd.Flags().StringVar(&f.tokenType, "token-type", "Bearer", "token type")
+	return cmd
+}
 
-	var wait time.Duration
-	revoke := &cobra.Command{
+// grant checks the flags, reads the tokens (from files or stdin) and builds
+// the active grant to store, connected at now. Every failure is a usage
+// error.
+func (f *grantsPutFlags) grant(stdin io.Reader, now time.Time) (*store.Grant, error) {
+	if f.provider == "" || f.user == "" || f.accessFile == "" {
+		return nil, usageError{errors.New("--provider, --user and --access-token-file are required")}
+	}
+	access, err := readSecret(stdin, f.accessFile)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("access token: %w", err)}
+	}
+	var refresh string
+	if f.refreshFile != "" {
+		if f.refreshFile == "-" && f.accessFile == "-" {
+			return nil, usageError{errors.New("only one token can come from standard input")}
+		}
+		if refresh, err = readSecret(stdin, f.refreshFile); err != nil {
+			return nil, usageError{fmt.Errorf("refresh token: %w", err)}
+		}
+	}
+	exp, err := parseExpiry(f.expiry, now)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	g := &store.Grant{
+		Provider: f.provider, User: f.user,
+		AccessToken: access, RefreshToken: refresh, TokenType: f.tokenType,
+		Expiry: exp, Status: store.StatusActive, ConnectedAt: now.UTC(),
+		ProviderAccount: f.account,
+	}
+	if f.scopes != "" {
+		g.Scopes = strings.Split(f.scopes, ",")
+	}
+	return g, nil
+}
+
+func newGrantsRevokeCmd(cfg *grantsConfig) *cobra.Command {
+	var (
+		provider, user string
+		wait           time.Duration
+	)
+	cmd := &cobra.Command{
 		Use:   "revoke --provider NAME --user USER",
 		Short: "Revoke a user's grant in one move",
 		Long: `Revoke USER's grant at PROVIDER: the provider's RFC 7009 revocation endpoint is called where
@@ -159,11 +201,11 @@ bound (token_cache.ttl, 10s by default).`,
 			if provider == "" || user == "" {
 				return usageError{errors.New("--provider and --user are required")}
 			}
-			cfg, err := loadConfig()
+			c, err := cfg.load()
 			if err != nil {
 				return err
 			}
-			parts, err := buildConnect(cmd.Context(), cfg)
+			parts, err := buildConnect(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
@@ -184,11 +226,9 @@ bound (token_cache.ttl, 10s by default).`,
 			return nil
 		},
 	}
-	revoke.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to keep retrying a provider that is down")
-	revoke.Flags().StringVar(&provider, "provider", "", "provider name")
-	revoke.Flags().StringVar(&user, "user", "", "user id")
-
-	cmd.AddCommand(list, put, revoke)
+	cmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to keep retrying a provider that is down")
+	cmd.Flags().StringVar(&provider, "provider", "", "provider name")
+	cmd.Flags().StringVar(&user, "user", "", "user id")
 	return cmd
 }
 
