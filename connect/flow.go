@@ -116,7 +116,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		s.acceptLink(w, r, sess, p, raw, returnTo)
 		return
 	}
-	if s.idp != nil && (sess == nil || sess.User == "" || sess.Via != viaOIDC) {
+	if s.needsSignIn(sess) {
 		s.startLogin(w, r, sess, connectPath(p.Name(), returnTo))
 		return
 	}
@@ -191,33 +191,39 @@ func (s *Server) acceptLink(w http.ResponseWriter, r *http.Request, sess *sessio
 	// exp plus the verifier's leeway is the last moment the link verifies.
 	sess.Link = &linkGrant{User: sub.User, Provider: p.Name(), ID: sub.ID, Expiry: sub.Expiry.Add(linkLeeway)}
 	next := connectPath(p.Name(), returnTo)
-	if s.idp != nil {
-		// The IdP says who the browser's person is; the link only names
-		// whom it was made for, and the two must agree.
-		if sess.User == "" || sess.Via != viaOIDC {
-			s.startLogin(w, r, sess, next)
-			return
-		}
-		if sess.User != sub.User {
-			s.refuseConnect(w, sess, p.Name(), s.mismatch(sess.User, p.Name(), sub.User))
-			return
-		}
+	if s.needsSignIn(sess) {
+		s.startLogin(w, r, sess, next)
+		return
+	}
+	// With OIDC the IdP says who the browser's person is and the link only
+	// names whom it was made for: connectUser refuses unless they agree.
+	if _, m, ok := s.connectUser(sess, p.Name()); !ok {
+		s.refuseConnect(w, sess, p.Name(), m)
+		return
 	}
 	s.log.Info("connect link accepted", zap.String("provider", p.Name()), zap.String("user", sub.User))
 	s.redirect(w, r, sess, next)
 }
 
+// needsSignIn reports whether the browser must sign in at the identity
+// provider before it may connect anything. Without one it never must; with
+// one, only a session the IdP signed in counts: a session a connect link
+// signed in says whom the link was made for, not who is at the browser.
+func (s *Server) needsSignIn(sess *session) bool {
+	return s.idp != nil && (sess == nil || sess.User == "" || sess.Via != viaOIDC)
+}
+
 // connectUser returns the user a connection of provider started from sess
-// is for, or the refusal. With OIDC it is the signed-in user, and a link
-// pending for this app must name the same user. With links only it is the
-// user of the link pending for this app.
+// is for, or the refusal. It is the one place that decides whether the
+// person in the browser may connect for a link's user, and every handler
+// that starts or accepts a connection asks it. With OIDC it is the
+// signed-in user, and a link pending for this app must name the same user
+// (a mismatch is logged and audited). With links only it is the user of the
+// link pending for this app.
 func (s *Server) connectUser(sess *session, provider string) (string, message, bool) {
-	l := sess.Link
-	if l != nil && l.Provider != provider {
-		l = nil // a link for another app plays no part here
-	}
+	l := sess.pendingLink(provider)
 	if s.idp != nil {
-		if sess.User == "" || sess.Via != viaOIDC {
+		if s.needsSignIn(sess) {
 			return "", msgNoSession, false
 		}
 		if l != nil && l.User != sess.User {
@@ -250,7 +256,7 @@ func (s *Server) mismatch(user, provider, linkUser string) message {
 // refuseConnect renders a refusal, forgetting a pending link for provider
 // that caused it.
 func (s *Server) refuseConnect(w http.ResponseWriter, sess *session, provider string, m message) {
-	if sess.Link != nil && sess.Link.Provider == provider && m != msgNeedLink {
+	if sess.pendingLink(provider) != nil && m != msgNeedLink {
 		sess.Link = nil
 		if err := s.cookies.write(w, sess, s.now()); err != nil {
 			s.log.Error("write session", zap.Error(err))
@@ -307,7 +313,7 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 		s.pageAs(w, sess, msgNoConnect)
 		return
 	}
-	if l := sess.Link; l != nil && l.Provider == p.Name() {
+	if l := sess.pendingLink(p.Name()); l != nil {
 		if err := s.once.use(r.Context(), leaseLinks, l.ID, l.Expiry); err != nil {
 			if errors.Is(err, errReplayed) {
 				sess.Link = nil

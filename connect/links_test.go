@@ -259,6 +259,53 @@ func TestLinkSessionScope(t *testing.T) {
 	}
 }
 
+// TestConnectUser checks the one decision of whom a connection is for,
+// with links only and with OIDC sign-in: the signed-in user must be the
+// user of a link pending for the app, and a link for another app plays no
+// part.
+func TestConnectUser(t *testing.T) {
+	linksOnly := newEnv(t, envOptions{})
+	withIDP := newEnv(t, envOptions{idp: newTestIDP(t)})
+	link := func(user, provider string) *linkGrant { return &linkGrant{User: user, Provider: provider, ID: "j"} }
+	for _, tc := range []struct {
+		name      string
+		e         *testEnv
+		sess      session
+		signIn    bool
+		wantUser  string
+		wantPage  message
+		wantAudit bool
+	}{
+		{"links: pending link", linksOnly, session{Link: link("alice", testProvider)}, false, "alice", message{}, false},
+		{"links: link of another signed-in user", linksOnly, session{User: "bob", Via: viaLink, Link: link("alice", testProvider)}, false, "alice", message{}, false},
+		{"links: no link", linksOnly, session{User: "alice", Via: viaLink}, false, "", msgNeedLink, false},
+		{"links: link for another app", linksOnly, session{Link: link("alice", "other")}, false, "", msgNeedLink, false},
+		{"oidc: not signed in", withIDP, session{Link: link("alice", testProvider)}, true, "", msgNoSession, false},
+		{"oidc: signed in by a link", withIDP, session{User: "alice", Via: viaLink}, true, "", msgNoSession, false},
+		{"oidc: signed in", withIDP, session{User: "alice", Via: viaOIDC}, false, "alice", message{}, false},
+		{"oidc: link of the signed-in user", withIDP, session{User: "alice", Via: viaOIDC, Link: link("alice", testProvider)}, false, "alice", message{}, false},
+		{"oidc: link of someone else", withIDP, session{User: "bob", Via: viaOIDC, Link: link("alice", testProvider)}, false, "", msgUserMismatch, true},
+		{"oidc: someone else's link for another app", withIDP, session{User: "bob", Via: viaOIDC, Link: link("alice", "other")}, false, "bob", message{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.e.srv.needsSignIn(&tc.sess); got != tc.signIn {
+				t.Errorf("needsSignIn: got %v; want %v", got, tc.signIn)
+			}
+			before := auditRecords(t, tc.e, "connect")
+			user, m, ok := tc.e.srv.connectUser(&tc.sess, testProvider)
+			if user != tc.wantUser || m != tc.wantPage || ok != (tc.wantPage == message{}) {
+				t.Errorf("connectUser: got %q, %q, %v; want %q, %q", user, m.title, ok, tc.wantUser, tc.wantPage.title)
+			}
+			if audited := auditRecords(t, tc.e, "connect") > before; audited != tc.wantAudit {
+				t.Errorf("audited: got %v; want %v", audited, tc.wantAudit)
+			}
+		})
+	}
+	if (*session)(nil).pendingLink(testProvider) != nil {
+		t.Errorf("a nil session has a pending link")
+	}
+}
+
 // TestLinkSentToSomeoneElse checks, with links and OIDC sign-in both
 // configured, that a connect link opened by a person signed in as someone
 // else is refused and nothing is stored: whether they sign in after

@@ -98,6 +98,16 @@ func (s *session) signedIn(user, via string, now time.Time, ttl time.Duration) *
 	return n
 }
 
+// pendingLink returns the connect link waiting in s to be used for
+// provider, or nil: a link for another app plays no part in connecting
+// this one.
+func (s *session) pendingLink(provider string) *linkGrant {
+	if s == nil || s.Link == nil || s.Link.Provider != provider {
+		return nil
+	}
+	return s.Link
+}
+
 // prune drops what has expired.
 func (s *session) prune(now time.Time) {
 	s.Flows = slices.DeleteFunc(s.Flows, func(f flow) bool { return !now.Before(f.Expiry) })
