@@ -22,6 +22,10 @@ type certReloader struct {
 	certFile, keyFile string
 	interval          time.Duration
 	log               *zap.Logger
+	// now is the clock that paces the checks: time.Now, or in tests a
+	// clock they move past the interval instead of sleeping through it.
+	// It is set before the reloader is shared.
+	now func() time.Time
 
 	cert atomic.Pointer[tls.Certificate]
 
@@ -48,8 +52,8 @@ func stamp(path string) (fileStamp, error) {
 // newCertReloader loads the key pair once; a missing or invalid pair is an
 // error, so the webhook does not start without a certificate.
 func newCertReloader(certFile, keyFile string, interval time.Duration, log *zap.Logger) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile, interval: interval, log: log}
-	if err := r.load(time.Now()); err != nil {
+	r := &certReloader{certFile: certFile, keyFile: keyFile, interval: interval, log: log, now: time.Now}
+	if err := r.load(r.now()); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -81,7 +85,7 @@ func (r *certReloader) load(now time.Time) error {
 // pair, a deleted file) keeps the previous pair and is retried at the next
 // interval.
 func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	r.maybeReload(time.Now())
+	r.maybeReload(r.now())
 	return r.cert.Load(), nil
 }
 

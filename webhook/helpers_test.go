@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,31 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/go
 
 // serviceName is the DNS name the API server verifies the webhook by.
 const serviceName = "onbehalf-webhook.onbehalf.svc"
+
+// testClock is a clock a test moves by hand, so that code paced by an
+// interval acts at once and deterministically instead of after a sleep. It
+// is safe for concurrent use.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// newTestClock returns a clock that starts at the current time.
+func newTestClock() *testClock { return &testClock{now: time.Now()} }
+
+// Now returns the clock's time.
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
 
 // testPKI is a CA and a serving key pair written to files, as the chart's
 // Secret would be mounted.
