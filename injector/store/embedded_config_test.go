@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/internal/config"
