@@ -80,6 +80,7 @@ FUZZ_TARGETS := \
 	./proxy:FuzzCheckHead \
 	./proxy:FuzzBindTunnelRequest \
 	./proxy/identity:FuzzPreparse \
+	./proxy/identity:FuzzCheckObject \
 	./proxy/identity:FuzzFromHeader \
 	./audit:FuzzVerify \
 	./webhook:FuzzAdmit \

@@ -4,9 +4,10 @@
 //
 // Verification runs in two stages. A pre-parser (preparse) looks at the raw
 // assertion before any signature work: it enforces the size limit first, then
-// exactly three base64url segments, then decodes the bounded header into a
-// small fixed struct, checks alg against the allow-list and refuses the jku,
-// x5u, jwk and x5c headers and any crit header. Only then does
+// exactly three base64url segments, then reads the bounded header, checks alg
+// against the allow-list and refuses the jku, x5u, jwk and x5c headers and
+// any crit header, and refuses a duplicate member anywhere in the header or
+// the claims (encoding/json would silently keep the last one). Only then does
 // github.com/golang-jwt/jwt/v5 parse and verify the token, with the key chosen
 // by this package: a key is bound to exactly one algorithm, so an HS256
 // token can never be checked with a public key's bytes. Keys come from PEM

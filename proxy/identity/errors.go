@@ -56,6 +56,8 @@ var (
 	errHeaderJSON        = invalid("malformed token: header is not a JSON object")
 	errHeaderEscape      = invalid("malformed token: escaped header member name")
 	errHeaderDuplicate   = invalid("malformed token: duplicate header member")
+	errClaimsJSON        = invalid("malformed token: claims are not a JSON object")
+	errClaimsDuplicate   = invalid("malformed token: duplicate member in claims")
 	errNoAlg             = invalid("malformed token: missing alg header")
 	errUnsupportedAlg    = invalid("unsupported algorithm")
 	errKIDType           = invalid("malformed token: kid must be a non-empty string")

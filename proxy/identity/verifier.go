@@ -253,8 +253,9 @@ func (v *Verifier) Close() error {
 }
 
 // Verify checks raw and returns the Subject it names. raw is pre-parsed
-// first (size, shape, header), and only then parsed and verified by the JWT
-// library. Errors wrap ErrMissing or ErrInvalid and never contain raw.
+// first (size, shape, header, claims without duplicate members), and only
+// then parsed and verified by the JWT library. Errors wrap ErrMissing or
+// ErrInvalid and never contain raw.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Subject, error) {
 	if len(raw) > v.maxSize {
 		return nil, v.tooLarge

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/elliptic"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -205,7 +206,7 @@ func TestVerifyRefusals(t *testing.T) {
 		{"non-canonical signature bits", strict, validParts[0] + "." + validParts[1] + "." + flipLastBits(validParts[2]), ErrInvalid, "malformed token"},
 		{"two segments", strict, validParts[0] + "." + validParts[1], ErrInvalid, "malformed token: want three base64url segments"},
 		{"four segments", strict, valid + ".AAAA", ErrInvalid, "malformed token: want three base64url segments"},
-		{"payload not JSON", strict, validParts[0] + "." + b64([]byte("not json")) + "." + validParts[2], ErrInvalid, "malformed token"},
+		{"payload not JSON", strict, validParts[0] + "." + b64([]byte("not json")) + "." + validParts[2], ErrInvalid, "malformed token: claims are not a JSON object"},
 		{"header not JSON", strict, b64([]byte(`{"alg":"EdDSA"`)) + "." + validParts[1] + "." + validParts[2], ErrInvalid, "malformed token: header is not a JSON object"},
 		{"duplicate alg member", strict, b64([]byte(`{"alg":"EdDSA","alg":"HS256"}`)) + "." + validParts[1] + "." + validParts[2], ErrInvalid, "malformed token: duplicate header member"},
 		{"escaped jku member", strict, b64([]byte(`{"alg":"EdDSA","\u006aku":"https://evil.test"}`)) + "." + validParts[1] + "." + validParts[2], ErrInvalid, "malformed token: escaped header member name"},
@@ -242,6 +243,53 @@ func TestVerifyRefusals(t *testing.T) {
 				t.Errorf("got reason %q; want %q", got, tt.wantReason)
 			}
 			assertNoTokenInError(t, err, tt.raw)
+		})
+	}
+}
+
+// TestVerifyDuplicateMembers shows that a correctly signed token with a
+// duplicate member anywhere in its header or claims is refused: encoding/json
+// would silently keep the last one ({"sub":"alice","sub":"bob"} is bob).
+func TestVerifyDuplicateMembers(t *testing.T) {
+	clock := newFakeClock()
+	ed := newEd25519(t)
+	v := newVerifier(t, testConfig(KeyConfig{ID: "ed", File: writeFile(t, "ed.pem", publicPEM(t, ed))}), WithNow(clock.Now))
+	now := clock.Now().Unix()
+	registered := fmt.Sprintf(`"iss":%q,"aud":%q,"iat":%d,"exp":%d`, testIssuer, testAudience, now, now+300)
+	const hdr = `{"alg":"EdDSA","kid":"ed","typ":"JWT"}`
+	tests := []struct {
+		name, header, claims string
+		wantErr              error
+		wantUser, wantAgent  string
+	}{
+		{"no duplicates", hdr, `{"sub":"alice","act":{"sub":"agent-7","act":{"sub":"o"}},"ctx":[{"a":1},{"a":2}],` + registered + `}`, nil, "alice", "agent-7"},
+		{"sub twice", hdr, `{"sub":"alice","sub":"bob",` + registered + `}`, errClaimsDuplicate, "", ""},
+		{"sub twice, second escaped", hdr, `{"sub":"alice","s\u0075b":"bob",` + registered + `}`, errClaimsDuplicate, "", ""},
+		{"iss twice", hdr, `{"sub":"alice",` + registered + `,"iss":"https://evil.test"}`, errClaimsDuplicate, "", ""},
+		{"act.sub twice", hdr, `{"sub":"alice","act":{"sub":"agent-7","sub":"agent-9"},` + registered + `}`, errClaimsDuplicate, "", ""},
+		{"sub twice in a nested act", hdr, `{"sub":"alice","act":{"sub":"agent-7","act":{"sub":"o","sub":"p"}},` + registered + `}`, errClaimsDuplicate, "", ""},
+		{"narrowing claim twice", hdr, `{"sub":"alice","providers":["slack"],"providers":["slack","github"],` + registered + `}`, errClaimsDuplicate, "", ""},
+		{"member twice in an array of objects", hdr, `{"sub":"alice","ctx":[{"a":1},{"a":1,"a":2}],` + registered + `}`, errClaimsDuplicate, "", ""},
+		{"typ twice in the header", `{"alg":"EdDSA","kid":"ed","typ":"JWT","typ":"JWT"}`, `{"sub":"alice",` + registered + `}`, errHeaderDuplicate, "", ""},
+		{"member twice inside a header member", `{"alg":"EdDSA","kid":"ed","x":{"a":1,"a":2}}`, `{"sub":"alice",` + registered + `}`, errHeaderDuplicate, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := signJSON(t, jwt.SigningMethodEdDSA, ed, tt.header, tt.claims)
+			sub, err := v.Verify(context.Background(), raw)
+			if err != tt.wantErr {
+				t.Fatalf("got %v, %v; want error %v", sub, err, tt.wantErr)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrInvalid) {
+					t.Errorf("got %v; want an error wrapping ErrInvalid", err)
+				}
+				assertNoTokenInError(t, err, raw)
+				return
+			}
+			if sub.User != tt.wantUser || sub.Agent != tt.wantAgent {
+				t.Errorf("got user %q agent %q; want %q and %q", sub.User, sub.Agent, tt.wantUser, tt.wantAgent)
+			}
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -129,6 +130,81 @@ func TestIdentityFailures(t *testing.T) {
 			}
 			if got := readError(t, resp); got.Error != tt.wantCode {
 				t.Errorf("code %q (%s); want %q", got.Error, got.Message, tt.wantCode)
+			}
+			if n := len(e.Upstream.Requests()); n != 0 {
+				t.Errorf("%d requests reached the upstream; want 0", n)
+			}
+		})
+	}
+}
+
+// TestIdentityDuplicateMembers sends correctly signed assertions whose
+// header or claims repeat a member, at the top level or nested, through the
+// real listener: each is refused with 401 identity_invalid and nothing
+// reaches the upstream. encoding/json alone would keep the last member, so
+// {"sub":"bob","sub":"alice"} would act as alice. The same claims without
+// the duplicate pass, so the refusal is the duplicate's doing.
+func TestIdentityDuplicateMembers(t *testing.T) {
+	e := testenv.New(t, testenv.Options{})
+	edKey := e.SigningKey.(ed25519.PrivateKey)
+	now := time.Now().Unix()
+	registered := fmt.Sprintf(`"iss":%q,"aud":%q,"iat":%d,"exp":%d`, testenv.Issuer, testenv.Audience, now, now+300)
+	const hdr = `{"alg":"EdDSA","kid":"orchestrator","typ":"JWT"}`
+	sign := func(header, claims string) string {
+		b64 := base64.RawURLEncoding.EncodeToString
+		signing := b64([]byte(header)) + "." + b64([]byte(claims))
+		sig, err := jwt.SigningMethodEdDSA.Sign(signing, edKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return signing + "." + b64(sig)
+	}
+	user, agent := fmt.Sprintf("%q", testenv.User), fmt.Sprintf("%q", testenv.Agent)
+
+	tests := []struct {
+		name, header, claims string
+	}{
+		{"sub twice, the user last", hdr, `{"sub":"bob","sub":` + user + `,"act":{"sub":` + agent + `},` + registered + `}`},
+		{"sub twice, the user first", hdr, `{"sub":` + user + `,"sub":"bob","act":{"sub":` + agent + `},` + registered + `}`},
+		{"sub twice, one escaped", hdr, `{"sub":"bob","s\u0075b":` + user + `,` + registered + `}`},
+		{"act.sub twice", hdr, `{"sub":` + user + `,"act":{"sub":"other-agent","sub":` + agent + `},` + registered + `}`},
+		{"sub twice in a nested act", hdr, `{"sub":` + user + `,"act":{"sub":` + agent + `,"act":{"sub":"a","sub":"b"}},` + registered + `}`},
+		{"aud twice", hdr, `{"sub":` + user + `,"aud":"another-sidecar",` + registered + `}`},
+		{"narrowing claim twice", hdr, `{"sub":` + user + `,"providers":["none"],"providers":["slack"],` + registered + `}`},
+		{"member twice in an array of objects", hdr, `{"sub":` + user + `,"ctx":[{"a":1,"a":2}],` + registered + `}`},
+		{"typ twice in the header", `{"alg":"EdDSA","kid":"orchestrator","typ":"JWT","typ":"JWT"}`, `{"sub":` + user + `,` + registered + `}`},
+		{"member twice inside a header member", `{"alg":"EdDSA","kid":"orchestrator","x":{"a":1,"a":2}}`, `{"sub":` + user + `,` + registered + `}`},
+	}
+	client := e.Client()
+	do := func(t *testing.T, assertion string) *http.Response {
+		t.Helper()
+		e.Upstream.Reset()
+		req, _ := http.NewRequest(http.MethodGet, e.APIURL("/api/whoami"), nil)
+		req.Header.Set(identity.DefaultHeader, assertion)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+
+	t.Run("without duplicates", func(t *testing.T) {
+		resp := do(t, sign(hdr, `{"sub":`+user+`,"act":{"sub":`+agent+`,"act":{"sub":"a"}},"ctx":[{"a":1},{"a":2}],`+registered+`}`))
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d; want 200", resp.StatusCode)
+		}
+		checkArrived(t, e, "/api/whoami")
+	})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := do(t, sign(tt.header, tt.claims))
+			if resp.StatusCode != 401 {
+				t.Errorf("status %d; want 401", resp.StatusCode)
+			}
+			got := readError(t, resp)
+			if got.Error != "identity_invalid" || !strings.Contains(got.Message, "duplicate") {
+				t.Errorf("code %q (%s); want identity_invalid naming a duplicate member", got.Error, got.Message)
 			}
 			if n := len(e.Upstream.Requests()); n != 0 {
 				t.Errorf("%d requests reached the upstream; want 0", n)
