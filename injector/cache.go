@@ -108,7 +108,6 @@ func (c *CachedSource) Token(ctx context.Context, provider, user string) (Token,
 				until = limit
 			}
 		}
-		tok.header = new(headerMemo)
 		c.cache.Add(key, cacheEntry{tok: tok, until: until})
 		return tok, nil
 	})

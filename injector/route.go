@@ -285,39 +285,11 @@ func PathHasPrefix(path, prefix string) bool {
 // route's header to the formatted token. The upstream never sees two
 // credentials.
 func (r *Route) Inject(h http.Header, token string) {
-	r.removeCredentials(h)
-	h[r.header] = []string{r.prefix + token + r.postfix}
-}
-
-// InjectToken is Inject for a token a Source handed out. A token from the
-// token cache is formatted once for the route's format and the result
-// reused while the token stays cached, rather than built on every request.
-func (r *Route) InjectToken(h http.Header, tok Token) {
-	r.removeCredentials(h)
-	h[r.header] = []string{r.format(tok)}
-}
-
-func (r *Route) removeCredentials(h http.Header) {
 	h.Del("Authorization")
 	for _, name := range r.strip {
 		h.Del(name)
 	}
-}
-
-// format returns the header value for tok, from its memo when the memo
-// holds tok's value in r's format.
-func (r *Route) format(tok Token) string {
-	m := tok.header
-	if m == nil {
-		return r.prefix + tok.Value + r.postfix
-	}
-	if f := m.last.Load(); f != nil && f.prefix == r.prefix && f.postfix == r.postfix &&
-		f.value[len(f.prefix):len(f.value)-len(f.postfix)] == tok.Value {
-		return f.value
-	}
-	f := &formattedHeader{prefix: r.prefix, postfix: r.postfix, value: r.prefix + tok.Value + r.postfix}
-	m.last.Store(f)
-	return f.value
+	h[r.header] = []string{r.prefix + token + r.postfix}
 }
 
 // NormalizeHost lower-cases host and removes one trailing dot, so that

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
@@ -38,23 +37,6 @@ type Token struct {
 	Value      string
 	Generation int64
 	Expiry     time.Time
-
-	// header memoises the credential header value built from Value
-	// (Route.InjectToken). The token cache gives each token it keeps one,
-	// shared by the copies it hands out, so that it lives and dies with
-	// the cache entry that already holds the token. Nil formats every
-	// time.
-	header *headerMemo
-}
-
-// headerMemo holds the last header value formatted for a cached token.
-type headerMemo struct {
-	last atomic.Pointer[formattedHeader]
-}
-
-// formattedHeader is prefix + token + postfix, as value.
-type formattedHeader struct {
-	prefix, postfix, value string
 }
 
 // String returns a description without the token.

@@ -325,7 +325,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	// 6. Inject: strip what must not travel, replace credentials.
 	out := outboundRequest(ctx, req, t)
 	sanitizeRequest(out.Header, s.d.AssertionHeader)
-	route.InjectToken(out.Header, ex.token)
+	route.Inject(out.Header, ex.token.Value)
 
 	// 7. Audit before the token leaves (fail-closed).
 	if e := s.auditInject(ex); e != nil {
