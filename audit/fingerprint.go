@@ -9,11 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/maphash"
 	"io"
 	"os"
 	"sync"
-	"sync/atomic"
 
 	"github.com/onbehalf-dev/onbehalf/internal/keyfile"
 )
@@ -35,32 +33,12 @@ const (
 // unreadable. The key itself never appears in the error.
 var ErrFingerprintKey = errors.New("fingerprint key")
 
-// recentFingerprints is how many fingerprints a Fingerprinter remembers. A
-// sidecar injects the tokens of a handful of users, the same ones over and
-// over; two tokens meeting in one slot only cost a recomputation.
-const recentFingerprints = 64
-
 // Fingerprinter computes token fingerprints: a keyed hash prefix that lets
 // records be correlated by token without the token ever being stored. It is
 // safe for concurrent use.
-//
-// It remembers recent fingerprints, since every request using a cached
-// token would otherwise compute the same HMAC again. The memo is keyed by
-// two 64-bit hashes of the token under random per-process seeds, never by
-// the token: it holds no secret beyond the fingerprints that audit records
-// publish anyway, and a wrong answer would need two tokens to collide in
-// 128 bits of seeded hash.
 type Fingerprinter struct {
-	key    []byte
-	pool   sync.Pool // of hash.Hash (HMAC-SHA256 under key)
-	seeds  [2]maphash.Seed
-	recent [recentFingerprints]atomic.Pointer[recentFingerprint]
-}
-
-// recentFingerprint is one remembered fingerprint.
-type recentFingerprint struct {
-	sum         [2]uint64 // the token's hashes under the Fingerprinter's seeds
-	fingerprint string
+	key  []byte
+	pool sync.Pool // of hash.Hash (HMAC-SHA256 under key)
 }
 
 // NewFingerprinter returns a Fingerprinter keyed with key (at least
@@ -69,7 +47,7 @@ func NewFingerprinter(key []byte) (*Fingerprinter, error) {
 	if len(key) < MinFingerprintKeyBytes {
 		return nil, fmt.Errorf("%w: must be at least %d bytes (got %d)", ErrFingerprintKey, MinFingerprintKeyBytes, len(key))
 	}
-	f := &Fingerprinter{key: bytes.Clone(key), seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
+	f := &Fingerprinter{key: bytes.Clone(key)}
 	f.pool.New = func() any { return hmac.New(sha256.New, f.key) }
 	return f, nil
 }
@@ -142,18 +120,6 @@ func (f *Fingerprinter) Token(token string) string {
 	if token == "" {
 		return ""
 	}
-	sum := [2]uint64{maphash.String(f.seeds[0], token), maphash.String(f.seeds[1], token)}
-	slot := &f.recent[sum[0]%recentFingerprints]
-	if r := slot.Load(); r != nil && r.sum == sum {
-		return r.fingerprint
-	}
-	r := &recentFingerprint{sum: sum, fingerprint: f.compute(token)}
-	slot.Store(r)
-	return r.fingerprint
-}
-
-// compute returns the fingerprint of a non-empty token.
-func (f *Fingerprinter) compute(token string) string {
 	h := f.pool.Get().(hash.Hash)
 	h.Reset()
 	_, _ = io.WriteString(h, token)
