@@ -41,9 +41,10 @@ var strictBase64 = base64.RawURLEncoding.Strict()
 // Every error it returns is one of this package's fixed refusals.
 //
 // The header and claims are decoded here from the same segments, with the
-// same base64 decoding and the same JSON decoder (encoding/json) as
-// golang-jwt uses afterwards, so what is checked here is what is verified.
-// This runs only when the proxy has not verified raw before (its cache is
+// same base64 decoding, as golang-jwt decodes them afterwards, so what is
+// checked here is the text that is verified; the JSON is read with jsontext,
+// which agrees with golang-jwt's encoding/json on every text it accepts (see
+// checkObject). This runs only when the proxy has not verified raw before (its cache is
 // keyed by the assertion), and costs a few microseconds against a signature
 // check's tens (BenchmarkPreparse, BenchmarkVerifyAssertion).
 func preparse(raw string, maxSize int, allowed algSet) (header, error) {
