@@ -6,6 +6,7 @@ BIN        := bin/onbehalf
 STATE      := .onbehalf
 CACHE      := $(CURDIR)/.cache
 VAULT_BIN  := $(CACHE)/bin/vault
+KUBE_APISERVER_BIN := $(CACHE)/bin/kube-apiserver
 PKGS       := ./...
 # VERSION and COMMIT are what `onbehalf version` prints (stamped here: the
 # toolchain's own VCS stamp is off wherever GOFLAGS has -buildvcs=false).
@@ -18,6 +19,7 @@ FUZZTIME   ?= 5s
 
 export ONBEHALF_BIN := $(CURDIR)/$(BIN)
 export ONBEHALF_VAULT_BIN := $(VAULT_BIN)
+export ONBEHALF_KUBE_APISERVER_BIN := $(KUBE_APISERVER_BIN)
 
 .DEFAULT_GOAL := help
 
@@ -47,6 +49,16 @@ $(VAULT_BIN):
 	@mkdir -p $(dir $(VAULT_BIN))
 	@echo "building Vault $(shell awk '/hashicorp\/vault v/ {print $$3; exit}' tools/vault/go.mod) for the tests (once; cached in $(VAULT_BIN))"
 	cd tools/vault && $(GO) build -o $(VAULT_BIN) github.com/hashicorp/vault
+
+.PHONY: kube-apiserver
+kube-apiserver: $(KUBE_APISERVER_BIN) ## build the pinned kube-apiserver the chart tests start (cached in .cache/bin)
+
+# A cold build takes about 10 minutes on two cores; the binary is kept in
+# .cache/bin and rebuilt only when the pinned module changes.
+$(KUBE_APISERVER_BIN): tools/kube-apiserver/go.mod tools/kube-apiserver/go.sum tools/kube-apiserver/build.sh
+	@mkdir -p $(dir $(KUBE_APISERVER_BIN))
+	@echo "building kube-apiserver $(shell awk '/^require k8s.io\/kubernetes/ {print $$3; exit}' tools/kube-apiserver/go.mod) for the chart tests (once; cached in $(KUBE_APISERVER_BIN))"
+	bash tools/kube-apiserver/build.sh $(KUBE_APISERVER_BIN)
 
 .PHONY: unit
 unit: ## fast loop: plain `go test ./...` (no tags, no servers, no race detector)
