@@ -7,6 +7,7 @@ STATE      := .onbehalf
 CACHE      := $(CURDIR)/.cache
 VAULT_BIN  := $(CACHE)/bin/vault
 KUBE_APISERVER_BIN := $(CACHE)/bin/kube-apiserver
+KUBECTL_BIN := $(CACHE)/bin/kubectl
 PKGS       := ./...
 # VERSION and COMMIT are what `onbehalf version` prints (stamped here: the
 # toolchain's own VCS stamp is off wherever GOFLAGS has -buildvcs=false).
@@ -20,6 +21,7 @@ FUZZTIME   ?= 5s
 export ONBEHALF_BIN := $(CURDIR)/$(BIN)
 export ONBEHALF_VAULT_BIN := $(VAULT_BIN)
 export ONBEHALF_KUBE_APISERVER_BIN := $(KUBE_APISERVER_BIN)
+export ONBEHALF_KUBECTL_BIN := $(KUBECTL_BIN)
 
 .DEFAULT_GOAL := help
 
@@ -59,6 +61,13 @@ $(KUBE_APISERVER_BIN): tools/kube-apiserver/go.mod tools/kube-apiserver/go.sum t
 	@mkdir -p $(dir $(KUBE_APISERVER_BIN))
 	@echo "building kube-apiserver $(shell awk '/^require k8s.io\/kubernetes/ {print $$3; exit}' tools/kube-apiserver/go.mod) for the chart tests (once; cached in $(KUBE_APISERVER_BIN))"
 	bash tools/kube-apiserver/build.sh $(KUBE_APISERVER_BIN)
+
+.PHONY: kubectl
+kubectl: $(KUBECTL_BIN) ## build the pinned kubectl the chart tests run the install notes with (cached in .cache/bin)
+
+$(KUBECTL_BIN): tools/kubectl/go.mod tools/kubectl/go.sum tools/kubectl/build.sh
+	@mkdir -p $(dir $(KUBECTL_BIN))
+	bash tools/kubectl/build.sh $(KUBECTL_BIN)
 
 .PHONY: unit
 unit: ## fast loop: plain `go test ./...` (no tags, no servers, no race detector)
