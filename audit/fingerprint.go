@@ -67,6 +67,17 @@ func LoadFingerprinter(path string) (*Fingerprinter, error) {
 	return NewFingerprinter(key)
 }
 
+// CheckFingerprintKeyFile reads the key at path as LoadFingerprinter does,
+// without creating it: a missing file gives an error matching
+// fs.ErrNotExist (LoadFingerprinter would create it), an unreadable or
+// too short one an error wrapping ErrFingerprintKey. `serve --check` uses
+// it.
+func CheckFingerprintKeyFile(path string) error {
+	key, err := readKeyFile(path)
+	clear(key)
+	return err
+}
+
 // randomFingerprinter returns a Fingerprinter with a fresh key that lives
 // only in memory.
 func randomFingerprinter() (*Fingerprinter, error) {

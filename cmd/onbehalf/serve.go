@@ -23,6 +23,11 @@ func newServeCmd() *cobra.Command {
 		Long: `Run the sidecar: the proxy listener the agent sends HTTP(S) through, and the admin
 listener (/healthz, /readyz, /metrics, /ca.pem).
 
+--check validates the configuration, then loads every file it names (the interception CA,
+identity keys, policy files, the store's key or Vault credential, the audit fingerprint key,
+CA bundles, client secrets) without serving, and lists each one that is missing, unreadable
+or unfit.
+
 Configuration comes from the YAML file, then ONBEHALF_* environment variables (for example
 ONBEHALF_PROXY_LISTEN), then flags. A configuration problem exits with status 2 and lists
 every problem with its key path.`,
@@ -43,7 +48,10 @@ every problem with its key path.`,
 				return err
 			}
 			if check {
-				fmt.Fprintf(cmd.OutOrStdout(), "configuration %s is valid: %s\n", configPath, cfg)
+				if err := sidecar.CheckFiles(cmd.Context(), cfg); err != nil {
+					return usageError{fileError{path: configPath, err: err}}
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "configuration %s is valid and every file it names loads: %s\n", configPath, cfg)
 				return nil
 			}
 			sc, err := sidecar.New(cmd.Context(), cfg, sidecar.Options{Version: version})
@@ -56,7 +64,7 @@ every problem with its key path.`,
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (YAML)")
 	cmd.Flags().StringVar(&listen, "listen", "", "proxy listen address, overrides proxy.listen")
 	cmd.Flags().StringVar(&admin, "admin-listen", "", "admin listen address, overrides admin.listen (empty disables)")
-	cmd.Flags().BoolVar(&check, "check", false, "validate the configuration and exit (status 2 when invalid)")
+	cmd.Flags().BoolVar(&check, "check", false, "validate the configuration and load every file it names, then exit (status 2 when something is wrong)")
 	return cmd
 }
 
@@ -81,6 +89,19 @@ func (e configError) Error() string {
 }
 
 func (e configError) Unwrap() error { return e.err }
+
+// fileError prints every file of a valid configuration that cannot be
+// loaded on its own line.
+type fileError struct {
+	path string
+	err  error
+}
+
+func (e fileError) Error() string {
+	return "configuration " + e.path + " names files that cannot be loaded:\n  " + indent(e.err.Error())
+}
+
+func (e fileError) Unwrap() error { return e.err }
 
 func indent(s string) string {
 	out := make([]byte, 0, len(s))

@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"errors"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"slices"
@@ -244,4 +246,40 @@ func (c Config) allowedSet() algSet {
 
 func idx(path string, i int) string {
 	return path + "[" + strconv.Itoa(i) + "]"
+}
+
+// CheckFiles loads every file c names the way New does — each static key
+// (parsed, and checked against algorithms) and the JWKS CA bundle — and
+// reports each one that is missing, unreadable or unfit, with its key path.
+// It fetches nothing. Call it on a configuration that validates.
+func (c Config) CheckFiles() error {
+	var p config.Problems
+	allowed := c.allowedSet()
+	for i, k := range c.Keys {
+		if k.File == "" {
+			continue // Validate reports it
+		}
+		_, alg, err := loadVerificationKey(k.File, k.Algorithm)
+		switch {
+		case err != nil:
+			p.Addf(idx("keys", i)+".file", "%s", fileProblem(k.File, err))
+		case !allowed.has(alg):
+			p.Addf(idx("keys", i)+".file", "%s holds a key for %s, which is not listed in algorithms", k.File, alg)
+		}
+	}
+	if c.JWKSCAFile != "" {
+		if _, err := newJWKSClient(c.JWKSCAFile); err != nil {
+			p.Addf("jwks_ca_file", "%s", fileProblem(c.JWKSCAFile, err))
+		}
+	}
+	return p.Err()
+}
+
+// fileProblem describes err about the file at path, naming the path once.
+func fileProblem(path string, err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return path + ": " + err.Error()
 }
