@@ -27,7 +27,9 @@
 // Pods whose isolation the sidecar cannot deliver are refused rather than
 // admitted without it: hostNetwork, hostPID, shareProcessNamespace,
 // privileged agent containers, agents running as the sidecar's user, and
-// agents claiming the sidecar's ports, names or volumes.
+// agents claiming the sidecar's ports, names or volumes. So are invalid
+// onbehalf.dev/ annotations and unknown ones (a misspelt
+// onbehalf.dev/audiance would otherwise leave the default in place).
 //
 // An Injector is immutable after NewInjector and safe for concurrent use; a
 // Server handles admissions concurrently and reloads its TLS key pair when

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/onbehalf-dev/onbehalf/internal/config"
 )
 
 // Annotations the webhook reads and writes on pods.
@@ -430,7 +432,29 @@ func (in *Injector) options(ann map[string]string) (podOptions, []string) {
 		}
 		o.resources = r
 	}
+	// A misspelt annotation (onbehalf.dev/audiance) would silently give
+	// the pod the defaults it meant to change: refuse it.
+	var unknown []string
+	for k := range ann {
+		if strings.HasPrefix(k, annotationPrefix) && !slices.Contains(knownAnnotations, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	slices.Sort(unknown)
+	for _, k := range unknown {
+		bad(truncate(k), "unknown%s; known: %s", config.Suggest(k, knownAnnotations), strings.Join(knownAnnotations, ", "))
+	}
 	return o, problems
+}
+
+// annotationPrefix starts every annotation the webhook reads or writes.
+const annotationPrefix = "onbehalf.dev/"
+
+// knownAnnotations are the annotations a pod may carry under
+// annotationPrefix.
+var knownAnnotations = []string{
+	AnnotationInject, AnnotationAudience, AnnotationConfig, AnnotationPolicy, AnnotationResources,
+	AnnotationInjected, AnnotationReplacedEnv,
 }
 
 // parseResources decodes the resources annotation strictly.

@@ -410,6 +410,9 @@ func TestRefusals(t *testing.T) {
 		{"resources unknown field", setAnn(AnnotationResources, `{"request":{"cpu":"1"}}`), []string{"annotation onbehalf.dev/resources: must be JSON"}},
 		{"resources bad quantity", setAnn(AnnotationResources, `{"limits":{"memory":"lots"},"requests":{"gpu":"1"}}`),
 			[]string{`limits.memory: must be a Kubernetes quantity`, `requests.gpu: unknown resource`}},
+		{"misspelt annotation", setAnn("onbehalf.dev/audiance", "support-agent"),
+			[]string{`annotation onbehalf.dev/audiance: unknown (did you mean "onbehalf.dev/audience"?); known: onbehalf.dev/inject, `}},
+		{"unknown annotation", setAnn("onbehalf.dev/token", "x"), []string{"annotation onbehalf.dev/token: unknown; known: "}},
 		{"several problems at once", func(p map[string]any) {
 			m(p, "spec")["hostPID"] = true
 			agent(p)["securityContext"] = map[string]any{"privileged": true}

@@ -296,6 +296,10 @@ func kindName(t reflect.Type) string {
 	return t.Kind().String()
 }
 
+// Suggest returns ` (did you mean "x"?)` when one of names is one edit or a
+// transposition away from key, else "": the hint for a misspelt name.
+func Suggest(key string, names []string) string { return suggest(key, names) }
+
 // suggest returns ` (did you mean "x"?)` when a known key is one edit or a
 // transposition away from key, else "".
 func suggest(key string, names []string) string {
