@@ -37,7 +37,8 @@ const (
 	releaseNS   = "onbehalf"
 )
 
-// valueSet is one way to install the chart.
+// valueSet is one way to install the chart. The rendered sidecar
+// configuration of each must pass `onbehalf serve --check`.
 type valueSet struct {
 	name string
 	// files are values files, later ones over earlier ones.
@@ -46,21 +47,20 @@ type valueSet struct {
 	kube string
 	// apis are API versions the cluster serves besides the built-in ones.
 	apis []string
-	// complete: the rendered sidecar configuration must pass --check.
-	complete bool
 }
 
 var valueSets = []valueSet{
-	{name: "defaults", kube: "v1.31.0"},
+	{name: "minimal", files: []string{"testdata/values/minimal.yaml"}, kube: "v1.31.0"},
+	{name: "webhook-url", files: []string{"testdata/values/minimal.yaml", "testdata/values/webhook-url.yaml"}, kube: "v1.34.0"},
 	{name: "cert-manager", files: []string{"testdata/values/cert-manager.yaml"}, kube: "v1.30.2",
-		apis: []string{"cert-manager.io/v1", "monitoring.coreos.com/v1"}, complete: true},
+		apis: []string{"cert-manager.io/v1", "monitoring.coreos.com/v1"}},
 	{name: "cert-manager-issuer", files: []string{"testdata/values/cert-manager.yaml", "testdata/values/cert-manager-issuer.yaml"}, kube: "v1.33.1",
-		apis: []string{"monitoring.coreos.com/v1"}, complete: true},
-	{name: "vault-kubernetes", files: []string{examplesDir + "/values.yaml"}, kube: "v1.31.0", complete: true},
-	{name: "bundle", files: []string{examplesDir + "/values.yaml", examplesDir + "/values-bundle.yaml"}, kube: "v1.32.0", complete: true},
-	{name: "native-off", files: []string{examplesDir + "/values.yaml", "testdata/values/native-off.yaml"}, kube: "v1.28.4", complete: true},
-	{name: "old-cluster", files: []string{examplesDir + "/values.yaml"}, kube: "v1.27.3", complete: true},
-	{name: "connect-ingress", files: []string{"testdata/values/connect-ingress.yaml"}, kube: "v1.31.0", complete: true},
+		apis: []string{"monitoring.coreos.com/v1"}},
+	{name: "vault-kubernetes", files: []string{examplesDir + "/values.yaml"}, kube: "v1.31.0"},
+	{name: "bundle", files: []string{examplesDir + "/values.yaml", examplesDir + "/values-bundle.yaml"}, kube: "v1.32.0"},
+	{name: "native-off", files: []string{examplesDir + "/values.yaml", "testdata/values/native-off.yaml"}, kube: "v1.28.4"},
+	{name: "old-cluster", files: []string{examplesDir + "/values.yaml"}, kube: "v1.27.3"},
+	{name: "connect-ingress", files: []string{"testdata/values/connect-ingress.yaml"}, kube: "v1.31.0"},
 }
 
 // rendered is one value set's output.
@@ -278,6 +278,51 @@ func TestLint(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDefaultsRefused: the default values lack what every install must
+// give, and the schema names each missing value before anything renders.
+func TestDefaultsRefused(t *testing.T) {
+	chrt, err := loadedChart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := chartutil.ReleaseOptions{Name: releaseName, Namespace: releaseNS, Revision: 1, IsInstall: true}
+	_, err = chartutil.ToRenderValuesWithSchemaValidation(chrt, map[string]any{}, opts, chartutil.DefaultCapabilities, false)
+	if err == nil {
+		t.Fatal("the default values passed the schema; want them refused")
+	}
+	for _, want := range []string{
+		"at '/identity/issuers': minItems: got 0, want 1",
+		"at '/identity/keys': minItems: got 0, want 1",
+		"at '/identity/jwksUrl': minLength: got 0, want 1",
+		"at '/routes': minItems: got 0, want 1",
+		"at '/providers': minProperties: got 0, want 1",
+		"at '/store/vault/address': minLength: got 0, want 1",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("schema error lacks %q:\n%v", want, err)
+		}
+	}
+	// Each value the schema names, once given, is no longer named.
+	vals, err := chartutil.ReadValuesFile("testdata/values/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chartutil.ToRenderValuesWithSchemaValidation(chrt, vals.AsMap(), opts, chartutil.DefaultCapabilities, false); err != nil {
+		t.Errorf("the minimal values were refused: %v", err)
+	}
+	// The lint a user runs first says the same.
+	res := lint.AllWithKubeVersion(chartDir, map[string]any{}, releaseNS, nil)
+	var found bool
+	for _, m := range res.Messages {
+		if m.Severity == support.ErrorSev && strings.Contains(m.Err.Error(), "/identity/issuers") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("helm lint with the default values: got %v; want the schema error", res.Messages)
 	}
 }
 

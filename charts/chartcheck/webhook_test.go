@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,13 +95,24 @@ func startWebhook(t *testing.T, r *rendered) *webhookProcess {
 			t.Logf("webhook logs:\n%s", logs.String())
 		}
 	})
-	svc := wh.ClientConfig.Service
+	// The name the API server verifies: the Service's DNS name, or the
+	// registered URL's host.
+	var serverName, path string
+	if svc := wh.ClientConfig.Service; svc != nil {
+		serverName, path = svc.Name+"."+svc.Namespace+".svc", *svc.Path
+	} else {
+		u, err := url.Parse(*wh.ClientConfig.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serverName, path = u.Hostname(), u.Path
+	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		Proxy:           nil,
-		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: svc.Name + "." + svc.Namespace + ".svc", MinVersion: tls.VersionTLS12},
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12},
 	}}
 	t.Cleanup(client.CloseIdleConnections)
-	p := &webhookProcess{url: "https://" + addr + *svc.Path, client: client}
+	p := &webhookProcess{url: "https://" + addr + path, client: client}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := client.Get("https://" + addr + "/healthz")
@@ -354,8 +366,8 @@ func checkIsolation(t *testing.T, r *rendered, pod *corev1.Pod, wantNative bool)
 	// Every ConfigMap and Secret the pod mounts exists in its namespace.
 	cms, secrets := find[*corev1.ConfigMap](r), find[*corev1.Secret](r)
 	provided := map[string]bool{}
-	for _, k := range []string{"existingConfigMap"} {
-		if v, _ := r.values["policy"].(map[string]any)[k].(string); v != "" {
+	if pol, ok := r.values["policy"].(map[string]any); ok {
+		if v, _ := pol["existingConfigMap"].(string); v != "" {
 			provided[v] = true
 		}
 	}
@@ -398,6 +410,7 @@ func TestWebhookInjectsExampleAgent(t *testing.T) {
 		"bundle":           true,
 		"native-off":       false,
 		"old-cluster":      false,
+		"webhook-url":      true,
 	}
 	for _, set := range valueSets {
 		wantNative, ok := cases[set.name]
