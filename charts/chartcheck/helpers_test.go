@@ -28,6 +28,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if code, done := enterNetns(); done {
+		os.Exit(code)
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
