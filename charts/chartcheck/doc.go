@@ -13,7 +13,6 @@
 //     patches applied with evanphx/json-patch and the result decoded
 //     strictly into corev1.Pod.
 //
-//
 // With the integration tag (make chartcheck), against a real API server:
 //
 //   - etcd (Debian's etcd-server) and the pinned kube-apiserver
