@@ -69,6 +69,15 @@ $(KUBECTL_BIN): tools/kubectl/go.mod tools/kubectl/go.sum tools/kubectl/build.sh
 	@mkdir -p $(dir $(KUBECTL_BIN))
 	bash tools/kubectl/build.sh $(KUBECTL_BIN)
 
+IMAGE ?= localhost/onbehalf:dev
+
+.PHONY: image
+image: ## build the image with buildah (no registry or base image needed) into local storage, and check it
+	@mkdir -p $(CACHE)/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o $(CACHE)/image/onbehalf ./cmd/onbehalf
+	bash tools/image/build.sh $(CACHE)/image/onbehalf $(IMAGE) $(VERSION) $(COMMIT)
+	bash tools/image/check.sh $(IMAGE) $(CACHE)/image/onbehalf
+
 .PHONY: unit
 unit: ## fast loop: plain `go test ./...` (no tags, no servers, no race detector)
 	$(GO) test -count=1 $(PKGS)
