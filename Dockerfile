@@ -7,6 +7,10 @@
 #
 #   docker build -t onbehalf:dev --build-arg VERSION=$(git describe --always) .
 #
+# Without Docker or a registry, `make image` builds the same image with buildah
+# (tools/image/build.sh: scratch, the static binary, the CA bundle, passwd and
+# group with nonroot) and checks it (tools/image/check.sh).
+#
 # Multi-platform builds (buildx) cross-compile: the build stage runs on the
 # builder's platform and sets GOOS/GOARCH from the target's.
 
