@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -242,9 +243,44 @@ func TestKubernetes(t *testing.T) {
 		}
 	})
 
+	// Another URL (a DNS name now): the upgrade issues a certificate for
+	// it, and the API server calls the webhook there.
+	t.Run("upgrade to a new URL", func(t *testing.T) {
+		addr := freeAddr(t)
+		_, port, _ := strings.Cut(addr, ":")
+		h.upgrade(t, mergeValues(vals, map[string]any{"webhook": map[string]any{"url": "https://localhost:" + port + "/mutate"}}))
+		after := generatedSecrets(t, c)
+		for _, name := range []string{releaseNS + "/onbehalf-webhook-tls", "caBundle"} {
+			if bytes.Equal(after[name], secretsBefore[name]) {
+				t.Errorf("%s unchanged: the new URL's host is not in the old certificate", name)
+			}
+		}
+		for _, name := range []string{agentsNS + "/onbehalf-ca", agentsNS + "/onbehalf-audit", releaseNS + "/onbehalf-connect-session"} {
+			if !bytes.Equal(after[name], secretsBefore[name]) {
+				t.Errorf("%s changed with the webhook URL", name)
+			}
+		}
+		startReleaseWebhook(t, c, "localhost:"+port)
+		pod, err := c.client.CoreV1().Pods(agentsNS).Create(ctx, agentPod(agentsNS, "default"), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pod.Annotations["onbehalf.dev/injected"] != "native-sidecar" {
+			t.Error("the pod was not injected through the new URL")
+		}
+	})
+
 	t.Run("uninstall", func(t *testing.T) {
 		h.uninstall(t)
 		checkObjectsExist(t, c, r, false)
+		// Helm's own release records go too.
+		recs, err := c.client.CoreV1().Secrets(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: "owner=helm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs.Items) != 0 {
+			t.Errorf("%d Helm release records left after uninstall", len(recs.Items))
+		}
 	})
 }
 
@@ -567,8 +603,13 @@ func startReleaseWebhook(t *testing.T, c *cluster, addr string) *releaseWebhook 
 	proc := startProcess(t, dir, "webhook", cmd)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(sec.Data["ca.crt"])
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Verified as the API server verifies it: the registered URL's host.
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		Proxy: nil, TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12},
+		Proxy: nil, TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12},
 	}}
 	waitHTTP(t, hc, "https://"+addr+"/healthz", 30*time.Second, filepath.Join(dir, "webhook.log"))
 	hc.CloseIdleConnections()
