@@ -155,8 +155,11 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	pc.ClientSecretFile = "unused: the secret is passed to NewProvider"
 	pc.Scopes = testScopes
 	pc.AuthStyle = oauth.AuthStyleHeader
-	var err error
-	e.provider, err = oauth.NewProvider(testProvider, pc, testClientSecret, oauth.NewHTTPClient(e.oauth.CertPool()))
+	client, err := oauth.NewHTTPClient(e.oauth.CertPool())
+	if err != nil {
+		t.Fatalf("provider client: %v", err)
+	}
+	e.provider, err = oauth.NewProvider(testProvider, pc, testClientSecret, client)
 	if err != nil {
 		t.Fatalf("new provider: %v", err)
 	}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -18,6 +16,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 )
 
 // Identity provider timing.
@@ -28,8 +27,6 @@ const (
 	// idpRetryInterval spaces discovery attempts after a failure, so that
 	// an IdP outage does not turn every page view into a request to it.
 	idpRetryInterval = 10 * time.Second
-	// idpDialTimeout bounds the TCP connect to the IdP.
-	idpDialTimeout = 5 * time.Second
 )
 
 // errIDPUnavailable means the IdP's discovery document could not be read.
@@ -54,27 +51,32 @@ type idp struct {
 	lastErr  error
 }
 
-func newIDP(cfg OIDCConfig, secret string, client *http.Client, redirectURI string, now func() time.Time, log *zap.Logger) *idp {
+func newIDP(cfg OIDCConfig, secret string, client *http.Client, redirectURI string, now func() time.Time, log *zap.Logger) (*idp, error) {
 	if client == nil {
-		client = newIDPClient()
+		c, err := newIDPClient()
+		if err != nil {
+			return nil, err
+		}
+		client = c
 	}
-	return &idp{cfg: cfg, secret: secret, client: client, redirectURI: redirectURI, now: now, log: log.Named("oidc")}
+	return &idp{cfg: cfg, secret: secret, client: client, redirectURI: redirectURI, now: now, log: log.Named("oidc")}, nil
 }
 
-// newIDPClient returns the default HTTP client for the IdP: system roots,
-// no proxy from the environment, bounded dial and handshake.
-func newIDPClient() *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: idpDialTimeout}).DialContext,
-			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
-			TLSHandshakeTimeout: idpDialTimeout,
-			IdleConnTimeout:     idleTimeout,
-			ForceAttemptHTTP2:   true,
-		},
-		Timeout: idpTimeout,
+// newIDPClient returns the default HTTP client for the IdP (see package
+// outbound): system roots, no proxy from the environment, bounded dial and
+// handshake, each call bounded by idpTimeout, and redirects followed as
+// net/http does (discovery documents may move). The issuer is the
+// operator's, so the egress guard is not applied.
+func newIDPClient() (*http.Client, error) {
+	o := outbound.DefaultOptions()
+	o.IdleConnTimeout = idleTimeout
+	o.Timeout = idpTimeout
+	o.CheckRedirect = outbound.FollowRedirects(outbound.DefaultMaxRedirects)
+	c, err := outbound.Client(o)
+	if err != nil {
+		return nil, fmt.Errorf("oidc client: %w", err)
 	}
+	return c, nil
 }
 
 // discover returns the IdP, fetching its discovery document if needed.

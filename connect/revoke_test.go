@@ -338,7 +338,11 @@ func revokerEnvOn(t *testing.T, e *testEnv, revocationURL string, extra *x509.Ce
 	if extra != nil {
 		roots.AddCert(extra)
 	}
-	p, err := oauth.NewProvider(testProvider, pc, testClientSecret, oauth.NewHTTPClient(roots))
+	client, err := oauth.NewHTTPClient(roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := oauth.NewProvider(testProvider, pc, testClientSecret, client)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,7 +192,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("new connect server: oidc client secret: %w", err)
 		}
-		s.idp = newIDP(cfg.OIDC, secret, d.OIDCClient, base+pathLoginCallback, now, logger)
+		if s.idp, err = newIDP(cfg.OIDC, secret, d.OIDCClient, base+pathLoginCallback, now, logger); err != nil {
+			return nil, fmt.Errorf("new connect server: %w", err)
+		}
 	}
 	if s.revoker == nil {
 		s.revoker = NewRevoker(d.Store, d.Providers, d.Audit, logger, cfg.RevocationRetry)

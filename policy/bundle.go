@@ -2,13 +2,11 @@ package policy
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,6 +19,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/logging"
 	"github.com/open-policy-agent/opa/v1/plugins/rest"
 	"go.uber.org/zap"
+
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 )
 
 // Limits and timeouts for talking to the bundle server.
@@ -36,6 +36,9 @@ const (
 	bundleTLSTimeout  = 10 * time.Second
 	// bundleRequestTimeout bounds a whole download, body included.
 	bundleRequestTimeout = 60 * time.Second
+	// bundleMaxIdleConns keeps the connection of the last poll (and a
+	// spare) for the next.
+	bundleMaxIdleConns = 2
 	// bundleMaxRedirects bounds redirects (object stores and CDNs redirect
 	// once or twice).
 	bundleMaxRedirects = 5
@@ -57,47 +60,28 @@ var _ rest.HTTPAuthPlugin = (*bundleClient)(nil)
 func (b *bundleClient) NewClient(rest.Config) (*http.Client, error) { return b.client, nil }
 func (b *bundleClient) Prepare(*http.Request) error                 { return nil }
 
-// newBundleHTTPClient returns a client that never uses a proxy, verifies TLS
-// against the system roots plus caFile, and refuses redirects that leave
-// https.
+// newBundleHTTPClient returns a client (see package outbound) that never
+// uses a proxy, verifies TLS against the system roots plus caFile, and
+// refuses redirects that leave https. The bundle server is the operator's,
+// so the egress guard is not applied.
 func newBundleHTTPClient(caFile string) (*http.Client, error) {
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
-	}
-	if caFile != "" {
-		pemBytes, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("read bundle.ca_file: %w", err)
+	o := outbound.DefaultOptions()
+	o.CAFile, o.CAFileKey = caFile, "bundle.ca_file"
+	o.DialTimeout = bundleDialTimeout
+	o.TLSHandshakeTimeout = bundleTLSTimeout
+	o.ResponseHeaderTimeout = bundleRequestTimeout
+	o.MaxIdleConnsPerHost = bundleMaxIdleConns
+	o.Timeout = bundleRequestTimeout
+	o.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) >= bundleMaxRedirects {
+			return errors.New("too many redirects")
 		}
-		if !roots.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("read bundle.ca_file %s: no PEM certificate found", caFile)
+		if req.URL.Scheme != "https" && !(req.URL.Scheme == "http" && isLoopbackHost(req.URL.Hostname())) {
+			return errors.New("redirect away from https refused")
 		}
+		return nil
 	}
-	dialer := &net.Dialer{Timeout: bundleDialTimeout, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   bundleTLSTimeout,
-		ResponseHeaderTimeout: bundleRequestTimeout,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   2,
-		ForceAttemptHTTP2:     true,
-	}
-	return &http.Client{
-		Transport: tr,
-		Timeout:   bundleRequestTimeout,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= bundleMaxRedirects {
-				return errors.New("too many redirects")
-			}
-			if req.URL.Scheme != "https" && !(req.URL.Scheme == "http" && isLoopbackHost(req.URL.Hostname())) {
-				return errors.New("redirect away from https refused")
-			}
-			return nil
-		},
-	}, nil
+	return outbound.Client(o)
 }
 
 // verificationConfig reads the configured public key. The engine verifies

@@ -5,10 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
@@ -156,48 +155,28 @@ func New(cfg Config, d Deps) (*Server, error) {
 	return s, nil
 }
 
-// newTransport builds the one outbound transport. goproxy's default
-// transport skips certificate verification and honours proxy variables
-// from the environment; this one does neither.
+// newTransport builds the transport to upstream APIs with the shared
+// outbound constructor. goproxy's default transport skips certificate
+// verification and honours proxy variables from the environment; this one
+// does neither. Every connection goes through dialer (the egress guard),
+// since the agent chooses the destination; the pool is sized for an agent
+// that talks to few hosts, often in bursts.
 func newTransport(c UpstreamConfig, dialer Dialer, roots *x509.CertPool) (*http.Transport, error) {
-	if roots == nil {
-		sys, err := x509.SystemCertPool()
-		if err != nil {
-			return nil, fmt.Errorf("load system roots: %w", err)
-		}
-		roots = sys
-	} else {
-		roots = roots.Clone()
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read upstream.ca_file: %w", err)
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("upstream.ca_file %s: no PEM certificates found", c.CAFile)
-		}
-	}
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
-		defer cancel()
-		return dialer.DialContext(ctx, network, addr)
-	}
-	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dial,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   c.TLSHandshakeTimeout,
-		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
-		IdleConnTimeout:       c.IdleConnTimeout,
-		MaxIdleConns:          c.MaxIdleConnsPerHost * 16,
-		MaxIdleConnsPerHost:   c.MaxIdleConnsPerHost,
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     c.HTTP2,
-		// The agent's Accept-Encoding passes through untouched and the
-		// body is relayed as is.
-		DisableCompression: true,
-	}, nil
+	o := outbound.DefaultOptions()
+	o.Roots = roots
+	o.CAFile, o.CAFileKey = c.CAFile, "upstream.ca_file"
+	o.Dial = dialer.DialContext
+	o.DialTimeout = c.DialTimeout
+	o.TLSHandshakeTimeout = c.TLSHandshakeTimeout
+	o.ResponseHeaderTimeout = c.ResponseHeaderTimeout
+	o.IdleConnTimeout = c.IdleConnTimeout
+	o.MaxIdleConns = c.MaxIdleConnsPerHost * 16
+	o.MaxIdleConnsPerHost = c.MaxIdleConnsPerHost
+	o.HTTP2 = c.HTTP2
+	// The agent's Accept-Encoding passes through untouched and the body is
+	// relayed as is.
+	o.DisableCompression = true
+	return outbound.Transport(o)
 }
 
 // Serve accepts connections on ln until Shutdown or Close.

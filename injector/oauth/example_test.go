@@ -56,7 +56,11 @@ func Example() {
 	cfg.ClientID = "sidecar"
 	cfg.ClientSecretFile = "/run/secrets/acme" // read with oauth.ReadSecretFile at start
 	cfg.AuthStyle = oauth.AuthStyleHeader
-	acme, err := oauth.NewProvider("acme", cfg, "sidecar-secret-123", oauth.NewHTTPClient(srv.CertPool()))
+	client, err := oauth.NewHTTPClient(srv.CertPool())
+	if err != nil {
+		panic(err)
+	}
+	acme, err := oauth.NewProvider("acme", cfg, "sidecar-secret-123", client)
 	if err != nil {
 		panic(err)
 	}

@@ -125,7 +125,7 @@ func TestFlowEndToEnd(t *testing.T) {
 			if tt.preset == "" {
 				c.AuthStyle = tt.style
 			}
-			p, err := NewProvider(testProvider, c, testSecret, NewHTTPClient(e.srv.CertPool()))
+			p, err := NewProvider(testProvider, c, testSecret, testHTTPClient(t, e.srv.CertPool()))
 			if err != nil {
 				t.Fatalf("NewProvider: %v", err)
 			}

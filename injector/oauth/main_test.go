@@ -103,7 +103,7 @@ func (e *env) provider(mod func(c *ProviderConfig, secret *string)) *Provider {
 	if mod != nil {
 		mod(&c, &secret)
 	}
-	p, err := NewProvider(testProvider, c, secret, NewHTTPClient(e.srv.CertPool()))
+	p, err := NewProvider(testProvider, c, secret, testHTTPClient(e.t, e.srv.CertPool()))
 	if err != nil {
 		e.t.Fatalf("NewProvider: %v", err)
 	}

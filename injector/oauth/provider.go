@@ -2,33 +2,23 @@ package oauth
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
-	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 )
 
 // HTTP client limits for token endpoints.
 const (
-	// dialTimeout bounds the TCP connect; the per-call Timeout bounds the
-	// whole exchange, this only makes an unroutable endpoint fail fast.
-	dialTimeout = 5 * time.Second
-	// tlsHandshakeTimeout bounds the handshake for the same reason.
-	tlsHandshakeTimeout = 5 * time.Second
-	// idleConnTimeout closes pooled connections to a token endpoint that
-	// has not been used for a while (refreshes are minutes apart per grant).
-	idleConnTimeout = 90 * time.Second
 	// maxIdleConnsPerHost keeps a few connections warm for refresh bursts.
 	maxIdleConnsPerHost = 8
 	// maxErrorCodeLen bounds the provider error code quoted in errors and
@@ -86,7 +76,11 @@ func NewProvider(name string, cfg ProviderConfig, clientSecret string, client *h
 		return nil, fmt.Errorf("new provider %s: %w", name, ErrEmptySecret)
 	}
 	if client == nil {
-		client = NewHTTPClient(nil)
+		c, err := NewHTTPClient(nil)
+		if err != nil {
+			return nil, fmt.Errorf("new provider %s: %w", name, err)
+		}
+		client = c
 	} else {
 		switch t := client.Transport.(type) {
 		case nil:
@@ -97,7 +91,7 @@ func NewProvider(name string, cfg ProviderConfig, clientSecret string, client *h
 			}
 		}
 		c := *client
-		c.CheckRedirect = refuseRedirect
+		c.CheckRedirect = outbound.RefuseRedirect
 		client = &c
 	}
 	cfg, err := cfg.Resolve()
@@ -137,33 +131,24 @@ func NewProvider(name string, cfg ProviderConfig, clientSecret string, client *h
 	}, nil
 }
 
-// NewHTTPClient returns an HTTP client for token endpoints: no proxy (never
-// the environment's), TLS verified against roots (nil means the system
-// roots) with TLS 1.2 at least, bounded dial and handshake, and no redirect
-// followed (a 3xx answer is returned as is and treated as a
-// misconfiguration). The whole exchange is bounded per call by
-// ProviderConfig.Timeout, not by the client.
-func NewHTTPClient(roots *x509.CertPool) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:                 nil,
-			DialContext:           (&net.Dialer{Timeout: dialTimeout}).DialContext,
-			TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-			TLSHandshakeTimeout:   tlsHandshakeTimeout,
-			IdleConnTimeout:       idleConnTimeout,
-			MaxIdleConnsPerHost:   maxIdleConnsPerHost,
-			ForceAttemptHTTP2:     true,
-			ExpectContinueTimeout: time.Second,
-		},
-		CheckRedirect: refuseRedirect,
+// NewHTTPClient returns an HTTP client for token, revocation and account
+// endpoints (see package outbound): no proxy (never the environment's), TLS
+// verified against roots (nil means the system roots) with TLS 1.2 at
+// least, bounded dial and handshake, and no redirect followed (a 3xx answer
+// is returned as is and treated as a misconfiguration). The whole exchange
+// is bounded per call by ProviderConfig.Timeout, not by the client. The
+// endpoints are the operator's configuration, not the agent's choice, so
+// the egress guard is not applied: a token endpoint on a private network
+// needs no allow-list entry.
+func NewHTTPClient(roots *x509.CertPool) (*http.Client, error) {
+	o := outbound.DefaultOptions()
+	o.Roots = roots
+	o.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	c, err := outbound.Client(o)
+	if err != nil {
+		return nil, fmt.Errorf("token endpoint client: %w", err)
 	}
-}
-
-// refuseRedirect makes a client return a redirect response instead of
-// following it: a token request carries the client secret and a refresh
-// token, and must reach exactly the configured endpoint.
-func refuseRedirect(*http.Request, []*http.Request) error {
-	return http.ErrUseLastResponse
+	return c, nil
 }
 
 // Name returns the provider's name (the key of its grants in the store).

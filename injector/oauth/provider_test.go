@@ -39,7 +39,7 @@ func tlsServer(t *testing.T, h http.HandlerFunc, mod func(c *ProviderConfig)) (*
 	if mod != nil {
 		mod(&c)
 	}
-	p, err := NewProvider(testProvider, c, testSecret, NewHTTPClient(pool))
+	p, err := NewProvider(testProvider, c, testSecret, testHTTPClient(t, pool))
 	if err != nil {
 		t.Fatalf("NewProvider: %v", err)
 	}
@@ -263,8 +263,18 @@ func TestNewProviderRefusals(t *testing.T) {
 	}
 }
 
+// testHTTPClient returns NewHTTPClient(roots) for a test.
+func testHTTPClient(t testing.TB, roots *x509.CertPool) *http.Client {
+	t.Helper()
+	c, err := NewHTTPClient(roots)
+	if err != nil {
+		t.Fatalf("NewHTTPClient: %v", err)
+	}
+	return c
+}
+
 func TestNewHTTPClient(t *testing.T) {
-	c := NewHTTPClient(nil)
+	c := testHTTPClient(t, nil)
 	tr, ok := c.Transport.(*http.Transport)
 	if !ok {
 		t.Fatalf("transport is %T; want *http.Transport", c.Transport)
@@ -282,7 +292,7 @@ func TestNewHTTPClient(t *testing.T) {
 	// Untrusted server certificates are refused.
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer srv.Close()
-	untrusting := NewHTTPClient(x509.NewCertPool())
+	untrusting := testHTTPClient(t, x509.NewCertPool())
 	defer untrusting.CloseIdleConnections()
 	resp, err := untrusting.Get(srv.URL)
 	if err == nil {

@@ -32,7 +32,7 @@ func fakeProvider(t *testing.T, preset string, h http.HandlerFunc, mod func(c *P
 	c := presetConfig(preset)
 	c.Timeout = 2 * time.Second
 	mod(&c, srv.URL)
-	p, err := NewProvider("fake", c, fakeSecret, NewHTTPClient(pool))
+	p, err := NewProvider("fake", c, fakeSecret, testHTTPClient(t, pool))
 	if err != nil {
 		t.Fatalf("NewProvider: %v", err)
 	}

@@ -3,22 +3,19 @@ package vault
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 )
 
 // Transport limits of the Vault client.
@@ -28,8 +25,6 @@ const (
 	dialTimeout = 3 * time.Second
 	// tlsHandshakeTimeout bounds the TLS handshake for the same reason.
 	tlsHandshakeTimeout = 3 * time.Second
-	// idleConnTimeout closes pooled connections Vault would soon close.
-	idleConnTimeout = 90 * time.Second
 	// maxIdleConnsPerHost keeps enough warm connections for a burst of
 	// concurrent grant reads (the default of 2 would redial under load).
 	maxIdleConnsPerHost = 64
@@ -45,41 +40,24 @@ const (
 // or lacks the capability. Operations re-login once on it.
 var errPermissionDenied = errors.New("permission denied")
 
-// newHTTPClient builds the HTTP client every Vault call goes through. It
-// never uses a proxy from the environment (the sidecar's own HTTPS_PROXY may
-// point at itself, and a proxy would see the Vault token), trusts the system
-// roots plus cfg.CAFile, never follows redirects and bounds every phase.
+// newHTTPClient builds the HTTP client every Vault call goes through (see
+// package outbound). It never uses a proxy from the environment (the
+// sidecar's own HTTPS_PROXY may point at itself, and a proxy would see the
+// Vault token), trusts the system roots plus cfg.CAFile, never follows
+// redirects (one could carry the token to another host) and bounds every
+// phase. Vault's address is the operator's, so the egress guard is not
+// applied.
 func newHTTPClient(cfg Config) (*http.Client, error) {
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
-	}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read ca_file: %w", err)
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificate found", cfg.CAFile)
-		}
-	}
-	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   tlsHandshakeTimeout,
-		ResponseHeaderTimeout: cfg.Timeout,
-		IdleConnTimeout:       idleConnTimeout,
-		MaxIdleConnsPerHost:   maxIdleConnsPerHost,
-		ForceAttemptHTTP2:     true,
-	}
-	return &http.Client{
-		Transport: tr,
-		// A backstop: each operation's context already carries the timeout.
-		Timeout: cfg.Timeout,
-		// Never follow a redirect: it could carry the token to another host.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}, nil
+	o := outbound.DefaultOptions()
+	o.CAFile, o.CAFileKey = cfg.CAFile, "ca_file"
+	o.DialTimeout = dialTimeout
+	o.TLSHandshakeTimeout = tlsHandshakeTimeout
+	o.ResponseHeaderTimeout = cfg.Timeout
+	o.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	// A backstop: each operation's context already carries the timeout.
+	o.Timeout = cfg.Timeout
+	o.CheckRedirect = outbound.RefuseRedirect
+	return outbound.Client(o)
 }
 
 // newAPIClient builds a Vault API client over hc that sends token ("" for

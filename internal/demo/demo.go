@@ -29,6 +29,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
 	"github.com/onbehalf-dev/onbehalf/proxy/certs"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
@@ -124,9 +125,17 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 		"provider %s, API https://%s:%d", prov.URL(), apiHost, api.Port())
 
 	// Alice connects the app once: a real authorization-code + PKCE grant.
-	appClient := &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
-		Proxy: nil, TLSClientConfig: &tls.Config{RootCAs: appRoots, MinVersion: tls.VersionTLS12},
-	}}
+	// The client stands in for the connect server, so it is built the same
+	// way (package outbound), trusting the demo CA only.
+	ao := outbound.DefaultOptions()
+	ao.Roots = appRoots
+	ao.HTTP2 = false
+	ao.Timeout = requestTimeout
+	ao.CheckRedirect = outbound.FollowRedirects(outbound.DefaultMaxRedirects)
+	appClient, err := outbound.Client(ao)
+	if err != nil {
+		return fmt.Errorf("demo app client: %w", err)
+	}
 	defer appClient.CloseIdleConnections()
 	tok, err := prov.IssueGrant(ctx, appClient, user, []string{"chat:read", "chat:write"})
 	if err != nil {

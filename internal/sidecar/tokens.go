@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"os"
 	"sort"
 
 	"go.uber.org/zap"
@@ -12,6 +11,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 )
 
 // tokenSource routes each provider to the refreshing source when the
@@ -61,7 +61,10 @@ func BuildProviders(ctx context.Context, cfg Config, roots *x509.CertPool, st an
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	client := oauth.NewHTTPClient(roots)
+	client, err := oauth.NewHTTPClient(roots)
+	if err != nil {
+		return nil, err
+	}
 	providers := make(map[string]*oauth.Provider, len(names))
 	for _, name := range names {
 		pc := cfg.Providers[name]
@@ -134,26 +137,7 @@ func (s *Sidecar) auditRefresh(ev oauth.RefreshEvent) {
 // UpstreamRoots is the trust used for APIs and token endpoints: the system
 // roots (or base, when set) plus proxy.upstream.ca_file.
 func UpstreamRoots(cfg Config, base *x509.CertPool) (*x509.CertPool, error) {
-	var pool *x509.CertPool
-	if base != nil {
-		pool = base.Clone()
-	} else {
-		sys, err := x509.SystemCertPool()
-		if err != nil {
-			return nil, fmt.Errorf("load system roots: %w", err)
-		}
-		pool = sys
-	}
-	if f := cfg.Proxy.Upstream.CAFile; f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("proxy.upstream.ca_file: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("proxy.upstream.ca_file %s: no PEM certificates", f)
-		}
-	}
-	return pool, nil
+	return outbound.Roots(base, cfg.Proxy.Upstream.CAFile, "proxy.upstream.ca_file")
 }
 
 var _ injector.Source = (*tokenSource)(nil)

@@ -7,12 +7,8 @@ package tracing
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net/http"
 	"net/url"
-	"os"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -23,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/onbehalf-dev/onbehalf/internal/config"
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 )
 
 // exportTimeout bounds one export to the collector; spans are batched, so a
@@ -85,27 +82,17 @@ func New(ctx context.Context, c Config, version string) (*Provider, error) {
 	if c.Endpoint == "" {
 		return &Provider{TracerProvider: noop.NewTracerProvider()}, nil
 	}
-	roots, err := x509.SystemCertPool()
-	if err != nil {
-		return nil, fmt.Errorf("tracing: system roots: %w", err)
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tracing.ca_file: %w", err)
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tracing.ca_file %s: no PEM certificates", c.CAFile)
-		}
-	}
 	// The exporter's own client would use proxy environment variables; the
-	// sidecar never does.
-	client := &http.Client{
-		Timeout: exportTimeout,
-		Transport: &http.Transport{
-			Proxy:           nil,
-			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		},
+	// sidecar never does. The collector is the operator's, so the egress
+	// guard is not applied; HTTP/2 stays off, as OTLP/HTTP needs none.
+	o := outbound.DefaultOptions()
+	o.CAFile, o.CAFileKey = c.CAFile, "tracing.ca_file"
+	o.HTTP2 = false
+	o.Timeout = exportTimeout
+	o.CheckRedirect = outbound.FollowRedirects(outbound.DefaultMaxRedirects)
+	client, err := outbound.Client(o)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
 	}
 	exp, err := otlptracehttp.New(ctx,
 		otlptracehttp.WithEndpointURL(c.Endpoint),

@@ -5,15 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,6 +19,8 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
+
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 )
 
 // JWKS fetch limits.
@@ -30,13 +28,9 @@ const (
 	// jwksFetchTimeout bounds one JWKS fetch end to end; requests waiting on
 	// a fetch for an unknown kid wait at most this long.
 	jwksFetchTimeout = 10 * time.Second
-	// jwksDialTimeout bounds connecting to the JWKS host.
-	jwksDialTimeout = 5 * time.Second
-	// jwksTLSHandshakeTimeout bounds the TLS handshake with the JWKS host.
-	jwksTLSHandshakeTimeout = 5 * time.Second
-	// jwksIdleConnTimeout closes the kept-alive JWKS connection between
-	// refreshes that are minutes apart.
-	jwksIdleConnTimeout = 90 * time.Second
+	// jwksMaxIdleConns keeps the one kept-alive JWKS connection (and a
+	// spare) between refreshes.
+	jwksMaxIdleConns = 2
 	// maxJWKSBytes bounds the JWKS document. Real sets hold a handful of
 	// keys in a few KiB; the limit keeps a hostile or broken server from
 	// filling memory.
@@ -47,45 +41,21 @@ const (
 )
 
 // newJWKSClient returns the HTTP client used to fetch a JWKS when none is
-// given with WithHTTPClient: no proxy from the environment (the JWKS is
-// fetched directly, never through whatever HTTPS_PROXY the pod inherits),
-// system roots plus the PEM bundle caFile (if not empty), timeouts on every
-// phase, and no redirects followed.
+// given with WithHTTPClient (see package outbound): no proxy from the
+// environment (the JWKS is fetched directly, never through whatever
+// HTTPS_PROXY the pod inherits), system roots plus the PEM bundle caFile
+// (if not empty), timeouts on every phase, and no redirects followed: a
+// JWKS that moved must be reconfigured, not followed wherever a response
+// points. The URL is the operator's, so the egress guard is not applied.
 func newJWKSClient(caFile string) (*http.Client, error) {
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
-	}
-	if caFile != "" {
-		pemData, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("read jwks ca file: %w", err)
-		}
-		if !roots.AppendCertsFromPEM(pemData) {
-			return nil, errors.New("read jwks ca file: no PEM certificate found")
-		}
-	}
-	transport := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: jwksDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   jwksTLSHandshakeTimeout,
-		ResponseHeaderTimeout: jwksFetchTimeout,
-		IdleConnTimeout:       jwksIdleConnTimeout,
-		MaxIdleConns:          2,
-		ForceAttemptHTTP2:     true,
-	}
-	return &http.Client{
-		Transport:     transport,
-		Timeout:       jwksFetchTimeout,
-		CheckRedirect: refuseRedirect,
-	}, nil
+	o := outbound.DefaultOptions()
+	o.CAFile = caFile // New reports errors under jwks_ca_file
+	o.ResponseHeaderTimeout = jwksFetchTimeout
+	o.Timeout = jwksFetchTimeout
+	o.MaxIdleConns = jwksMaxIdleConns
+	o.CheckRedirect = outbound.RefuseRedirect
+	return outbound.Client(o)
 }
-
-// refuseRedirect makes the client return a redirect response as is; the
-// fetch then fails on its status. A JWKS that moved must be reconfigured, not
-// followed wherever a response points.
-func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // jwksSource holds the keys of one JWKS URL. Keys live in a jwkset memory
 // storage, looked up by keyfunc (which also enforces a JWK's alg member).

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/onbehalf-dev/onbehalf/internal/config"
+	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 )
 
 // Subject is the verified identity behind a request.
@@ -200,7 +201,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Verifier, error) {
 			client = c
 		} else {
 			c := *client
-			c.CheckRedirect = refuseRedirect
+			c.CheckRedirect = outbound.RefuseRedirect
 			client = &c
 		}
 		v.client = client

@@ -61,7 +61,11 @@ func TestConnectThenAgentThenRevoke(t *testing.T) {
 	cfg.Links.Keys = []identity.KeyConfig{{File: pubFile}}
 	pc := e.Config.Providers[testenv.Provider]
 	pc.AuthorizationURL = prov.AuthURL()
-	provider, err := oauth.NewProvider(testenv.Provider, pc, testenv.ProviderClientSecret, oauth.NewHTTPClient(prov.CertPool()))
+	client, err := oauth.NewHTTPClient(prov.CertPool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	provider, err := oauth.NewProvider(testenv.Provider, pc, testenv.ProviderClientSecret, client)
 	if err != nil {
 		t.Fatal(err)
 	}
