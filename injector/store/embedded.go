@@ -62,37 +62,26 @@ type Embedded struct {
 
 var _ Store = (*Embedded)(nil)
 
-// grantRecord is the stored form of a grant: the grant's fields with the two
-// tokens sealed, plus the entry's version.
-type grantRecord struct {
-	Format          int       `json:"format"`
-	Version         Version   `json:"version"`
-	Provider        string    `json:"provider"`
-	User            string    `json:"user"`
-	AccessToken     []byte    `json:"access_token"`
-	RefreshToken    []byte    `json:"refresh_token"`
-	TokenType       string    `json:"token_type"`
-	Expiry          time.Time `json:"expiry"`
-	Scopes          []string  `json:"scopes"`
-	Status          Status    `json:"status"`
-	ConnectedAt     time.Time `json:"connected_at"`
-	ProviderAccount string    `json:"provider_account"`
-	Generation      int64     `json:"generation"`
+// grantRecord is the embedded store's use of Record: the header filled,
+// each token a JSON string of base64 sealed bytes (see sealedToken).
+type grantRecord = Record
+
+// sealedToken returns the stored form of a sealed token: a JSON string of
+// its base64 encoding.
+func sealedToken(sealed []byte) json.RawMessage {
+	b, _ := json.Marshal(sealed) // marshalling bytes cannot fail
+	return b
 }
 
-// grantWithoutTokens returns the record's grant with blank tokens.
-func (r *grantRecord) grantWithoutTokens() *Grant {
-	return &Grant{
-		Provider:        r.Provider,
-		User:            r.User,
-		TokenType:       r.TokenType,
-		Expiry:          r.Expiry,
-		Scopes:          r.Scopes,
-		Status:          r.Status,
-		ConnectedAt:     r.ConnectedAt,
-		ProviderAccount: r.ProviderAccount,
-		Generation:      r.Generation,
+// sealedBytes reverses sealedToken. The error does not quote the value.
+func sealedBytes(raw json.RawMessage) ([]byte, error) {
+	var b []byte
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return nil, errors.New("decode record: corrupt entry")
+		}
 	}
+	return b, nil
 }
 
 // leaseRecord is the stored form of a lease.
@@ -266,14 +255,23 @@ func (e *Embedded) Get(ctx context.Context, provider, user string) (*Grant, Vers
 	if err != nil {
 		return nil, 0, fmt.Errorf("get grant %s/%s: %w", provider, user, err)
 	}
-	g := rec.grantWithoutTokens()
-	if g.AccessToken, err = e.sealer.open(rec.AccessToken, tokenAD("access_token", provider, user)); err != nil {
+	g := rec.GrantWithoutTokens(rec.Provider, rec.User)
+	if g.AccessToken, err = e.openToken(rec.AccessToken, tokenAD("access_token", provider, user)); err != nil {
 		return nil, 0, fmt.Errorf("get grant %s/%s: access token: %w", provider, user, err)
 	}
-	if g.RefreshToken, err = e.sealer.open(rec.RefreshToken, tokenAD("refresh_token", provider, user)); err != nil {
+	if g.RefreshToken, err = e.openToken(rec.RefreshToken, tokenAD("refresh_token", provider, user)); err != nil {
 		return nil, 0, fmt.Errorf("get grant %s/%s: refresh token: %w", provider, user, err)
 	}
 	return g, rec.Version, nil
+}
+
+// openToken opens a token stored by Put.
+func (e *Embedded) openToken(raw json.RawMessage, ad []byte) (string, error) {
+	sealed, err := sealedBytes(raw)
+	if err != nil {
+		return "", err
+	}
+	return e.sealer.open(sealed, ad)
 }
 
 // readGrant decodes the record of provider/user into rec, or returns
@@ -322,26 +320,18 @@ func (e *Embedded) Put(ctx context.Context, g *Grant, cas Version) (Version, err
 	if err := ValidateGrant(g); err != nil {
 		return 0, fmt.Errorf("put grant: %w", err)
 	}
-	rec := grantRecord{
-		Format:          recordFormat,
-		Provider:        g.Provider,
-		User:            g.User,
-		TokenType:       g.TokenType,
-		Expiry:          g.Expiry,
-		Scopes:          g.Scopes,
-		Status:          g.Status,
-		ConnectedAt:     g.ConnectedAt,
-		ProviderAccount: g.ProviderAccount,
-		Generation:      g.Generation,
-	}
-	var err error
+	rec := NewRecord(g)
+	rec.Format, rec.Provider, rec.User = recordFormat, g.Provider, g.User
 	// Seal before taking the lock: it needs no database state.
-	if rec.AccessToken, err = e.sealer.seal(g.AccessToken, tokenAD("access_token", g.Provider, g.User)); err != nil {
+	at, err := e.sealer.seal(g.AccessToken, tokenAD("access_token", g.Provider, g.User))
+	if err != nil {
 		return 0, fmt.Errorf("put grant %s/%s: seal access token: %w", g.Provider, g.User, err)
 	}
-	if rec.RefreshToken, err = e.sealer.seal(g.RefreshToken, tokenAD("refresh_token", g.Provider, g.User)); err != nil {
+	rt, err := e.sealer.seal(g.RefreshToken, tokenAD("refresh_token", g.Provider, g.User))
+	if err != nil {
 		return 0, fmt.Errorf("put grant %s/%s: seal refresh token: %w", g.Provider, g.User, err)
 	}
+	rec.AccessToken, rec.RefreshToken = sealedToken(at), sealedToken(rt)
 	key := entryKey(g.Provider, g.User)
 	err = e.withDB(ctx, true, func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketGrants)
@@ -360,7 +350,7 @@ func (e *Embedded) Put(ctx context.Context, g *Grant, cas Version) (Version, err
 			return fmt.Errorf("%w: next version: %w", ErrUnavailable, err)
 		}
 		rec.Version = Version(seq)
-		v, err := json.Marshal(&rec)
+		v, err := json.Marshal(rec)
 		if err != nil {
 			return fmt.Errorf("encode record: %w", err)
 		}
@@ -432,7 +422,7 @@ func (e *Embedded) List(ctx context.Context, provider string) ([]*Grant, error) 
 			if err := decodeRecord(v, &rec); err != nil {
 				return fmt.Errorf("entry %s: %w", k, err)
 			}
-			out = append(out, rec.grantWithoutTokens())
+			out = append(out, rec.GrantWithoutTokens(rec.Provider, rec.User))
 		}
 		return nil
 	})

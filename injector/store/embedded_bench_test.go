@@ -84,10 +84,10 @@ func BenchmarkEmbeddedGetHeldOpen(b *testing.B) {
 		if err := db.View(func(tx *bolt.Tx) error { return readGrant(tx, "slack", "user0042", &rec) }); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := s.sealer.open(rec.AccessToken, tokenAD("access_token", "slack", "user0042")); err != nil {
+		if _, err := s.openToken(rec.AccessToken, tokenAD("access_token", "slack", "user0042")); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := s.sealer.open(rec.RefreshToken, tokenAD("refresh_token", "slack", "user0042")); err != nil {
+		if _, err := s.openToken(rec.RefreshToken, tokenAD("refresh_token", "slack", "user0042")); err != nil {
 			b.Fatal(err)
 		}
 	}

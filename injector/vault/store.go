@@ -50,7 +50,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -172,40 +171,15 @@ func (s *Store) kvPath(kind, rest string) string {
 func grantKey(provider, user string) string { return "grants/" + provider + "/" + user }
 func leaseKey(provider, user string) string { return "leases/" + provider + "/" + user }
 
-// grantRecord is the stored form of a grant (docs/design.md#grant-store
-// names the fields). Tokens are Transit ciphertext with Transit on;
-// otherwise see encodePlainToken. Deleted marks a tombstone.
-type grantRecord struct {
-	AccessToken     json.RawMessage `json:"access_token"`
-	RefreshToken    json.RawMessage `json:"refresh_token"`
-	TokenType       string          `json:"token_type"`
-	Expiry          time.Time       `json:"expiry"`
-	Scopes          []string        `json:"scopes"`
-	Status          store.Status    `json:"status"`
-	ConnectedAt     time.Time       `json:"connected_at"`
-	ProviderAccount string          `json:"provider_account"`
-	Generation      int64           `json:"generation"`
-	Deleted         bool            `json:"deleted,omitempty"`
-}
+// grantRecord is the Vault store's use of store.Record
+// (docs/design.md#grant-store names the fields): no header, tokens as
+// Transit ciphertext with Transit on (otherwise see encodePlainToken),
+// Deleted marking a tombstone.
+type grantRecord = store.Record
 
 // tombstone is the record Delete writes before destroying the versions.
 type tombstone struct {
 	Deleted bool `json:"deleted"`
-}
-
-// grantWithoutTokens returns the record's grant with blank tokens.
-func (r *grantRecord) grantWithoutTokens(provider, user string) *store.Grant {
-	return &store.Grant{
-		Provider:        provider,
-		User:            user,
-		TokenType:       r.TokenType,
-		Expiry:          r.Expiry,
-		Scopes:          r.Scopes,
-		Status:          r.Status,
-		ConnectedAt:     r.ConnectedAt,
-		ProviderAccount: r.ProviderAccount,
-		Generation:      r.Generation,
-	}
 }
 
 // plainToken is the {"base64": …} form of a token that is not valid UTF-8
@@ -301,7 +275,7 @@ func (s *Store) Get(ctx context.Context, provider, user string) (*store.Grant, s
 	if !ok {
 		return nil, 0, fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
-	g := rec.grantWithoutTokens(provider, user)
+	g := rec.GrantWithoutTokens(provider, user)
 	if s.transit == nil {
 		if g.AccessToken, err = decodePlainToken(rec.AccessToken); err == nil {
 			g.RefreshToken, err = decodePlainToken(rec.RefreshToken)
@@ -347,15 +321,7 @@ func (s *Store) Put(ctx context.Context, g *store.Grant, cas store.Version) (sto
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
 	defer cancel()
-	rec := grantRecord{
-		TokenType:       g.TokenType,
-		Expiry:          g.Expiry,
-		Scopes:          slices.Clone(g.Scopes),
-		Status:          g.Status,
-		ConnectedAt:     g.ConnectedAt,
-		ProviderAccount: g.ProviderAccount,
-		Generation:      g.Generation,
-	}
+	rec := store.NewRecord(g)
 	if s.transit == nil {
 		rec.AccessToken, rec.RefreshToken = encodePlainToken(g.AccessToken), encodePlainToken(g.RefreshToken)
 	} else {
@@ -504,7 +470,7 @@ func (s *Store) List(ctx context.Context, provider string) ([]*store.Grant, erro
 				return fmt.Errorf("read %s/%s: %w", n.provider, n.user, err)
 			}
 			if ok {
-				out[i] = rec.grantWithoutTokens(n.provider, n.user)
+				out[i] = rec.GrantWithoutTokens(n.provider, n.user)
 			}
 			return nil
 		})
