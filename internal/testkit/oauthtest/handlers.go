@@ -194,6 +194,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	drop := false
 	if external {
 		s.stats.tokenRequests.Add(1)
+		if !s.hold() {
+			return
+		}
 		if !s.wait(ctx) {
 			return
 		}
@@ -247,6 +250,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		grant = "refresh_token"
 		if external {
 			s.stats.refreshes.Add(1)
+			if probe.graced {
+				s.stats.graceReuses.Add(1)
+			}
+			if f := s.rotateHook(); f != nil {
+				f(sessionUser(ar.GetSession()))
+			}
 		}
 	} else if external {
 		s.stats.authCodeExchanges.Add(1)

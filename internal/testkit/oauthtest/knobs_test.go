@@ -296,3 +296,128 @@ func TestKnobsUnderLoad(t *testing.T) {
 		t.Errorf("ReuseDetections = %d; want 0 (each worker refreshes its own grant)", got)
 	}
 }
+
+// TestStallAbandonedRequestIsProcessed: a stalled token endpoint holds the
+// request; the client gives up; after Resume the provider still processes
+// it, so the refresh token is spent although nobody got the new one.
+func TestStallAbandonedRequestIsProcessed(t *testing.T) {
+	s := newServer(t, testOptions())
+	cfg := oauthConfig(s, confID, oauth2.AuthStyleInHeader)
+	tok := issue(t, s, confID, "alice")
+	rotated := make(chan string, 1)
+	s.OnRotate(func(user string) { rotated <- user })
+	s.Stall()
+
+	ctx, cancel := context.WithCancel(clientCtx(s))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+		errc <- err
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := s.WaitStalled(wctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("refresh against a stalled endpoint succeeded")
+	}
+	s.Resume()
+	select {
+	case user := <-rotated:
+		if user != "alice" {
+			t.Errorf("OnRotate user = %q; want alice", user)
+		}
+	case <-wctx.Done():
+		t.Fatal("the held request was not processed after Resume")
+	}
+	s.OnRotate(nil)
+	// The spent token is reuse now.
+	if _, err := refresh(s, cfg, tok.RefreshToken); errorCode(err) != "invalid_grant" {
+		t.Errorf("presenting the spent token: error %v; want invalid_grant", err)
+	}
+	if got := s.Stats(); got.Refreshes != 1 || got.ReuseDetections != 1 || got.TokenRequests != 2 {
+		t.Errorf("Stats = %+v; want 2 token requests, 1 refresh, 1 reuse detection", got)
+	}
+}
+
+// TestStallResumeBeforeArrival: requests after Resume pass at once, and
+// WaitStalled counts only requests of the current stall.
+func TestStallResumeBeforeArrival(t *testing.T) {
+	s := newServer(t, testOptions())
+	cfg := oauthConfig(s, confID, oauth2.AuthStyleInHeader)
+	tok := issue(t, s, confID, "alice")
+	s.Stall()
+	s.Resume()
+	if _, err := refresh(s, cfg, tok.RefreshToken); err != nil {
+		t.Fatalf("refresh after Resume: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.WaitStalled(ctx, 1); err == nil {
+		t.Errorf("WaitStalled counted a request that was not held")
+	}
+}
+
+// TestCloseReleasesStalled: Close does not wait for a stall to end.
+func TestCloseReleasesStalled(t *testing.T) {
+	s, err := Start(testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := oauthConfig(s, confID, oauth2.AuthStyleInHeader)
+	tok := issue(t, s, confID, "alice")
+	s.Stall()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := refresh(s, cfg, tok.RefreshToken)
+		errc <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitStalled(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := <-errc; err == nil {
+		t.Errorf("a held request succeeded after Close")
+	}
+}
+
+func TestRefreshReuseGrace(t *testing.T) {
+	o := testOptions()
+	o.RefreshReuseGrace = 300 * time.Millisecond
+	s := newServer(t, o)
+	cfg := oauthConfig(s, confID, oauth2.AuthStyleInHeader)
+	tok := issue(t, s, confID, "alice")
+	first, err := refresh(s, cfg, tok.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Within the grace, the spent token is accepted again and both new
+	// refresh tokens work.
+	second, err := refresh(s, cfg, tok.RefreshToken)
+	if err != nil {
+		t.Fatalf("reuse within the grace: %v", err)
+	}
+	if second.RefreshToken == first.RefreshToken {
+		t.Errorf("reuse within the grace returned the same refresh token; want a new one")
+	}
+	if got := s.Stats(); got.GraceReuses != 1 || got.ReuseDetections != 0 || got.Refreshes != 2 {
+		t.Errorf("Stats = %+v; want 2 refreshes, 1 grace reuse, no reuse detection", got)
+	}
+	// After the grace, reuse revokes the family, the newer tokens too.
+	s.store.mu.Lock()
+	s.store.now = func() time.Time { return time.Now().Add(time.Second) }
+	s.store.mu.Unlock()
+	if _, err := refresh(s, cfg, tok.RefreshToken); errorCode(err) != "invalid_grant" {
+		t.Fatalf("reuse after the grace: error %v; want invalid_grant", err)
+	}
+	if _, err := refresh(s, cfg, second.RefreshToken); errorCode(err) != "invalid_grant" {
+		t.Errorf("newest token after the family was revoked: error %v; want invalid_grant", err)
+	}
+	if got := s.Stats(); got.ReuseDetections != 1 {
+		t.Errorf("ReuseDetections = %d; want 1", got.ReuseDetections)
+	}
+}

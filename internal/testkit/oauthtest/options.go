@@ -73,6 +73,12 @@ type Options struct {
 	// do not expire (as with most public providers); they still rotate on
 	// every use.
 	RefreshTokenTTL time.Duration
+	// RefreshReuseGrace is how long a rotated refresh token is still
+	// accepted after its first use, as Okta's grace period and Auth0's
+	// reuse interval allow: within it, presenting the token again issues
+	// new tokens instead of revoking the family (counted in
+	// Stats.GraceReuses). Zero means no grace: any reuse revokes.
+	RefreshReuseGrace time.Duration
 	// RevokeAccessTokenOnRefresh makes a refresh also revoke the access token
 	// issued together with the refresh token that was used (fosite's and
 	// Hydra's behaviour). By default that access token stays valid until it
@@ -103,6 +109,9 @@ func (o Options) Validate() error {
 	}
 	if o.RefreshTokenTTL < 0 {
 		p.Addf("refresh_token_ttl", "must not be negative")
+	}
+	if o.RefreshReuseGrace < 0 {
+		p.Addf("refresh_reuse_grace", "must not be negative")
 	}
 	if o.Issuer != "" {
 		if u, err := url.Parse(o.Issuer); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {

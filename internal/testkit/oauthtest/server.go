@@ -85,6 +85,9 @@ type Stats struct {
 	// invalid_client (wrong or missing client credentials, or
 	// SetInvalidClient).
 	FailedAuth int64
+	// GraceReuses counts used refresh tokens accepted again within
+	// Options.RefreshReuseGrace (each also counts in Refreshes).
+	GraceReuses int64
 }
 
 // Server is a running OAuth 2.0 authorization server. Its methods are safe
@@ -119,6 +122,7 @@ type Server struct {
 	stats struct {
 		tokenRequests, refreshes, authCodeExchanges atomic.Int64
 		reuseDetections, revocations, failedAuth    atomic.Int64
+		graceReuses                                 atomic.Int64
 	}
 
 	handler http.Handler // routes without the in-flight tracking
@@ -143,6 +147,15 @@ type knobs struct {
 	failStatus    int
 	dropLeft      int
 	invalidClient bool
+	// resume is non-nil while the token endpoint is stalled; Resume
+	// closes it.
+	resume chan struct{}
+	// held counts token requests held by a stall since it began; changed
+	// is closed and replaced whenever held changes.
+	held    int
+	changed chan struct{}
+	// onRotate is called after each refresh that rotated a token.
+	onRotate func(user string)
 }
 
 // Start validates o, then starts a server on a loopback port with TLS from
@@ -197,6 +210,8 @@ func Start(o Options) (*Server, error) {
 		}
 	}
 	s.store.revokeAccessOnRotate = o.RevokeAccessTokenOnRefresh
+	s.store.reuseGrace = o.RefreshReuseGrace
+	s.knobs.changed = make(chan struct{})
 	if err := s.buildProvider(); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("start oauth server: %w", err)
@@ -488,7 +503,92 @@ func (s *Server) Stats() Stats {
 		ReuseDetections:   s.stats.reuseDetections.Load(),
 		Revocations:       s.stats.revocations.Load(),
 		FailedAuth:        s.stats.failedAuth.Load(),
+		GraceReuses:       s.stats.graceReuses.Load(),
 	}
+}
+
+// Stall makes the token endpoint hold every request that arrives from now
+// on, before processing it, until Resume: a provider that stops answering.
+// A held request is processed after Resume even if its client gave up
+// meanwhile, as a provider that commits an abandoned request does (a
+// refresh then rotates the token although nobody receives the answer);
+// only Close discards held requests. Stall while stalled does nothing.
+func (s *Server) Stall() {
+	s.knobs.mu.Lock()
+	defer s.knobs.mu.Unlock()
+	if s.knobs.resume == nil {
+		s.knobs.resume = make(chan struct{})
+		s.knobs.held = 0
+	}
+}
+
+// Resume releases the requests held by Stall and stops holding new ones.
+func (s *Server) Resume() {
+	s.knobs.mu.Lock()
+	defer s.knobs.mu.Unlock()
+	if s.knobs.resume != nil {
+		close(s.knobs.resume)
+		s.knobs.resume = nil
+	}
+}
+
+// WaitStalled waits until the current stall holds at least n token
+// requests (counting those already released by Resume), or ctx ends.
+func (s *Server) WaitStalled(ctx context.Context, n int) error {
+	for {
+		s.knobs.mu.Lock()
+		held, changed := s.knobs.held, s.knobs.changed
+		s.knobs.mu.Unlock()
+		if held >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %d stalled token requests (%d so far): %w", n, held, ctx.Err())
+		}
+	}
+}
+
+// OnRotate sets f to be called, from the request's goroutine, after each
+// refresh grant that rotated a refresh token and before its answer is
+// written (nil removes it): the instant a fault test strikes when the
+// provider has spent the old token and the client does not yet hold the new
+// one. user is the grant's user. Tokens issued by IssueGrant do not call
+// it.
+func (s *Server) OnRotate(f func(user string)) {
+	s.knobs.mu.Lock()
+	defer s.knobs.mu.Unlock()
+	s.knobs.onRotate = f
+}
+
+// hold blocks while the token endpoint is stalled; it reports false when the
+// server is closing.
+func (s *Server) hold() bool {
+	s.knobs.mu.Lock()
+	resume := s.knobs.resume
+	if resume != nil {
+		s.knobs.held++
+		close(s.knobs.changed)
+		s.knobs.changed = make(chan struct{})
+	}
+	s.knobs.mu.Unlock()
+	if resume == nil {
+		return true
+	}
+	select {
+	case <-resume:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// rotateHook returns the OnRotate function.
+func (s *Server) rotateHook() func(string) {
+	s.knobs.mu.Lock()
+	defer s.knobs.mu.Unlock()
+	return s.knobs.onRotate
 }
 
 // latency returns the configured latency.

@@ -46,6 +46,11 @@ type store struct {
 	// revokeAccessOnRotate makes RotateRefreshToken delete the access token
 	// minted with the rotated refresh token (Options.RevokeAccessTokenOnRefresh).
 	revokeAccessOnRotate bool
+	// reuseGrace is how long a rotated refresh token is still accepted
+	// (Options.RefreshReuseGrace); zero means never.
+	reuseGrace time.Duration
+	// now is the clock of the grace window.
+	now func() time.Time
 }
 
 var (
@@ -68,8 +73,16 @@ type refreshEntry struct {
 	req       fosite.Requester
 	accessSig string
 	// used is set when the token was rotated: it can no longer be
-	// exchanged, and presenting it again is reuse.
-	used bool
+	// exchanged, and presenting it again is reuse (unless within the
+	// reuse grace after usedAt).
+	used   bool
+	usedAt time.Time
+}
+
+// inGrace reports whether the used token e may still be exchanged. Callers
+// hold mu.
+func (s *store) inGrace(e *refreshEntry) bool {
+	return e.used && s.reuseGrace > 0 && s.now().Sub(e.usedAt) <= s.reuseGrace
 }
 
 // family indexes the live tokens of one grant by signature.
@@ -88,6 +101,7 @@ func newStore() *store {
 		access:   make(map[string]*accessEntry),
 		refresh:  make(map[string]*refreshEntry),
 		families: make(map[string]*family),
+		now:      time.Now,
 	}
 }
 
@@ -101,6 +115,9 @@ type reuseProbeKey struct{}
 type reuseProbe struct {
 	detected     bool
 	client, user string
+	// graced is set when a used token was accepted within the reuse
+	// grace.
+	graced bool
 }
 
 // copyRequest returns a deep copy of r as a plain *fosite.Request, the shape
@@ -311,6 +328,12 @@ func (s *store) GetRefreshTokenSession(ctx context.Context, sig string, _ fosite
 	if !ok {
 		return nil, fosite.ErrNotFound
 	}
+	if e.used && s.inGrace(e) {
+		if p, ok := ctx.Value(reuseProbeKey{}).(*reuseProbe); ok {
+			p.graced = true
+		}
+		return copyRequest(e.req), nil
+	}
 	if e.used {
 		if p, ok := ctx.Value(reuseProbeKey{}).(*reuseProbe); ok {
 			p.detected = true
@@ -332,16 +355,20 @@ func (s *store) DeleteRefreshTokenSession(_ context.Context, sig string) error {
 
 // RotateRefreshToken implements oauth2.RefreshTokenStorage: the presented
 // token is marked used. It fails with fosite.ErrSerializationFailure if the
-// token was used or revoked since fosite read it (the server serialises token
-// requests, so this is a guard, not a path).
+// token was used (outside the reuse grace) or revoked since fosite read it
+// (the server serialises token requests, so this is a guard, not a path). A
+// token used again within the grace keeps the time of its first use, so
+// the grace is not extended by reuse.
 func (s *store) RotateRefreshToken(_ context.Context, _ string, sig string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.refresh[sig]
-	if !ok || e.used {
+	if !ok || (e.used && !s.inGrace(e)) {
 		return fosite.ErrSerializationFailure
 	}
-	e.used = true
+	if !e.used {
+		e.used, e.usedAt = true, s.now()
+	}
 	if s.revokeAccessOnRotate {
 		s.deleteAccess(e.accessSig)
 	}
