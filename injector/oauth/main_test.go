@@ -280,3 +280,30 @@ func (f *flakyStore) Put(ctx context.Context, g *store.Grant, cas store.Version)
 	}
 	return f.Store.Put(ctx, g, cas)
 }
+
+// waitStalled waits until the env's stalled provider holds n token
+// requests.
+func waitStalled(t testing.TB, e *env, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := e.srv.WaitStalled(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// leaseWatch is a store that closes held (once) when an AcquireLease
+// finds the lease held: the caller then waits for a peer.
+type leaseWatch struct {
+	store.Store
+	held chan struct{}
+	once sync.Once
+}
+
+func (w *leaseWatch) AcquireLease(ctx context.Context, provider, user, holder string, ttl time.Duration) (*store.Lease, error) {
+	l, err := w.Store.AcquireLease(ctx, provider, user, holder, ttl)
+	if errors.Is(err, store.ErrLeaseHeld) {
+		w.once.Do(func() { close(w.held) })
+	}
+	return l, err
+}

@@ -499,7 +499,8 @@ func TestTokenErrors(t *testing.T) {
 func TestPeerResultWhileLeaseHeld(t *testing.T) {
 	e := newEnv(t)
 	e.seedExpired(testUser)
-	s := e.source(e.st, e.provider(nil), Options{})
+	waiting := &leaseWatch{Store: e.st, held: make(chan struct{})}
+	s := e.source(waiting, e.provider(nil), Options{})
 	peer := e.openStore()
 	ctx := context.Background()
 	lease, err := peer.AcquireLease(ctx, testProvider, testUser, "peer", time.Minute)
@@ -509,8 +510,9 @@ func TestPeerResultWhileLeaseHeld(t *testing.T) {
 	const peerToken = "peer-access-token"
 	done := make(chan error, 1)
 	go func() {
-		// The peer refreshes (here: writes a new generation) and releases.
-		time.Sleep(150 * time.Millisecond)
+		// Once the Source found the lease held and waits, the peer
+		// refreshes (here: writes a new generation) and releases.
+		<-waiting.held
 		g, v, err := peer.Get(ctx, testProvider, testUser)
 		if err != nil {
 			done <- err
@@ -561,15 +563,22 @@ func TestLeaseHeldUsableTokenServedAtOnce(t *testing.T) {
 func TestCallerGivingUpDoesNotAbortRefresh(t *testing.T) {
 	e := newEnv(t)
 	e.seedExpired(testUser)
-	e.srv.SetLatency(400 * time.Millisecond)
 	s := e.source(e.st, e.provider(nil), Options{})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	_, err := s.Token(ctx, testProvider, testUser)
+	// The caller gives up while its refresh is held at the provider.
+	e.srv.Stall()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Token(ctx, testProvider, testUser)
+		errc <- err
+	}()
+	waitStalled(t, e, 1)
 	cancel()
-	if !errors.Is(err, injector.ErrProviderUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("error %v; want ErrProviderUnavailable with the caller's deadline", err)
+	if err := <-errc; !errors.Is(err, injector.ErrProviderUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v; want ErrProviderUnavailable with the caller's cancellation", err)
 	}
+	e.srv.Resume()
 	dctx, dcancel := context.WithTimeout(context.Background(), testTimeout)
 	defer dcancel()
 	if err := s.Drain(dctx); err != nil {
@@ -595,15 +604,19 @@ func TestInvalidGrantAfterPeerRenewed(t *testing.T) {
 	// generation, which must be used, not marked.
 	e := newEnv(t)
 	e.seedExpired(testUser)
-	e.srv.SetLatency(500 * time.Millisecond)
+	e.srv.Stall()
 	var evs events
 	s := e.source(e.st, e.provider(nil), Options{OnRefresh: evs.add})
 
 	renewed := make(chan string, 1)
 	go func() {
 		defer close(renewed)
-		for e.srv.Stats().TokenRequests == 0 {
-			time.Sleep(5 * time.Millisecond)
+		defer e.srv.Resume() // our refresh reaches the provider only after the reconnect
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := e.srv.WaitStalled(ctx, 1); err != nil {
+			t.Error(err)
+			return
 		}
 		e.srv.RevokeUser(testUser)
 		tok, err := e.srv.IssueGrant(testClientID, testUser, testScopes)
