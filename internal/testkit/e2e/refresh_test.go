@@ -292,3 +292,72 @@ func TestVaultStoppedMidRun(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// BenchmarkRefreshStormVault measures the refresh storm end to end: 300
+// concurrent requests as alice, whose access token has expired, spread over
+// one or three sidecars sharing one real Vault, against the real OAuth
+// server answering at once. Each iteration is one storm and must cost
+// exactly one refresh; storm-ms is the wall time from the first request to
+// the last answer. The token cache is off, so that each storm starts from
+// the store, as the first storm after a token expires does.
+func BenchmarkRefreshStormVault(b *testing.B) {
+	const requests = 300
+	for _, replicas := range []int{1, 3} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+			prov := testenv.StartProvider(b, oauthtest.Options{})
+			e := testenv.New(b, testenv.Options{Vault: sharedVault(b), Provider: prov,
+				Config: func(c *sidecar.Config) { c.TokenCache.TTL = 0 }})
+			clients := []*http.Client{e.Client()}
+			for range replicas - 1 {
+				clients = append(clients, e.ClientFor(e.AddSidecar(b)))
+			}
+			assertion := e.Assert(b, testenv.User)
+			var total time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				g, _, err := e.Store.Get(context.Background(), testenv.Provider, testenv.User)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := prov.ExpireAccessToken(g.AccessToken); err != nil {
+					b.Fatal(err)
+				}
+				e.SetExpiry(b, testenv.User, time.Now().Add(-time.Minute))
+				before := prov.Stats().Refreshes
+				b.StartTimer()
+				start := time.Now()
+				var wg sync.WaitGroup
+				var failed atomic.Int64
+				for r := range requests {
+					wg.Go(func() {
+						req, _ := http.NewRequest(http.MethodGet, e.APIURL(fmt.Sprintf("/api/storm/%d", r)), nil)
+						req.Header.Set(identity.DefaultHeader, assertion)
+						resp, err := clients[r%len(clients)].Do(req)
+						if err != nil {
+							failed.Add(1)
+							return
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							failed.Add(1)
+						}
+					})
+				}
+				wg.Wait()
+				total += time.Since(start)
+				b.StopTimer()
+				if n := failed.Load(); n > 0 {
+					b.Fatalf("%d of %d requests failed", n, requests)
+				}
+				if st := prov.Stats(); st.Refreshes != before+1 || st.ReuseDetections != 0 {
+					b.Fatalf("provider: %d refreshes in the storm, %d reuse detections; want 1 and 0", st.Refreshes-before, st.ReuseDetections)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "storm-ms")
+		})
+	}
+}
