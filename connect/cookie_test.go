@@ -188,12 +188,12 @@ type failingStore struct {
 	failed bool
 }
 
-func (f *failingStore) AcquireLease(ctx context.Context, provider, user, holder string, ttl time.Duration) (*store.Lease, error) {
+func (f *failingStore) AcquireLease(ctx context.Context, provider, user string, req store.LeaseRequest) (*store.Lease, error) {
 	if !f.failed {
 		f.failed = true
 		return nil, store.ErrUnavailable
 	}
-	return f.Store.AcquireLease(ctx, provider, user, holder, ttl)
+	return f.Store.AcquireLease(ctx, provider, user, req)
 }
 
 func TestOnceSet(t *testing.T) {

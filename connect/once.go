@@ -115,7 +115,7 @@ func (o *onceSet) use(ctx context.Context, kind, id string, expiry time.Time) er
 	o.used[h] = expiry
 	o.mu.Unlock()
 
-	_, err := o.st.AcquireLease(ctx, kind, h, o.holder, min(ttl, store.MaxLeaseTTL))
+	_, err := o.st.AcquireLease(ctx, kind, h, store.LeaseRequest{Holder: o.holder, TTL: min(ttl, store.MaxLeaseTTL)})
 	switch {
 	case err == nil:
 		return nil

@@ -301,7 +301,7 @@ func (r *Revoker) acquireLease(ctx context.Context, provider, user string) (*sto
 	deadline := time.Now().Add(maxRevokeLeaseWait)
 	delay := leasePollMin
 	for {
-		l, err := r.st.AcquireLease(ctx, provider, user, r.holder, revokeLeaseTTL)
+		l, err := r.st.AcquireLease(ctx, provider, user, store.LeaseRequest{Holder: r.holder, TTL: revokeLeaseTTL})
 		switch {
 		case err == nil:
 			return l, nil

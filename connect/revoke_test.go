@@ -410,7 +410,7 @@ func TestRevokerNotFound(t *testing.T) {
 func TestRevokeWaitsForRefresh(t *testing.T) {
 	e, p, _ := revokerEnv(t, "", nil)
 	ctx := context.Background()
-	l, err := e.store.AcquireLease(ctx, testProvider, "alice", "sidecar-1", time.Minute)
+	l, err := e.store.AcquireLease(ctx, testProvider, "alice", store.LeaseRequest{Holder: "sidecar-1", TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -300,8 +300,8 @@ type leaseWatch struct {
 	once sync.Once
 }
 
-func (w *leaseWatch) AcquireLease(ctx context.Context, provider, user, holder string, ttl time.Duration) (*store.Lease, error) {
-	l, err := w.Store.AcquireLease(ctx, provider, user, holder, ttl)
+func (w *leaseWatch) AcquireLease(ctx context.Context, provider, user string, req store.LeaseRequest) (*store.Lease, error) {
+	l, err := w.Store.AcquireLease(ctx, provider, user, req)
 	if errors.Is(err, store.ErrLeaseHeld) {
 		w.once.Do(func() { close(w.held) })
 	}

@@ -492,7 +492,7 @@ func (s *Source) acquireLease(ctx context.Context, g *store.Grant) (*store.Lease
 	deadline := time.Now().Add(maxLeaseWait)
 	delay := leasePollMin
 	for {
-		l, err := s.st.AcquireLease(ctx, g.Provider, g.User, s.holder, leaseTTL)
+		l, err := s.st.AcquireLease(ctx, g.Provider, g.User, store.LeaseRequest{Holder: s.holder, TTL: leaseTTL})
 		if err == nil {
 			return l, nil, nil
 		}

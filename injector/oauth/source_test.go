@@ -503,7 +503,7 @@ func TestPeerResultWhileLeaseHeld(t *testing.T) {
 	s := e.source(waiting, e.provider(nil), Options{})
 	peer := e.openStore()
 	ctx := context.Background()
-	lease, err := peer.AcquireLease(ctx, testProvider, testUser, "peer", time.Minute)
+	lease, err := peer.AcquireLease(ctx, testProvider, testUser, store.LeaseRequest{Holder: "peer", TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,7 +542,7 @@ func TestLeaseHeldUsableTokenServedAtOnce(t *testing.T) {
 	old := e.seed(testUser, time.Now().Add(90*time.Second))
 	s := e.source(e.st, e.provider(nil), Options{})
 	ctx := context.Background()
-	lease, err := e.st.AcquireLease(ctx, testProvider, testUser, "peer", time.Minute)
+	lease, err := e.st.AcquireLease(ctx, testProvider, testUser, store.LeaseRequest{Holder: "peer", TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

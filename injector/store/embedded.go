@@ -84,13 +84,26 @@ func sealedBytes(raw json.RawMessage) ([]byte, error) {
 	return b, nil
 }
 
-// leaseRecord is the stored form of a lease.
+// leaseRecord is the stored form of a lease. The fields after Expiry were
+// added later; a record without them reads as a lease acquired at an
+// unknown time for no refresh.
 type leaseRecord struct {
-	Format  int       `json:"format"`
-	Version Version   `json:"version"`
-	Holder  string    `json:"holder"`
-	ID      string    `json:"id"`
-	Expiry  time.Time `json:"expiry"`
+	Format     int       `json:"format"`
+	Version    Version   `json:"version"`
+	Holder     string    `json:"holder"`
+	ID         string    `json:"id"`
+	Expiry     time.Time `json:"expiry"`
+	Acquired   time.Time `json:"acquired,omitzero"`
+	Refresh    bool      `json:"refresh,omitempty"`
+	Generation int64     `json:"generation,omitempty"`
+}
+
+// lease returns the lease r stores for provider and user.
+func (r *leaseRecord) lease(provider, user string) *Lease {
+	return &Lease{
+		Provider: provider, User: user, Holder: r.Holder, ID: r.ID, Expiry: r.Expiry, Version: r.Version,
+		Acquired: r.Acquired, Refresh: r.Refresh, Generation: r.Generation,
+	}
 }
 
 // entryKey is the key of a grant or lease. Provider names cannot contain '/',
@@ -443,11 +456,11 @@ func (e *Embedded) List(ctx context.Context, provider string) ([]*Grant, error) 
 // AcquireLease implements Store. Expiry is computed from this process's wall
 // clock once the file lock is held, so time spent waiting for the lock does
 // not shorten the lease.
-func (e *Embedded) AcquireLease(ctx context.Context, provider, user, holder string, ttl time.Duration) (*Lease, error) {
+func (e *Embedded) AcquireLease(ctx context.Context, provider, user string, req LeaseRequest) (*Lease, error) {
 	if err := validateNames(provider, user); err != nil {
 		return nil, fmt.Errorf("acquire lease: %w", err)
 	}
-	if err := CheckLeaseArgs(holder, ttl); err != nil {
+	if err := CheckLeaseArgs(req.Holder, req.TTL); err != nil {
 		return nil, fmt.Errorf("acquire lease %s/%s: %w", provider, user, err)
 	}
 	id, err := newLeaseID()
@@ -467,15 +480,19 @@ func (e *Embedded) AcquireLease(ctx context.Context, provider, user, holder stri
 			if err := decodeRecord(v, &cur); err != nil {
 				return err
 			}
-			if now.Before(cur.Expiry) {
-				return fmt.Errorf("%w by %s until %s", ErrLeaseHeld, cur.Holder, cur.Expiry.UTC().Format(time.RFC3339Nano))
+			held := cur.lease(provider, user)
+			if now.Before(cur.Expiry) || (req.TakeOver != nil && !req.TakeOver(held)) {
+				return &LeaseHeldError{Lease: *held}
 			}
 		}
 		seq, err := b.NextSequence()
 		if err != nil {
 			return fmt.Errorf("%w: next version: %w", ErrUnavailable, err)
 		}
-		rec := leaseRecord{Format: recordFormat, Version: Version(seq), Holder: holder, ID: id, Expiry: now.Add(ttl)}
+		rec := leaseRecord{
+			Format: recordFormat, Version: Version(seq), Holder: req.Holder, ID: id, Expiry: now.Add(req.TTL),
+			Acquired: now, Refresh: req.Refresh, Generation: req.Generation,
+		}
 		v, err := json.Marshal(&rec)
 		if err != nil {
 			return fmt.Errorf("encode lease: %w", err)
@@ -483,7 +500,7 @@ func (e *Embedded) AcquireLease(ctx context.Context, provider, user, holder stri
 		if err := b.Put(key, v); err != nil {
 			return fmt.Errorf("%w: write: %w", ErrUnavailable, err)
 		}
-		lease = &Lease{Provider: provider, User: user, Holder: holder, ID: id, Expiry: rec.Expiry, Version: rec.Version}
+		lease = rec.lease(provider, user)
 		return nil
 	})
 	if err != nil {
@@ -492,12 +509,56 @@ func (e *Embedded) AcquireLease(ctx context.Context, provider, user, holder stri
 	return lease, nil
 }
 
+// RenewLease implements Store.
+func (e *Embedded) RenewLease(ctx context.Context, l *Lease, ttl time.Duration) (*Lease, error) {
+	if err := CheckLease(l); err != nil {
+		return nil, fmt.Errorf("renew lease: %w", err)
+	}
+	if err := CheckLeaseTTL(ttl); err != nil {
+		return nil, fmt.Errorf("renew lease %s/%s: %w", l.Provider, l.User, err)
+	}
+	key := entryKey(l.Provider, l.User)
+	var renewed *Lease
+	err := e.withDB(ctx, true, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLeases)
+		if b == nil {
+			return ErrLeaseLost
+		}
+		v := b.Get(key)
+		if v == nil {
+			return ErrLeaseLost
+		}
+		var cur leaseRecord
+		if err := decodeRecord(v, &cur); err != nil {
+			return err
+		}
+		if cur.ID != l.ID || cur.Version != l.Version {
+			return fmt.Errorf("%w: now held by %s", ErrLeaseLost, cur.Holder)
+		}
+		seq, err := b.NextSequence()
+		if err != nil {
+			return fmt.Errorf("%w: next version: %w", ErrUnavailable, err)
+		}
+		cur.Version, cur.Expiry = Version(seq), time.Now().Add(ttl)
+		nv, err := json.Marshal(&cur)
+		if err != nil {
+			return fmt.Errorf("encode lease: %w", err)
+		}
+		if err := b.Put(key, nv); err != nil {
+			return fmt.Errorf("%w: write: %w", ErrUnavailable, err)
+		}
+		renewed = cur.lease(l.Provider, l.User)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("renew lease %s/%s: %w", l.Provider, l.User, err)
+	}
+	return renewed, nil
+}
+
 // ReleaseLease implements Store.
 func (e *Embedded) ReleaseLease(ctx context.Context, l *Lease) error {
-	if l == nil {
-		return fmt.Errorf("release lease: %w: nil lease", ErrInvalidArgument)
-	}
-	if err := validateNames(l.Provider, l.User); err != nil {
+	if err := CheckLease(l); err != nil {
 		return fmt.Errorf("release lease: %w", err)
 	}
 	key := entryKey(l.Provider, l.User)

@@ -440,11 +440,11 @@ func TestEmbeddedTwoInstancesInterleave(t *testing.T) {
 		}
 	}
 	// A lease taken through one instance is held for the other.
-	l, err := a.AcquireLease(t.Context(), "slack", "alice", "a", time.Minute)
+	l, err := a.AcquireLease(t.Context(), "slack", "alice", store.LeaseRequest{Holder: "a", TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.AcquireLease(t.Context(), "slack", "alice", "b", time.Minute); !errors.Is(err, store.ErrLeaseHeld) {
+	if _, err := b.AcquireLease(t.Context(), "slack", "alice", store.LeaseRequest{Holder: "b", TTL: time.Minute}); !errors.Is(err, store.ErrLeaseHeld) {
 		t.Errorf("AcquireLease through the other instance: err = %v; want ErrLeaseHeld", err)
 	}
 	if err := b.ReleaseLease(t.Context(), l); err != nil {
@@ -555,7 +555,7 @@ func TestEmbeddedLockTimeout(t *testing.T) {
 		{"Put", func(ctx context.Context) error { _, err := s.Put(ctx, grant("slack", "bob", "b"), 0); return err }},
 		{"List", func(ctx context.Context) error { _, err := s.List(ctx, ""); return err }},
 		{"AcquireLease", func(ctx context.Context) error {
-			_, err := s.AcquireLease(ctx, "slack", "alice", "h", time.Second)
+			_, err := s.AcquireLease(ctx, "slack", "alice", store.LeaseRequest{Holder: "h", TTL: time.Second})
 			return err
 		}},
 	}
@@ -693,11 +693,11 @@ func TestEmbeddedNoFDLeak(t *testing.T) {
 		if _, err := s.List(ctx, ""); err != nil {
 			t.Fatal(err)
 		}
-		l, err := s.AcquireLease(ctx, "slack", "alice", "h", time.Minute)
+		l, err := s.AcquireLease(ctx, "slack", "alice", store.LeaseRequest{Holder: "h", TTL: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.AcquireLease(ctx, "slack", "alice", "h", time.Minute); !errors.Is(err, store.ErrLeaseHeld) {
+		if _, err := s.AcquireLease(ctx, "slack", "alice", store.LeaseRequest{Holder: "h", TTL: time.Minute}); !errors.Is(err, store.ErrLeaseHeld) {
 			t.Fatal(err)
 		}
 		if err := s.ReleaseLease(ctx, l); err != nil {

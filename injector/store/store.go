@@ -62,12 +62,23 @@ type Store interface {
 	// blanked. It never needs to open sealed values.
 	List(ctx context.Context, provider string) ([]*Grant, error)
 
-	// AcquireLease takes the refresh lease of user at provider for holder for
-	// ttl. While an unexpired lease exists, whoever holds it (the same holder
-	// included: a lease is not re-entrant), AcquireLease returns an error
-	// wrapping ErrLeaseHeld. An expired lease is taken over atomically, so of
-	// several concurrent callers exactly one succeeds.
-	AcquireLease(ctx context.Context, provider, user, holder string, ttl time.Duration) (*Lease, error)
+	// AcquireLease takes the refresh lease of user at provider as req
+	// describes. While an unexpired lease exists, whoever holds it (the same
+	// holder included: a lease is not re-entrant), AcquireLease returns an
+	// error wrapping ErrLeaseHeld that is a *LeaseHeldError naming the
+	// lease. An expired lease is taken over when req.TakeOver allows it (nil
+	// allows every expired lease), else it is reported held the same way.
+	// A takeover is atomic: of several concurrent callers exactly one
+	// succeeds.
+	AcquireLease(ctx context.Context, provider, user string, req LeaseRequest) (*Lease, error)
+
+	// RenewLease extends l to ttl from now if l is still the stored lease
+	// (same ID and version), even if it has expired in the meantime (nobody
+	// took it over), and returns the renewed lease (a new Version; Acquired,
+	// Refresh and Generation kept). If another acquisition replaced it or
+	// it is gone, RenewLease changes nothing and returns an error wrapping
+	// ErrLeaseLost.
+	RenewLease(ctx context.Context, l *Lease, ttl time.Duration) (*Lease, error)
 
 	// ReleaseLease removes l if it is still the stored lease (same ID), even
 	// if it has expired in the meantime. If another acquisition replaced it
@@ -79,6 +90,26 @@ type Store interface {
 	// once; after Close, other methods return an error wrapping
 	// ErrUnavailable (after name validation).
 	Close() error
+}
+
+// LeaseRequest describes a lease to acquire.
+type LeaseRequest struct {
+	// Holder names the acquirer (see Lease.Holder); it must satisfy
+	// ValidateHolder.
+	Holder string
+	// TTL is the lease's lifetime, in (0, MaxLeaseTTL]; RenewLease extends
+	// it.
+	TTL time.Duration
+	// Refresh marks a lease taken to present the refresh token of grant
+	// generation Generation; it is recorded so that a replica finding the
+	// lease run out can tell whether its holder may have spent the refresh
+	// token it would present itself.
+	Refresh    bool
+	Generation int64
+	// TakeOver decides whether an expired lease held by another
+	// acquisition (given as stored) is taken over. Nil takes over every
+	// expired lease.
+	TakeOver func(expired *Lease) bool
 }
 
 // Lease is one acquisition of the refresh lease of a grant.
@@ -95,7 +126,31 @@ type Lease struct {
 	Expiry time.Time
 	// Version is the store's version of the lease record.
 	Version Version
+	// Acquired is when this acquisition was made (renewals keep it); zero
+	// for a lease written by a version of onbehalf that did not record it.
+	Acquired time.Time
+	// Refresh and Generation are LeaseRequest's: the holder may present the
+	// refresh token of grant generation Generation.
+	Refresh    bool
+	Generation int64
 }
+
+// LeaseHeldError is the error of an AcquireLease that found the lease held.
+// It wraps ErrLeaseHeld and carries the stored lease, so the caller can see
+// who holds it, until when, and what for.
+type LeaseHeldError struct {
+	// Lease is the stored lease; Expiry may lie in the past when the
+	// request's TakeOver declined it.
+	Lease Lease
+}
+
+// Error says who holds the lease until when.
+func (e *LeaseHeldError) Error() string {
+	return fmt.Sprintf("%v by %s until %s", ErrLeaseHeld, e.Lease.Holder, e.Lease.Expiry.UTC().Format(time.RFC3339Nano))
+}
+
+// Unwrap returns ErrLeaseHeld.
+func (e *LeaseHeldError) Unwrap() error { return ErrLeaseHeld }
 
 // Sentinel errors. Implementations wrap them with %w and an operation prefix;
 // callers classify with errors.Is.
@@ -135,8 +190,25 @@ func CheckLeaseArgs(holder string, ttl time.Duration) error {
 	if err := ValidateHolder(holder); err != nil {
 		return err
 	}
+	return CheckLeaseTTL(ttl)
+}
+
+// CheckLeaseTTL validates the ttl of an AcquireLease or RenewLease call: it
+// must be in (0, MaxLeaseTTL].
+func CheckLeaseTTL(ttl time.Duration) error {
 	if ttl <= 0 || ttl > MaxLeaseTTL {
 		return fmt.Errorf("%w: lease ttl %s: must be positive and at most %s", ErrInvalidArgument, ttl, MaxLeaseTTL)
 	}
 	return nil
+}
+
+// CheckLease validates a lease handle given to RenewLease or ReleaseLease.
+func CheckLease(l *Lease) error {
+	if l == nil {
+		return fmt.Errorf("%w: nil lease", ErrInvalidArgument)
+	}
+	if err := ValidateProvider(l.Provider); err != nil {
+		return err
+	}
+	return ValidateUser(l.User)
 }

@@ -37,7 +37,7 @@ func storeCalls(s *Store) []struct {
 		{"Delete", func(c context.Context) error { return s.Delete(c, "slack", "alice") }},
 		{"List", func(c context.Context) error { _, err := s.List(c, ""); return err }},
 		{"AcquireLease", func(c context.Context) error {
-			_, err := s.AcquireLease(c, "slack", "alice", "h", time.Minute)
+			_, err := s.AcquireLease(c, "slack", "alice", store.LeaseRequest{Holder: "h", TTL: time.Minute})
 			return err
 		}},
 		{"ReleaseLease", func(c context.Context) error {

@@ -507,8 +507,8 @@ func TestErrorsCarryNoSecrets(t *testing.T) {
 	errs = append(errs, err)
 	_, err = s.Put(ctx(t), g, 0)
 	errs = append(errs, err)
-	l, _ := s.AcquireLease(ctx(t), "slack", "alice", "h1", time.Minute)
-	_, err = s.AcquireLease(ctx(t), "slack", "alice", "h2", time.Minute)
+	l, _ := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "h1", TTL: time.Minute})
+	_, err = s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "h2", TTL: time.Minute})
 	errs = append(errs, err)
 	_ = l
 	srv.Stop()

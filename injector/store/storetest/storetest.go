@@ -67,6 +67,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"LeaseAcquireHeldRelease", testLeaseAcquireHeldRelease},
 		{"LeaseExpiredTakeover", testLeaseExpiredTakeover},
 		{"LeaseConcurrentAcquireOneWinner", testLeaseConcurrentAcquire},
+		{"LeaseRecordsRequest", testLeaseRecordsRequest},
+		{"LeaseRenew", testLeaseRenew},
+		{"LeaseTakeOverPolicy", testLeaseTakeOverPolicy},
+		{"LeaseConcurrentRenewAndTakeover", testLeaseRenewTakeoverRace},
 		{"CancelledContext", testCancelledContext},
 		{"Close", testClose},
 	}
@@ -436,7 +440,7 @@ func testInvalidNames(t *testing.T, s store.Store) {
 				_, err = s.List(c, p)
 				check(t, fmt.Sprintf("List(%q)", p), err)
 			}
-			_, err = s.AcquireLease(c, p, "alice", "h", longTTL)
+			_, err = s.AcquireLease(c, p, "alice", store.LeaseRequest{Holder: "h", TTL: longTTL})
 			check(t, fmt.Sprintf("AcquireLease(%q, alice)", p), err)
 			check(t, fmt.Sprintf("ReleaseLease(%q, alice)", p), s.ReleaseLease(c, okLease(p, "alice")))
 		}
@@ -446,12 +450,12 @@ func testInvalidNames(t *testing.T, s store.Store) {
 			_, err = s.Put(c, sample("slack", u, "x"), 0)
 			check(t, fmt.Sprintf("Put(slack, %q)", u), err)
 			check(t, fmt.Sprintf("Delete(slack, %q)", u), s.Delete(c, "slack", u))
-			_, err = s.AcquireLease(c, "slack", u, "h", longTTL)
+			_, err = s.AcquireLease(c, "slack", u, store.LeaseRequest{Holder: "h", TTL: longTTL})
 			check(t, fmt.Sprintf("AcquireLease(slack, %q)", u), err)
 			check(t, fmt.Sprintf("ReleaseLease(slack, %q)", u), s.ReleaseLease(c, okLease("slack", u)))
 		}
 		for _, h := range []string{"", "a b", "h\x00", "h\n", "hé", strings.Repeat("h", 257)} {
-			_, err := s.AcquireLease(c, "slack", "alice", h, longTTL)
+			_, err := s.AcquireLease(c, "slack", "alice", store.LeaseRequest{Holder: h, TTL: longTTL})
 			check(t, fmt.Sprintf("AcquireLease holder %q", h), err)
 		}
 	}
@@ -463,7 +467,7 @@ func testInvalidNames(t *testing.T, s store.Store) {
 	if len(got) != 0 {
 		t.Errorf("List after rejected writes returned %d grants; want 0", len(got))
 	}
-	if _, err := s.AcquireLease(ctx(t), "slack", "alice", "h", longTTL); err != nil {
+	if _, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "h", TTL: longTTL}); err != nil {
 		t.Errorf("AcquireLease after rejected acquisitions: %v; want success (nothing was leased)", err)
 	}
 }
@@ -484,7 +488,7 @@ func testInvalidArguments(t *testing.T, s store.Store) {
 		t.Errorf("ReleaseLease(nil): err = %v; want ErrInvalidArgument", err)
 	}
 	for _, ttl := range []time.Duration{0, -time.Second, store.MaxLeaseTTL + time.Second} {
-		if _, err := s.AcquireLease(c, "slack", "alice", "h", ttl); !errors.Is(err, store.ErrInvalidArgument) {
+		if _, err := s.AcquireLease(c, "slack", "alice", store.LeaseRequest{Holder: "h", TTL: ttl}); !errors.Is(err, store.ErrInvalidArgument) {
 			t.Errorf("AcquireLease ttl %s: err = %v; want ErrInvalidArgument", ttl, err)
 		}
 	}
@@ -545,7 +549,7 @@ func testTokensRoundTrip(t *testing.T, s store.Store) {
 
 func testLeaseAcquireHeldRelease(t *testing.T, s store.Store) {
 	before := time.Now()
-	l, err := s.AcquireLease(ctx(t), "slack", "alice", "sidecar-1", longTTL)
+	l, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-1", TTL: longTTL})
 	if err != nil {
 		t.Fatalf("AcquireLease: %v", err)
 	}
@@ -556,13 +560,13 @@ func testLeaseAcquireHeldRelease(t *testing.T, s store.Store) {
 		t.Errorf("lease expiry = %s; want about now + %s", l.Expiry, longTTL)
 	}
 	for _, h := range []string{"sidecar-2", "sidecar-1"} {
-		if _, err := s.AcquireLease(ctx(t), "slack", "alice", h, longTTL); !errors.Is(err, store.ErrLeaseHeld) {
+		if _, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: h, TTL: longTTL}); !errors.Is(err, store.ErrLeaseHeld) {
 			t.Errorf("AcquireLease by %s while held: err = %v; want ErrLeaseHeld", h, err)
 		}
 	}
 	// Leases are per grant.
 	for _, pu := range [][2]string{{"slack", "bob"}, {"github", "alice"}} {
-		o, err := s.AcquireLease(ctx(t), pu[0], pu[1], "sidecar-2", longTTL)
+		o, err := s.AcquireLease(ctx(t), pu[0], pu[1], store.LeaseRequest{Holder: "sidecar-2", TTL: longTTL})
 		if err != nil {
 			t.Errorf("AcquireLease(%s/%s) while slack/alice is held: %v", pu[0], pu[1], err)
 			continue
@@ -577,7 +581,7 @@ func testLeaseAcquireHeldRelease(t *testing.T, s store.Store) {
 	if err := s.ReleaseLease(ctx(t), &forged); !errors.Is(err, store.ErrLeaseLost) {
 		t.Errorf("ReleaseLease with wrong ID: err = %v; want ErrLeaseLost", err)
 	}
-	if _, err := s.AcquireLease(ctx(t), "slack", "alice", "sidecar-2", longTTL); !errors.Is(err, store.ErrLeaseHeld) {
+	if _, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-2", TTL: longTTL}); !errors.Is(err, store.ErrLeaseHeld) {
 		t.Errorf("AcquireLease after forged release: err = %v; want ErrLeaseHeld", err)
 	}
 	if err := s.ReleaseLease(ctx(t), l); err != nil {
@@ -586,7 +590,7 @@ func testLeaseAcquireHeldRelease(t *testing.T, s store.Store) {
 	if err := s.ReleaseLease(ctx(t), l); !errors.Is(err, store.ErrLeaseLost) {
 		t.Errorf("second ReleaseLease: err = %v; want ErrLeaseLost", err)
 	}
-	l2, err := s.AcquireLease(ctx(t), "slack", "alice", "sidecar-2", longTTL)
+	l2, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-2", TTL: longTTL})
 	if err != nil {
 		t.Fatalf("AcquireLease after release: %v", err)
 	}
@@ -604,12 +608,12 @@ func testLeaseAcquireHeldRelease(t *testing.T, s store.Store) {
 }
 
 func testLeaseExpiredTakeover(t *testing.T, s store.Store) {
-	old, err := s.AcquireLease(ctx(t), "slack", "alice", "sidecar-1", shortTTL)
+	old, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-1", TTL: shortTTL})
 	if err != nil {
 		t.Fatalf("AcquireLease: %v", err)
 	}
 	time.Sleep(expiredWait)
-	taken, err := s.AcquireLease(ctx(t), "slack", "alice", "sidecar-2", longTTL)
+	taken, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-2", TTL: longTTL})
 	if err != nil {
 		t.Fatalf("AcquireLease of expired lease: err = %v; want takeover", err)
 	}
@@ -617,7 +621,7 @@ func testLeaseExpiredTakeover(t *testing.T, s store.Store) {
 		t.Errorf("ReleaseLease by the old holder after takeover: err = %v; want ErrLeaseLost", err)
 	}
 	// The old holder's failed release left the new lease in place.
-	if _, err := s.AcquireLease(ctx(t), "slack", "alice", "sidecar-3", longTTL); !errors.Is(err, store.ErrLeaseHeld) {
+	if _, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-3", TTL: longTTL}); !errors.Is(err, store.ErrLeaseHeld) {
 		t.Errorf("AcquireLease after old holder's release: err = %v; want ErrLeaseHeld", err)
 	}
 	if err := s.ReleaseLease(ctx(t), taken); err != nil {
@@ -626,12 +630,12 @@ func testLeaseExpiredTakeover(t *testing.T, s store.Store) {
 
 	// The same holder, after expiry, gets a new acquisition; the stale
 	// handle of its first one is lost.
-	first, err := s.AcquireLease(ctx(t), "slack", "bob", "sidecar-1", shortTTL)
+	first, err := s.AcquireLease(ctx(t), "slack", "bob", store.LeaseRequest{Holder: "sidecar-1", TTL: shortTTL})
 	if err != nil {
 		t.Fatalf("AcquireLease: %v", err)
 	}
 	time.Sleep(expiredWait)
-	second, err := s.AcquireLease(ctx(t), "slack", "bob", "sidecar-1", longTTL)
+	second, err := s.AcquireLease(ctx(t), "slack", "bob", store.LeaseRequest{Holder: "sidecar-1", TTL: longTTL})
 	if err != nil {
 		t.Fatalf("re-AcquireLease by the same holder after expiry: %v", err)
 	}
@@ -643,7 +647,7 @@ func testLeaseExpiredTakeover(t *testing.T, s store.Store) {
 	}
 
 	// An expired lease nobody took over can still be released by its holder.
-	lone, err := s.AcquireLease(ctx(t), "slack", "carol", "sidecar-1", shortTTL)
+	lone, err := s.AcquireLease(ctx(t), "slack", "carol", store.LeaseRequest{Holder: "sidecar-1", TTL: shortTTL})
 	if err != nil {
 		t.Fatalf("AcquireLease: %v", err)
 	}
@@ -657,7 +661,7 @@ func testLeaseConcurrentAcquire(t *testing.T, s store.Store) {
 	for _, phase := range []string{"free", "expired"} {
 		user := "user-" + phase
 		if phase == "expired" {
-			if _, err := s.AcquireLease(ctx(t), "slack", user, "old", shortTTL); err != nil {
+			if _, err := s.AcquireLease(ctx(t), "slack", user, store.LeaseRequest{Holder: "old", TTL: shortTTL}); err != nil {
 				t.Fatalf("AcquireLease: %v", err)
 			}
 			time.Sleep(expiredWait)
@@ -665,7 +669,7 @@ func testLeaseConcurrentAcquire(t *testing.T, s store.Store) {
 		c := ctx(t)
 		results := race(func(i int) result {
 			h := fmt.Sprintf("holder-%d", i)
-			l, err := s.AcquireLease(c, "slack", user, h, longTTL)
+			l, err := s.AcquireLease(c, "slack", user, store.LeaseRequest{Holder: h, TTL: longTTL})
 			if err != nil {
 				return result{marker: h, err: err}
 			}
@@ -686,6 +690,196 @@ func testLeaseConcurrentAcquire(t *testing.T, s store.Store) {
 	}
 }
 
+func testLeaseRecordsRequest(t *testing.T, s store.Store) {
+	before := time.Now()
+	l, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-1", TTL: longTTL, Refresh: true, Generation: 7})
+	if err != nil {
+		t.Fatalf("AcquireLease: %v", err)
+	}
+	if !l.Refresh || l.Generation != 7 || l.Acquired.Before(before.Add(-time.Second)) || l.Acquired.After(time.Now()) {
+		t.Errorf("lease = %+v; want refresh of generation 7, acquired about now", *l)
+	}
+	_, err = s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-2", TTL: longTTL})
+	var held *store.LeaseHeldError
+	if !errors.As(err, &held) || !errors.Is(err, store.ErrLeaseHeld) {
+		t.Fatalf("AcquireLease while held: err = %v; want a *LeaseHeldError wrapping ErrLeaseHeld", err)
+	}
+	got := held.Lease
+	if got.Holder != "sidecar-1" || got.ID != l.ID || got.Version != l.Version || !got.Refresh || got.Generation != 7 ||
+		!got.Expiry.Equal(l.Expiry) || !got.Acquired.Equal(l.Acquired) {
+		t.Errorf("held lease = %+v; want the stored lease %+v", got, *l)
+	}
+	if err := s.ReleaseLease(ctx(t), l); err != nil {
+		t.Errorf("ReleaseLease: %v", err)
+	}
+}
+
+func testLeaseRenew(t *testing.T, s store.Store) {
+	l, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-1", TTL: shortTTL, Refresh: true, Generation: 3})
+	if err != nil {
+		t.Fatalf("AcquireLease: %v", err)
+	}
+	// Renewed before it runs out, it stays held past its first expiry.
+	r, err := s.RenewLease(ctx(t), l, longTTL)
+	if err != nil {
+		t.Fatalf("RenewLease: %v", err)
+	}
+	if r.ID != l.ID || r.Holder != l.Holder || r.Version == l.Version || !r.Acquired.Equal(l.Acquired) || !r.Refresh || r.Generation != 3 {
+		t.Errorf("renewed = %+v; want the same acquisition (ID, holder, acquired, refresh generation 3) at a new version", *r)
+	}
+	if r.Expiry.Before(time.Now().Add(longTTL - 5*time.Second)) {
+		t.Errorf("renewed expiry = %s; want about now + %s", r.Expiry, longTTL)
+	}
+	time.Sleep(expiredWait)
+	if _, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-2", TTL: longTTL}); !errors.Is(err, store.ErrLeaseHeld) {
+		t.Errorf("AcquireLease after the first expiry of a renewed lease: err = %v; want ErrLeaseHeld", err)
+	}
+	// The handle before the renewal is stale.
+	if _, err := s.RenewLease(ctx(t), l, longTTL); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("RenewLease with the pre-renewal handle: err = %v; want ErrLeaseLost", err)
+	}
+	if err := s.ReleaseLease(ctx(t), l); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("ReleaseLease with the pre-renewal handle: err = %v; want ErrLeaseLost", err)
+	}
+	// A forged handle cannot renew.
+	forged := *r
+	forged.ID = "not-the-id"
+	if _, err := s.RenewLease(ctx(t), &forged, longTTL); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("RenewLease with a wrong ID: err = %v; want ErrLeaseLost", err)
+	}
+	// An expired lease nobody took over is renewed by its holder.
+	r, err = s.RenewLease(ctx(t), r, shortTTL)
+	if err != nil {
+		t.Fatalf("RenewLease: %v", err)
+	}
+	time.Sleep(expiredWait)
+	if r, err = s.RenewLease(ctx(t), r, longTTL); err != nil {
+		t.Fatalf("RenewLease of an expired, untaken lease: %v", err)
+	}
+	if err := s.ReleaseLease(ctx(t), r); err != nil {
+		t.Fatalf("ReleaseLease of the renewed handle: %v", err)
+	}
+	if _, err := s.RenewLease(ctx(t), r, longTTL); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("RenewLease after release: err = %v; want ErrLeaseLost", err)
+	}
+	// Taken over, the old holder cannot renew.
+	old, err := s.AcquireLease(ctx(t), "slack", "bob", store.LeaseRequest{Holder: "sidecar-1", TTL: shortTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(expiredWait)
+	taken, err := s.AcquireLease(ctx(t), "slack", "bob", store.LeaseRequest{Holder: "sidecar-2", TTL: longTTL})
+	if err != nil {
+		t.Fatalf("takeover: %v", err)
+	}
+	if _, err := s.RenewLease(ctx(t), old, longTTL); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("RenewLease by the old holder after takeover: err = %v; want ErrLeaseLost", err)
+	}
+	if err := s.ReleaseLease(ctx(t), taken); err != nil {
+		t.Errorf("ReleaseLease by the new holder: %v", err)
+	}
+	for _, ttl := range []time.Duration{0, store.MaxLeaseTTL + time.Second} {
+		if _, err := s.RenewLease(ctx(t), taken, ttl); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("RenewLease ttl %s: err = %v; want ErrInvalidArgument", ttl, err)
+		}
+	}
+	if _, err := s.RenewLease(ctx(t), nil, longTTL); !errors.Is(err, store.ErrInvalidArgument) {
+		t.Errorf("RenewLease(nil): err = %v; want ErrInvalidArgument", err)
+	}
+}
+
+func testLeaseTakeOverPolicy(t *testing.T, s store.Store) {
+	old, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-1", TTL: shortTTL, Refresh: true, Generation: 4})
+	if err != nil {
+		t.Fatalf("AcquireLease: %v", err)
+	}
+	var asked []store.Lease
+	decline := func(l *store.Lease) bool { asked = append(asked, *l); return false }
+	// A live lease is held whatever the policy says; it is not consulted.
+	if _, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-2", TTL: longTTL, TakeOver: func(*store.Lease) bool { return true }}); !errors.Is(err, store.ErrLeaseHeld) {
+		t.Errorf("AcquireLease of a live lease with an accepting policy: err = %v; want ErrLeaseHeld", err)
+	}
+	time.Sleep(expiredWait)
+	_, err = s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-2", TTL: longTTL, TakeOver: decline})
+	var held *store.LeaseHeldError
+	if !errors.As(err, &held) {
+		t.Fatalf("AcquireLease of an expired lease the policy declines: err = %v; want a *LeaseHeldError", err)
+	}
+	if held.Lease.ID != old.ID || !held.Lease.Expiry.Before(time.Now()) || held.Lease.Generation != 4 {
+		t.Errorf("held lease = %+v; want the expired lease of generation 4", held.Lease)
+	}
+	if len(asked) == 0 || asked[0].ID != old.ID || asked[0].Holder != "sidecar-1" || !asked[0].Refresh {
+		t.Errorf("policy was asked about %+v; want the expired refresh lease of sidecar-1", asked)
+	}
+	// Declined, the lease is still the old holder's.
+	r, err := s.RenewLease(ctx(t), old, longTTL)
+	if err != nil {
+		t.Fatalf("RenewLease after a declined takeover: %v", err)
+	}
+	if err := s.ReleaseLease(ctx(t), r); err != nil {
+		t.Fatal(err)
+	}
+	// A free lease is acquired without asking the policy.
+	asked = nil
+	l, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-2", TTL: shortTTL, TakeOver: decline})
+	if err != nil || len(asked) != 0 {
+		t.Fatalf("AcquireLease of a free lease: %v, policy asked %d times; want success without asking", err, len(asked))
+	}
+	time.Sleep(expiredWait)
+	taken, err := s.AcquireLease(ctx(t), "slack", "alice", store.LeaseRequest{Holder: "sidecar-3", TTL: longTTL, TakeOver: func(*store.Lease) bool { return true }})
+	if err != nil {
+		t.Fatalf("AcquireLease of an expired lease the policy accepts: %v", err)
+	}
+	if _, err := s.RenewLease(ctx(t), l, longTTL); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("RenewLease by the holder taken over: err = %v; want ErrLeaseLost", err)
+	}
+	if err := s.ReleaseLease(ctx(t), taken); err != nil {
+		t.Error(err)
+	}
+}
+
+// testLeaseRenewTakeoverRace: the holder of an expired lease renews while
+// peers try to take it over; exactly one of them ends up with the lease.
+func testLeaseRenewTakeoverRace(t *testing.T, s store.Store) {
+	for round := range 3 {
+		user := fmt.Sprintf("race-%d", round)
+		l, err := s.AcquireLease(ctx(t), "slack", user, store.LeaseRequest{Holder: "holder", TTL: shortTTL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(expiredWait)
+		c := ctx(t)
+		results := race(func(i int) result {
+			if i == 0 {
+				r, err := s.RenewLease(c, l, longTTL)
+				if err != nil {
+					return result{marker: "renew", err: err}
+				}
+				return result{marker: "renew", v: r.Version}
+			}
+			r, err := s.AcquireLease(c, "slack", user, store.LeaseRequest{Holder: fmt.Sprintf("peer-%d", i), TTL: longTTL})
+			if err != nil {
+				return result{marker: "acquire", err: err}
+			}
+			return result{marker: "acquire", v: r.Version}
+		})
+		won := 0
+		for i, r := range results {
+			switch {
+			case r.err == nil:
+				won++
+			case r.marker == "renew" && errors.Is(r.err, store.ErrLeaseLost):
+			case r.marker == "acquire" && errors.Is(r.err, store.ErrLeaseHeld):
+			default:
+				t.Errorf("round %d: %s %d: err = %v", round, r.marker, i, r.err)
+			}
+		}
+		if won != 1 {
+			t.Errorf("round %d: %d of the renewal and the takeovers won; want exactly 1", round, won)
+		}
+	}
+}
+
 func testCancelledContext(t *testing.T, s store.Store) {
 	put(t, s, sample("slack", "alice", "x"), 0)
 	c, cancel := context.WithCancel(t.Context())
@@ -698,7 +892,7 @@ func testCancelledContext(t *testing.T, s store.Store) {
 		{"Put", func() error { _, err := s.Put(c, sample("slack", "bob", "x"), 0); return err }},
 		{"Delete", func() error { return s.Delete(c, "slack", "alice") }},
 		{"List", func() error { _, err := s.List(c, ""); return err }},
-		{"AcquireLease", func() error { _, err := s.AcquireLease(c, "slack", "alice", "h", longTTL); return err }},
+		{"AcquireLease", func() error { _, err := s.AcquireLease(c, "slack", "alice", store.LeaseRequest{Holder: "h", TTL: longTTL}); return err }},
 	}
 	for _, cl := range calls {
 		if err := cl.call(); !errors.Is(err, context.Canceled) {
