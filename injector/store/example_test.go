@@ -40,7 +40,7 @@ func ExampleOpenEmbedded() {
 		panic(err)
 	}
 
-	lease, err := s.AcquireLease(ctx, "slack", "alice@example.com", store.LeaseRequest{Holder: "sidecar-1", TTL: 10*time.Second})
+	lease, err := s.AcquireLease(ctx, "slack", "alice@example.com", store.LeaseRequest{Holder: "sidecar-1", TTL: 10 * time.Second})
 	if err != nil {
 		panic(err)
 	}

@@ -892,7 +892,10 @@ func testCancelledContext(t *testing.T, s store.Store) {
 		{"Put", func() error { _, err := s.Put(c, sample("slack", "bob", "x"), 0); return err }},
 		{"Delete", func() error { return s.Delete(c, "slack", "alice") }},
 		{"List", func() error { _, err := s.List(c, ""); return err }},
-		{"AcquireLease", func() error { _, err := s.AcquireLease(c, "slack", "alice", store.LeaseRequest{Holder: "h", TTL: longTTL}); return err }},
+		{"AcquireLease", func() error {
+			_, err := s.AcquireLease(c, "slack", "alice", store.LeaseRequest{Holder: "h", TTL: longTTL})
+			return err
+		}},
 	}
 	for _, cl := range calls {
 		if err := cl.call(); !errors.Is(err, context.Canceled) {
