@@ -485,6 +485,7 @@ func (s *Server) finish(ctx context.Context, p *oauth.Provider, f flow, code str
 		Status:          store.StatusActive,
 		ConnectedAt:     s.now().UTC(),
 		ProviderAccount: account,
+		IssuedAt:        s.now().UTC(),
 	}
 	if err := s.put(ctx, g); err != nil {
 		s.log.Error("store new grant", zap.String("provider", f.Provider), zap.String("user", f.User), zap.Error(err))

@@ -57,6 +57,11 @@ type Grant struct {
 	// Generation is incremented by whoever refreshes or reconnects the grant,
 	// so a reader can tell that someone else already refreshed it.
 	Generation int64 `json:"generation"`
+	// IssuedAt is when the access token was issued (at the connection or
+	// the last refresh); zero when unknown (grants stored before it was
+	// recorded). With Expiry it gives the token's lifetime, which bounds
+	// how early it is refreshed.
+	IssuedAt time.Time `json:"issued_at,omitzero"`
 }
 
 // Clone returns a deep copy of g (nil for nil).
@@ -93,6 +98,10 @@ func (g Grant) String() string {
 	b.WriteString(g.TokenType)
 	b.WriteString(" expiry=")
 	b.WriteString(g.Expiry.Format(time.RFC3339))
+	if !g.IssuedAt.IsZero() {
+		b.WriteString(" issued_at=")
+		b.WriteString(g.IssuedAt.Format(time.RFC3339))
+	}
 	b.WriteString(" scopes=")
 	b.WriteString(strings.Join(g.Scopes, ","))
 	b.WriteString(" access_token=")
@@ -106,10 +115,10 @@ func (g Grant) String() string {
 // GoString returns a Go-syntax-like rendering of g with tokens redacted.
 func (g Grant) GoString() string {
 	return fmt.Sprintf("store.Grant{Provider:%q, User:%q, AccessToken:%q, RefreshToken:%q, TokenType:%q, "+
-		"Expiry:%q, Scopes:%#v, Status:%q, ConnectedAt:%q, ProviderAccount:%q, Generation:%d}",
+		"Expiry:%q, Scopes:%#v, Status:%q, ConnectedAt:%q, ProviderAccount:%q, Generation:%d, IssuedAt:%q}",
 		g.Provider, g.User, redact(g.AccessToken), redact(g.RefreshToken), g.TokenType,
 		g.Expiry.Format(time.RFC3339Nano), g.Scopes, string(g.Status), g.ConnectedAt.Format(time.RFC3339Nano),
-		g.ProviderAccount, g.Generation)
+		g.ProviderAccount, g.Generation, g.IssuedAt.Format(time.RFC3339Nano))
 }
 
 // Format implements fmt.Formatter so that every verb, not only %v and %s,
@@ -143,6 +152,9 @@ func (g Grant) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddTime("connected_at", g.ConnectedAt)
 	enc.AddString("provider_account", g.ProviderAccount)
 	enc.AddInt64("generation", g.Generation)
+	if !g.IssuedAt.IsZero() {
+		enc.AddTime("issued_at", g.IssuedAt)
+	}
 	return nil
 }
 
@@ -160,6 +172,7 @@ func (g Grant) LogValue() slog.Value {
 		slog.Time("connected_at", g.ConnectedAt),
 		slog.String("provider_account", g.ProviderAccount),
 		slog.Int64("generation", g.Generation),
+		slog.Time("issued_at", g.IssuedAt),
 	)
 }
 

@@ -39,6 +39,9 @@ type Record struct {
 	ConnectedAt     time.Time       `json:"connected_at"`
 	ProviderAccount string          `json:"provider_account"`
 	Generation      int64           `json:"generation"`
+	// IssuedAt was added later; it is omitted when zero, so a grant that
+	// does not know it is written as before.
+	IssuedAt time.Time `json:"issued_at,omitzero"`
 	// Deleted marks the Vault store's tombstone of a deleted grant.
 	Deleted bool `json:"deleted,omitempty"`
 }
@@ -54,6 +57,7 @@ func NewRecord(g *Grant) *Record {
 		ConnectedAt:     g.ConnectedAt,
 		ProviderAccount: g.ProviderAccount,
 		Generation:      g.Generation,
+		IssuedAt:        g.IssuedAt,
 	}
 }
 
@@ -70,5 +74,6 @@ func (r *Record) GrantWithoutTokens(provider, user string) *Grant {
 		ConnectedAt:     r.ConnectedAt,
 		ProviderAccount: r.ProviderAccount,
 		Generation:      r.Generation,
+		IssuedAt:        r.IssuedAt,
 	}
 }

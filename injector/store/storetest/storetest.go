@@ -103,6 +103,7 @@ func sample(provider, user, marker string) *store.Grant {
 		ConnectedAt:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		ProviderAccount: "U" + marker,
 		Generation:      1,
+		IssuedAt:        time.Date(2030, 6, 18, 5, 0, 0, 5, time.UTC),
 	}
 }
 
