@@ -474,6 +474,7 @@ func (s *Server) finish(ctx context.Context, p *oauth.Provider, f flow, code str
 	if granted, ok := tok.Extra("scope").(string); ok && strings.TrimSpace(granted) != "" {
 		scopes = strings.FieldsFunc(granted, func(r rune) bool { return r == ' ' || r == ',' })
 	}
+	now := s.now().UTC()
 	g := &store.Grant{
 		Provider:        f.Provider,
 		User:            f.User,
@@ -483,9 +484,9 @@ func (s *Server) finish(ctx context.Context, p *oauth.Provider, f flow, code str
 		Expiry:          tok.Expiry.UTC(),
 		Scopes:          scopes,
 		Status:          store.StatusActive,
-		ConnectedAt:     s.now().UTC(),
+		ConnectedAt:     now,
 		ProviderAccount: account,
-		IssuedAt:        s.now().UTC(),
+		IssuedAt:        now,
 	}
 	if err := s.put(ctx, g); err != nil {
 		s.log.Error("store new grant", zap.String("provider", f.Provider), zap.String("user", f.User), zap.Error(err))

@@ -83,13 +83,13 @@ func TestConnectFlow(t *testing.T) {
 		Scopes: testScopes, Status: store.StatusActive, ProviderAccount: "alice.acme", Generation: 1,
 	}
 	got := *g
-	got.AccessToken, got.RefreshToken, got.Expiry, got.ConnectedAt = "", "", time.Time{}, time.Time{}
+	got.AccessToken, got.RefreshToken, got.Expiry, got.ConnectedAt, got.IssuedAt = "", "", time.Time{}, time.Time{}, time.Time{}
 	got.TokenType = strings.ToLower(got.TokenType)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("stored grant (-want +got):\n%s", diff)
 	}
-	if time.Since(g.ConnectedAt) > time.Minute || time.Until(g.Expiry) < 50*time.Minute {
-		t.Errorf("connected_at %s, expiry %s; want now and in an hour", g.ConnectedAt, g.Expiry)
+	if time.Since(g.ConnectedAt) > time.Minute || time.Until(g.Expiry) < 50*time.Minute || !g.IssuedAt.Equal(g.ConnectedAt) {
+		t.Errorf("connected_at %s, issued_at %s, expiry %s; want now, the same and in an hour", g.ConnectedAt, g.IssuedAt, g.Expiry)
 	}
 	if user, _, active := e.oauth.Introspect(g.AccessToken); !active || user != "alice.acme" {
 		t.Errorf("provider: token active %v for %q; want active for alice.acme", active, user)
