@@ -33,14 +33,25 @@ const (
 	// proxy's request deadline.
 	DefaultTimeout = 10 * time.Second
 
+	// minRefreshSkew is the least refresh_skew: below a second the refresh
+	// could not finish before the token expires.
+	minRefreshSkew = time.Second
 	// maxRefreshSkew caps refresh_skew: providers issue access tokens for an
 	// hour or more, and a skew close to the lifetime refreshes on every use.
+	// (Whatever the setting, a token is never refreshed earlier than a
+	// quarter of its lifetime before expiry; see skewFor.)
 	maxRefreshSkew = 30 * time.Minute
 	// maxRefreshJitter caps refresh_jitter for the same reason.
 	maxRefreshJitter = 10 * time.Minute
-	// maxTimeout caps timeout below leaseTTL, so the store lease always
-	// outlives the token-endpoint call it protects.
+	// maxTimeout caps timeout: it is how long an agent's request waits for
+	// a refresh, which must stay below the proxy's request deadline. (A
+	// refresh that was sent waits longer for its answer, in the
+	// background, up to RefreshConfig.AnswerDeadline.)
 	maxTimeout = 20 * time.Second
+	// maxReuseGrace caps refresh_reuse_grace: providers' grace periods are
+	// seconds to minutes (Okta allows up to 60 s, Auth0's reuse interval
+	// defaults to 0 and is usually set to seconds).
+	maxReuseGrace = 10 * time.Minute
 	// maxSecretFileSize bounds a client secret file; secrets are a few
 	// dozen bytes, and the bound stops a wrong path from being slurped.
 	maxSecretFileSize = 64 << 10
@@ -104,15 +115,30 @@ type ProviderConfig struct {
 	// (client_secret_post); required, never auto-detected.
 	AuthStyle AuthStyle `yaml:"auth_style"`
 	// RefreshSkew is how long before its expiry an access token is
-	// refreshed. It must stay well below the provider's access-token
-	// lifetime, or every use refreshes, and it is at least 30s, the least
-	// remaining lifetime of a token that is handed out.
+	// refreshed, at most: for a token whose lifetime is known the skew is
+	// also at most a quarter of that lifetime, so short-lived tokens (a
+	// minute, say) are refreshed once per lifetime rather than on every
+	// use.
 	RefreshSkew time.Duration `yaml:"refresh_skew"`
 	// RefreshJitter is the largest random extra earliness, fixed per replica
-	// and grant, added to RefreshSkew.
+	// and grant, added to the skew; for a token whose lifetime is known it
+	// is also at most an eighth of that lifetime.
 	RefreshJitter time.Duration `yaml:"refresh_jitter"`
-	// Timeout bounds one token-endpoint call.
+	// Timeout bounds connecting to the token endpoint and sending a
+	// request, and how long an agent's request waits for the answer. A
+	// refresh that was sent goes on waiting for its answer in the
+	// background (RefreshConfig.AnswerDeadline): the provider may have
+	// spent the refresh token.
 	Timeout time.Duration `yaml:"timeout"`
+	// RefreshReuseGrace is the provider's grace period for a rotated
+	// refresh token, if it has one (Okta's refresh token grace period,
+	// Auth0's reuse interval): within it the provider accepts the old token
+	// again instead of revoking the grant. Zero (the default) means the
+	// provider has none: a refresh token whose fate is unknown is then
+	// presented again only once its lease holder is presumed dead (see
+	// RefreshConfig.TakeoverAfter). Set it no longer than the provider's
+	// own setting.
+	RefreshReuseGrace time.Duration `yaml:"refresh_reuse_grace"`
 
 	// Preset names a built-in provider description (see Presets and
 	// docs/providers.md). Every field below left empty is taken from it:
@@ -257,14 +283,17 @@ func (c ProviderConfig) Validate() error {
 	default:
 		p.Addf("auth_style", "must be %q or %q", AuthStyleHeader, AuthStyleParams)
 	}
-	if c.RefreshSkew < useMargin || c.RefreshSkew > maxRefreshSkew {
-		p.Addf("refresh_skew", "must be between %s and %s", useMargin, maxRefreshSkew)
+	if c.RefreshSkew < minRefreshSkew || c.RefreshSkew > maxRefreshSkew {
+		p.Addf("refresh_skew", "must be between %s and %s", minRefreshSkew, maxRefreshSkew)
 	}
 	if c.RefreshJitter < 0 || c.RefreshJitter > maxRefreshJitter {
 		p.Addf("refresh_jitter", "must be between 0 and %s", maxRefreshJitter)
 	}
 	if c.Timeout <= 0 || c.Timeout > maxTimeout {
 		p.Addf("timeout", "must be positive and at most %s", maxTimeout)
+	}
+	if c.RefreshReuseGrace < 0 || c.RefreshReuseGrace > maxReuseGrace {
+		p.Addf("refresh_reuse_grace", "must be between 0 (the provider has no grace period) and %s", maxReuseGrace)
 	}
 	return p.Err()
 }

@@ -8,24 +8,41 @@
 // follows no redirect. A Source implements injector.Source on top of a
 // store.Store and a set of Providers. Its refresh sequence is:
 //
-//  1. in-process single-flight per (provider, user);
-//  2. a short lease on the grant in the store, so that one replica refreshes
-//     while the others wait and then use its result;
+//  1. in-process single flight per (provider, user);
+//  2. a short lease on the grant in the store, renewed by a heartbeat for as
+//     long as the refresh and its write are in flight, so that one replica
+//     refreshes while the others wait and then use its result;
 //  3. a re-read of the grant under the lease (another replica may have
 //     refreshed it already);
 //  4. one call to the token endpoint with an explicit client
 //     authentication style;
-//  5. a compare-and-swap write of the new tokens, with an incremented
-//     generation, before the new access token is handed out;
+//  5. the new grant written to the local journal (sealed, fsync'd) before
+//     anything else, then a compare-and-swap write to the store with an
+//     incremented generation; a write the store does not take is retried
+//     in the background, with the lease kept alive, while the journalled
+//     access token is already used;
 //  6. the release of the lease.
 //
 // Providers rotate refresh tokens and revoke the whole grant when a spent one
-// is presented again, so the Source never presents a refresh token twice by
-// its own doing: when the provider rotated the token and the write of step 5
-// fails, the new tokens stay in memory (and the lease stays held until it
-// expires, keeping other replicas off the spent token) and every later call
-// for that grant first retries the write; the spent refresh token is never
-// sent again.
+// is presented again, so the Source presents a refresh token at most once
+// while it can know its fate:
+//
+//   - A refresh that was sent is never abandoned with its caller: it runs
+//     detached, and its answer is awaited up to RefreshConfig.AnswerDeadline,
+//     while the callers give up after the provider's timeout.
+//   - Rotated tokens are durable (journalled) before they are used or
+//     written; a restarted sidecar writes what its journal holds into the
+//     store before serving (Recover).
+//   - No replica presents a refresh token while another holds the lease on
+//     it: a live holder renews its lease. A lease that ran out on the same
+//     generation is left to its holder for RefreshConfig.TakeoverAfter (it
+//     may be paused, not dead), unless the provider's refresh_reuse_grace
+//     still covers the holder's presentation; then a peer presents the token
+//     once, and if the provider refuses it the grant is marked
+//     reconnect_required with the outcome refresh_lost.
+//   - A request that was sent but never answered leaves its lease to run
+//     out under the same rules (within the provider's reuse grace it is
+//     presented again at once).
 //
 // Failures map to the sentinels of package injector: a grant marked
 // reconnect_required or refused with invalid_grant yields
@@ -62,6 +79,7 @@
 // Concurrency: Provider and Source are safe for concurrent use. A refresh
 // runs on a context detached from the caller that started it, so a caller
 // giving up does not abort a token-endpoint call whose answer (a rotated
-// refresh token) must still be persisted; Source.Drain waits for refreshes
-// in flight.
+// refresh token) must still be persisted. Source.Drain waits for refreshes
+// in flight and deferred writes; Source.Close stops the heartbeats and
+// background writes.
 package oauth

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/oauth2"
 
+	"github.com/onbehalf-dev/onbehalf/injector/journal"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
 )
@@ -49,14 +51,20 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	srv, err := oauthtest.Start(oauthtest.Options{
-		Clients: []oauthtest.Client{{
-			ID:           testClientID,
-			Secret:       testSecret,
-			RedirectURIs: []string{"http://127.0.0.1/callback"},
-			Scopes:       testScopes,
-		}},
-	})
+	return newEnvWith(t, oauthtest.Options{})
+}
+
+// newEnvWith is newEnv with the OAuth server configured by o (its client
+// list is the env's).
+func newEnvWith(t testing.TB, o oauthtest.Options) *env {
+	t.Helper()
+	o.Clients = []oauthtest.Client{{
+		ID:           testClientID,
+		Secret:       testSecret,
+		RedirectURIs: []string{"http://127.0.0.1/callback"},
+		Scopes:       testScopes,
+	}}
+	srv, err := oauthtest.Start(o)
 	if err != nil {
 		t.Fatalf("start oauth server: %v", err)
 	}
@@ -122,8 +130,20 @@ func (e *env) source(st store.Store, p *Provider, o Options) *Source {
 		if err := s.Drain(ctx); err != nil {
 			e.t.Errorf("Drain: %v", err)
 		}
+		s.Close()
 	})
 	return s
+}
+
+// journal opens the journal called name in the env's directory (a
+// sidecar's journal directory, which survives its restarts).
+func (e *env) journal(name string) *journal.Journal {
+	e.t.Helper()
+	j, err := journal.Open(filepath.Join(e.dir, name), filepath.Join(e.dir, "grants.key"))
+	if err != nil {
+		e.t.Fatalf("open journal: %v", err)
+	}
+	return j
 }
 
 // seed issues a real grant for user at the provider and stores it with the
@@ -198,14 +218,45 @@ func token(t testing.TB, s *Source, user string) (string, error) {
 
 // events records RefreshEvents.
 type events struct {
-	mu  sync.Mutex
-	evs []RefreshEvent
+	mu      sync.Mutex
+	evs     []RefreshEvent
+	changed chan struct{} // closed at the next add; nil when nobody waits
 }
 
 func (r *events) add(ev RefreshEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.evs = append(r.evs, ev)
+	if r.changed != nil {
+		close(r.changed)
+		r.changed = nil
+	}
+}
+
+// wait waits until an event with outcome o was recorded.
+func (r *events) wait(t testing.TB, o Outcome) RefreshEvent {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		r.mu.Lock()
+		for _, ev := range r.evs {
+			if ev.Outcome == o {
+				r.mu.Unlock()
+				return ev
+			}
+		}
+		changed := r.changed
+		if changed == nil {
+			changed = make(chan struct{})
+			r.changed = changed
+		}
+		r.mu.Unlock()
+		select {
+		case <-changed:
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("no %s event within %s; events: %v", o, testTimeout, r.outcomes())
+		}
+	}
 }
 
 func (r *events) outcomes() []Outcome {
@@ -306,4 +357,50 @@ func (w *leaseWatch) AcquireLease(ctx context.Context, provider, user string, re
 		w.once.Do(func() { close(w.held) })
 	}
 	return l, err
+}
+
+// silentListener returns the address of a TCP listener that accepts
+// connections and never answers: a TLS handshake with it never completes,
+// so a request to it is never sent.
+func silentListener(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// drain waits for s's refreshes and deferred writes.
+func drain(t testing.TB, s *Source) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := s.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -55,6 +55,13 @@ type Provider struct {
 	refreshURL string
 	oauth      oauth2.Config
 	client     *http.Client
+	// refreshClient is client without keep-alive: each refresh has a
+	// connection of its own. On a pooled connection the provider may have
+	// closed, a refresh request is written and then fails with nothing
+	// read, and the Source cannot tell that from a provider that spent the
+	// refresh token and crashed; a fresh connection costs one handshake
+	// per refresh and removes the doubt.
+	refreshClient *http.Client
 }
 
 // NewProvider validates name and cfg and returns the provider for the
@@ -127,8 +134,23 @@ func NewProvider(name string, cfg ProviderConfig, clientSecret string, client *h
 			},
 			Scopes: slices.Clone(cfg.Scopes),
 		},
-		client: client,
+		client:        client,
+		refreshClient: withoutKeepAlive(client),
 	}, nil
+}
+
+// withoutKeepAlive returns a copy of c whose transport opens a connection
+// per request, or c itself when its transport is not an *http.Transport.
+func withoutKeepAlive(c *http.Client) *http.Client {
+	t, ok := c.Transport.(*http.Transport)
+	if !ok {
+		return c
+	}
+	t = t.Clone()
+	t.DisableKeepAlives = true
+	cc := *c
+	cc.Transport = t
+	return &cc
 }
 
 // NewHTTPClient returns an HTTP client for token, revocation and account
@@ -195,8 +217,11 @@ func (p *Provider) WithHTTPClient(ctx context.Context) context.Context {
 }
 
 // CloseIdleConnections closes the idle connections of the provider's HTTP
-// client.
-func (p *Provider) CloseIdleConnections() { p.client.CloseIdleConnections() }
+// clients.
+func (p *Provider) CloseIdleConnections() {
+	p.client.CloseIdleConnections()
+	p.refreshClient.CloseIdleConnections()
+}
 
 // transportError returns err reduced to what is safe to show: a timeout
 // becomes a fixed text wrapping context.DeadlineExceeded; net/http errors

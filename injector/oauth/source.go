@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	mrand "math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -14,50 +13,54 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/journal"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 )
 
-// Refresh timing. The values keep this order: token-endpoint timeout
-// (maxTimeout at most) < leaseTTL < maxLeaseWait < flightTimeout.
+// Refresh timing that is not configurable.
 const (
-	// leaseTTL is the lifetime of the store lease taken for one refresh. It
-	// outlives the longest token-endpoint call (maxTimeout) plus the store
-	// write, so the lease never runs out under a healthy holder, and it is
-	// short enough that a holder dying mid-refresh blocks its peers only
-	// briefly.
-	leaseTTL = 30 * time.Second
-	// maxLeaseWait bounds how long a refresh waits for a peer's lease: long
-	// enough to take over the lease of a peer that died holding it.
-	maxLeaseWait = leaseTTL + 5*time.Second
 	// leasePollMin and leasePollMax bound the interval between two looks at
 	// a lease held by a peer (doubling, with jitter): a peer's refresh takes
 	// one provider round trip, usually tens of milliseconds, and one look
 	// costs a store read plus a lease attempt per waiting replica.
 	leasePollMin = 20 * time.Millisecond
 	leasePollMax = 100 * time.Millisecond
-	// flightTimeout bounds one refresh flight from start to end (waiting
-	// for the lease, the token-endpoint call, the write and its retries), so
-	// a flight detached from its callers always ends.
-	flightTimeout = maxLeaseWait + maxTimeout + 10*time.Second
+	// maxLeaseWait bounds how long one flight waits for a peer's lease
+	// before it gives up (the next call starts a new flight): long enough
+	// for a peer's refresh, short enough that a flight detached from its
+	// callers does not poll the store for long.
+	maxLeaseWait = 30 * time.Second
+	// flightSlack is what a flight may take beyond waiting for the lease
+	// and for the provider's answer: store reads and writes.
+	flightSlack = 30 * time.Second
 	// useMargin is the least remaining lifetime of an access token that is
 	// handed out while its refresh failed or is in a peer's hands: a token
 	// expiring while the request is in flight fails upstream with a
-	// confusing 401. It matches the injector's token cache margin.
+	// confusing 401. It matches the injector's token cache margin. For a
+	// token whose lifetime is known it is at most an eighth of it.
 	useMargin = 30 * time.Second
 	// persistAttempts and persistBackoff bound the immediate retries of the
-	// write of refreshed tokens; after that the tokens wait in memory and
-	// the next call for the grant retries the write.
+	// write of refreshed tokens; after that the write is retried in the
+	// background (persistRetryMin doubling to persistRetryMax) until the
+	// store takes it.
 	persistAttempts = 3
 	persistBackoff  = 100 * time.Millisecond
+	persistRetryMin = 200 * time.Millisecond
+	persistRetryMax = 2 * time.Second
 	// markAttempts bounds the compare-and-swap loop that marks a grant
 	// reconnect_required while other writers change it.
 	markAttempts = 3
 	// releaseTimeout bounds the release of a lease; a lease that could not
-	// be released expires by itself after leaseTTL.
+	// be released expires by itself after its TTL.
 	releaseTimeout = 5 * time.Second
+	// skewShare and jitterShare bound the skew and the jitter by the
+	// token's lifetime (skew at most a quarter of it, jitter and use
+	// margin an eighth), so short-lived tokens are refreshed once per
+	// lifetime, each replica at its own instant.
+	skewShare   = 4
+	jitterShare = 8
 )
 
 // Outcome says how one token-endpoint call ended.
@@ -67,6 +70,19 @@ type Outcome string
 const (
 	// OutcomeRefreshed: new tokens were issued and persisted.
 	OutcomeRefreshed Outcome = "refreshed"
+	// OutcomeDeferred: new tokens were issued and journalled, but the store
+	// did not take them yet; the write is retried in the background, the
+	// lease is kept meanwhile, and the new access token is used. An
+	// OutcomePersisted or OutcomeDropped event follows.
+	OutcomeDeferred Outcome = "deferred"
+	// OutcomePersisted: tokens issued earlier (deferred, or found in the
+	// journal at start-up) were written to the store. No token-endpoint
+	// call.
+	OutcomePersisted Outcome = "persisted"
+	// OutcomeDropped: tokens issued earlier were not written because the
+	// grant changed meanwhile (the user reconnected or revoked it, or a peer
+	// took it over); the stored grant wins. No token-endpoint call.
+	OutcomeDropped Outcome = "dropped"
 	// OutcomeReusedPeerResult: the provider answered invalid_grant, but the
 	// re-read grant showed that someone else had refreshed (or reconnected)
 	// it meanwhile; their result was used and nothing was marked.
@@ -74,20 +90,28 @@ const (
 	// OutcomeInvalidGrant: the provider answered invalid_grant and the grant
 	// was marked reconnect_required.
 	OutcomeInvalidGrant Outcome = "invalid_grant"
+	// OutcomeRefreshLost: the provider answered invalid_grant to a refresh
+	// token that an earlier attempt may have spent (a lease holder that
+	// stopped answering, or a request whose answer never came), and the
+	// grant was marked reconnect_required. It tells a grant lost to a fault
+	// apart from one the user or the provider revoked.
+	OutcomeRefreshLost Outcome = "refresh_lost"
 	// OutcomeTransientError: timeout, connection failure, 429 or 5xx; the
 	// grant is untouched.
 	OutcomeTransientError Outcome = "transient_error"
 	// OutcomeMisconfigured: the provider refused the client (invalid_client
 	// and similar); the grant is untouched.
 	OutcomeMisconfigured Outcome = "misconfigured"
-	// OutcomePersistFailed: new tokens were issued but could not be written
-	// to the store (they wait in memory), or the grant changed under the
-	// lease and the new tokens were dropped.
+	// OutcomePersistFailed: new tokens were issued but neither the journal
+	// nor the store took them (they wait in memory, the access token unused,
+	// and the write is retried in the background), or the grant changed
+	// under the lease and the new tokens were dropped.
 	OutcomePersistFailed Outcome = "persist_failed"
 )
 
-// RefreshEvent describes one token-endpoint call, for the audit trail. It
-// holds no secret.
+// RefreshEvent describes one token-endpoint call, or the later fate of
+// tokens a call could not persist at once, for the audit trail. It holds no
+// secret.
 type RefreshEvent struct {
 	Provider string
 	User     string
@@ -95,15 +119,26 @@ type RefreshEvent struct {
 	// Rotated reports whether the provider issued a new refresh token.
 	Rotated bool
 	// Generation is the grant generation after the call: the new one when
-	// the tokens were persisted, otherwise the stored one.
+	// the tokens were persisted (or deferred), otherwise the stored one.
 	Generation int64
-	// Duration is how long the token-endpoint call took.
+	// Duration is how long the token-endpoint call took (for
+	// OutcomePersisted and OutcomeDropped: how long the tokens waited).
 	Duration time.Duration
-	// Err is the error of the call or of what followed it (nil for
-	// OutcomeRefreshed and OutcomeReusedPeerResult). Its text holds no
-	// secret and no provider response body.
+	// Err is the error of the call or of what followed it (nil for the
+	// successful outcomes). Its text holds no secret and no provider
+	// response body.
 	Err error
 }
+
+// Journal keeps refreshed grants durable until the store holds them;
+// *journal.Journal implements it.
+type Journal interface {
+	Write(e *journal.Entry) error
+	Remove(provider, user string, upTo int64) error
+	Load() ([]*journal.Entry, error)
+}
+
+var _ Journal = (*journal.Journal)(nil)
 
 // Options configure a Source. The zero value is usable.
 type Options struct {
@@ -116,29 +151,34 @@ type Options struct {
 	// discards them.
 	Logger *zap.Logger
 	// OnRefresh, when set, is called once per token-endpoint call, from the
-	// goroutine that made it, after the outcome is settled. It must not
-	// block for long: callers of Token for that grant wait meanwhile.
+	// goroutine that made it, after the outcome is settled, and once more
+	// when tokens whose write was deferred are written or dropped. It must
+	// not block for long.
 	OnRefresh func(RefreshEvent)
+	// Journal, when set, makes refreshed tokens durable locally before they
+	// are used or written to the store (see Recover). Without it, tokens the
+	// store does not take at once wait in memory only, unused, and a
+	// restart loses them.
+	Journal Journal
+	// Refresh sets the lease, takeover and answer timing; zero fields take
+	// the defaults.
+	Refresh RefreshConfig
 }
 
 // grantKey identifies one grant.
 type grantKey struct{ provider, user string }
 
-func (k grantKey) String() string { return k.provider + "\x00" + k.user }
-
-// pendingWrite holds refreshed tokens that the store refused to take. Until
-// they are written (or the stored grant is found to have changed), no
-// refresh of the grant is attempted: the provider considers the refresh
-// token in the store spent.
-type pendingWrite struct {
-	grant *store.Grant
-	cas   store.Version
-	// spent is the refresh token the provider consumed to mint grant's.
-	spent string
-	// lease is still held when the provider rotated the refresh token: it
-	// keeps peers from presenting the spent one until it expires.
-	lease *store.Lease
+// flight is one refresh of a grant in progress; callers of Token wait for
+// it.
+type flight struct {
+	done chan struct{} // closed when tok and err are set
+	slow chan struct{} // closed when the provider outlasts its timeout
+	once sync.Once
+	tok  injector.Token
+	err  error
 }
+
+func (f *flight) markSlow() { f.once.Do(func() { close(f.slow) }) }
 
 // Source hands out access tokens from the grant store, refreshing them at
 // the provider when they are about to expire (see the package
@@ -150,13 +190,20 @@ type Source struct {
 	holder    string
 	log       *zap.Logger
 	onRefresh func(RefreshEvent)
+	journal   Journal
+	timing    RefreshConfig
 	seed      maphash.Seed
-	group     singleflight.Group
 
-	mu       sync.Mutex
-	pending  map[grantKey]*pendingWrite
-	inflight int
-	idle     chan struct{} // closed when inflight drops to zero; nil when nobody waits
+	// stop ends background work (heartbeats and deferred writes) at Close.
+	stop     chan struct{}
+	stopOnce sync.Once
+	bg       sync.WaitGroup
+
+	mu      sync.Mutex
+	flights map[grantKey]*flight
+	pending map[grantKey]*pendingWrite
+	busy    int           // flights plus deferred writes
+	idle    chan struct{} // closed when busy drops to zero; nil when nobody waits
 }
 
 var _ injector.Source = (*Source)(nil)
@@ -188,7 +235,11 @@ func NewSource(st store.Store, providers map[string]*Provider, o Options) *Sourc
 		holder:    holder,
 		log:       log,
 		onRefresh: o.OnRefresh,
+		journal:   o.Journal,
+		timing:    o.Refresh.withDefaults(),
 		seed:      maphash.MakeSeed(),
+		stop:      make(chan struct{}),
+		flights:   make(map[grantKey]*flight),
 		pending:   make(map[grantKey]*pendingWrite),
 	}
 }
@@ -219,10 +270,11 @@ func (s *Source) Holder() string { return s.holder }
 // its access token expires within the provider's refresh skew (plus this
 // Source's jitter for the grant).
 //
-// A caller whose ctx ends while a refresh is in flight gets the current
-// access token if it is still usable, else an error wrapping
-// injector.ErrProviderUnavailable; the refresh itself goes on, detached, and
-// its result is persisted for the next call.
+// A caller whose ctx ends, or who has waited the provider's timeout for a
+// token endpoint that does not answer, gets the current access token if it
+// is still usable, else an error wrapping injector.ErrProviderUnavailable;
+// the refresh itself goes on, detached, and its result is persisted for the
+// next call.
 func (s *Source) Token(ctx context.Context, provider, user string) (injector.Token, error) {
 	if err := store.ValidateProvider(provider); err != nil {
 		return injector.Token{}, fmt.Errorf("token: %w", err)
@@ -236,7 +288,15 @@ func (s *Source) Token(ctx context.Context, provider, user string) (injector.Tok
 	}
 	k := grantKey{provider, user}
 	var cur *store.Grant
-	if !s.hasPending(k) {
+	switch pw := s.pendingFor(k); {
+	case pw != nil && pw.durable:
+		// Refreshed tokens the store has not taken yet, journalled: they
+		// are the grant's newest.
+		if tok, done, err := s.decide(p, pw.grant); done {
+			return tok, err
+		}
+		cur = pw.grant
+	case pw == nil:
 		g, _, err := s.st.Get(ctx, provider, user)
 		if err != nil {
 			return injector.Token{}, readError(k, err)
@@ -246,27 +306,16 @@ func (s *Source) Token(ctx context.Context, provider, user string) (injector.Tok
 		}
 		cur = g
 	}
-	// Every caller counts as in flight until its flight's result exists,
-	// so Drain cannot miss a flight whose goroutine has not started yet.
-	s.flightStarted()
-	ch := s.group.DoChan(k.String(), func() (any, error) {
-		// Detached: the token-endpoint call must not be cut off by the
-		// caller that happened to start the flight, or a rotated refresh
-		// token could be lost between the provider and the store.
-		return s.refresh(context.WithoutCancel(ctx), p, k)
-	})
+	f := s.join(p, k)
 	select {
-	case r := <-ch:
-		s.flightEnded()
-		if r.Err != nil {
-			return injector.Token{}, r.Err
+	case <-f.done:
+		return f.tok, f.err
+	case <-f.slow:
+		if cur != nil && usable(cur) {
+			return tokenOf(cur), nil
 		}
-		return r.Val.(injector.Token), nil
+		return injector.Token{}, fmt.Errorf("token %s/%s: the token endpoint has not answered within %s: %w", provider, user, p.cfg.Timeout, injector.ErrProviderUnavailable)
 	case <-ctx.Done():
-		go func() {
-			<-ch
-			s.flightEnded()
-		}()
 		if cur != nil && usable(cur) {
 			return tokenOf(cur), nil
 		}
@@ -274,13 +323,51 @@ func (s *Source) Token(ctx context.Context, provider, user string) (injector.Tok
 	}
 }
 
-// Drain waits until no refresh started by this Source is in flight, or ctx
-// ends. Call it at shutdown, after the last Token call, so that tokens a
-// provider already issued are persisted before the process exits.
+// join returns the flight of k, starting one when none is in progress. The
+// flight runs detached from every caller: the token-endpoint call must not
+// be cut off by the caller that happened to start it, or a rotated refresh
+// token could be lost between the provider and the store.
+func (s *Source) join(p *Provider, k grantKey) *flight {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.flights[k]; f != nil {
+		return f
+	}
+	f := &flight{done: make(chan struct{}), slow: make(chan struct{})}
+	s.flights[k] = f
+	s.busy++
+	go func() {
+		tok, err := s.refresh(p, k, f)
+		s.mu.Lock()
+		f.tok, f.err = tok, err
+		delete(s.flights, k)
+		s.mu.Unlock()
+		close(f.done)
+		s.done()
+	}()
+	return f
+}
+
+// done marks the end of one flight or deferred write.
+func (s *Source) done() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy--
+	if s.busy == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// Drain waits until no refresh started by this Source is in flight and no
+// refreshed tokens wait for the store, or ctx ends. Call it at shutdown,
+// after the last Token call, so that tokens a provider already issued are
+// persisted before the process exits; then call Close. Tokens still
+// waiting when ctx ends stay in the journal for the next start.
 func (s *Source) Drain(ctx context.Context) error {
 	for {
 		s.mu.Lock()
-		if s.inflight == 0 {
+		if s.busy == 0 {
 			s.mu.Unlock()
 			return nil
 		}
@@ -297,22 +384,13 @@ func (s *Source) Drain(ctx context.Context) error {
 	}
 }
 
-// flightStarted and flightEnded count callers waiting for a refresh flight
-// (or, once they gave up, the flight they left behind).
-func (s *Source) flightStarted() {
-	s.mu.Lock()
-	s.inflight++
-	s.mu.Unlock()
-}
-
-func (s *Source) flightEnded() {
-	s.mu.Lock()
-	s.inflight--
-	if s.inflight == 0 && s.idle != nil {
-		close(s.idle)
-		s.idle = nil
-	}
-	s.mu.Unlock()
+// Close stops the background work of the Source: lease heartbeats and
+// deferred store writes. Leases of tokens that still wait for the store are
+// not released: they run out by themselves, and until then peers do not
+// present the refresh token those tokens replaced. Call Drain first.
+func (s *Source) Close() {
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.bg.Wait()
 }
 
 // decide handles a grant that needs no refresh. It reports done=false when
@@ -338,11 +416,28 @@ func (s *Source) decide(p *Provider, g *store.Grant) (tok injector.Token, done b
 	return injector.Token{}, false, nil
 }
 
+// lifetime returns the lifetime of g's access token, or 0 when unknown.
+func lifetime(g *store.Grant) time.Duration {
+	if g.IssuedAt.IsZero() || g.Expiry.IsZero() || !g.Expiry.After(g.IssuedAt) {
+		return 0
+	}
+	return g.Expiry.Sub(g.IssuedAt)
+}
+
+// shareOf returns d bounded by life/share when life is known.
+func shareOf(d, life time.Duration, share int64) time.Duration {
+	if life > 0 {
+		return min(d, life/time.Duration(share))
+	}
+	return d
+}
+
 // needsRefresh reports whether g's access token is missing or expires
-// within the provider's skew plus this Source's jitter for the grant. The
-// jitter is fixed per Source and grant (a keyed hash), so each replica has
-// its own refresh instant for a grant and a busy grant does not get
-// refreshed at the earliest instant of any call.
+// within the skew plus this Source's jitter for the grant. Skew and jitter
+// are the provider's, each bounded by a share of the token's lifetime when
+// it is known. The jitter is fixed per Source and grant (a keyed hash), so
+// each replica has its own refresh instant for a grant and a busy grant
+// does not get refreshed at the earliest instant of any call.
 func (s *Source) needsRefresh(p *Provider, g *store.Grant) bool {
 	if g.AccessToken == "" {
 		return true
@@ -350,17 +445,18 @@ func (s *Source) needsRefresh(p *Provider, g *store.Grant) bool {
 	if g.Expiry.IsZero() {
 		return false
 	}
-	early := p.cfg.RefreshSkew
-	if j := p.cfg.RefreshJitter; j > 0 {
+	life := lifetime(g)
+	early := shareOf(p.cfg.RefreshSkew, life, skewShare)
+	if j := shareOf(p.cfg.RefreshJitter, life, jitterShare); j > 0 {
 		early += time.Duration(maphash.String(s.seed, g.Provider+"\x00"+g.User) % uint64(j))
 	}
 	return !time.Now().Add(early).Before(g.Expiry)
 }
 
 // usable reports whether g's access token can still be handed out: present
-// and valid for at least useMargin.
+// and valid for at least useMargin (or an eighth of its lifetime).
 func usable(g *store.Grant) bool {
-	return g.AccessToken != "" && (g.Expiry.IsZero() || time.Now().Add(useMargin).Before(g.Expiry))
+	return g.AccessToken != "" && (g.Expiry.IsZero() || time.Now().Add(shareOf(useMargin, lifetime(g), jitterShare)).Before(g.Expiry))
 }
 
 // tokenOf returns g's access token.
@@ -368,19 +464,17 @@ func tokenOf(g *store.Grant) injector.Token {
 	return injector.Token{Value: g.AccessToken, Generation: g.Generation, Expiry: g.Expiry}
 }
 
-// refresh runs one refresh flight for k (steps 2 to 6 of the sequence; the
-// single-flight of step 1 is the caller's).
-func (s *Source) refresh(ctx context.Context, p *Provider, k grantKey) (injector.Token, error) {
-	ctx, cancel := context.WithTimeout(ctx, flightTimeout)
+// refresh runs one refresh flight for k: steps 2 to 6 of the sequence (the
+// single flight of step 1 is join's). It runs detached from every caller,
+// bounded by the longest it may legitimately take.
+func (s *Source) refresh(p *Provider, k grantKey, f *flight) (injector.Token, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), maxLeaseWait+s.timing.AnswerDeadline+flightSlack)
 	defer cancel()
 
-	// Tokens issued earlier but not yet persisted come first: the stored
-	// refresh token is spent.
+	// Refreshed tokens not yet in the store come first: the stored refresh
+	// token is spent.
 	if pw := s.pendingFor(k); pw != nil {
-		tok, ok, err := s.flushPending(ctx, k, pw)
-		if err != nil || ok {
-			return tok, err
-		}
+		return s.awaitPending(ctx, p, k, f, pw)
 	}
 
 	g, _, err := s.st.Get(ctx, k.provider, k.user)
@@ -391,8 +485,8 @@ func (s *Source) refresh(ctx context.Context, p *Provider, k grantKey) (injector
 		return tok, err // a previous flight finished in the meantime
 	}
 
-	// Step 2: the lease, or a peer's result.
-	lease, other, err := s.acquireLease(ctx, g)
+	// Step 2: the lease (kept alive by a heartbeat), or a peer's result.
+	kp, other, maybeSpent, err := s.acquireLease(ctx, p, g)
 	if err != nil {
 		if usable(g) {
 			return tokenOf(g), nil
@@ -405,12 +499,12 @@ func (s *Source) refresh(ctx context.Context, p *Provider, k grantKey) (injector
 		}
 		return tokenOf(other), nil
 	}
-	keepLease := false
-	defer func() {
-		if !keepLease {
-			s.releaseLease(lease)
-		}
-	}()
+	// The lease is released when the flight ends, unless the deferred
+	// write of step 5 takes it over or the fate of a presented refresh
+	// token is unknown (then it runs out, and peers apply the takeover
+	// rules).
+	leaseDone := kp.release
+	defer func() { leaseDone() }()
 
 	// Step 3: re-read under the lease.
 	cur, ver, err := s.st.Get(ctx, k.provider, k.user)
@@ -423,32 +517,67 @@ func (s *Source) refresh(ctx context.Context, p *Provider, k grantKey) (injector
 	if tok, done, err := s.decide(p, cur); done {
 		return tok, err
 	}
-
-	// Step 4: the token endpoint.
-	start := time.Now()
-	nt, err := p.refresh(ctx, cur.RefreshToken)
-	dur := time.Since(start)
-	if err != nil {
-		return s.refreshFailed(ctx, cur, err, dur)
+	if cur.Generation != g.Generation {
+		maybeSpent = false // the stale holder's token is not the one we present
 	}
 
-	// Step 5: persist first.
+	// Step 4: the token endpoint, with the lease known to be ours.
+	var (
+		nt    *oauth2.Token
+		sent  bool
+		start time.Time
+	)
+	for attempt := 0; ; attempt++ {
+		if err := kp.ensure(ctx); err != nil {
+			if errors.Is(err, store.ErrLeaseLost) {
+				return injector.Token{}, fmt.Errorf("token %s/%s: refresh lease lost before the refresh: %w", k.provider, k.user, injector.ErrProviderUnavailable)
+			}
+			if usable(cur) {
+				return tokenOf(cur), nil
+			}
+			return injector.Token{}, fmt.Errorf("token %s/%s: renew refresh lease: %w", k.provider, k.user, storeError(err))
+		}
+		start = time.Now()
+		nt, sent, err = p.present(ctx, cur.RefreshToken, s.timing.AnswerDeadline, f.markSlow)
+		if err == nil || !sent || !errors.Is(err, injector.ErrProviderUnavailable) {
+			break
+		}
+		// Sent, but no answer: the provider may have spent the token.
+		maybeSpent = true
+		if attempt > 0 || !withinGrace(p, start) {
+			// Its fate stays unknown: keep the lease until it runs out, so
+			// peers present the token only under the takeover rules.
+			leaseDone = kp.abandon
+			break
+		}
+		s.log.Info("refresh request sent but unanswered; presenting the refresh token again within the provider's reuse grace",
+			zap.String("provider", k.provider), zap.String("user", k.user), zap.Error(err))
+	}
+	dur := time.Since(start)
+	if err != nil {
+		return s.refreshFailed(ctx, cur, err, dur, maybeSpent)
+	}
+
+	// Step 5: durable first, then the store.
 	ng := merge(cur, nt)
 	rotated := ng.RefreshToken != cur.RefreshToken
 	ev := RefreshEvent{Provider: k.provider, User: k.user, Rotated: rotated, Duration: dur}
-	_, err = s.persist(ctx, ng, ver, cur.RefreshToken)
+	pw := s.hold(k, ng, ver, cur.RefreshToken, kp)
+	_, err = s.persist(ctx, ng, ver, cur.RefreshToken, persistAttempts)
 	switch {
 	case err == nil:
+		s.landed(k, pw)
 		ev.Outcome, ev.Generation = OutcomeRefreshed, ng.Generation
 		s.emit(ev)
 		s.log.Debug("grant refreshed", zap.String("provider", k.provider), zap.String("user", k.user),
 			zap.Int64("generation", ng.Generation), zap.Bool("rotated", rotated), zap.Duration("duration", dur))
 		return tokenOf(ng), nil
 
-	case errors.Is(err, store.ErrConflict):
-		// The grant changed under our lease (the lease ran out, or the user
-		// reconnected or revoked): the stored grant wins and the new tokens
-		// are dropped.
+	case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound):
+		// The grant changed under our lease (the user reconnected or
+		// revoked, or a peer took the lease over): the stored grant wins
+		// and the new tokens are dropped.
+		s.dropped(k, pw)
 		ev.Outcome, ev.Generation, ev.Err = OutcomePersistFailed, cur.Generation, err
 		s.emit(ev)
 		s.log.Warn("grant changed during its refresh; the new tokens are dropped",
@@ -465,92 +594,44 @@ func (s *Source) refresh(ctx context.Context, p *Provider, k grantKey) (injector
 		return injector.Token{}, fmt.Errorf("token %s/%s: grant changed during refresh: %w", k.provider, k.user, injector.ErrProviderUnavailable)
 
 	default:
-		// The provider may have spent the stored refresh token: keep the
-		// new tokens for the next call to persist, and when the token was
-		// rotated keep the lease too, so that peers do not present the
-		// spent one while it lasts. The access token is not handed out
-		// until it is persisted.
-		pw := &pendingWrite{grant: ng, cas: ver, spent: cur.RefreshToken}
-		if rotated {
-			pw.lease, keepLease = lease, true
+		// The store does not take the tokens now: they are written in the
+		// background, with the lease kept alive meanwhile.
+		leaseDone = func() {}
+		s.deferWrite(k, pw)
+		ev.Generation, ev.Err = ng.Generation, err
+		if pw.durable {
+			ev.Outcome = OutcomeDeferred
+			s.emit(ev)
+			s.log.Warn("refreshed tokens journalled; the store write is retried in the background",
+				zap.String("provider", k.provider), zap.String("user", k.user), zap.Bool("rotated", rotated), zap.Error(err))
+			return tokenOf(ng), nil
 		}
-		s.setPending(k, pw)
-		ev.Outcome, ev.Generation, ev.Err = OutcomePersistFailed, cur.Generation, err
+		ev.Outcome, ev.Generation = OutcomePersistFailed, cur.Generation
 		s.emit(ev)
-		s.log.Error("refreshed tokens could not be persisted; they are kept in memory and the write is retried on the next use",
+		s.log.Error("refreshed tokens could not be journalled or persisted; they wait in memory and the store write is retried in the background",
 			zap.String("provider", k.provider), zap.String("user", k.user), zap.Bool("rotated", rotated), zap.Error(err))
 		return injector.Token{}, fmt.Errorf("token %s/%s: persist refreshed tokens: %w", k.provider, k.user, unavailable(err))
 	}
 }
 
-// acquireLease takes the refresh lease of g's grant (step 2). While a peer
-// holds it, it returns g at once if g's access token is still usable (the
-// peer's result is picked up by a later call), else polls the grant until
-// the peer's result appears (returned as the second value), the lease can
-// be taken, or maxLeaseWait passes.
-func (s *Source) acquireLease(ctx context.Context, g *store.Grant) (*store.Lease, *store.Grant, error) {
-	deadline := time.Now().Add(maxLeaseWait)
-	delay := leasePollMin
-	for {
-		l, err := s.st.AcquireLease(ctx, g.Provider, g.User, store.LeaseRequest{Holder: s.holder, TTL: leaseTTL})
-		if err == nil {
-			return l, nil, nil
-		}
-		if !errors.Is(err, store.ErrLeaseHeld) {
-			return nil, nil, storeError(err)
-		}
-		if usable(g) {
-			return nil, g, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("refresh lease held by a peer for more than %s: %w", maxLeaseWait, injector.ErrProviderUnavailable)
-		}
-		// Full jitter in [delay/2, delay*3/2) spreads the replicas' polls.
-		wait := delay/2 + time.Duration(mrand.Int64N(int64(delay)))
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, nil, fmt.Errorf("waiting for a peer's refresh: %w: %w", injector.ErrProviderUnavailable, ctx.Err())
-		}
-		delay = min(2*delay, leasePollMax)
-		cur, _, err := s.st.Get(ctx, g.Provider, g.User)
-		if err != nil {
-			return nil, nil, readError(grantKey{g.Provider, g.User}, err)
-		}
-		if cur.Status != store.StatusActive || (cur.Generation != g.Generation && usable(cur)) {
-			return nil, cur, nil
-		}
-	}
-}
-
-// releaseLease releases l (step 6). Failures are logged: the lease expires
-// by itself.
-func (s *Source) releaseLease(l *store.Lease) {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-	defer cancel()
-	err := s.st.ReleaseLease(ctx, l)
-	switch {
-	case err == nil:
-	case errors.Is(err, store.ErrLeaseLost):
-		s.log.Warn("refresh lease ran out before it was released; a peer may have taken it over",
-			zap.String("provider", l.Provider), zap.String("user", l.User), zap.Error(err))
-	default:
-		s.log.Warn("refresh lease not released; it expires by itself",
-			zap.String("provider", l.Provider), zap.String("user", l.User), zap.Duration("ttl", leaseTTL), zap.Error(err))
-	}
+// withinGrace reports whether a refresh token first presented at sent may
+// be presented again under p's reuse grace, with a margin for the
+// provider's clock and the time the request takes to arrive.
+func withinGrace(p *Provider, sent time.Time) bool {
+	g := p.cfg.RefreshReuseGrace
+	return g > 0 && time.Since(sent) < g/2
 }
 
 // refreshFailed handles a failed token-endpoint call for used, the grant
-// read under the lease.
-func (s *Source) refreshFailed(ctx context.Context, used *store.Grant, err error, dur time.Duration) (injector.Token, error) {
+// read under the lease. maybeSpent reports that the presented refresh token
+// may have been spent by an earlier presentation.
+func (s *Source) refreshFailed(ctx context.Context, used *store.Grant, err error, dur time.Duration, maybeSpent bool) (injector.Token, error) {
 	k := grantKey{used.Provider, used.User}
 	ev := RefreshEvent{Provider: k.provider, User: k.user, Generation: used.Generation, Duration: dur, Err: err}
 	fields := []zap.Field{zap.String("provider", k.provider), zap.String("user", k.user), zap.Error(err)}
 	switch {
 	case errors.Is(err, errInvalidGrant):
-		return s.invalidGrant(ctx, used, ev)
+		return s.invalidGrant(ctx, used, ev, maybeSpent)
 	case errors.Is(err, injector.ErrProviderMisconfigured):
 		ev.Outcome = OutcomeMisconfigured
 		s.emit(ev)
@@ -568,10 +649,15 @@ func (s *Source) refreshFailed(ctx context.Context, used *store.Grant, err error
 
 // invalidGrant handles invalid_grant for used: it re-reads the grant and
 // uses a peer's result if the grant changed, else marks it
-// reconnect_required (by compare-and-swap, keeping the grant).
-func (s *Source) invalidGrant(ctx context.Context, used *store.Grant, ev RefreshEvent) (injector.Token, error) {
+// reconnect_required (by compare-and-swap, keeping the grant). The outcome
+// is OutcomeRefreshLost when maybeSpent.
+func (s *Source) invalidGrant(ctx context.Context, used *store.Grant, ev RefreshEvent, maybeSpent bool) (injector.Token, error) {
 	k := grantKey{used.Provider, used.User}
 	fields := []zap.Field{zap.String("provider", k.provider), zap.String("user", k.user)}
+	outcome := OutcomeInvalidGrant
+	if maybeSpent {
+		outcome = OutcomeRefreshLost
+	}
 	reconnect := fmt.Errorf("token %s/%s: refresh: %w: %w", k.provider, k.user, errInvalidGrant, injector.ErrReconnectRequired)
 	var lastErr error
 	for range markAttempts {
@@ -581,7 +667,7 @@ func (s *Source) invalidGrant(ctx context.Context, used *store.Grant, ev Refresh
 			break
 		}
 		if cur.Status != store.StatusActive {
-			ev.Outcome, ev.Generation = OutcomeInvalidGrant, cur.Generation
+			ev.Outcome, ev.Generation = outcome, cur.Generation
 			s.emit(ev)
 			return injector.Token{}, reconnect
 		}
@@ -605,9 +691,13 @@ func (s *Source) invalidGrant(ctx context.Context, used *store.Grant, ev Refresh
 			lastErr = fmt.Errorf("token %s/%s: mark reconnect_required: %w", k.provider, k.user, storeError(err))
 			break
 		}
-		ev.Outcome, ev.Generation = OutcomeInvalidGrant, cur.Generation
+		ev.Outcome, ev.Generation = outcome, cur.Generation
 		s.emit(ev)
-		s.log.Warn("refresh token refused (invalid_grant); grant marked reconnect_required", fields...)
+		if maybeSpent {
+			s.log.Error("REFRESH LOST: the provider refused a refresh token that an earlier attempt may have spent; grant marked reconnect_required", fields...)
+		} else {
+			s.log.Warn("refresh token refused (invalid_grant); grant marked reconnect_required", fields...)
+		}
 		return injector.Token{}, reconnect
 	}
 	if lastErr == nil {
@@ -616,7 +706,7 @@ func (s *Source) invalidGrant(ctx context.Context, used *store.Grant, ev Refresh
 	// Not marked: the next call presents the same refresh token and gets
 	// invalid_grant again, which is harmless. The user must reconnect
 	// either way.
-	ev.Outcome, ev.Err = OutcomeInvalidGrant, lastErr
+	ev.Outcome, ev.Err = outcome, lastErr
 	s.emit(ev)
 	s.log.Error("refresh token refused (invalid_grant), but the grant could not be marked", append(fields, zap.Error(lastErr))...)
 	return injector.Token{}, fmt.Errorf("%w (%w)", reconnect, lastErr)
@@ -625,7 +715,7 @@ func (s *Source) invalidGrant(ctx context.Context, used *store.Grant, ev Refresh
 // merge returns the grant after a refresh of cur: the new access token, the
 // new refresh token if the provider rotated it (x/oauth2 already keeps the
 // presented one otherwise), the token type, expiry and scopes the provider
-// reported, status active and the next generation.
+// reported, the issue time, status active and the next generation.
 func merge(cur *store.Grant, nt *oauth2.Token) *store.Grant {
 	ng := cur.Clone()
 	ng.AccessToken = nt.AccessToken
@@ -636,126 +726,13 @@ func merge(cur *store.Grant, nt *oauth2.Token) *store.Grant {
 		ng.TokenType = nt.TokenType
 	}
 	ng.Expiry = nt.Expiry
+	ng.IssuedAt = time.Now().UTC()
 	if sc, ok := nt.Extra("scope").(string); ok && strings.TrimSpace(sc) != "" {
 		ng.Scopes = strings.Fields(sc)
 	}
 	ng.Status = store.StatusActive
 	ng.Generation = cur.Generation + 1
 	return ng
-}
-
-// persist writes ng with compare-and-swap on cas, retrying other failures
-// a few times. A conflict whose stored grant holds exactly ng's tokens is
-// a write of ours that committed although its answer was lost, and counts
-// as success.
-func (s *Source) persist(ctx context.Context, ng *store.Grant, cas store.Version, spent string) (store.Version, error) {
-	var err error
-	for attempt := range persistAttempts {
-		if attempt > 0 {
-			t := time.NewTimer(persistBackoff << (attempt - 1))
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return 0, storeError(ctx.Err())
-			}
-		}
-		var v store.Version
-		if v, err = s.st.Put(ctx, ng, cas); err == nil {
-			return v, nil
-		}
-		if errors.Is(err, store.ErrConflict) {
-			cur, cv, gerr := s.st.Get(ctx, ng.Provider, ng.User)
-			switch {
-			case gerr != nil:
-				return 0, err
-			case cur.Generation == ng.Generation && cur.AccessToken == ng.AccessToken && cur.RefreshToken == ng.RefreshToken:
-				return cv, nil // our earlier write went through; its answer was lost
-			case spent != "" && cur.RefreshToken == spent && cur.Status == store.StatusActive:
-				// Someone changed other fields (an expiry or scope edit)
-				// without refreshing: the stored refresh token is the one
-				// the provider just consumed, so keeping it would get the
-				// grant revoked at the next refresh. Our tokens are put on
-				// top of the stored grant and written again.
-				rebase(ng, cur)
-				cas = cv
-				continue
-			}
-			// A reconnect, a revocation or a peer's refresh: the stored
-			// grant wins.
-			return 0, err
-		}
-		if errors.Is(err, store.ErrInvalidName) || errors.Is(err, store.ErrInvalidArgument) {
-			break
-		}
-	}
-	return 0, storeError(err)
-}
-
-// rebase puts ng's freshly minted tokens on top of cur, the grant now
-// stored, leaving ng as the grant to write.
-func rebase(ng, cur *store.Grant) {
-	nb := cur.Clone()
-	nb.AccessToken, nb.RefreshToken, nb.Expiry = ng.AccessToken, ng.RefreshToken, ng.Expiry
-	if ng.TokenType != "" {
-		nb.TokenType = ng.TokenType
-	}
-	if len(ng.Scopes) > 0 {
-		nb.Scopes = ng.Scopes
-	}
-	nb.Generation = cur.Generation + 1
-	*ng = *nb
-}
-
-// flushPending retries the write of tokens that a previous flight could not
-// persist. ok reports that they are written now (tok is their access
-// token). A conflict means the grant changed since (the user reconnected,
-// or a peer acted after our lease ran out): the waiting tokens are dropped
-// and the caller proceeds with the stored grant.
-func (s *Source) flushPending(ctx context.Context, k grantKey, pw *pendingWrite) (tok injector.Token, ok bool, err error) {
-	_, err = s.persist(ctx, pw.grant, pw.cas, pw.spent)
-	if err != nil && !errors.Is(err, store.ErrConflict) {
-		return injector.Token{}, false, fmt.Errorf("token %s/%s: persist refreshed tokens: %w", k.provider, k.user, unavailable(err))
-	}
-	s.clearPending(k, pw)
-	if pw.lease != nil {
-		s.releaseLease(pw.lease)
-	}
-	if err != nil {
-		s.log.Warn("grant changed while refreshed tokens waited to be persisted; they are dropped",
-			zap.String("provider", k.provider), zap.String("user", k.user), zap.Error(err))
-		return injector.Token{}, false, nil
-	}
-	s.log.Info("refreshed tokens persisted after an earlier store failure",
-		zap.String("provider", k.provider), zap.String("user", k.user), zap.Int64("generation", pw.grant.Generation))
-	return tokenOf(pw.grant), true, nil
-}
-
-func (s *Source) hasPending(k grantKey) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pending[k] != nil
-}
-
-func (s *Source) pendingFor(k grantKey) *pendingWrite {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pending[k]
-}
-
-func (s *Source) setPending(k grantKey, pw *pendingWrite) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pending[k] = pw
-}
-
-// clearPending removes pw if it is still the pending write of k.
-func (s *Source) clearPending(k grantKey, pw *pendingWrite) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pending[k] == pw {
-		delete(s.pending, k)
-	}
 }
 
 // emit reports ev to Options.OnRefresh.

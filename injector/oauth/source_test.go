@@ -15,6 +15,7 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
 )
 
 // stormCallers is the number of concurrent Token calls in the storm tests,
@@ -92,6 +93,10 @@ func TestRefreshStorm(t *testing.T) {
 	}
 }
 
+// TestRotatedTokensPersistFailure: without a journal, tokens the store does
+// not take wait in memory, unused, while the lease is kept alive; the
+// background write stores them once the store is back, and the spent
+// refresh token is never presented again.
 func TestRotatedTokensPersistFailure(t *testing.T) {
 	e := newEnv(t)
 	old := e.seedExpired(testUser)
@@ -99,8 +104,9 @@ func TestRotatedTokensPersistFailure(t *testing.T) {
 	flaky := &flakyStore{Store: e.st}
 	logger, logs := observedLogger()
 	var evs events
-	a := e.source(flaky, e.provider(nil), Options{Logger: logger, OnRefresh: evs.add})
-	b := e.source(e.openStore(), e.provider(nil), Options{Logger: logger, OnRefresh: evs.add})
+	timing := RefreshConfig{LeaseTTL: time.Second}
+	a := e.source(flaky, e.provider(nil), Options{Logger: logger, OnRefresh: evs.add, Refresh: timing})
+	b := e.source(e.openStore(), e.provider(nil), Options{Logger: logger, OnRefresh: evs.add, Refresh: timing})
 
 	flaky.failPut.Store(true)
 	_, err := token(t, a, testUser)
@@ -110,21 +116,19 @@ func TestRotatedTokensPersistFailure(t *testing.T) {
 	if st := e.srv.Stats(); st.Refreshes != 1 || st.TokenRequests != 1 {
 		t.Fatalf("provider stats = %+v; want the one refresh that rotated the token", st)
 	}
-	if got, want := flaky.puts.Load(), int64(persistAttempts); got != want {
-		t.Errorf("write attempts = %d; want %d (bounded retries)", got, want)
-	}
 
-	// While the write keeps failing, neither this replica nor another one
-	// presents the spent refresh token again.
-	_, err = token(t, a, testUser)
-	if !errors.Is(err, store.ErrUnavailable) {
+	// While the write keeps failing (for several lease lifetimes), neither
+	// this replica nor another one presents the spent refresh token again.
+	if _, err := token(t, a, testUser); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("second Token while the store fails: error %v; want store.ErrUnavailable", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	_, err = b.Token(ctx, testProvider, testUser)
-	cancel()
-	if !errors.Is(err, injector.ErrProviderUnavailable) {
-		t.Errorf("Token at another replica while the lease is kept: error %v; want ErrProviderUnavailable", err)
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err = b.Token(ctx, testProvider, testUser)
+		cancel()
+		if !errors.Is(err, injector.ErrProviderUnavailable) {
+			t.Errorf("Token at another replica while the lease is kept alive: error %v; want ErrProviderUnavailable", err)
+		}
 	}
 	if st := e.srv.Stats(); st.TokenRequests != 1 || st.ReuseDetections != 0 {
 		t.Fatalf("provider stats = %+v; want no further token request and no reuse", st)
@@ -132,10 +136,13 @@ func TestRotatedTokensPersistFailure(t *testing.T) {
 	if g, v := e.grant(testUser); v != beforeVersion || g.RefreshToken != before.RefreshToken {
 		t.Fatalf("stored grant changed although every write failed")
 	}
+	if flaky.puts.Load() <= persistAttempts {
+		t.Errorf("write attempts = %d; want the background write to keep trying", flaky.puts.Load())
+	}
 
-	// The store is back: the next call persists the waiting tokens and
-	// hands out their access token, without a provider call.
+	// The store is back: the background write stores the waiting tokens.
 	flaky.failPut.Store(false)
+	evs.wait(t, OutcomePersisted)
 	got, err := token(t, a, testUser)
 	if err != nil {
 		t.Fatalf("Token after the store recovered: %v", err)
@@ -160,7 +167,7 @@ func TestRotatedTokensPersistFailure(t *testing.T) {
 	if st.Refreshes != 2 || st.TokenRequests != 2 || st.ReuseDetections != 0 {
 		t.Errorf("provider stats = %+v; want 2 refreshes in 2 requests, no reuse detection", st)
 	}
-	if got, want := evs.outcomes(), []Outcome{OutcomePersistFailed, OutcomeRefreshed}; !slices.Equal(got, want) {
+	if got, want := evs.outcomes(), []Outcome{OutcomePersistFailed, OutcomePersisted, OutcomeRefreshed}; !slices.Equal(got, want) {
 		t.Errorf("outcomes = %v; want %v", got, want)
 	}
 	if logs.FilterLevelExact(zapcore.ErrorLevel).Len() == 0 {
@@ -178,7 +185,9 @@ func TestProviderUnavailable(t *testing.T) {
 		{"503", 0, func(e *env) { e.srv.FailNext(100, http.StatusServiceUnavailable) }},
 		{"500", 0, func(e *env) { e.srv.FailNext(100, http.StatusInternalServerError) }},
 		{"429", 0, func(e *env) { e.srv.FailNext(100, http.StatusTooManyRequests) }},
-		{"timeout", 200 * time.Millisecond, func(e *env) { e.srv.SetLatency(5 * time.Second) }},
+		// Connections that never complete a TLS handshake: the request
+		// is never sent, so nothing was presented.
+		{"not sent within the timeout", 200 * time.Millisecond, nil},
 		{"server closed", 0, func(e *env) { e.srv.Close() }},
 	}
 	for _, tt := range tests {
@@ -200,9 +209,12 @@ func TestProviderUnavailable(t *testing.T) {
 					s := e.source(e.st, e.provider(func(c *ProviderConfig, _ *string) {
 						if tt.timeout > 0 {
 							c.Timeout = tt.timeout
+							c.TokenURL = "https://" + silentListener(t) + "/token"
 						}
 					}), Options{OnRefresh: evs.add})
-					tt.disturb(e)
+					if tt.disturb != nil {
+						tt.disturb(e)
+					}
 
 					got, err := token(t, s, user)
 					if expired {
@@ -264,13 +276,19 @@ func TestInvalidGrantMarksReconnectRequired(t *testing.T) {
 	}
 }
 
-func TestDroppedResponseEndsInReconnect(t *testing.T) {
+// TestDroppedResponseEndsInRefreshLost: the provider rotates but its answer
+// never arrives. The holder cannot know whether the token was spent, so it
+// leaves its lease to run out; only once the takeover rules allow is the
+// token presented again. Here it was spent: reuse detection revokes the
+// family (the provider doing its job), and the grant is marked with the
+// outcome refresh_lost, not as an ordinary revocation.
+func TestDroppedResponseEndsInRefreshLost(t *testing.T) {
 	e := newEnv(t)
 	e.seedExpired(testUser)
 	var evs events
-	s := e.source(e.st, e.provider(nil), Options{OnRefresh: evs.add})
+	timing := RefreshConfig{LeaseTTL: time.Second, TakeoverAfter: time.Second}
+	s := e.source(e.st, e.provider(nil), Options{OnRefresh: evs.add, Refresh: timing})
 
-	// The provider rotates, but the answer never arrives.
 	e.srv.DropNextResponses(1)
 	if _, err := token(t, s, testUser); !errors.Is(err, injector.ErrProviderUnavailable) {
 		t.Fatalf("first call: error %v; want ErrProviderUnavailable", err)
@@ -278,11 +296,16 @@ func TestDroppedResponseEndsInReconnect(t *testing.T) {
 	if g, _ := e.grant(testUser); g.Status != store.StatusActive {
 		t.Fatalf("grant status after a transient failure = %s; want active", g.Status)
 	}
-	// The next attempt presents the only refresh token we have, which the
-	// provider considers spent: reuse detection revokes the family. That
-	// is the provider doing its job; we must mark the grant and stop.
+	// The lease stays held: an immediate call does not present the token.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err := s.Token(ctx, testProvider, testUser)
+	cancel()
+	if !errors.Is(err, injector.ErrProviderUnavailable) || e.srv.Stats().TokenRequests != 1 {
+		t.Fatalf("call right after: error %v, %d token requests; want ErrProviderUnavailable and no new request", err, e.srv.Stats().TokenRequests)
+	}
+	// After the lease and takeover_after, the token is presented once more.
 	if _, err := token(t, s, testUser); !errors.Is(err, injector.ErrReconnectRequired) {
-		t.Fatalf("second call: error %v; want ErrReconnectRequired", err)
+		t.Fatalf("call after the takeover wait: error %v; want ErrReconnectRequired", err)
 	}
 	if _, err := token(t, s, testUser); !errors.Is(err, injector.ErrReconnectRequired) {
 		t.Fatalf("third call: error %v; want ErrReconnectRequired", err)
@@ -294,7 +317,32 @@ func TestDroppedResponseEndsInReconnect(t *testing.T) {
 	if g, _ := e.grant(testUser); g.Status != store.StatusReconnectRequired {
 		t.Errorf("grant status = %s; want reconnect_required", g.Status)
 	}
-	if got, want := evs.outcomes(), []Outcome{OutcomeTransientError, OutcomeInvalidGrant}; !slices.Equal(got, want) {
+	if got, want := evs.outcomes(), []Outcome{OutcomeTransientError, OutcomeRefreshLost}; !slices.Equal(got, want) {
+		t.Errorf("outcomes = %v; want %v", got, want)
+	}
+}
+
+// TestDroppedResponseWithinGrace: with a provider that accepts a reused
+// refresh token within a grace period, the holder presents it again at
+// once and the grant survives.
+func TestDroppedResponseWithinGrace(t *testing.T) {
+	e := newEnvWith(t, oauthtest.Options{RefreshReuseGrace: 20 * time.Second})
+	e.seedExpired(testUser)
+	var evs events
+	s := e.source(e.st, e.provider(func(c *ProviderConfig, _ *string) { c.RefreshReuseGrace = 20 * time.Second }), Options{OnRefresh: evs.add})
+	e.srv.DropNextResponses(1)
+	got, err := token(t, s, testUser)
+	if err != nil {
+		t.Fatalf("Token: %v; want the token of the second presentation", err)
+	}
+	st := e.srv.Stats()
+	if st.TokenRequests != 2 || st.GraceReuses != 1 || st.ReuseDetections != 0 {
+		t.Errorf("provider stats = %+v; want 2 token requests, 1 grace reuse, no reuse detection", st)
+	}
+	if g, _ := e.grant(testUser); g.AccessToken != got || g.Generation != 2 || g.Status != store.StatusActive {
+		t.Errorf("stored grant = %v; want the new token at generation 2", g)
+	}
+	if got, want := evs.outcomes(), []Outcome{OutcomeRefreshed}; !slices.Equal(got, want) {
 		t.Errorf("outcomes = %v; want %v", got, want)
 	}
 }

@@ -10,10 +10,12 @@ import (
 	"maps"
 	"mime"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -74,39 +76,90 @@ func (p *Provider) Exchange(ctx context.Context, code, codeVerifier, redirectURI
 	return tok, nil
 }
 
-// refresh presents refreshToken at the token endpoint (or the preset's
-// refresh endpoint) once, within the configured timeout. net/http does not
-// replay a POST whose request was written, so the refresh token is
-// presented at most once per call. The returned token always has a refresh
-// token: the presented one when the provider did not rotate it.
-//
-// Errors wrap exactly one of errInvalidGrant, injector.ErrProviderMisconfigured
-// and injector.ErrProviderUnavailable. They quote at most the provider's
-// error code and HTTP status, never a response body (a provider could echo
-// the request, refresh token included).
+// refresh presents refreshToken once, within the provider's timeout (see
+// present).
 func (p *Provider) refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
+	tok, _, err := p.present(ctx, refreshToken, p.cfg.Timeout, nil)
+	return tok, err
+}
+
+// errNotSent is the cause of a refresh abandoned because its request could
+// not be sent within the provider's timeout: the refresh token was not
+// presented.
+var errNotSent = errors.New("request not sent within the timeout")
+
+// present presents refreshToken at the token endpoint (or the preset's
+// refresh endpoint) once. net/http does not replay a POST whose request was
+// written, so the refresh token is presented at most once per call, on a
+// connection of its own (see Provider.refreshClient).
+//
+// Until the request is sent (connection, TLS handshake, writing), the call
+// is bounded by the provider's timeout. Once it is sent, the provider may
+// spend the refresh token whatever happens to the caller, so the answer is
+// awaited up to answerDeadline (at least the timeout) or ctx's end; slow,
+// when set, is called once the timeout has passed without an answer to a
+// sent request, so that callers waiting for the refresh can give up while
+// it goes on.
+//
+// sent reports that the refresh token may have reached the provider: the
+// request's headers were written (its body, with the token, follows at
+// once). A failure with sent false presented nothing.
+//
+// The returned token always has a refresh token: the presented one when
+// the provider did not rotate it. Errors wrap exactly one of
+// errInvalidGrant, injector.ErrProviderMisconfigured and
+// injector.ErrProviderUnavailable. They quote at most the provider's error
+// code and HTTP status, never a response body (a provider could echo the
+// request, refresh token included).
+func (p *Provider) present(ctx context.Context, refreshToken string, answerDeadline time.Duration, slow func()) (tok *oauth2.Token, sent bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, max(answerDeadline, p.cfg.Timeout))
+	defer cancel()
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	defer cancelCause(nil)
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders: func() { wrote.Store(true) },
+	})
+	timer := time.AfterFunc(p.cfg.Timeout, func() {
+		if !wrote.Load() {
+			cancelCause(errNotSent) // the call ends now, and with it the flight
+			return
+		}
+		if slow != nil {
+			slow()
+		}
+	})
+	defer timer.Stop()
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
-	tok, err := p.tokenCall(ctx, p.refreshURL, form, errInvalidGrant)
+	tok, err = p.post(ctx, p.refreshClient, p.refreshURL, form, errInvalidGrant)
 	if err != nil {
-		return nil, err
+		if errors.Is(context.Cause(ctx), errNotSent) {
+			err = fmt.Errorf("token endpoint: %w: %w", injector.ErrProviderUnavailable, errNotSent)
+		}
+		return nil, wrote.Load(), err
 	}
 	if tok.RefreshToken == "" {
 		tok.RefreshToken = refreshToken
 	}
-	return tok, nil
+	return tok, true, nil
 }
 
 // tokenCall posts form to endpoint with client authentication and reads the
-// issued token. invalid is the sentinel for invalid_grant (the refresh token
-// or the code is dead).
+// issued token, within the provider's timeout. invalid is the sentinel for
+// invalid_grant (the refresh token or the code is dead).
 func (p *Provider) tokenCall(ctx context.Context, endpoint string, form url.Values, invalid error) (*oauth2.Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
+	return p.post(ctx, p.client, endpoint, form, invalid)
+}
+
+// post is tokenCall without a timeout of its own, on client.
+func (p *Provider) post(ctx context.Context, client *http.Client, endpoint string, form url.Values, invalid error) (*oauth2.Token, error) {
 	req, err := p.newClientRequest(ctx, http.MethodPost, endpoint, form, true)
 	if err != nil {
 		return nil, fmt.Errorf("token endpoint: %w: %w", injector.ErrProviderMisconfigured, err)
 	}
-	resp, err := p.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("token endpoint: %w: %w", injector.ErrProviderUnavailable, transportError(err))
 	}
