@@ -19,7 +19,8 @@
 // A Journal is safe for concurrent use by the goroutines of one process.
 // Several processes must not share one directory: each sidecar replica
 // needs its own (an emptyDir per pod in Kubernetes survives container
-// restarts, which is what the journal is for).
+// restarts, which is what the journal is for). Open takes an exclusive lock
+// on the directory and refuses one that another process holds.
 package journal
 
 import (
@@ -55,6 +56,7 @@ const entryFormat = 1
 const (
 	entrySuffix = ".entry"
 	tmpPrefix   = ".tmp-"
+	lockName    = ".lock"
 )
 
 // maxEntrySize bounds an entry file read back: a grant is a few KiB at most;
@@ -107,6 +109,7 @@ type sealed struct {
 type Journal struct {
 	dir  string
 	aead cipher.AEAD
+	lock *os.File // holds the directory's lock until Close
 }
 
 // Errors of Load.
@@ -115,6 +118,9 @@ var (
 	// tampered with, or sealed under another key. The file is left in place
 	// for an operator.
 	ErrCorrupt = errors.New("journal entry unreadable")
+	// ErrInUse means another process (or another Journal of this one) has
+	// the directory open.
+	ErrInUse = errors.New("journal directory in use by another process")
 )
 
 // Open opens the journal in dir, creating dir (mode 0700) when missing,
@@ -159,7 +165,20 @@ func newJournal(dir string, key []byte) (*Journal, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("open journal: directory %s is accessible to group or others (mode %o); want 0700", dir, st.Mode().Perm())
 	}
-	return &Journal{dir: dir, aead: aead}, nil
+	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	if err := lockFile(lock); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open journal %s: %w", dir, err)
+	}
+	return &Journal{dir: dir, aead: aead, lock: lock}, nil
+}
+
+// Close releases the directory's lock. The Journal must not be used after.
+func (j *Journal) Close() error {
+	return j.lock.Close()
 }
 
 // Dir returns the journal's directory.
@@ -282,7 +301,7 @@ func (j *Journal) names() ([]string, error) {
 	}
 	var out []string
 	for _, de := range des {
-		if de.Type().IsRegular() && strings.HasSuffix(de.Name(), entrySuffix) && !strings.HasPrefix(de.Name(), tmpPrefix) {
+		if de.Type().IsRegular() && strings.HasSuffix(de.Name(), entrySuffix) && !strings.HasPrefix(de.Name(), tmpPrefix) && !strings.HasPrefix(de.Name(), ".") {
 			out = append(out, de.Name())
 		}
 	}

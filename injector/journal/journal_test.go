@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,7 @@ func open(t *testing.T) (*Journal, string) {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	t.Cleanup(func() { j.Close() })
 	return j, base
 }
 
@@ -95,8 +97,8 @@ func TestWriteLoadRemove(t *testing.T) {
 	if got, err := j.Load(); err != nil || len(got) != 0 {
 		t.Errorf("Load after removing everything = %v, %v; want nothing", got, err)
 	}
-	if des, _ := os.ReadDir(j.Dir()); len(des) != 0 {
-		t.Errorf("directory holds %d files after removing everything; want none", len(des))
+	if des, _ := os.ReadDir(j.Dir()); len(des) != 1 {
+		t.Errorf("directory holds %d files after removing everything; want only the lock", len(des))
 	}
 }
 
@@ -108,6 +110,10 @@ func TestReopenWithKeyFile(t *testing.T) {
 	if err := j.Write(e); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := Open(filepath.Join(base, "journal"), filepath.Join(base, "journal.key")); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second Open while the first is open: %v; want ErrInUse", err)
+	}
+	j.Close()
 	j2, err := Open(filepath.Join(base, "journal"), filepath.Join(base, "journal.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -116,16 +122,18 @@ func TestReopenWithKeyFile(t *testing.T) {
 	if err != nil || len(got) != 1 || !cmp.Equal(got[0], e) {
 		t.Errorf("Load after reopening = %v, %v; want the entry", got, err)
 	}
+	j2.Close()
 	other, err := Open(filepath.Join(base, "journal"), filepath.Join(base, "other.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer other.Close()
 	got, err = other.Load()
 	if !errors.Is(err, ErrCorrupt) || len(got) != 0 {
 		t.Errorf("Load with another key = %v, %v; want ErrCorrupt and nothing", got, err)
 	}
-	// The unreadable entry stays for an operator.
-	if des, _ := os.ReadDir(j.Dir()); len(des) != 1 {
+	// The unreadable entry stays for an operator (beside the lock).
+	if des, _ := os.ReadDir(j.Dir()); len(des) != 2 {
 		t.Errorf("directory holds %d files; want the unreadable entry kept", len(des))
 	}
 }
@@ -231,8 +239,9 @@ func TestNoSecretsAtRest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	des = slices.DeleteFunc(des, func(de os.DirEntry) bool { return de.Name() == lockName })
 	if len(des) != 1 || des[0].Name() != entryName("slack", "alice", 2) {
-		t.Fatalf("directory = %v; want exactly the entry file", des)
+		t.Fatalf("directory = %v; want exactly the entry file (and the lock)", des)
 	}
 	info, _ := des[0].Info()
 	if info.Mode().Perm() != 0o600 {
@@ -321,6 +330,7 @@ func BenchmarkWrite(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer j.Close()
 	e := entry("alice", 1)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,7 +36,9 @@ func (e *env) journalFiles(name string) []string {
 	}
 	var out []string
 	for _, de := range des {
-		out = append(out, de.Name())
+		if !strings.HasPrefix(de.Name(), ".") { // the lock
+			out = append(out, de.Name())
+		}
 	}
 	return out
 }
@@ -130,12 +133,14 @@ func TestJournalReplayAtStart(t *testing.T) {
 			e.seedExpired(testUser)
 			flaky := &flakyStore{Store: e.st}
 			flaky.failPut.Store(true)
-			a := NewSource(flaky, map[string]*Provider{testProvider: e.provider(nil)}, Options{Journal: e.journal("journal-a"), Refresh: fastTiming})
+			ja := e.journal("journal-a")
+			a := NewSource(flaky, map[string]*Provider{testProvider: e.provider(nil)}, Options{Journal: ja, Refresh: fastTiming})
 			got, err := token(t, a, testUser)
 			if err != nil {
 				t.Fatal(err)
 			}
 			a.Close() // the process dies: the write never happens
+			ja.Close()
 
 			flaky.failPut.Store(!storeUp)
 			var evs events

@@ -143,6 +143,7 @@ func (e *env) journal(name string) *journal.Journal {
 	if err != nil {
 		e.t.Fatalf("open journal: %v", err)
 	}
+	e.t.Cleanup(func() { j.Close() })
 	return j
 }
 
