@@ -60,6 +60,13 @@ func (s *Source) hold(k grantKey, ng *store.Grant, base store.Version, spent str
 	return pw
 }
 
+// Pending returns how many refreshed grants wait for the store.
+func (s *Source) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
 // pendingFor returns the pending write of k, or nil.
 func (s *Source) pendingFor(k grantKey) *pendingWrite {
 	s.mu.Lock()

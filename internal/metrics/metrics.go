@@ -39,6 +39,7 @@ type Metrics struct {
 	stages        map[string]prometheus.Observer // the stage histogram of each Stage* constant
 	tokenCache    *prometheus.CounterVec
 	refreshes     *prometheus.CounterVec
+	grantsLost    *prometheus.CounterVec
 	storeErrors   prometheus.Counter
 	auditErrors   prometheus.Counter
 	policyReloads *prometheus.CounterVec
@@ -70,8 +71,12 @@ func New() *Metrics {
 	}, []string{"result"})
 	m.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "refreshes_total",
-		Help: "Token endpoint calls by provider and outcome.",
+		Help: "Token endpoint calls by provider and outcome, and the later writes of tokens whose store write was deferred (outcomes persisted, dropped).",
 	}, []string{"provider", "outcome"})
+	m.grantsLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "grants_lost_total",
+		Help: "Grants marked reconnect_required because the provider refused a refresh token that an earlier attempt may have spent (refresh outcome refresh_lost): lost to a fault, not revoked by the user.",
+	}, []string{"provider"})
 	m.storeErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "store_errors_total",
 		Help: "Requests that failed because the grant store was unavailable.",
@@ -98,7 +103,7 @@ func New() *Metrics {
 	for _, name := range []string{StageIdentity, StagePolicy, StageToken, StageUpstream} {
 		m.stages[name] = m.stage.WithLabelValues(name)
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes,
+	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes, m.grantsLost,
 		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -143,12 +148,33 @@ func (m *Metrics) TokenCache(hit bool) {
 	}
 }
 
-// Refresh records a token endpoint call.
+// Refresh records a token endpoint call (or the later write of its
+// tokens) by outcome; a lost grant (outcome "refresh_lost") also counts in
+// grants_lost_total.
 func (m *Metrics) Refresh(provider, outcome string) {
 	if m == nil {
 		return
 	}
 	m.refreshes.WithLabelValues(provider, outcome).Inc()
+	if outcome == OutcomeRefreshLost {
+		m.grantsLost.WithLabelValues(provider).Inc()
+	}
+}
+
+// OutcomeRefreshLost is the refresh outcome of a grant lost to a fault
+// (oauth.OutcomeRefreshLost).
+const OutcomeRefreshLost = "refresh_lost"
+
+// RegisterDeferredWrites exposes how many refreshed grants wait for the
+// grant store (journalled, written in the background).
+func (m *Metrics) RegisterDeferredWrites(n func() int) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "refresh_writes_pending",
+		Help: "Refreshed grants the grant store has not taken yet; they are journalled and written in the background. Non-zero for long means the store is down.",
+	}, func() float64 { return float64(n()) }))
 }
 
 // StoreError counts a request failed by the store.

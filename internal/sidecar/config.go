@@ -40,11 +40,15 @@ type Config struct {
 	// and grants use). A route whose provider is not listed injects the
 	// stored token as is.
 	Providers map[string]oauth.ProviderConfig `yaml:"providers"`
-	Policy    policy.Config                   `yaml:"policy"`
-	Store     StoreConfig                     `yaml:"store"`
-	Egress    egress.Config                   `yaml:"egress"`
-	Audit     audit.Config                    `yaml:"audit"`
-	Log       LogConfig                       `yaml:"log"`
+	// Refresh configures the refresh protocol shared by the providers:
+	// lease, takeover and answer timing, and the journal of refreshed
+	// tokens.
+	Refresh RefreshConfig `yaml:"refresh"`
+	Policy  policy.Config `yaml:"policy"`
+	Store   StoreConfig   `yaml:"store"`
+	Egress  egress.Config `yaml:"egress"`
+	Audit   audit.Config  `yaml:"audit"`
+	Log     LogConfig     `yaml:"log"`
 	// Tracing exports OpenTelemetry spans over OTLP/HTTP; off when no
 	// endpoint is set.
 	Tracing tracing.Config `yaml:"tracing"`
@@ -84,6 +88,52 @@ type StoreConfig struct {
 	Vault vault.Config `yaml:"vault"`
 }
 
+// RefreshConfig is the refresh section: the protocol's timing and the
+// journal.
+type RefreshConfig struct {
+	oauth.RefreshConfig `yaml:",inline"`
+	// Journal is where refreshed tokens wait, durable, until the grant
+	// store holds them.
+	Journal JournalConfig `yaml:"journal"`
+}
+
+// JournalConfig locates the refresh journal (package injector/journal).
+// Each sidecar replica needs a directory of its own that survives its
+// restarts (in Kubernetes, an emptyDir of the pod).
+type JournalConfig struct {
+	// Dir is the journal directory (created 0700). Empty means
+	// "onbehalf-journal" beside the embedded store's database, or in the
+	// configuration file's directory with Vault.
+	Dir string `yaml:"dir"`
+	// KeyFile holds the 32-byte key that seals the entries (created when
+	// missing). Empty means the embedded store's key file, or
+	// "onbehalf-journal.key" beside Dir with Vault.
+	KeyFile string `yaml:"key_file"`
+}
+
+// defaultJournalDir is the journal directory's name when none is set.
+const defaultJournalDir = "onbehalf-journal"
+
+// JournalConfig returns the journal's location: Refresh.Journal with the
+// defaults filled in.
+func (c Config) JournalConfig() JournalConfig {
+	j := c.Refresh.Journal
+	embedded := c.Store.Backend == BackendEmbedded
+	if j.Dir == "" {
+		j.Dir = defaultJournalDir
+		if embedded {
+			j.Dir = filepath.Join(filepath.Dir(c.Store.Embedded.Path), defaultJournalDir)
+		}
+	}
+	if j.KeyFile == "" {
+		j.KeyFile = filepath.Join(filepath.Dir(filepath.Clean(j.Dir)), defaultJournalDir+".key")
+		if embedded {
+			j.KeyFile = c.Store.Embedded.KeyFile
+		}
+	}
+	return j
+}
+
 // LogConfig configures operational logs (not the audit trail).
 type LogConfig struct {
 	// Level is debug, info, warn or error.
@@ -110,6 +160,7 @@ func DefaultConfig() Config {
 		CA:         CAConfig{CacheSize: 1024},
 		Identity:   identity.DefaultConfig(),
 		TokenCache: injector.DefaultCacheConfig(),
+		Refresh:    RefreshConfig{RefreshConfig: oauth.DefaultRefreshConfig()},
 		Policy:     policy.DefaultConfig(),
 		Store:      StoreConfig{Backend: BackendEmbedded, Embedded: store.DefaultEmbeddedConfig(), Vault: vault.DefaultConfig()},
 		Egress:     egress.DefaultConfig(),
@@ -215,6 +266,10 @@ func (c *Config) ResolvePaths(dir string) {
 		abs(&c.Policy.Paths[i])
 	}
 	abs(&c.Policy.Bundle.PublicKeyFile)
+	// The journal's defaults follow the store's paths, relative or not.
+	c.Refresh.Journal = c.JournalConfig()
+	abs(&c.Refresh.Journal.Dir)
+	abs(&c.Refresh.Journal.KeyFile)
 	abs(&c.Store.Embedded.Path)
 	abs(&c.Store.Embedded.KeyFile)
 	abs(&c.Store.Vault.CAFile)
@@ -277,6 +332,7 @@ func (c Config) Validate() error {
 		p.Addf("token_cache.max_entries", "must be at least 1")
 	}
 	c.validateProviders(&p)
+	c.validateRefresh(&p)
 	p.Add("policy", c.Policy.Validate())
 	c.validateStore(&p)
 	p.Add("egress", c.Egress.Validate())
@@ -292,6 +348,24 @@ func (c Config) validateProviders(p *config.Problems) {
 			p.Addf("providers."+name, "%v", err)
 		}
 		p.Add("providers."+name, pc.Validate())
+	}
+}
+
+// validateRefresh checks the refresh section, and each provider's timeout
+// against its answer deadline.
+func (c Config) validateRefresh(p *config.Problems) {
+	p.Add("refresh", c.Refresh.RefreshConfig.Validate())
+	for name, pc := range c.Providers {
+		if msg := c.Refresh.CheckTimeout(pc); msg != "" {
+			p.Addf("providers."+name+".timeout", "%s", msg)
+		}
+	}
+	j := c.JournalConfig()
+	if c.Store.Backend == BackendEmbedded && filepath.Clean(j.Dir) == filepath.Clean(c.Store.Embedded.Path) {
+		p.Addf("refresh.journal.dir", "must not be the embedded store's database file")
+	}
+	if filepath.Clean(j.KeyFile) == filepath.Clean(j.Dir) {
+		p.Addf("refresh.journal.key_file", "must not be the journal directory")
 	}
 }
 

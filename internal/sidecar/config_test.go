@@ -1,13 +1,17 @@
 package sidecar
 
 import (
+	"errors"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
-	"path/filepath"
-	"strings"
-	"testing"
+	"github.com/onbehalf-dev/onbehalf/internal/config"
 )
 
 // TestExampleConfigIsValid keeps the documented example config loadable:
@@ -76,5 +80,84 @@ func TestPresetDefaultRoutes(t *testing.T) {
 	got := strings.Join(hosts, " ")
 	if !strings.Contains(got, "github@api.github.com") || strings.Contains(got, "custom@api.github.com") {
 		t.Errorf("effective routes %q; want github's preset route added and custom's not", got)
+	}
+}
+
+func TestJournalDefaults(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name             string
+		yaml             string
+		wantDir, wantKey string
+	}{
+		{"embedded store", "store: {embedded: {path: state/grants.db, key_file: state/grants.key}}\n",
+			filepath.Join(dir, "state", "onbehalf-journal"), filepath.Join(dir, "state", "grants.key")},
+		{"vault store", "store: {backend: vault}\n",
+			filepath.Join(dir, "onbehalf-journal"), filepath.Join(dir, "onbehalf-journal.key")},
+		{"explicit directory", "store: {backend: vault}\nrefresh: {journal: {dir: /var/lib/onbehalf/journal}}\n",
+			"/var/lib/onbehalf/journal", "/var/lib/onbehalf/onbehalf-journal.key"},
+		{"explicit both", "refresh: {journal: {dir: j, key_file: secrets/j.key}}\n",
+			filepath.Join(dir, "j"), filepath.Join(dir, "secrets", "j.key")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _ := Load(write("c.yaml", tt.yaml), nil, nil) // other sections are incomplete
+			if got := cfg.Refresh.Journal; got.Dir != tt.wantDir || got.KeyFile != tt.wantKey {
+				t.Errorf("journal = %+v; want dir %s, key file %s", got, tt.wantDir, tt.wantKey)
+			}
+		})
+	}
+}
+
+func TestValidateRefresh(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(c *Config)
+		want []string
+	}{
+		{"defaults", func(*Config) {}, nil},
+		{"short test timing", func(c *Config) {
+			c.Refresh.LeaseTTL, c.Refresh.TakeoverAfter, c.Refresh.AnswerDeadline = time.Second, 2*time.Second, 10*time.Second
+		}, nil},
+		{"lease too short", func(c *Config) { c.Refresh.LeaseTTL = 100 * time.Millisecond }, []string{"refresh.lease_ttl"}},
+		{"lease too long", func(c *Config) { c.Refresh.LeaseTTL = time.Hour }, []string{"refresh.lease_ttl"}},
+		{"takeover too long", func(c *Config) { c.Refresh.TakeoverAfter = 2 * time.Hour }, []string{"refresh.takeover_after"}},
+		{"negative takeover", func(c *Config) { c.Refresh.TakeoverAfter = -time.Second }, []string{"refresh.takeover_after"}},
+		{"answer deadline below a provider timeout", func(c *Config) {
+			c.Refresh.AnswerDeadline = 5 * time.Second
+			pc := c.Providers["chat"]
+			pc.Timeout = 10 * time.Second
+			c.Providers["chat"] = pc
+		}, []string{"providers.chat.timeout"}},
+		{"journal in the database file", func(c *Config) { c.Refresh.Journal.Dir = c.Store.Embedded.Path }, []string{"refresh.journal.dir"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			pc := oauth.DefaultProviderConfig()
+			pc.TokenURL, pc.ClientID, pc.ClientSecretFile, pc.AuthStyle = "https://auth.example/token", "id", "secret", oauth.AuthStyleHeader
+			c.Providers = map[string]oauth.ProviderConfig{"chat": pc}
+			tt.mod(&c)
+			var p config.Problems
+			c.validateRefresh(&p)
+			var got []string
+			for _, e := range config.Flatten(p.Err()) {
+				var fe *config.FieldError
+				if errors.As(e, &fe) {
+					got = append(got, fe.Path)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("problems at %q (%v); want %q", got, p.Err(), tt.want)
+			}
+		})
 	}
 }

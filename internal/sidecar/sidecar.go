@@ -17,6 +17,7 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/journal"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/injector/vault"
@@ -71,8 +72,10 @@ type Sidecar struct {
 	guard    *egress.Guard
 	metrics  *metrics.Metrics
 	tracing  *tracing.Provider
-	// refreshing is drained at shutdown so a refresh in flight is stored.
+	// refreshing is drained at shutdown so a refresh in flight is stored,
+	// then closed; journal holds what it could not store.
 	refreshing *oauth.Source
+	journal    *journal.Journal
 	providers  map[string]*oauth.Provider
 	proxyLn    net.Listener
 	adminLn    net.Listener
@@ -137,11 +140,10 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tokens, refreshing, err := s.buildTokens(cfg, roots)
+	tokens, _, err := s.buildTokens(ctx, cfg, roots)
 	if err != nil {
 		return nil, err
 	}
-	s.refreshing = refreshing
 	if s.guard, err = egress.New(cfg.Egress, gopts...); err != nil {
 		return nil, fmt.Errorf("egress: %w", err)
 	}
@@ -281,6 +283,14 @@ func (s *Sidecar) close() {
 	}
 	if s.adminLn != nil {
 		s.adminLn.Close()
+	}
+	if s.refreshing != nil {
+		// Heartbeats and deferred writes stop; tokens still waiting stay
+		// in the journal, their leases run out.
+		s.refreshing.Close()
+	}
+	if s.journal != nil {
+		s.journal.Close()
 	}
 	if s.policy != nil {
 		s.policy.Close()

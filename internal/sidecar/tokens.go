@@ -5,11 +5,13 @@ import (
 	"crypto/x509"
 	"fmt"
 	"sort"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/journal"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 )
@@ -31,11 +33,18 @@ func (t *tokenSource) Token(ctx context.Context, provider, user string) (injecto
 	return t.plain.Token(ctx, provider, user)
 }
 
+// recoverTimeout bounds the start-up replay of the refresh journal: a store
+// that does not answer must not keep the sidecar from starting. What is
+// not written by then is written in the background.
+const recoverTimeout = 30 * time.Second
+
 // buildTokens builds the providers and the token source chain:
-// cache → (refresh | store). It returns the refreshing source, which must be
-// drained at shutdown.
-func (s *Sidecar) buildTokens(cfg Config, roots *x509.CertPool) (injector.Source, *oauth.Source, error) {
-	providers, err := BuildProviders(context.Background(), cfg, roots, s.store)
+// cache → (refresh | store). With providers configured it opens the refresh
+// journal and writes what the previous run left in it to the store (before
+// any request is served). It returns the refreshing source, which must be
+// drained and closed at shutdown.
+func (s *Sidecar) buildTokens(ctx context.Context, cfg Config, roots *x509.CertPool) (injector.Source, *oauth.Source, error) {
+	providers, err := BuildProviders(ctx, cfg, roots, s.store)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -44,7 +53,25 @@ func (s *Sidecar) buildTokens(cfg Config, roots *x509.CertPool) (injector.Source
 		configured[name] = true
 	}
 	s.providers = providers
-	refreshing := oauth.NewSource(s.store, providers, oauth.Options{Logger: s.log.Named("oauth"), OnRefresh: s.auditRefresh})
+	opts := oauth.Options{Logger: s.log.Named("oauth"), OnRefresh: s.auditRefresh, Refresh: cfg.Refresh.RefreshConfig}
+	if len(providers) > 0 {
+		jc := cfg.JournalConfig()
+		if s.journal, err = journal.Open(jc.Dir, jc.KeyFile); err != nil {
+			return nil, nil, fmt.Errorf("refresh.journal: %w", err)
+		}
+		opts.Journal = s.journal
+	}
+	refreshing := oauth.NewSource(s.store, providers, opts)
+	s.refreshing = refreshing
+	s.metrics.RegisterDeferredWrites(refreshing.Pending)
+	if s.journal != nil {
+		rctx, cancel := context.WithTimeout(ctx, recoverTimeout)
+		n, err := refreshing.Recover(rctx)
+		cancel()
+		if n > 0 || err != nil {
+			s.log.Info("refresh journal replayed", zap.Int("entries", n), zap.Int("waiting_for_store", refreshing.Pending()), zap.Error(err))
+		}
+	}
 	src := &tokenSource{refreshing: refreshing, configured: configured, plain: injector.NewStoreSource(s.store)}
 	cached := injector.NewCachedSource(src, cfg.TokenCache, nil).Observe(s.metrics.TokenCache)
 	return cached, refreshing, nil
@@ -124,6 +151,11 @@ func (s *Sidecar) auditRefresh(ev oauth.RefreshEvent) {
 			zap.String(audit.ExtraOutcome, string(ev.Outcome)),
 			zap.Bool(audit.ExtraRotated, ev.Rotated),
 		},
+	}
+	if ev.Outcome == oauth.OutcomeRefreshLost {
+		// Tells a grant lost to a fault apart from one the user or the
+		// provider revoked (outcome invalid_grant).
+		rec.Reason = string(oauth.OutcomeRefreshLost)
 	}
 	if ev.Err != nil {
 		rec.Extra = append(rec.Extra, zap.String(audit.ExtraError, ev.Err.Error()))

@@ -230,6 +230,8 @@ func New(tb testing.TB, o Options) *Env {
 	cfg.Audit.Sink = audit.SinkFile
 	cfg.Audit.File.Path = e.AuditPath
 	cfg.Audit.FingerprintKeyFile = filepath.Join(dir, "fingerprint.key")
+	// Each replica has a journal of its own (AddSidecar numbers them).
+	cfg.Refresh.Journal = sidecar.JournalConfig{Dir: filepath.Join(dir, "journal"), KeyFile: filepath.Join(dir, "journal.key")}
 	cfg.Log.Level = "debug"
 	if o.Config != nil {
 		o.Config(&cfg)
@@ -276,6 +278,7 @@ func (e *Env) AddSidecar(tb testing.TB) *sidecar.Sidecar {
 	e.extra++
 	cfg := e.Config
 	cfg.Audit.File.Path = fmt.Sprintf("%s.%d", e.AuditPath, e.extra)
+	cfg.Refresh.Journal.Dir = fmt.Sprintf("%s.%d", e.Config.Refresh.Journal.Dir, e.extra)
 	st, err := sidecar.OpenStore(context.Background(), cfg.Store, zap.NewNop())
 	must(tb, err)
 	tb.Cleanup(func() { st.Close() })
