@@ -422,7 +422,9 @@ var catalog = []entry{
 		Notes: "onbehalf acts as the person, so scopes are user-token scopes, sent as `user_scope` (comma-separated); " +
 			"the user token arrives in the response's `authed_user` object. Refresh tokens exist only when token " +
 			"rotation is turned on for the app: access tokens then expire after 12 hours and each refresh token is " +
-			"revoked once used. Slack's Web API answers errors with HTTP 200 and `\"ok\": false`. The documentation " +
+			"revoked once used. Slack's Web API answers errors with HTTP 200 and `\"ok\": false`; a refresh refused with " +
+			"`invalid_auth`, `token_revoked`, `token_expired` or `account_inactive` ends the grant like `invalid_refresh_token` " +
+			"(an IP allow-list that refuses the sidecar also answers `invalid_auth`). The documentation " +
 			"shows `authed_user` with the access token; where the refresh token of a rotated user token appears is " +
 			"not shown, so onbehalf reads token fields from `authed_user` when it holds an access token and from the " +
 			"top level otherwise. The account is the Slack user id (workspace-scoped).",
@@ -431,15 +433,31 @@ var catalog = []entry{
 		scopeParam:  "user_scope",
 		nestedToken: "authed_user",
 		okField:     true,
+		// Slack answers errors with HTTP 200 and "ok": false; each code is
+		// read as the RFC 6749 code that says what it means for the grant.
+		// The token a refresh presents is the refresh token, so Slack's
+		// "the token is bad" codes mean the grant is dead. Codes not listed
+		// count as a misconfiguration, which never touches a grant.
 		errorAliases: map[string]string{
+			// The grant is dead: the user must connect again.
 			"invalid_code":          "invalid_grant",
 			"code_already_used":     "invalid_grant",
 			"invalid_refresh_token": "invalid_grant",
-			"invalid_client_id":     "invalid_client",
-			"bad_client_secret":     "invalid_client",
-			"ratelimited":           "temporarily_unavailable",
-			"internal_error":        "server_error",
-			"service_unavailable":   "temporarily_unavailable",
+			"invalid_auth":          "invalid_grant",
+			"token_revoked":         "invalid_grant",
+			"token_expired":         "invalid_grant",
+			"account_inactive":      "invalid_grant",
+			// Slack is failing or busy: try again later.
+			"ratelimited":         "temporarily_unavailable",
+			"request_timeout":     "temporarily_unavailable",
+			"service_unavailable": "temporarily_unavailable",
+			"internal_error":      "server_error",
+			"fatal_error":         "server_error",
+			// The app's configuration is wrong: an operator must act.
+			"invalid_client_id":  "invalid_client",
+			"bad_client_secret":  "invalid_client",
+			"invalid_grant_type": "unsupported_grant_type",
+			"bad_redirect_uri":   "invalid_request",
 		},
 		revoke:       revokeBearer,
 		revokeAccess: true,

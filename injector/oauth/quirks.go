@@ -114,6 +114,20 @@ func (q quirks) scopeParamName() string {
 // then are errorFields consulted, since a success body may use those names
 // for other things.
 func (q quirks) errorCode(fields map[string]any, failed bool) string {
+	return q.alias(q.rawErrorCode(fields, failed))
+}
+
+// alias maps a sanitised provider code through errorAliases.
+func (q quirks) alias(code string) string {
+	if a, ok := q.errorAliases[code]; ok {
+		return a
+	}
+	return code
+}
+
+// rawErrorCode is errorCode without the aliases: the provider's own code,
+// sanitised.
+func (q quirks) rawErrorCode(fields map[string]any, failed bool) string {
 	code := ""
 	if s, ok := fields["error"].(string); ok {
 		code = s
@@ -128,9 +142,6 @@ func (q quirks) errorCode(fields map[string]any, failed bool) string {
 				break
 			}
 		}
-	}
-	if a, ok := q.errorAliases[code]; ok {
-		code = a
 	}
 	return sanitizeCode(code)
 }

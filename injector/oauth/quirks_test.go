@@ -675,3 +675,43 @@ func TestExchangeSendsVerifierOnlyWithPKCE(t *testing.T) {
 		}
 	}
 }
+
+// TestSlackErrorClassification: Slack answers refresh failures with HTTP
+// 200 and {"ok": false, "error": code}; each code is classified as a dead
+// grant, a transient failure or a misconfiguration, never all alike.
+func TestSlackErrorClassification(t *testing.T) {
+	tests := []struct {
+		code string
+		want error
+	}{
+		{"invalid_refresh_token", errInvalidGrant},
+		{"invalid_auth", errInvalidGrant},
+		{"token_revoked", errInvalidGrant},
+		{"token_expired", errInvalidGrant},
+		{"account_inactive", errInvalidGrant},
+		{"ratelimited", injector.ErrProviderUnavailable},
+		{"request_timeout", injector.ErrProviderUnavailable},
+		{"service_unavailable", injector.ErrProviderUnavailable},
+		{"internal_error", injector.ErrProviderUnavailable},
+		{"fatal_error", injector.ErrProviderUnavailable},
+		{"invalid_client_id", injector.ErrProviderMisconfigured},
+		{"bad_client_secret", injector.ErrProviderMisconfigured},
+		{"invalid_grant_type", injector.ErrProviderMisconfigured},
+		{"bad_redirect_uri", injector.ErrProviderMisconfigured},
+		{"something_new", injector.ErrProviderMisconfigured}, // unknown: never kills a grant
+	}
+	for _, tt := range tests {
+		t.Run(tt.code, func(t *testing.T) {
+			p := fakeProvider(t, "slack", func(w http.ResponseWriter, r *http.Request) {
+				writeJSON(w, 200, `{"ok":false,"error":"`+tt.code+`"}`)
+			}, func(c *ProviderConfig, base string) { c.TokenURL = base + "/api/oauth.v2.access" })
+			_, err := p.refresh(ctxT(t), "xoxe-1")
+			wantErr(t, tt.code, err, tt.want)
+			for _, other := range []error{errInvalidGrant, injector.ErrProviderUnavailable, injector.ErrProviderMisconfigured} {
+				if other != tt.want && errors.Is(err, other) {
+					t.Errorf("%s: error %v is also %v; want exactly one class", tt.code, err, other)
+				}
+			}
+		})
+	}
+}

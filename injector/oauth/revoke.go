@@ -65,11 +65,12 @@ func (p *Provider) Revoke(ctx context.Context, token, tokenTypeHint string) erro
 	}
 	failed := resp.StatusCode < 200 || resp.StatusCode > 299
 	fields, _ := parseFields(resp.Header.Get("Content-Type"), body)
-	code := p.q.errorCode(fields, failed)
+	raw := p.q.rawErrorCode(fields, failed)
+	code := p.q.alias(raw)
 	switch {
 	case !failed && code == "":
 		return nil
-	case code == "invalid_token" || slices.Contains(p.q.revokeGone, code):
+	case code == "invalid_token" || slices.Contains(p.q.revokeGone, raw):
 		return nil // already unusable: what revocation was for
 	}
 	return classifyRevocation(resp.StatusCode, code)
