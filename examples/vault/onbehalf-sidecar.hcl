@@ -15,6 +15,16 @@ path "secret/metadata/onbehalf/grants/*" {
 path "secret/destroy/onbehalf/grants/*" {
   capabilities = ["update"]
 }
+# Provider revocations that failed transiently wait here for a retry (the
+# connect server and the CLI queue them; the grant is already deleted).
+# Their ids are random and never reused, so deleting their metadata is safe
+# and keeps the folder from growing.
+path "secret/data/onbehalf/revocations/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "secret/metadata/onbehalf/revocations/*" {
+  capabilities = ["read", "list", "delete"]
+}
 # Provider client secrets (ReadSecret).
 path "secret/data/onbehalf/providers/*" {
   capabilities = ["read"]

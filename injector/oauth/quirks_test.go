@@ -715,3 +715,55 @@ func TestSlackErrorClassification(t *testing.T) {
 		})
 	}
 }
+
+// TestPresentUnsure: after which failures the presented refresh token may
+// have been spent (the provider may have rotated it) and after which the
+// provider's answer says it issued nothing.
+func TestPresentUnsure(t *testing.T) {
+	drop := func(w http.ResponseWriter, r *http.Request) {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	}
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		unsure  bool
+	}{
+		{"503 with an OAuth error", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, 503, `{"error":"temporarily_unavailable"}`)
+		}, false},
+		{"500", func(w http.ResponseWriter, r *http.Request) { writeBody(w, 500, "text/plain", "oops") }, false},
+		{"429", func(w http.ResponseWriter, r *http.Request) { writeBody(w, 429, "", "") }, false},
+		{"invalid_grant", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 400, `{"error":"invalid_grant"}`) }, false},
+		{"502 from a gateway", func(w http.ResponseWriter, r *http.Request) { writeBody(w, 502, "text/html", "bad gateway") }, true},
+		{"504 from a gateway", func(w http.ResponseWriter, r *http.Request) { writeBody(w, 504, "text/html", "timeout") }, true},
+		{"connection dropped", drop, true},
+		{"2xx without a token", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, `{"token_type":"bearer"}`) }, true},
+		{"no answer within the deadline", func(w http.ResponseWriter, r *http.Request) {
+			r.ParseForm() // with the body read, net/http notices the client leaving
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := customProvider(t, tt.handler, nil)
+			_, unsure, err := p.present(ctxT(t), "rt-1", 600*time.Millisecond, nil)
+			if err == nil || unsure != tt.unsure {
+				t.Errorf("present = unsure %v, %v; want unsure %v and an error", unsure, err, tt.unsure)
+			}
+		})
+	}
+	t.Run("never sent", func(t *testing.T) {
+		p := customProvider(t, func(http.ResponseWriter, *http.Request) {}, func(c *ProviderConfig) {
+			c.TokenURL = "https://" + silentListener(t) + "/token"
+		})
+		_, unsure, err := p.present(ctxT(t), "rt-1", 5*time.Second, func() { t.Error("slow called for a request never sent") })
+		if unsure || !errors.Is(err, errNotSent) {
+			t.Errorf("present to a listener that never answers the handshake = unsure %v, %v; want errNotSent, not unsure", unsure, err)
+		}
+	})
+}

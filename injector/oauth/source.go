@@ -523,9 +523,9 @@ func (s *Source) refresh(p *Provider, k grantKey, f *flight) (injector.Token, er
 
 	// Step 4: the token endpoint, with the lease known to be ours.
 	var (
-		nt    *oauth2.Token
-		sent  bool
-		start time.Time
+		nt     *oauth2.Token
+		unsure bool
+		start  time.Time
 	)
 	for attempt := 0; ; attempt++ {
 		if err := kp.ensure(ctx); err != nil {
@@ -538,8 +538,8 @@ func (s *Source) refresh(p *Provider, k grantKey, f *flight) (injector.Token, er
 			return injector.Token{}, fmt.Errorf("token %s/%s: renew refresh lease: %w", k.provider, k.user, storeError(err))
 		}
 		start = time.Now()
-		nt, sent, err = p.present(ctx, cur.RefreshToken, s.timing.AnswerDeadline, f.markSlow)
-		if err == nil || !sent || !errors.Is(err, injector.ErrProviderUnavailable) {
+		nt, unsure, err = p.present(ctx, cur.RefreshToken, s.timing.AnswerDeadline, f.markSlow)
+		if !unsure {
 			break
 		}
 		// Sent, but no answer: the provider may have spent the token.

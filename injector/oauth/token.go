@@ -101,9 +101,12 @@ var errNotSent = errors.New("request not sent within the timeout")
 // sent request, so that callers waiting for the refresh can give up while
 // it goes on.
 //
-// sent reports that the refresh token may have reached the provider: the
-// request's headers were written (its body, with the token, follows at
-// once). A failure with sent false presented nothing.
+// unsure reports a failure after which the refresh token may have been
+// spent: the request was sent (its headers were written; the body, with the
+// token, follows at once) and no answer came back, or a gateway answered
+// that the provider behind it did not (502, 504). Any other answer is the
+// provider's word that it issued nothing, and a failure before sending
+// presented nothing.
 //
 // The returned token always has a refresh token: the presented one when
 // the provider did not rotate it. Errors wrap exactly one of
@@ -111,7 +114,7 @@ var errNotSent = errors.New("request not sent within the timeout")
 // injector.ErrProviderUnavailable. They quote at most the provider's error
 // code and HTTP status, never a response body (a provider could echo the
 // request, refresh token included).
-func (p *Provider) present(ctx context.Context, refreshToken string, answerDeadline time.Duration, slow func()) (tok *oauth2.Token, sent bool, err error) {
+func (p *Provider) present(ctx context.Context, refreshToken string, answerDeadline time.Duration, slow func()) (tok *oauth2.Token, unsure bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, max(answerDeadline, p.cfg.Timeout))
 	defer cancel()
 	ctx, cancelCause := context.WithCancelCause(ctx)
@@ -131,17 +134,18 @@ func (p *Provider) present(ctx context.Context, refreshToken string, answerDeadl
 	})
 	defer timer.Stop()
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
-	tok, err = p.post(ctx, p.refreshClient, p.refreshURL, form, errInvalidGrant)
+	tok, status, err := p.post(ctx, p.refreshClient, p.refreshURL, form, errInvalidGrant)
 	if err != nil {
 		if errors.Is(context.Cause(ctx), errNotSent) {
 			err = fmt.Errorf("token endpoint: %w: %w", injector.ErrProviderUnavailable, errNotSent)
 		}
-		return nil, wrote.Load(), err
+		unsure = wrote.Load() && (status == 0 || status == http.StatusBadGateway || status == http.StatusGatewayTimeout)
+		return nil, unsure, err
 	}
 	if tok.RefreshToken == "" {
 		tok.RefreshToken = refreshToken
 	}
-	return tok, true, nil
+	return tok, false, nil
 }
 
 // tokenCall posts form to endpoint with client authentication and reads the
@@ -150,36 +154,40 @@ func (p *Provider) present(ctx context.Context, refreshToken string, answerDeadl
 func (p *Provider) tokenCall(ctx context.Context, endpoint string, form url.Values, invalid error) (*oauth2.Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	return p.post(ctx, p.client, endpoint, form, invalid)
+	tok, _, err := p.post(ctx, p.client, endpoint, form, invalid)
+	return tok, err
 }
 
-// post is tokenCall without a timeout of its own, on client.
-func (p *Provider) post(ctx context.Context, client *http.Client, endpoint string, form url.Values, invalid error) (*oauth2.Token, error) {
+// post is tokenCall without a timeout of its own, on client. status is the
+// answer's HTTP status, 0 when none came (or it could not be read whole).
+func (p *Provider) post(ctx context.Context, client *http.Client, endpoint string, form url.Values, invalid error) (tok *oauth2.Token, status int, err error) {
 	req, err := p.newClientRequest(ctx, http.MethodPost, endpoint, form, true)
 	if err != nil {
-		return nil, fmt.Errorf("token endpoint: %w: %w", injector.ErrProviderMisconfigured, err)
+		return nil, 0, fmt.Errorf("token endpoint: %w: %w", injector.ErrProviderMisconfigured, err)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("token endpoint: %w: %w", injector.ErrProviderUnavailable, transportError(err))
+		return nil, 0, fmt.Errorf("token endpoint: %w: %w", injector.ErrProviderUnavailable, transportError(err))
 	}
 	body, err := readBody(resp, maxTokenResponse)
 	if err != nil {
-		return nil, fmt.Errorf("token endpoint: status %d: %w: %w", resp.StatusCode, injector.ErrProviderUnavailable, err)
+		// A truncated answer may have carried new tokens.
+		return nil, 0, fmt.Errorf("token endpoint: status %d: %w: %w", resp.StatusCode, injector.ErrProviderUnavailable, err)
 	}
 	failed := resp.StatusCode < 200 || resp.StatusCode > 299
 	fields, parsed := parseFields(resp.Header.Get("Content-Type"), body)
 	if code := p.q.errorCode(fields, failed); failed || code != "" {
-		return nil, classifyStatus("token endpoint", resp.StatusCode, code, invalid)
+		return nil, resp.StatusCode, classifyStatus("token endpoint", resp.StatusCode, code, invalid)
 	}
 	if !parsed {
-		return nil, fmt.Errorf("token endpoint: status %d: %w: %w", resp.StatusCode, injector.ErrProviderUnavailable, errUnusableResponse)
+		return nil, 0, fmt.Errorf("token endpoint: status %d: %w: %w", resp.StatusCode, injector.ErrProviderUnavailable, errUnusableResponse)
 	}
 	tok, ok := p.q.token(fields, time.Now())
 	if !ok {
-		return nil, fmt.Errorf("token endpoint: status %d: %w: %w", resp.StatusCode, injector.ErrProviderUnavailable, errUnusableResponse)
+		// A 2xx answer we cannot read: the provider may have rotated.
+		return nil, 0, fmt.Errorf("token endpoint: status %d: %w: %w", resp.StatusCode, injector.ErrProviderUnavailable, errUnusableResponse)
 	}
-	return tok, nil
+	return tok, resp.StatusCode, nil
 }
 
 // errUnusableResponse means a 2xx answer could not be read as a token (not

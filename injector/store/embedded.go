@@ -25,6 +25,7 @@ var (
 	bucketGrants = []byte("grants")
 	bucketLeases = []byte("leases")
 	bucketMeta   = []byte("meta")
+	bucketRevoke = []byte("revocations")
 	keyKeyCheck  = []byte("keycheck")
 )
 
@@ -138,7 +139,7 @@ func OpenEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	var keyErr error
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketGrants, bucketLeases, bucketMeta} {
+		for _, name := range [][]byte{bucketGrants, bucketLeases, bucketMeta, bucketRevoke} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -585,6 +586,124 @@ func (e *Embedded) ReleaseLease(ctx context.Context, l *Lease) error {
 	})
 	if err != nil {
 		return fmt.Errorf("release lease %s/%s: %w", l.Provider, l.User, err)
+	}
+	return nil
+}
+
+// revocationRecord is the stored form of a Revocation, tokens sealed.
+type revocationRecord struct {
+	Format       int       `json:"format"`
+	ID           string    `json:"id"`
+	Provider     string    `json:"provider"`
+	User         string    `json:"user"`
+	Generation   int64     `json:"generation"`
+	AccessToken  []byte    `json:"access_token"`
+	RefreshToken []byte    `json:"refresh_token"`
+	Actor        string    `json:"actor"`
+	Fingerprint  string    `json:"fingerprint"`
+	Attempt      int       `json:"attempt"`
+	Due          time.Time `json:"due"`
+	Queued       time.Time `json:"queued"`
+}
+
+func (r *revocationRecord) format() int { return r.Format }
+
+// revocationAD binds a sealed revocation token to its field and entry.
+func revocationAD(field, id string) []byte {
+	return []byte("onbehalf/revocation/v1\x00" + field + "\x00" + id)
+}
+
+// PutRevocation implements Store.
+func (e *Embedded) PutRevocation(ctx context.Context, r *Revocation) error {
+	if err := ValidateRevocation(r); err != nil {
+		return fmt.Errorf("put revocation: %w", err)
+	}
+	rec := revocationRecord{
+		Format: recordFormat, ID: r.ID, Provider: r.Provider, User: r.User, Generation: r.Generation,
+		Actor: r.Actor, Fingerprint: r.Fingerprint, Attempt: r.Attempt, Due: r.Due, Queued: r.Queued,
+	}
+	var err error
+	if rec.AccessToken, err = e.sealer.seal(r.AccessToken, revocationAD("access_token", r.ID)); err != nil {
+		return fmt.Errorf("put revocation %s: %w", r.ID, err)
+	}
+	if rec.RefreshToken, err = e.sealer.seal(r.RefreshToken, revocationAD("refresh_token", r.ID)); err != nil {
+		return fmt.Errorf("put revocation %s: %w", r.ID, err)
+	}
+	v, err := json.Marshal(&rec)
+	if err != nil {
+		return fmt.Errorf("put revocation %s: %w", r.ID, err)
+	}
+	err = e.withDB(ctx, true, func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketRevoke)
+		if err != nil {
+			return fmt.Errorf("%w: bucket: %w", ErrUnavailable, err)
+		}
+		if err := b.Put([]byte(r.ID), v); err != nil {
+			return fmt.Errorf("%w: write: %w", ErrUnavailable, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("put revocation %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// ListRevocations implements Store.
+func (e *Embedded) ListRevocations(ctx context.Context) ([]*Revocation, error) {
+	var recs []revocationRecord
+	err := e.withDB(ctx, false, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRevoke)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var rec revocationRecord
+			if err := decodeRecord(v, &rec); err != nil {
+				return fmt.Errorf("entry %s: %w", k, err)
+			}
+			recs = append(recs, rec)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list revocations: %w", err)
+	}
+	out := make([]*Revocation, 0, len(recs))
+	for _, rec := range recs {
+		r := &Revocation{
+			ID: rec.ID, Provider: rec.Provider, User: rec.User, Generation: rec.Generation,
+			Actor: rec.Actor, Fingerprint: rec.Fingerprint, Attempt: rec.Attempt, Due: rec.Due, Queued: rec.Queued,
+		}
+		if r.AccessToken, err = e.sealer.open(rec.AccessToken, revocationAD("access_token", rec.ID)); err != nil {
+			return nil, fmt.Errorf("list revocations: %s: %w", rec.ID, err)
+		}
+		if r.RefreshToken, err = e.sealer.open(rec.RefreshToken, revocationAD("refresh_token", rec.ID)); err != nil {
+			return nil, fmt.Errorf("list revocations: %s: %w", rec.ID, err)
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *Revocation) int { return a.Queued.Compare(b.Queued) })
+	return out, nil
+}
+
+// DeleteRevocation implements Store.
+func (e *Embedded) DeleteRevocation(ctx context.Context, id string) error {
+	if err := ValidateRevocationID(id); err != nil {
+		return fmt.Errorf("delete revocation: %w", err)
+	}
+	err := e.withDB(ctx, true, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRevoke)
+		if b == nil {
+			return nil
+		}
+		if err := b.Delete([]byte(id)); err != nil {
+			return fmt.Errorf("%w: delete: %w", ErrUnavailable, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete revocation %s: %w", id, err)
 	}
 	return nil
 }

@@ -86,6 +86,19 @@ type Store interface {
 	// wrapping ErrLeaseLost.
 	ReleaseLease(ctx context.Context, l *Lease) error
 
+	// PutRevocation stores r, a provider revocation waiting for a retry,
+	// replacing the one with the same ID. Its tokens are protected at rest
+	// as a grant's are.
+	PutRevocation(ctx context.Context, r *Revocation) error
+
+	// ListRevocations returns the stored revocations, oldest (by Queued)
+	// first.
+	ListRevocations(ctx context.Context) ([]*Revocation, error)
+
+	// DeleteRevocation removes the revocation id; a missing one is not an
+	// error.
+	DeleteRevocation(ctx context.Context, id string) error
+
 	// Close releases the store's resources. It is safe to call more than
 	// once; after Close, other methods return an error wrapping
 	// ErrUnavailable (after name validation).

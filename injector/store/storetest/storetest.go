@@ -71,6 +71,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"LeaseRenew", testLeaseRenew},
 		{"LeaseTakeOverPolicy", testLeaseTakeOverPolicy},
 		{"LeaseConcurrentRenewAndTakeover", testLeaseRenewTakeoverRace},
+		{"Revocations", testRevocations},
 		{"CancelledContext", testCancelledContext},
 		{"Close", testClose},
 	}
@@ -877,6 +878,84 @@ func testLeaseRenewTakeoverRace(t *testing.T, s store.Store) {
 		}
 		if won != 1 {
 			t.Errorf("round %d: %d of the renewal and the takeovers won; want exactly 1", round, won)
+		}
+	}
+}
+
+func testRevocations(t *testing.T, s store.Store) {
+	if list, err := s.ListRevocations(ctx(t)); err != nil || len(list) != 0 {
+		t.Fatalf("ListRevocations of an empty store = %v, %v; want nothing", list, err)
+	}
+	base := time.Date(2026, 6, 18, 6, 0, 0, 0, time.UTC)
+	var want []*store.Revocation
+	for i, pu := range [][2]string{{"slack", "alice"}, {"github", "bob@example.com"}, {"slack", "alice"}} {
+		id, err := store.NewRevocationID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &store.Revocation{
+			ID: id, Provider: pu[0], User: pu[1], Generation: int64(i + 3),
+			AccessToken: fmt.Sprintf("at-revoke-%d", i), RefreshToken: fmt.Sprintf("rt-revoke-%d", i),
+			Actor: "user", Fingerprint: "fp", Attempt: i, Due: base.Add(time.Hour), Queued: base.Add(-time.Duration(i) * time.Minute),
+		}
+		if i == 2 {
+			r.RefreshToken = "" // only an access token
+		}
+		if err := s.PutRevocation(ctx(t), r); err != nil {
+			t.Fatalf("PutRevocation: %v", err)
+		}
+		want = append([]*store.Revocation{r.Clone()}, want...) // oldest first
+	}
+	got, err := s.ListRevocations(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ListRevocations (-want +got):\n%s", diff)
+	}
+	// Replaced by ID (the next attempt is recorded).
+	next := want[1].Clone()
+	next.Attempt, next.Due = 5, base.Add(2*time.Hour)
+	if err := s.PutRevocation(ctx(t), next); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRevocation(ctx(t), want[0].ID); err != nil {
+		t.Fatalf("DeleteRevocation: %v", err)
+	}
+	if err := s.DeleteRevocation(ctx(t), want[0].ID); err != nil {
+		t.Errorf("DeleteRevocation of a missing entry: %v; want nil", err)
+	}
+	got, err = s.ListRevocations(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]*store.Revocation{next, want[2]}, got); diff != "" {
+		t.Errorf("ListRevocations after replace and delete (-want +got):\n%s", diff)
+	}
+	// Grants are not revocations.
+	if l, err := s.List(ctx(t), ""); err != nil || len(l) != 0 {
+		t.Errorf("List = %v, %v; want no grants", l, err)
+	}
+	// Validation comes first.
+	bad := next.Clone()
+	bad.ID = "../etc"
+	if err := s.PutRevocation(ctx(t), bad); !errors.Is(err, store.ErrInvalidName) {
+		t.Errorf("PutRevocation with id ../etc: %v; want ErrInvalidName", err)
+	}
+	bad = next.Clone()
+	bad.User = "a/b"
+	if err := s.PutRevocation(ctx(t), bad); !errors.Is(err, store.ErrInvalidName) {
+		t.Errorf("PutRevocation with user a/b: %v; want ErrInvalidName", err)
+	}
+	if err := s.DeleteRevocation(ctx(t), "not-hex"); !errors.Is(err, store.ErrInvalidName) {
+		t.Errorf("DeleteRevocation(not-hex): %v; want ErrInvalidName", err)
+	}
+	if err := s.PutRevocation(ctx(t), nil); !errors.Is(err, store.ErrInvalidArgument) {
+		t.Errorf("PutRevocation(nil): %v; want ErrInvalidArgument", err)
+	}
+	for _, r := range got {
+		if err := s.DeleteRevocation(ctx(t), r.ID); err != nil {
+			t.Error(err)
 		}
 	}
 }
