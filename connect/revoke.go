@@ -42,6 +42,16 @@ const (
 	// maxRetryQueue bounds the revocations waiting for a retry; beyond it a
 	// transient failure is recorded as failed (and logged) at once.
 	maxRetryQueue = 1000
+	// queueStoreTimeout bounds one write or removal of a queued revocation
+	// in the store.
+	queueStoreTimeout = 10 * time.Second
+	// retryClaimTTL is the lease a replica takes on a queued revocation
+	// while it retries it, so that connect-server replicas resuming the same
+	// queue do not revoke and audit it twice. It outlives one attempt.
+	retryClaimTTL = providerRevokeTimeout + 30*time.Second
+	// leaseRevocations names the leases of queued revocations; it carries
+	// the reserved prefix, so no provider's grant lease collides with them.
+	leaseRevocations = "onbehalf-connect-revocations"
 )
 
 // Outcomes of a revocation, in Result and in the revoke audit record.
@@ -109,13 +119,15 @@ type Result struct {
 //
 // Provider revocations that fail transiently are retried in the
 // background with doubling, jittered waits, up to the configured number of
-// attempts, and each final outcome is audited. The queue lives in memory
-// only: the tokens of a queued revocation exist nowhere else once the
-// grant is deleted, and persisting them would keep secrets at rest for
-// the sake of revoking them. A restart (or Close) therefore abandons the
-// queued provider revocations: the grants are already gone locally, the
-// abandonment is logged and audited, and the tokens stay valid at the
-// provider until they expire or an operator revokes them there.
+// attempts, and each final outcome is audited. The queue is kept in the
+// grant store (store.Revocation, tokens sealed like a grant's): the tokens
+// of a queued revocation exist nowhere else once the grant is deleted, and
+// a restart must not leave them valid at the provider. Close leaves what is
+// queued in the store; Resume, called when a connect server starts, takes
+// it up again. A revocation the store could not take lives in memory only
+// and is abandoned (logged and audited as failed) at Close. Replicas
+// resuming the same queue claim each revocation with a lease before they
+// retry it.
 //
 // Revoker is safe for concurrent use.
 type Revoker struct {
@@ -128,6 +140,7 @@ type Revoker struct {
 
 	mu      sync.Mutex
 	queue   []*retryItem
+	held    map[string]bool // ids of stored revocations queued or being retried here
 	closed  bool
 	wake    chan struct{}
 	idle    *sync.Cond // signalled when the queue and in-flight work are empty
@@ -139,6 +152,7 @@ type Revoker struct {
 // retryItem is a provider revocation waiting for another attempt. It
 // holds the grant's tokens, in memory only.
 type retryItem struct {
+	id                   string // the store.Revocation's
 	provider, user       string
 	generation           int64
 	fingerprint          string
@@ -146,6 +160,18 @@ type retryItem struct {
 	accessToken, refresh string
 	attempt              int // retries made so far
 	due                  time.Time
+	queued               time.Time
+	stored               bool         // the store holds it
+	claim                *store.Lease // this replica's claim on it, once retried
+}
+
+// revocation returns it as the store keeps it.
+func (it *retryItem) revocation() *store.Revocation {
+	return &store.Revocation{
+		ID: it.id, Provider: it.provider, User: it.user, Generation: it.generation,
+		AccessToken: it.accessToken, RefreshToken: it.refresh, Actor: it.actor, Fingerprint: it.fingerprint,
+		Attempt: it.attempt, Due: it.due, Queued: it.queued,
+	}
 }
 
 // NewRevoker returns a Revoker. aud may be nil only in tests that do not
@@ -170,6 +196,7 @@ func NewRevoker(st store.Store, providers map[string]*oauth.Provider, aud Audito
 		retry:     retry,
 		holder:    "onbehalf-revoke/" + sanitizeHolder(host) + "/" + strconv.Itoa(os.Getpid()),
 		wake:      make(chan struct{}, 1),
+		held:      make(map[string]bool),
 		done:      make(chan struct{}),
 		stop:      make(chan struct{}),
 	}
@@ -376,24 +403,129 @@ func (r *Revoker) attempt(ctx context.Context, p *oauth.Provider, item *retryIte
 	return ProviderFailed
 }
 
-// enqueue schedules item's next attempt, or reports false when retries are
-// disabled, exhausted, the queue is full or the Revoker is closed.
+// enqueue schedules item's next attempt and records it in the store, or
+// reports false when retries are disabled, exhausted, the queue is full or
+// the Revoker is closed.
 func (r *Revoker) enqueue(item *retryItem) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed || item.attempt >= r.retry.MaxAttempts || len(r.queue) >= maxRetryQueue {
 		if len(r.queue) >= maxRetryQueue {
 			r.log.Error("revocation retry queue full", zap.String("provider", item.provider), zap.String("user", item.user))
 		}
+		r.mu.Unlock()
 		return false
 	}
 	item.due = time.Now().Add(r.backoff(item.attempt))
+	r.mu.Unlock()
+	r.store(item)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return item.stored // Close ran meanwhile: the store has it, or it is lost
+	}
+	r.schedule(item)
+	return true
+}
+
+// schedule adds item to the in-memory queue and wakes the loop. Callers
+// hold mu.
+func (r *Revoker) schedule(item *retryItem) {
+	if item.id != "" {
+		r.held[item.id] = true
+	}
 	r.queue = append(r.queue, item)
 	select {
 	case r.wake <- struct{}{}:
 	default:
 	}
+}
+
+// store records item in the grant store, so that a restart does not lose
+// it. A failure is logged: the item then lives in memory only.
+func (r *Revoker) store(item *retryItem) {
+	if item.id == "" {
+		id, err := store.NewRevocationID()
+		if err != nil {
+			r.log.Error("queued provider revocation not stored", zap.Error(err))
+			return
+		}
+		item.id, item.queued = id, time.Now().UTC()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), queueStoreTimeout)
+	defer cancel()
+	if err := r.st.PutRevocation(ctx, item.revocation()); err != nil {
+		r.log.Warn("queued provider revocation not stored; a restart would abandon it", zap.String("provider", item.provider),
+			zap.String("user", item.user), zap.Error(err))
+		return
+	}
+	item.stored = true
+}
+
+// unstore removes item from the grant store once its outcome is final.
+func (r *Revoker) unstore(item *retryItem) {
+	if !item.stored {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), queueStoreTimeout)
+	defer cancel()
+	if err := r.st.DeleteRevocation(ctx, item.id); err != nil {
+		r.log.Warn("finished provider revocation not removed from the store; it is retried once more after a restart",
+			zap.String("provider", item.provider), zap.String("user", item.user), zap.Error(err))
+	}
+}
+
+// claim takes or renews this replica's lease on the stored revocation it,
+// reporting false when another replica holds it. When the store cannot be
+// reached the retry goes ahead: a revocation made twice is harmless.
+func (r *Revoker) claim(it *retryItem) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), queueStoreTimeout)
+	defer cancel()
+	var l *store.Lease
+	var err error
+	if it.claim != nil {
+		l, err = r.st.RenewLease(ctx, it.claim, retryClaimTTL)
+	} else {
+		l, err = r.st.AcquireLease(ctx, leaseRevocations, it.id, store.LeaseRequest{Holder: r.holder, TTL: retryClaimTTL})
+	}
+	switch {
+	case err == nil:
+		it.claim = l
+	case errors.Is(err, store.ErrLeaseHeld), errors.Is(err, store.ErrLeaseLost):
+		return false
+	}
 	return true
+}
+
+// Resume takes up the provider revocations queued in the store (by this
+// process before a restart, by another replica, or by the CLI) that this
+// Revoker does not hold yet. A connect server calls it when it starts. It
+// returns how many it took up.
+func (r *Revoker) Resume(ctx context.Context) (int, error) {
+	list, err := r.st.ListRevocations(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("resume provider revocations: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, nil
+	}
+	n := 0
+	for _, rv := range list {
+		if r.held[rv.ID] || len(r.queue) >= maxRetryQueue {
+			continue
+		}
+		r.schedule(&retryItem{
+			id: rv.ID, provider: rv.Provider, user: rv.User, generation: rv.Generation, fingerprint: rv.Fingerprint,
+			actor: rv.Actor, accessToken: rv.AccessToken, refresh: rv.RefreshToken, attempt: rv.Attempt,
+			due: rv.Due, queued: rv.Queued, stored: true,
+		})
+		n++
+	}
+	if n > 0 {
+		r.log.Info("queued provider revocations resumed", zap.Int("count", n))
+	}
+	return n, nil
 }
 
 // backoff returns the wait before retry number attempt+1: the interval
@@ -467,8 +599,15 @@ func (r *Revoker) loop() {
 	}
 }
 
-// retryOne makes one more attempt for it and audits a final outcome.
+// retryOne makes one more attempt for it and audits a final outcome. A
+// stored revocation is claimed first: when another replica holds it, this
+// one lets it go.
 func (r *Revoker) retryOne(it *retryItem) {
+	if it.stored && !r.claim(it) {
+		r.log.Debug("queued provider revocation retried by another replica", zap.String("provider", it.provider), zap.String("user", it.user))
+		r.forget(it)
+		return
+	}
 	it.attempt++
 	p := r.providers[it.provider]
 	outcome := ProviderSkipped
@@ -490,7 +629,19 @@ func (r *Revoker) retryOne(it *retryItem) {
 		}
 		outcome = ProviderFailed
 	}
+	r.unstore(it)
+	if it.claim != nil {
+		r.releaseLease(it.claim)
+	}
+	r.forget(it)
 	r.auditRetry(it, outcome)
+}
+
+// forget drops it from the ids this Revoker holds.
+func (r *Revoker) forget(it *retryItem) {
+	r.mu.Lock()
+	delete(r.held, it.id)
+	r.mu.Unlock()
 }
 
 // auditRetry writes the final outcome of a retried provider revocation.
@@ -563,8 +714,9 @@ func (r *Revoker) Drain(ctx context.Context) error {
 }
 
 // Close stops the retries and waits for an attempt in flight. Queued
-// revocations are abandoned, each logged and audited with the outcome
-// failed. Close is idempotent.
+// revocations the store holds stay there for Resume; those it could not
+// take are abandoned, each logged and audited with the outcome failed.
+// Close is idempotent.
 func (r *Revoker) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -581,6 +733,11 @@ func (r *Revoker) Close() error {
 	r.idle.Broadcast()
 	r.mu.Unlock()
 	for _, it := range left {
+		if it.stored {
+			r.log.Info("queued provider revocation left in the store for the next start",
+				zap.String("provider", it.provider), zap.String("user", it.user))
+			continue
+		}
 		r.log.Warn("provider revocation abandoned at shutdown; revoke it at the provider",
 			zap.String("provider", it.provider), zap.String("user", it.user))
 		r.auditRetry(it, ProviderFailed)

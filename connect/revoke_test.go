@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -359,14 +360,15 @@ func revokerEnvOn(t *testing.T, e *testEnv, revocationURL string, extra *x509.Ce
 	return e, p, g
 }
 
-// TestRevokerClose checks that Close abandons queued provider revocations,
-// auditing each.
-func TestRevokerClose(t *testing.T) {
+// TestRevokerCloseAndResume: a provider revocation queued when the
+// revoking process stops stays in the store, and the next process takes it
+// up: the tokens do not stay valid at the provider because of a restart.
+func TestRevokerCloseAndResume(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	f := newFlakyRevocation(t, e, -1)
-	_, p, _ := revokerEnvOn(t, e, f.srv.URL+"/revoke", f.srv.Certificate())
-	r := NewRevoker(e.store, map[string]*oauth.Provider{testProvider: p}, e.audit, zap.NewNop(),
-		RetryConfig{Interval: time.Hour, MaxAttempts: 3})
+	_, p, g := revokerEnvOn(t, e, f.srv.URL+"/revoke", f.srv.Certificate())
+	providers := map[string]*oauth.Provider{testProvider: p}
+	r := NewRevoker(e.store, providers, e.audit, zap.NewNop(), RetryConfig{Interval: time.Hour, MaxAttempts: 3})
 	res, err := r.Revoke(context.Background(), testProvider, "alice", ActorUser)
 	if err != nil || res.ProviderRevocation != ProviderQueued {
 		t.Fatalf("Revoke = %+v, %v; want queued", res, err)
@@ -383,9 +385,112 @@ func TestRevokerClose(t *testing.T) {
 	if r.Pending() != 0 {
 		t.Errorf("Pending after Close: %d; want 0", r.Pending())
 	}
+	queued, err := e.store.ListRevocations(context.Background())
+	if err != nil || len(queued) != 1 || queued[0].AccessToken != g.AccessToken || queued[0].User != "alice" || queued[0].Attempt != 0 {
+		t.Fatalf("queue in the store after Close = %v, %v; want alice's revocation with its tokens", queued, err)
+	}
+	if rec := lastAuditRecord(t, e, "revoke"); extra(rec, "provider_revocation") != ProviderQueued {
+		t.Errorf("last revoke record %v; want only the queued one (nothing abandoned)", rec)
+	}
+
+	// The next start: the provider works again.
+	f.fail.Store(0)
+	r2 := NewRevoker(e.store, providers, e.audit, zap.NewNop(), RetryConfig{Interval: 20 * time.Millisecond, MaxAttempts: 3})
+	defer r2.Close()
+	queued[0].Due = time.Now() // due at once
+	if err := e.store.PutRevocation(context.Background(), queued[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r2.Resume(context.Background()); n != 1 || err != nil {
+		t.Fatalf("Resume = %d, %v; want 1", n, err)
+	}
+	if n, _ := r2.Resume(context.Background()); n != 0 {
+		t.Errorf("second Resume took up %d; want 0 (already held)", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r2.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, active := e.oauth.Introspect(g.AccessToken); active {
+		t.Error("access token still active at the provider after the resumed revocation")
+	}
+	rec := lastAuditRecord(t, e, "revoke")
+	if extra(rec, "provider_revocation") != ProviderRevoked || extra(rec, "actor") != ActorUser {
+		t.Errorf("last revoke record %v; want the resumed revocation revoked", rec)
+	}
+	if left, err := e.store.ListRevocations(context.Background()); err != nil || len(left) != 0 {
+		t.Errorf("queue in the store after the revocation = %v, %v; want empty", left, err)
+	}
+}
+
+// unqueueableStore refuses to store queued revocations.
+type unqueueableStore struct{ store.Store }
+
+func (unqueueableStore) PutRevocation(context.Context, *store.Revocation) error {
+	return fmt.Errorf("test: %w", store.ErrUnavailable)
+}
+
+// TestRevokerCloseAbandonsUnstored: a queued revocation the store could not
+// take is abandoned at Close, logged and audited as failed.
+func TestRevokerCloseAbandonsUnstored(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	f := newFlakyRevocation(t, e, -1)
+	_, p, _ := revokerEnvOn(t, e, f.srv.URL+"/revoke", f.srv.Certificate())
+	r := NewRevoker(unqueueableStore{e.store}, map[string]*oauth.Provider{testProvider: p}, e.audit, zap.NewNop(),
+		RetryConfig{Interval: time.Hour, MaxAttempts: 3})
+	if res, err := r.Revoke(context.Background(), testProvider, "alice", ActorUser); err != nil || res.ProviderRevocation != ProviderQueued {
+		t.Fatalf("Revoke = %+v, %v; want queued", res, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
 	rec := lastAuditRecord(t, e, "revoke")
 	if extra(rec, "provider_revocation") != ProviderFailed || extra(rec, "outcome") != "partial" {
 		t.Errorf("last revoke record %v; want the abandoned provider revocation", rec)
+	}
+}
+
+// TestRevokerReplicasClaim: two replicas resuming the same stored queue
+// revoke each grant once.
+func TestRevokerReplicasClaim(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	f := newFlakyRevocation(t, e, -1)
+	_, p, _ := revokerEnvOn(t, e, f.srv.URL+"/revoke", f.srv.Certificate())
+	providers := map[string]*oauth.Provider{testProvider: p}
+	first := NewRevoker(e.store, providers, e.audit, zap.NewNop(), RetryConfig{Interval: time.Hour, MaxAttempts: 3})
+	if _, err := first.Revoke(context.Background(), testProvider, "alice", ActorUser); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	queued, err := e.store.ListRevocations(context.Background())
+	if err != nil || len(queued) != 1 {
+		t.Fatalf("queue = %v, %v", queued, err)
+	}
+	queued[0].Due = time.Now()
+	if err := e.store.PutRevocation(context.Background(), queued[0]); err != nil {
+		t.Fatal(err)
+	}
+	f.fail.Store(0)
+	before := f.calls.Load()
+	var replicas []*Revoker
+	for range 2 {
+		r := NewRevoker(e.store, providers, e.audit, zap.NewNop(), RetryConfig{Interval: 20 * time.Millisecond, MaxAttempts: 3})
+		defer r.Close()
+		if n, err := r.Resume(context.Background()); n != 1 || err != nil {
+			t.Fatalf("Resume = %d, %v", n, err)
+		}
+		replicas = append(replicas, r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, r := range replicas {
+		if err := r.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.calls.Load() - before; n != 1 {
+		t.Errorf("revocation requests after the restart: %d; want 1", n)
 	}
 }
 

@@ -111,6 +111,14 @@ func buildConnect(ctx context.Context, cfg sidecar.Config) (_ *connectParts, err
 	return p, nil
 }
 
+// Resuming queued provider revocations: how often the store's queue is
+// looked at (each look is one list, plus a read per entry), and how long
+// one look may take.
+const (
+	resumeInterval = 5 * time.Minute
+	resumeTimeout  = 30 * time.Second
+)
+
 func runConnectServer(ctx context.Context, cfg sidecar.Config) error {
 	// Bind first: a port in use is reported before anything is opened or
 	// created (store, audit file, session key).
@@ -139,10 +147,25 @@ func runConnectServer(ctx context.Context, cfg sidecar.Config) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	parts.log.Info("connect server started", zap.String("listen", ln.Addr().String()), zap.String("external_url", cfg.Connect.ExternalURL))
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	// Provider revocations queued in the store (before a restart, by
+	// another replica that stopped, or by `grants revoke`) are taken up now
+	// and at every resumeInterval.
+	resume := time.NewTicker(resumeInterval)
+	defer resume.Stop()
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, resumeTimeout)
+		if _, err := parts.revoker.Resume(rctx); err != nil {
+			parts.log.Warn("queued provider revocations not resumed", zap.Error(err))
+		}
+		rcancel()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		case <-resume.C:
+			continue
+		}
+		break
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), connectShutdownGrace)
 	defer cancel()
