@@ -10,7 +10,10 @@
 // from the parent, HOME in a temporary directory), listens on 127.0.0.1 only,
 // and is always killed by Close. Dev mode keeps everything in memory, so
 // Restart brings up an empty server on the same address with the same root
-// token; tests re-seed what they need.
+// token; tests re-seed what they need. With Options.Persistent the server
+// is a real (non-dev) one on file storage instead, initialised and unsealed
+// by Start: Stop kills it as a crash would, and Restart brings the same data
+// back on the same address, unsealed, the way an operator restarts Vault.
 //
 // This package does not import testing: packages use it from tests,
 // benchmarks and TestMain alike, passing a writer for Vault's output.
@@ -80,6 +83,10 @@ type Options struct {
 	// TLS starts the server with -dev-tls: it serves https with a
 	// certificate for 127.0.0.1 signed by a CA written to CAFile.
 	TLS bool
+	// Persistent runs a non-dev server on file storage in a temporary
+	// directory, so that data survives Stop and Restart. It cannot be
+	// combined with TLS.
+	Persistent bool
 }
 
 // Server is a running (or stopped) Vault dev server.
@@ -173,6 +180,10 @@ func Start(o Options) (*Server, error) {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start vault: root token: %w", err)
 	}
+	if o.Persistent && o.TLS {
+		_ = os.RemoveAll(dir)
+		return nil, errors.New("start vault: Persistent and TLS cannot be combined")
+	}
 	s := &Server{bin: bin, opts: o, dir: dir, rootToken: "root-" + hex.EncodeToString(tok[:])}
 	var errs []error
 	for range startAttempts {
@@ -224,6 +235,13 @@ func (s *Server) launch() error {
 	if s.opts.TLS {
 		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+s.dir)
 	}
+	if s.opts.Persistent {
+		cfgFile, err := s.writePersistentConfig()
+		if err != nil {
+			return err
+		}
+		args = []string{"server", "-config=" + cfgFile}
+	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	// A scrubbed environment: nothing from the parent's VAULT_* or proxy
@@ -262,10 +280,122 @@ func (s *Server) launch() error {
 	s.cmd, s.exited, s.tail = cmd, exited, tail
 	s.mu.Unlock()
 
-	if err := s.waitReady(keyCh, exited); err != nil {
+	wait := s.waitReady
+	if s.opts.Persistent {
+		wait = s.waitPersistent
+	}
+	if err := wait(keyCh, exited); err != nil {
 		s.kill()
 		return fmt.Errorf("vault on port %d: %w; output:\n%s", s.port, err, tail.String())
 	}
+	return nil
+}
+
+// writePersistentConfig writes the configuration of a persistent server:
+// file storage under the temporary directory (the same across restarts),
+// plain http on the loopback port, no mlock (tests run unprivileged).
+func (s *Server) writePersistentConfig() (string, error) {
+	data := filepath.Join(s.dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return "", err
+	}
+	cfg := fmt.Sprintf(`storage "file" {
+  path = %q
+}
+listener "tcp" {
+  address     = "127.0.0.1:%d"
+  tls_disable = true
+}
+api_addr      = "http://127.0.0.1:%d"
+cluster_addr  = "http://127.0.0.1:%d"
+disable_mlock = true
+ui            = false
+`, data, s.port, s.port, s.port+1)
+	path := filepath.Join(s.dir, "vault.hcl")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// waitPersistent waits until a persistent server answers, initialises it on
+// its first start (one key share; the root token and unseal key are kept),
+// unseals it and, the first time, mounts KV v2 at secret/.
+func (s *Server) waitPersistent(_ <-chan string, exited <-chan struct{}) error {
+	deadline := time.Now().Add(StartTimeout)
+	c, err := s.newClient()
+	if err != nil {
+		return err
+	}
+	c.ClearToken()
+	var h *api.HealthResponse
+	for {
+		select {
+		case <-exited:
+			return errors.New("exited during start-up")
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		h, err = c.Sys().HealthWithContext(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not answering within %s: %w", StartTimeout, err)
+		}
+		time.Sleep(pollInterval)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	first := !h.Initialized
+	if first {
+		init, err := c.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
+		if err != nil {
+			return fmt.Errorf("init: %w", err)
+		}
+		s.mu.Lock()
+		s.rootToken, s.unsealKey = init.RootToken, init.Keys[0]
+		s.mu.Unlock()
+	}
+	if _, err := c.Sys().UnsealWithContext(ctx, s.UnsealKey()); err != nil {
+		return fmt.Errorf("unseal: %w", err)
+	}
+	c.SetToken(s.rootToken)
+	for {
+		h, err := c.Sys().HealthWithContext(ctx)
+		if err == nil && !h.Sealed && !h.Standby {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not active within %s: %w", StartTimeout, errors.Join(err, ctx.Err()))
+		case <-exited:
+			return errors.New("exited during start-up")
+		case <-time.After(pollInterval):
+		}
+	}
+	if first {
+		if err := c.Sys().MountWithContext(ctx, "secret", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+			return fmt.Errorf("mount secret/: %w", err)
+		}
+	}
+	// KV v2 upgrades its storage after a mount or an unseal; writes fail
+	// until it is done.
+	for {
+		_, err := c.Logical().WriteWithContext(ctx, "secret/data/vaulttest-ready", map[string]any{"data": map[string]any{"ok": true}})
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("secret/ not writable within %s: %w", StartTimeout, err)
+		case <-time.After(pollInterval):
+		}
+	}
+	s.mu.Lock()
+	s.client = c
+	s.mu.Unlock()
 	return nil
 }
 
@@ -587,7 +717,9 @@ func (s *Server) kill() {
 }
 
 // Restart stops the server if it runs and starts a new, empty one on the
-// same address with the same root token. The unseal key changes.
+// same address with the same root token. The unseal key changes. A
+// persistent server comes back with its data instead, unsealed with the
+// same key.
 func (s *Server) Restart() error {
 	s.mu.Lock()
 	closed := s.closed

@@ -193,3 +193,32 @@ func TestTLS(t *testing.T) {
 		t.Errorf("health over TLS: %v", err)
 	}
 }
+
+// TestPersistentRestartKeepsData: a persistent server killed and restarted
+// comes back on the same address, unsealed, with its data and root token.
+func TestPersistentRestartKeepsData(t *testing.T) {
+	s := start(t, vaulttest.Options{Persistent: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := s.Client().KVv2("secret").Put(ctx, "kept", map[string]any{"v": "before the crash"}); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	addr, root := s.Addr(), s.RootToken()
+	s.Stop()
+	if _, err := s.Client().KVv2("secret").Get(ctx, "kept"); err == nil {
+		t.Fatal("read succeeded while the server was stopped")
+	}
+	if err := s.Restart(); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if s.Addr() != addr || s.RootToken() != root {
+		t.Errorf("after Restart: %s %q; want the same address and root token", s.Addr(), s.RootToken())
+	}
+	got, err := s.Client().KVv2("secret").Get(ctx, "kept")
+	if err != nil || got.Data["v"] != "before the crash" {
+		t.Errorf("read after Restart = %v, %v; want the data written before", got, err)
+	}
+	if _, err := vaulttest.Start(vaulttest.Options{Persistent: true, TLS: true}); err == nil {
+		t.Errorf("Start with Persistent and TLS succeeded")
+	}
+}
