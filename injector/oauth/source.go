@@ -48,7 +48,7 @@ const (
 	persistAttempts = 3
 	persistBackoff  = 100 * time.Millisecond
 	persistRetryMin = 200 * time.Millisecond
-	persistRetryMax = 2 * time.Second
+	persistRetryMax = time.Second
 	// markAttempts bounds the compare-and-swap loop that marks a grant
 	// reconnect_required while other writers change it.
 	markAttempts = 3

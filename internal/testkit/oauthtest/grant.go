@@ -200,6 +200,24 @@ func (s *Server) introspect(ctx context.Context, token string) (string, []string
 	return sessionUser(ar.GetSession()), slices.Clone([]string(ar.GetGrantedScopes())), true
 }
 
+// IssuedTo reports whether accessToken is an access token this server
+// issued and still holds (expired or not, but not revoked), and for which
+// user. Fault tests use it to check that every credential an upstream saw
+// was one the provider issued, even after it expired.
+func (s *Server) IssuedTo(accessToken string) (user string, ok bool) {
+	sig := s.strategy.AccessTokenSignature(context.Background(), accessToken)
+	if sig == "" {
+		return "", false
+	}
+	s.store.mu.Lock()
+	defer s.store.mu.Unlock()
+	e, ok := s.store.access[sig]
+	if !ok {
+		return "", false
+	}
+	return sessionUser(e.req.GetSession()), true
+}
+
 // ExpireAccessToken makes accessToken expired now, as if its lifetime had
 // run out, so that tests can force a refresh without waiting. The client's
 // own idea of the expiry (expires_in) is of course unchanged.

@@ -405,3 +405,26 @@ func TestTokenEndpointRefusals(t *testing.T) {
 		t.Errorf("GET /token: status %d; want 400", resp.StatusCode)
 	}
 }
+
+func TestIssuedTo(t *testing.T) {
+	s := newServer(t, testOptions())
+	tok := issue(t, s, confID, "alice")
+	if user, ok := s.IssuedTo(tok.AccessToken); !ok || user != "alice" {
+		t.Errorf("IssuedTo(live token) = %q, %v; want alice", user, ok)
+	}
+	if err := s.ExpireAccessToken(tok.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	if user, ok := s.IssuedTo(tok.AccessToken); !ok || user != "alice" {
+		t.Errorf("IssuedTo(expired token) = %q, %v; want alice", user, ok)
+	}
+	for _, bad := range []string{"", "ory_at_forged.forged", tok.RefreshToken} {
+		if _, ok := s.IssuedTo(bad); ok {
+			t.Errorf("IssuedTo(%q) = ok; want not issued", bad)
+		}
+	}
+	s.RevokeUser("alice")
+	if _, ok := s.IssuedTo(tok.AccessToken); ok {
+		t.Errorf("IssuedTo(revoked token) = ok; want not held")
+	}
+}
