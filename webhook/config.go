@@ -27,7 +27,9 @@ const (
 	// SecretMountPath holds the interception CA (SecretCertKey,
 	// SecretKeyKey) and the audit fingerprint key (AuditKeyKey).
 	SecretMountPath = "/etc/onbehalf/secret"
-	// TmpMountPath is the sidecar's only writable directory.
+	// TmpMountPath is the sidecar's only writable directory (an emptyDir
+	// that survives container restarts); the chart puts the refresh
+	// journal there.
 	TmpMountPath = "/tmp"
 )
 

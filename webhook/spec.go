@@ -37,8 +37,9 @@ const (
 	livenessFailures = 3
 	readinessPeriod  = 5
 	readinessTimeout = 3
-	// tmpSizeLimit bounds the sidecar's scratch directory; it holds
-	// nothing but what libraries write to $TMPDIR.
+	// tmpSizeLimit bounds the sidecar's scratch directory; it holds what
+	// libraries write to $TMPDIR and the refresh journal (a few KiB per
+	// grant waiting for Vault).
 	tmpSizeLimit = "64Mi"
 )
 

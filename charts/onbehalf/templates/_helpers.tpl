@@ -137,7 +137,14 @@ onbehalf.dev/component: {{ .component }}
   "audit" (dict "sink" .Values.audit.sink "fail_closed" .Values.audit.failClosed "fingerprint_key_file" (printf "%s/fingerprint.key" $secretDir))
   "log" (dict "level" .Values.log.level "format" .Values.log.format)
 -}}
-{{- if .Values.providers -}}{{- $_ := set $cfg "providers" .Values.providers -}}{{- end -}}
+{{- if .Values.providers -}}
+{{- $_ := set $cfg "providers" .Values.providers -}}
+{{- /* The refresh journal lives in the sidecar's own emptyDir (mounted at
+/tmp, never into an agent container), which survives container restarts:
+a sidecar killed with refreshed tokens not yet in Vault replays them when
+it comes back. */ -}}
+{{- $_ := set $cfg "refresh" (dict "journal" (dict "dir" "/tmp/onbehalf-journal" "key_file" "/tmp/onbehalf-journal.key")) -}}
+{{- end -}}
 {{- if .Values.connectServer.enabled -}}
 {{- with .Values.connectServer.config.external_url -}}
 {{- $_ := set $cfg.proxy "connect_url" . -}}
