@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -370,4 +371,84 @@ func BenchmarkRefreshStormVault(b *testing.B) {
 			b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "storm-ms")
 		})
 	}
+}
+
+// TestRefreshLostAudited: a sidecar takes over the lease of a holder that
+// died after spending the refresh token; its one presentation is refused,
+// and the grant is marked reconnect_required with the reason refresh_lost
+// in the audit record and in grants_lost_total, not as a revocation.
+func TestRefreshLostAudited(t *testing.T) {
+	prov := testenv.StartProvider(t, oauthtest.Options{})
+	e := testenv.New(t, testenv.Options{Provider: prov, Config: func(c *sidecar.Config) {
+		c.TokenCache.TTL = 0
+		c.Refresh.LeaseTTL, c.Refresh.TakeoverAfter = time.Second, time.Second
+	}})
+	ctx := context.Background()
+	g, _, err := e.Store.Get(ctx, testenv.Provider, testenv.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead holder spent the refresh token and never stored the result.
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {g.RefreshToken}}
+	req, _ := http.NewRequest(http.MethodPost, prov.TokenURL(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(testenv.ProviderClientID, testenv.ProviderClientSecret)
+	resp, err := prov.Client().Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the dead holder's refresh: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if _, err := e.Store.AcquireLease(ctx, testenv.Provider, testenv.User, store.LeaseRequest{
+		Holder: "dead-holder", TTL: 500 * time.Millisecond, Refresh: true, Generation: g.Generation,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	expire(t, e, prov)
+
+	assertion := e.Assert(t, testenv.User)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := get(t, e.Client(), e, assertion)
+		if code == 401 && body.Error == "reconnect_required" {
+			break
+		}
+		if code != 503 || time.Now().After(deadline) {
+			t.Fatalf("got %d %s; want 503 while the lease is left to its holder, then 401 reconnect_required", code, body.Error)
+		}
+	}
+	if st := prov.Stats(); st.ReuseDetections != 1 {
+		t.Errorf("provider reuse detections = %d; want the one presentation after the takeover", st.ReuseDetections)
+	}
+	var rec map[string]any
+	for _, r := range e.AuditRecords(t) {
+		if r["event"] == "refresh" {
+			rec = r
+		}
+	}
+	if rec == nil || rec["reason"] != "refresh_lost" {
+		t.Errorf("last refresh audit record = %v; want reason refresh_lost", rec)
+	}
+	mresp, err := http.Get("http://" + e.Sidecar.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(text), `onbehalf_grants_lost_total{provider="chat"} 1`) ||
+		!strings.Contains(string(text), `onbehalf_refreshes_total{outcome="refresh_lost",provider="chat"} 1`) {
+		t.Errorf("metrics do not count the lost grant:\n%s", grepLines(string(text), "onbehalf_grants_lost_total", "onbehalf_refreshes_total"))
+	}
+}
+
+// grepLines returns the lines of s that start with one of prefixes.
+func grepLines(s string, prefixes ...string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(l, p) {
+				out = append(out, l)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
