@@ -13,6 +13,7 @@ import (
 	"slices"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/injector/journal"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/injector/vault"
 	"github.com/onbehalf-dev/onbehalf/internal/config"
@@ -33,11 +34,13 @@ const maxCheckedFileBytes = 4 << 20
 // compiled and, with run_tests_on_reload, tested) or the bundle's public key
 // and CA bundle, the store's key file or Vault CA bundle and login
 // credential file, the audit fingerprint key, providers' client secret
-// files and the tracing CA bundle.
+// files, the refresh journal's directory and key (with providers) and the
+// tracing CA bundle.
 //
 // It opens no listener, store, connection or audit file, and creates
-// nothing: a key file New would create when missing (store.embedded.key_file,
-// audit.fingerprint_key_file) may be missing if its directory exists. cfg
+// nothing: a key file or directory New would create when missing
+// (store.embedded.key_file, audit.fingerprint_key_file, the journal's) may
+// be missing if its directory exists. cfg
 // must be valid (Load has run Validate).
 func CheckFiles(ctx context.Context, cfg Config) error {
 	var p config.Problems
@@ -76,10 +79,34 @@ func CheckFiles(ctx context.Context, cfg Config) error {
 			p.Add("providers."+name+".client_secret_file", checkSecretFile(f))
 		}
 	}
+	if len(cfg.Providers) > 0 {
+		checkJournal(&p, cfg.JournalConfig())
+	}
 	if f := cfg.Tracing.CAFile; f != "" {
 		p.Add("tracing.ca_file", checkCertBundle(f))
 	}
 	return p.Err()
+}
+
+// checkJournal reports a refresh journal the sidecar could not open: a
+// directory that is not one, that group or others may access, or that
+// cannot be written or created, and an unfit key file.
+func checkJournal(p *config.Problems, j JournalConfig) {
+	fi, err := os.Stat(j.Dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		p.Add("refresh.journal.dir", createdIfMissing(j.Dir, err))
+	case err != nil:
+		p.Add("refresh.journal.dir", describe(j.Dir, err))
+	case !fi.IsDir():
+		p.Addf("refresh.journal.dir", "%s is not a directory", j.Dir)
+	case fi.Mode().Perm()&0o077 != 0:
+		p.Addf("refresh.journal.dir", "%s is accessible to group or others (mode %o); want 0700", j.Dir, fi.Mode().Perm())
+	case !writable(j.Dir):
+		p.Addf("refresh.journal.dir", "%s is not writable", j.Dir)
+	}
+	_, err = keyfile.Load(j.KeyFile, journal.KeySize, false)
+	p.Add("refresh.journal.key_file", createdIfMissing(j.KeyFile, err))
 }
 
 // checkCA reports each unreadable CA file, then, when both are readable,

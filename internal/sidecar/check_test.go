@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/internal/config"
 	"github.com/onbehalf-dev/onbehalf/proxy/certs"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
@@ -201,5 +202,40 @@ func TestCheckFilesUncreatableKey(t *testing.T) {
 	err := CheckFiles(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), ro+" is not writable") {
 		t.Errorf("got %v; want the read-only directory reported", err)
+	}
+}
+
+// TestCheckFilesJournal: with providers, the refresh journal's directory
+// and key are checked like the files New opens.
+func TestCheckFilesJournal(t *testing.T) {
+	dir := t.TempDir()
+	cfg := checkDir(t, dir)
+	writeFile(t, filepath.Join(dir, "client-secret"), "s3cret-value", 0o600)
+	pc := oauth.DefaultProviderConfig()
+	pc.TokenURL, pc.ClientID, pc.ClientSecretFile, pc.AuthStyle = "https://auth.example.com/token", "id", filepath.Join(dir, "client-secret"), oauth.AuthStyleHeader
+	cfg.Providers = map[string]oauth.ProviderConfig{"example": pc}
+	// Missing but creatable: fine (the embedded store's key seals it).
+	if err := CheckFiles(context.Background(), cfg); err != nil {
+		t.Fatalf("got %v; want a creatable journal accepted", err)
+	}
+	if _, err := os.Stat(cfg.JournalConfig().Dir); err == nil {
+		t.Error("CheckFiles created the journal directory")
+	}
+	// A directory others can read, and a short key.
+	cfg.Refresh.Journal = JournalConfig{Dir: filepath.Join(dir, "journal"), KeyFile: filepath.Join(dir, "journal.key")}
+	if err := os.Mkdir(cfg.Refresh.Journal.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfg.Refresh.Journal.KeyFile, "short", 0o600)
+	err := CheckFiles(context.Background(), cfg)
+	for _, want := range []string{"refresh.journal.dir: " + cfg.Refresh.Journal.Dir + " is accessible to group or others", "refresh.journal.key_file: "} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v; want a line containing %q", err, want)
+		}
+	}
+	// A file where the directory should be.
+	cfg.Refresh.Journal.Dir = cfg.Refresh.Journal.KeyFile
+	if err := CheckFiles(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "is not a directory") {
+		t.Errorf("got %v; want the file reported as not a directory", err)
 	}
 }
