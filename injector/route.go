@@ -72,7 +72,15 @@ type Route struct {
 	prefix   string // Format before {token}
 	postfix  string // Format after {token}
 	strip    []string
+	// creds is header followed by strip: every header that carries a
+	// credential on this route.
+	creds []string
 }
+
+// CredentialHeaders returns the canonical names of the headers that carry
+// a credential on this route: its own header, then its strip headers. The
+// slice is shared; do not modify it.
+func (r *Route) CredentialHeaders() []string { return r.creds }
 
 // Header returns the canonical name of the header the credential goes in.
 func (r *Route) Header() string { return r.header }
@@ -186,6 +194,7 @@ func compileRoute(c RouteConfig) (*Route, error) {
 		}
 		r.strip = append(r.strip, h)
 	}
+	r.creds = append([]string{r.header}, r.strip...)
 	r.Name = c.Name
 	if r.Name == "" {
 		r.Name = c.Provider + ":" + host

@@ -95,3 +95,30 @@ func FuzzSanitizeRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestLookalikeHeader(t *testing.T) {
+	tests := []struct {
+		name string
+		want string // "" for none
+	}{
+		{"Transfer_Encoding", "Transfer-Encoding"},
+		{"TRANSFER_ENCODING", "Transfer-Encoding"},
+		{"Content_Length", "Content-Length"},
+		{"Keep_Alive", "Keep-Alive"},
+		{"Proxy_Authorization", "a Proxy-* header"},
+		{"proxy_x", "a Proxy-* header"},
+		{"Onbehalf_Assertion", "Onbehalf-Assertion"},
+		{"X_Api_Key", "X-Api-Key"},
+		{"X_Custom_Header", ""},
+		{"Transfer-Encoding_", ""},
+		{"Content-Length", ""},
+		{"Host_", ""},
+	}
+	for _, tt := range tests {
+		h := http.Header{tt.name: {"v"}}
+		got, ok := lookalikeHeader(h, []string{"Onbehalf-Assertion"}, []string{"Authorization", "X-Api-Key"})
+		if got != tt.want || ok != (tt.want != "") {
+			t.Errorf("lookalikeHeader(%q) = %q, %v; want %q", tt.name, got, ok, tt.want)
+		}
+	}
+}

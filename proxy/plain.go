@@ -42,6 +42,9 @@ func (s *Server) handlePlain(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Re
 	if !injector.CleanPath(req.URL.EscapedPath()) {
 		return reject(newError(CodeBadRequest, "the request path must be absolute, without dot segments, backslashes or control characters", nil))
 	}
+	if target, ok := lookalikeHeader(req.Header, []string{s.d.AssertionHeader}); ok {
+		return reject(refuseLookalike(target))
+	}
 	sub, err := s.identify(req.Context(), req.Header, nil)
 	if errors.Is(err, identity.ErrMissing) {
 		// Proxy-Authorization is the other place a client can put it.

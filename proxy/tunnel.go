@@ -310,6 +310,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		return fail(newError(CodeNoRoute, "no route covers this path on this host; nothing was sent", nil))
 	}
 	ex.setRoute(route)
+	if target, ok := lookalikeHeader(req.Header, []string{s.d.AssertionHeader}, route.CredentialHeaders()); ok {
+		return fail(refuseLookalike(target))
+	}
 
 	// 4. Decide, before any grant is read.
 	in := s.policyInput(req, ex, "https", t.target, t.source)
