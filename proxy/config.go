@@ -51,6 +51,11 @@ type UpstreamConfig struct {
 	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
 	// MaxIdleConnsPerHost sizes the keep-alive pool per upstream.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// MaxResponseHeaderBytes bounds an upstream response's status line and
+	// header section (and those of each informational response before
+	// it). A larger one is refused with 502 upstream_invalid after reading
+	// at most about this much.
+	MaxResponseHeaderBytes int `yaml:"max_response_header_bytes"`
 	// HTTP2 lets upstream connections use HTTP/2 when the API offers it.
 	// Off by default: every API speaks HTTP/1.1, and HTTP/1.1 costs the
 	// sidecar less CPU per request (no framing, flow-control frames or
@@ -104,6 +109,10 @@ const (
 	// defaultResponseHeaderTimeout: APIs answering slower than this are
 	// broken; streaming bodies are not bounded by it.
 	defaultResponseHeaderTimeout = 60 * time.Second
+	// defaultMaxResponseHeaderBytes: API response heads are a few KiB;
+	// 1 MiB leaves room for large cookies and link headers while bounding
+	// what one response can make the sidecar hold.
+	defaultMaxResponseHeaderBytes = 1 << 20
 	// defaultMaxIdleConnsPerHost: an agent talks to few hosts, often in
 	// parallel; Go's default of 2 would force new handshakes.
 	defaultMaxIdleConnsPerHost = 64
@@ -115,11 +124,12 @@ func DefaultConfig() Config {
 		Listen:   "127.0.0.1:8080",
 		Unrouted: UnroutedRefuse,
 		Upstream: UpstreamConfig{
-			DialTimeout:           defaultDialTimeout,
-			TLSHandshakeTimeout:   defaultHandshakeTimeout,
-			ResponseHeaderTimeout: defaultResponseHeaderTimeout,
-			IdleConnTimeout:       defaultIdleTimeout,
-			MaxIdleConnsPerHost:   defaultMaxIdleConnsPerHost,
+			DialTimeout:            defaultDialTimeout,
+			TLSHandshakeTimeout:    defaultHandshakeTimeout,
+			ResponseHeaderTimeout:  defaultResponseHeaderTimeout,
+			IdleConnTimeout:        defaultIdleTimeout,
+			MaxIdleConnsPerHost:    defaultMaxIdleConnsPerHost,
+			MaxResponseHeaderBytes: defaultMaxResponseHeaderBytes,
 		},
 		Limits: Limits{
 			MaxHeaderBytes:    defaultMaxHeaderBytes,
@@ -165,6 +175,9 @@ func (c Config) Validate() error {
 	positive("limits.idle_timeout", c.Limits.IdleTimeout)
 	if c.Upstream.MaxIdleConnsPerHost < 1 {
 		p.Addf("upstream.max_idle_conns_per_host", "must be at least 1")
+	}
+	if c.Upstream.MaxResponseHeaderBytes < 4096 || c.Upstream.MaxResponseHeaderBytes > 64<<20 {
+		p.Addf("upstream.max_response_header_bytes", "must be between 4096 and 67108864")
 	}
 	if c.Limits.MaxHeaderBytes < 4096 || c.Limits.MaxHeaderBytes > 1<<20 {
 		p.Addf("limits.max_header_bytes", "must be between 4096 and 1048576")

@@ -176,7 +176,14 @@ func newTransport(c UpstreamConfig, dialer Dialer, roots *x509.CertPool) (*http.
 	// The agent's Accept-Encoding passes through untouched and the body is
 	// relayed as is.
 	o.DisableCompression = true
-	return outbound.Transport(o)
+	tr, err := outbound.Transport(o)
+	if err != nil {
+		return nil, err
+	}
+	// The same limit as the proxy's own client (see classify for how its
+	// error is recognised).
+	tr.MaxResponseHeaderBytes = int64(c.MaxResponseHeaderBytes)
+	return tr, nil
 }
 
 // Serve accepts connections on ln until Shutdown or Close.

@@ -34,6 +34,7 @@ type upstreamClient struct {
 	responseHeaderTimeout time.Duration
 	idleTimeout           time.Duration
 	maxIdlePerHost        int
+	maxHeaderBytes        int64
 
 	mu      sync.Mutex
 	idle    map[string][]*upConn // by host:port, most recently used last
@@ -46,7 +47,8 @@ type upstreamClient struct {
 type upConn struct {
 	addr      string
 	conn      *tls.Conn
-	raw       net.Conn // the TCP connection under conn, for the liveness check
+	raw       net.Conn  // the TCP connection under conn, for the liveness check
+	lim       headLimit // between conn and br: bounds a response head
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
@@ -66,6 +68,7 @@ func newUpstreamClient(c UpstreamConfig, dial func(ctx context.Context, network,
 		responseHeaderTimeout: c.ResponseHeaderTimeout,
 		idleTimeout:           c.IdleConnTimeout,
 		maxIdlePerHost:        c.MaxIdleConnsPerHost,
+		maxHeaderBytes:        int64(c.MaxResponseHeaderBytes),
 		idle:                  map[string][]*upConn{},
 	}
 	u.janitor = time.AfterFunc(time.Hour, u.closeExpired)
@@ -132,7 +135,7 @@ func (u *upstreamClient) send(ctx context.Context, uc *upConn, req *http.Request
 	if u.responseHeaderTimeout > 0 {
 		uc.conn.SetReadDeadline(time.Now().Add(u.responseHeaderTimeout))
 	}
-	resp, err := readResponse(uc.br, req)
+	resp, err := u.readResponse(uc, req)
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("read response from %s: %w", uc.addr, err)
@@ -144,26 +147,81 @@ func (u *upstreamClient) send(ctx context.Context, uc *upConn, req *http.Request
 	return resp, nil
 }
 
-// readResponse reads the final response to req, skipping informational
-// (1xx) ones; a protocol switch is refused, since the tunnel relays HTTP
-// only and the request never asked for one (hop-by-hop headers such as
-// Upgrade are removed before forwarding).
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, req)
-		if err != nil {
-			return nil, err
-		}
+// max1xxResponses bounds the informational responses skipped before the
+// final one, as net/http does: a server that sends them without end would
+// otherwise hold the request until the response-header timeout.
+const max1xxResponses = 5
+
+// readResponse reads the final response to req from uc, skipping
+// informational (1xx) ones; a protocol switch is refused, since the tunnel
+// relays HTTP only and the request never asked for one (hop-by-hop headers
+// such as Upgrade are removed before forwarding). Each head is bounded by
+// maxHeaderBytes: net/http's parser has no limit of its own, and would
+// hold a header line of any length in memory.
+func (u *upstreamClient) readResponse(uc *upConn, req *http.Request) (*http.Response, error) {
+	for n := 0; ; n++ {
+		uc.lim.arm(u.maxHeaderBytes)
+		resp, err := http.ReadResponse(uc.br, req)
+		exceeded := uc.lim.exceeded()
+		uc.lim.disarm()
 		switch {
+		case exceeded:
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return nil, fmt.Errorf("%w (over %d bytes)", errResponseHeaderTooLarge, u.maxHeaderBytes)
+		case err != nil:
+			return nil, err
 		case resp.StatusCode == http.StatusSwitchingProtocols:
 			resp.Body.Close()
-			return nil, errors.New("unexpected 101 Switching Protocols")
+			return nil, fmt.Errorf("%w: unexpected 101 Switching Protocols", errUpstreamInvalid)
 		case resp.StatusCode >= 100 && resp.StatusCode < 200:
 			resp.Body.Close()
+			if n >= max1xxResponses {
+				return nil, fmt.Errorf("%w: more than %d informational responses", errUpstreamInvalid, max1xxResponses)
+			}
 			continue
 		}
 		return resp, nil
 	}
+}
+
+// headLimit bounds what is read from a connection while a response head is
+// being parsed, the way net/http.Transport bounds its own: armed, it lets
+// through at most n bytes and then fails every read; disarmed, it passes
+// reads through. Bytes the buffered reader reads ahead into the body count
+// against the head; the limit is far above a buffer's size.
+type headLimit struct {
+	r     io.Reader
+	n     int64
+	armed bool
+	hit   bool // a read was refused since arm
+}
+
+// errHeadLimit ends a read that would take a response head past the limit.
+var errHeadLimit = errors.New("response head over the limit")
+
+func (l *headLimit) arm(n int64) { l.n, l.armed, l.hit = n, true, false }
+func (l *headLimit) disarm()     { l.armed = false }
+
+// exceeded reports whether a read was refused since arm: the head did not
+// end within the limit.
+func (l *headLimit) exceeded() bool { return l.hit }
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if !l.armed {
+		return l.r.Read(p)
+	}
+	if l.n <= 0 {
+		l.hit = true
+		return 0, errHeadLimit
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 // get returns a live pooled connection to addr, or dials a new one.
@@ -209,11 +267,13 @@ func (u *upstreamClient) connect(ctx context.Context, addr string) (*upConn, err
 		raw.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 	}
-	return &upConn{
+	uc := &upConn{
 		addr: addr, conn: conn, raw: raw,
-		br: bufio.NewReaderSize(conn, upstreamBufferSize),
 		bw: bufio.NewWriterSize(conn, upstreamBufferSize),
-	}, nil
+	}
+	uc.lim.r = conn
+	uc.br = bufio.NewReaderSize(&uc.lim, upstreamBufferSize)
+	return uc, nil
 }
 
 // alive reports whether the server has neither closed uc nor sent anything

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -372,4 +373,53 @@ func TestUpstreamIdleConnectionsClosed(t *testing.T) {
 	do(t, u2, upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil) // still usable
 	u2.close()
 	cs.waitClosed(t, 3)
+}
+
+// TestResponseHeaderLimit: both upstream clients refuse a response head
+// over max_response_header_bytes with an error classify maps to
+// upstream_invalid, and a head just under it passes.
+func TestResponseHeaderLimit(t *testing.T) {
+	const limit = 16 << 10
+	srv := newCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		fmt.Sscan(r.URL.Query().Get("n"), &n)
+		w.Header().Set("X-Big", strings.Repeat("a", n))
+	}), nil)
+	mod := func(c *UpstreamConfig) { c.MaxResponseHeaderBytes = limit }
+	u := newTestUpstreamClient(t, srv.roots(), mod)
+	tr, err := newTransport(func() UpstreamConfig { c := DefaultConfig().Upstream; mod(&c); return c }(), &net.Dialer{}, srv.roots())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	for _, tt := range []struct {
+		n    int
+		want Code // "" for success
+	}{
+		{limit - 1024, ""},
+		{limit, CodeUpstreamInvalid},
+		{8 * limit, CodeUpstreamInvalid},
+	} {
+		target := fmt.Sprintf("%s/?n=%d", srv.URL, tt.n)
+		req := upstreamRequest(t, "GET", target, nil)
+		resp, err := u.roundTrip(context.Background(), req.URL.Host, req, nil)
+		checkLimit(t, "own client", tt.n, tt.want, resp, err)
+		req = upstreamRequest(t, "GET", target, nil)
+		resp, err = tr.RoundTrip(req)
+		checkLimit(t, "net/http transport", tt.n, tt.want, resp, err)
+	}
+}
+
+func checkLimit(t *testing.T, client string, n int, want Code, resp *http.Response, err error) {
+	t.Helper()
+	if err == nil {
+		resp.Body.Close()
+		if want != "" {
+			t.Errorf("%s, header of %d bytes: got %d; want %s", client, n, resp.StatusCode, want)
+		}
+		return
+	}
+	if got := classify(err).Code; got != want {
+		t.Errorf("%s, header of %d bytes: got %s (%v); want %q", client, n, got, err, want)
+	}
 }
