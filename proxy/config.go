@@ -20,6 +20,18 @@ const (
 	UnroutedTunnel = "tunnel"
 )
 
+// Upstream pool modes: which requests may share a pooled upstream
+// connection.
+const (
+	// PoolShared pools connections by host and port across users: the
+	// default, and the cheapest. A connection goes back to the pool only
+	// when nothing arrived after the response it carried.
+	PoolShared = "shared"
+	// PoolPerUser pools connections by host, port and user, so that no
+	// connection ever carries two users' requests.
+	PoolPerUser = "per_user"
+)
+
 // Config configures the proxy listener.
 type Config struct {
 	// Listen is the proxy's address. Keep it on loopback in a pod: the
@@ -51,6 +63,9 @@ type UpstreamConfig struct {
 	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
 	// MaxIdleConnsPerHost sizes the keep-alive pool per upstream.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// Pool is PoolShared or PoolPerUser (docs/design.md says which to
+	// choose).
+	Pool string `yaml:"pool"`
 	// MaxResponseHeaderBytes bounds an upstream response's status line and
 	// header section (and those of each informational response before
 	// it). A larger one is refused with 502 upstream_invalid after reading
@@ -130,6 +145,7 @@ func DefaultConfig() Config {
 			IdleConnTimeout:        defaultIdleTimeout,
 			MaxIdleConnsPerHost:    defaultMaxIdleConnsPerHost,
 			MaxResponseHeaderBytes: defaultMaxResponseHeaderBytes,
+			Pool:                   PoolShared,
 		},
 		Limits: Limits{
 			MaxHeaderBytes:    defaultMaxHeaderBytes,
@@ -175,6 +191,9 @@ func (c Config) Validate() error {
 	positive("limits.idle_timeout", c.Limits.IdleTimeout)
 	if c.Upstream.MaxIdleConnsPerHost < 1 {
 		p.Addf("upstream.max_idle_conns_per_host", "must be at least 1")
+	}
+	if c.Upstream.Pool != PoolShared && c.Upstream.Pool != PoolPerUser {
+		p.Addf("upstream.pool", "must be %q or %q, got %q", PoolShared, PoolPerUser, c.Upstream.Pool)
 	}
 	if c.Upstream.MaxResponseHeaderBytes < 4096 || c.Upstream.MaxResponseHeaderBytes > 64<<20 {
 		p.Addf("upstream.max_response_header_bytes", "must be between 4096 and 67108864")

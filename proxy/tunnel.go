@@ -354,7 +354,11 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	_, st := s.startStage(ctx, metrics.StageUpstream)
 	var resp *http.Response
 	if s.upstream != nil && !streamed {
-		resp, err = s.upstream.roundTrip(ctx, t.addr, out, body)
+		key := t.addr
+		if s.cfg.Upstream.Pool == PoolPerUser {
+			key = t.addr + "\x00" + ex.subject.User
+		}
+		resp, err = s.upstream.roundTrip(ctx, t.addr, key, out, body)
 	} else {
 		if body != nil {
 			// Keep it a *bytes.Reader behind io.NopCloser: net/http
@@ -362,7 +366,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 			// and body together.
 			out.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		resp, err = s.transport.RoundTrip(out)
+		resp, err = s.streamTransport.RoundTrip(out)
 	}
 	st.end()
 	if err != nil {

@@ -34,10 +34,12 @@ type upstreamClient struct {
 	responseHeaderTimeout time.Duration
 	idleTimeout           time.Duration
 	maxIdlePerHost        int
+	maxIdle               int // over all keys
 	maxHeaderBytes        int64
 
 	mu      sync.Mutex
-	idle    map[string][]*upConn // by host:port, most recently used last
+	idle    map[string][]*upConn // by pool key, most recently used last
+	nIdle   int                  // connections in idle
 	closed  bool
 	janitor *time.Timer // closes connections idle longer than idleTimeout
 	armed   bool
@@ -45,14 +47,21 @@ type upstreamClient struct {
 
 // upConn is one pooled upstream connection.
 type upConn struct {
-	addr      string
+	addr      string // host:port dialled
+	key       string // pool key: addr, or addr and user (pool per_user)
 	conn      *tls.Conn
-	raw       net.Conn  // the TCP connection under conn, for the liveness check
-	lim       headLimit // between conn and br: bounds a response head
+	raw       net.Conn    // the TCP connection, for the liveness check
+	rec       *recordConn // between raw and conn: TLS reads no further than a record
+	lim       headLimit   // between conn and br: bounds a response head
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
 }
+
+// maxIdleFactor sets the bound on idle connections over all pool keys, as a
+// multiple of the per-key bound: an agent talks to few hosts, but with
+// pool per_user each user of each host has a key.
+const maxIdleFactor = 16
 
 // upstreamBufferSize sizes each connection's read and write buffers: a
 // request or response head fits, as do the small bodies of most API calls.
@@ -68,6 +77,7 @@ func newUpstreamClient(c UpstreamConfig, dial func(ctx context.Context, network,
 		responseHeaderTimeout: c.ResponseHeaderTimeout,
 		idleTimeout:           c.IdleConnTimeout,
 		maxIdlePerHost:        c.MaxIdleConnsPerHost,
+		maxIdle:               c.MaxIdleConnsPerHost * maxIdleFactor,
 		maxHeaderBytes:        int64(c.MaxResponseHeaderBytes),
 		idle:                  map[string][]*upConn{},
 	}
@@ -77,14 +87,17 @@ func newUpstreamClient(c UpstreamConfig, dial func(ctx context.Context, network,
 }
 
 // roundTrip sends req, whose body is body (nil for none), to addr
-// (host:port) over HTTPS and returns the response. The response body must be closed;
-// the connection goes back to the pool when the body was read to its end.
+// (host:port) over HTTPS and returns the response. Connections are pooled
+// under key: addr itself, or addr and the user when connections must not
+// be shared between users. The response body must be closed; the
+// connection goes back to the pool when the body was read to its end and
+// nothing arrived after it.
 // A request that fails on a reused connection before any of the response
 // arrived is sent once more on a new connection when its method is
 // idempotent, as net/http does.
-func (u *upstreamClient) roundTrip(ctx context.Context, addr string, req *http.Request, body []byte) (*http.Response, error) {
+func (u *upstreamClient) roundTrip(ctx context.Context, addr, key string, req *http.Request, body []byte) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := u.get(ctx, addr)
+		uc, reused, err := u.get(ctx, addr, key)
 		if err != nil {
 			return nil, err
 		}
@@ -224,19 +237,23 @@ func (l *headLimit) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// get returns a live pooled connection to addr, or dials a new one.
-func (u *upstreamClient) get(ctx context.Context, addr string) (uc *upConn, reused bool, err error) {
+// get returns a live pooled connection under key, or dials a new one to
+// addr. A pooled connection is checked again here, right before the
+// request is written on it: a late response may have arrived since it was
+// put back.
+func (u *upstreamClient) get(ctx context.Context, addr, key string) (uc *upConn, reused bool, err error) {
 	now := time.Now()
 	for {
 		u.mu.Lock()
-		conns := u.idle[addr]
+		conns := u.idle[key]
 		if len(conns) == 0 {
 			u.mu.Unlock()
 			break
 		}
 		uc = conns[len(conns)-1]
 		conns[len(conns)-1] = nil
-		u.idle[addr] = conns[:len(conns)-1]
+		u.idle[key] = conns[:len(conns)-1]
+		u.nIdle--
 		u.mu.Unlock()
 		if now.Sub(uc.idleSince) < u.idleTimeout && uc.alive() {
 			return uc, true, nil
@@ -244,6 +261,9 @@ func (u *upstreamClient) get(ctx context.Context, addr string) (uc *upConn, reus
 		uc.conn.Close()
 	}
 	uc, err = u.connect(ctx, addr)
+	if uc != nil {
+		uc.key = key
+	}
 	return uc, false, err
 }
 
@@ -260,7 +280,8 @@ func (u *upstreamClient) connect(ctx context.Context, addr string) (*upConn, err
 	}
 	conf := u.tls.Clone()
 	conf.ServerName = host
-	conn := tls.Client(raw, conf)
+	rec := &recordConn{Conn: raw}
+	conn := tls.Client(rec, conf)
 	hctx, cancel := context.WithTimeout(ctx, u.handshakeTimeout)
 	defer cancel()
 	if err := conn.HandshakeContext(hctx); err != nil {
@@ -268,7 +289,7 @@ func (u *upstreamClient) connect(ctx context.Context, addr string) (*upConn, err
 		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 	}
 	uc := &upConn{
-		addr: addr, conn: conn, raw: raw,
+		addr: addr, conn: conn, raw: raw, rec: rec,
 		bw: bufio.NewWriterSize(conn, upstreamBufferSize),
 	}
 	uc.lim.r = conn
@@ -277,11 +298,19 @@ func (u *upstreamClient) connect(ctx context.Context, addr string) (*upConn, err
 }
 
 // alive reports whether the server has neither closed uc nor sent anything
-// on it while it was idle (a server sends nothing unasked on an idle
-// HTTP/1.1 connection but a TLS close_notify, before closing it). It peeks
-// at the socket without blocking: one system call.
+// on it since the last response ended. A server sends nothing unasked on
+// an idle HTTP/1.1 connection but a TLS close_notify before closing it;
+// anything else is a response nobody asked for, which must never be read
+// as the answer to the next request (another user's, perhaps). Bytes can
+// wait in four places, and each is looked at without blocking:
+//
+//   - the buffered reader;
+//   - the TLS layer's decrypted record not yet read (the probe below);
+//   - the TLS layer's raw input: recordConn keeps it empty between
+//     records (see there);
+//   - the socket, peeked at with one system call.
 func (uc *upConn) alive() bool {
-	if uc.br.Buffered() > 0 {
+	if uc.br.Buffered() > 0 || !uc.probeTLS() {
 		return false
 	}
 	sc, ok := uc.raw.(syscall.Conn)
@@ -303,16 +332,81 @@ func (uc *upConn) alive() bool {
 	return err == nil && alive
 }
 
+// probeTLS reports whether the TLS layer holds no decrypted data: it reads
+// through it with a deadline already passed, which returns what TLS holds
+// and otherwise fails at once, before any system call (a timeout leaves a
+// crypto/tls connection usable; only other read errors are final).
+func (uc *upConn) probeTLS() bool {
+	if uc.conn.SetReadDeadline(time.Unix(1, 0)) != nil {
+		return false
+	}
+	_, err := uc.br.Peek(1)
+	var ne net.Error
+	empty := errors.As(err, &ne) && ne.Timeout()
+	return uc.conn.SetReadDeadline(time.Time{}) == nil && empty
+}
+
+// recordConn is the TCP connection under an upstream TLS connection. It
+// hands crypto/tls no byte beyond the end of the TLS record being read:
+// crypto/tls otherwise reads ahead whatever has arrived ("best effort", to
+// spot a close_notify early) into a buffer no caller can inspect, and a
+// late response read ahead with the end of the previous one would be
+// invisible to alive. Bytes past the record stay in the socket, where
+// alive's peek finds them. The cost is a second read(2) per record (its
+// 5-byte header, then its body).
+type recordConn struct {
+	net.Conn
+	hdr  [5]byte
+	nhdr int // header bytes of the current record read so far
+	rem  int // body bytes of the current record still to read
+}
+
+// tlsRecordHeader is the size of a TLS record header (type, version,
+// length).
+const tlsRecordHeader = 5
+
+func (c *recordConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	inHeader := c.nhdr < tlsRecordHeader
+	want := c.rem
+	if inHeader {
+		want = tlsRecordHeader - c.nhdr
+	}
+	if len(p) > want {
+		p = p[:want]
+	}
+	n, err := c.Conn.Read(p)
+	if inHeader {
+		copy(c.hdr[c.nhdr:], p[:n])
+		c.nhdr += n
+		if c.nhdr == tlsRecordHeader {
+			c.rem = int(c.hdr[3])<<8 | int(c.hdr[4])
+			if c.rem == 0 {
+				c.nhdr = 0
+			}
+		}
+		return n, err
+	}
+	c.rem -= n
+	if c.rem == 0 {
+		c.nhdr = 0
+	}
+	return n, err
+}
+
 // put returns uc to the pool, or closes it when the pool is full or closed.
 func (u *upstreamClient) put(uc *upConn) {
 	uc.idleSince = time.Now()
 	u.mu.Lock()
-	if u.closed || len(u.idle[uc.addr]) >= u.maxIdlePerHost {
+	if u.closed || len(u.idle[uc.key]) >= u.maxIdlePerHost || u.nIdle >= u.maxIdle {
 		u.mu.Unlock()
 		uc.conn.Close()
 		return
 	}
-	u.idle[uc.addr] = append(u.idle[uc.addr], uc)
+	u.idle[uc.key] = append(u.idle[uc.key], uc)
+	u.nIdle++
 	if !u.armed {
 		u.armed = true
 		u.janitor.Reset(u.idleTimeout)
@@ -328,11 +422,12 @@ func (u *upstreamClient) closeExpired() {
 	u.mu.Lock()
 	u.armed = false
 	oldest := now
-	for addr, conns := range u.idle {
+	for key, conns := range u.idle {
 		keep := conns[:0]
 		for _, uc := range conns {
 			if now.Sub(uc.idleSince) >= u.idleTimeout {
 				expired = append(expired, uc)
+				u.nIdle--
 				continue
 			}
 			keep = append(keep, uc)
@@ -340,9 +435,9 @@ func (u *upstreamClient) closeExpired() {
 		}
 		clear(conns[len(keep):])
 		if len(keep) == 0 {
-			delete(u.idle, addr)
+			delete(u.idle, key)
 		} else {
-			u.idle[addr] = keep
+			u.idle[key] = keep
 		}
 	}
 	if len(u.idle) > 0 && !u.closed {
@@ -367,6 +462,7 @@ func (u *upstreamClient) closeIdle() {
 	u.mu.Lock()
 	idle := u.idle
 	u.idle = map[string][]*upConn{}
+	u.nIdle = 0
 	u.mu.Unlock()
 	for _, conns := range idle {
 		for _, uc := range conns {
@@ -423,7 +519,9 @@ func (b *upBody) Close() error {
 		return nil
 	}
 	err := b.r.Close()
-	if b.reuse && watched && err == nil && b.uc.br.Buffered() == 0 {
+	// Nothing may have come after the response: a second response would
+	// be read as the answer to the next request on this connection.
+	if b.reuse && watched && err == nil && b.uc.alive() {
 		b.u.put(b.uc)
 		return nil
 	}

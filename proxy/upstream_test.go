@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -111,7 +113,7 @@ func upstreamRequest(t *testing.T, method, rawURL string, h http.Header) *http.R
 // do sends one request and reads the whole answer.
 func do(t *testing.T, u *upstreamClient, req *http.Request, body []byte) (*http.Response, string) {
 	t.Helper()
-	resp, err := u.roundTrip(context.Background(), req.URL.Host, req, body)
+	resp, err := u.roundTrip(context.Background(), req.URL.Host, req.URL.Host, req, body)
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
@@ -190,7 +192,7 @@ func TestUpstreamNotReused(t *testing.T) {
 
 	// A body closed before its end leaves the rest of the response on the
 	// connection: it is closed, and Close does not read the rest first.
-	resp, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/stream", nil), nil)
+	resp, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/stream", nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,14 +318,14 @@ func TestUpstreamFailures(t *testing.T) {
 
 	t.Run("unknown certificate authority", func(t *testing.T) {
 		u := newTestUpstreamClient(t, x509.NewCertPool(), nil)
-		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 		if e := classify(err); e == nil || e.Code != CodeUpstreamTLS {
 			t.Errorf("got %v (%v); want %s", e, err, CodeUpstreamTLS)
 		}
 	})
 	t.Run("response header timeout", func(t *testing.T) {
 		u := newTestUpstreamClient(t, cs.roots(), func(c *UpstreamConfig) { c.ResponseHeaderTimeout = 50 * time.Millisecond })
-		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			t.Errorf("got %v; want a timeout", err)
@@ -336,7 +338,7 @@ func TestUpstreamFailures(t *testing.T) {
 		u := newTestUpstreamClient(t, cs.roots(), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(50*time.Millisecond, cancel)
-		_, err := u.roundTrip(ctx, cs.Listener.Addr().String(), upstreamRequest(t, http.MethodPost, cs.URL+"/", nil), []byte("x"))
+		_, err := u.roundTrip(ctx, cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodPost, cs.URL+"/", nil), []byte("x"))
 		if err == nil {
 			t.Fatal("got a response after the context was cancelled; want an error")
 		}
@@ -349,7 +351,7 @@ func TestUpstreamFailures(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		u := newTestUpstreamClient(t, cs.roots(), nil)
-		_, err = u.roundTrip(context.Background(), addr, upstreamRequest(t, http.MethodGet, "https://"+addr+"/", nil), nil)
+		_, err = u.roundTrip(context.Background(), addr, addr, upstreamRequest(t, http.MethodGet, "https://"+addr+"/", nil), nil)
 		if e := classify(err); e == nil || e.Code != CodeUpstreamUnreachable {
 			t.Errorf("got %v (%v); want %s", e, err, CodeUpstreamUnreachable)
 		}
@@ -402,7 +404,7 @@ func TestResponseHeaderLimit(t *testing.T) {
 	} {
 		target := fmt.Sprintf("%s/?n=%d", srv.URL, tt.n)
 		req := upstreamRequest(t, "GET", target, nil)
-		resp, err := u.roundTrip(context.Background(), req.URL.Host, req, nil)
+		resp, err := u.roundTrip(context.Background(), req.URL.Host, req.URL.Host, req, nil)
 		checkLimit(t, "own client", tt.n, tt.want, resp, err)
 		req = upstreamRequest(t, "GET", target, nil)
 		resp, err = tr.RoundTrip(req)
@@ -421,5 +423,35 @@ func checkLimit(t *testing.T, client string, n int, want Code, resp *http.Respon
 	}
 	if got := classify(err).Code; got != want {
 		t.Errorf("%s, header of %d bytes: got %s (%v); want %q", client, n, got, err, want)
+	}
+}
+
+// readerConn is a net.Conn that reads from r.
+type readerConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// TestRecordConnStopsAtRecordEnd: however much TLS asks for, recordConn
+// returns no byte past the end of the current record, so what follows
+// stays in the connection for the liveness check to see.
+func TestRecordConnStopsAtRecordEnd(t *testing.T) {
+	rec := func(n int, fill byte) []byte {
+		return append([]byte{23, 3, 3, byte(n >> 8), byte(n)}, bytes.Repeat([]byte{fill}, n)...)
+	}
+	first, empty, last := rec(300, 'a'), rec(0, 0), rec(20, 'b')
+	src := bytes.NewReader(slices.Concat(first, empty, last))
+	c := &recordConn{Conn: readerConn{r: src}}
+	buf := make([]byte, 4096)
+	for i, want := range []int{5, 300, 5, 5, 20} {
+		n, err := c.Read(buf)
+		if err != nil || n != want {
+			t.Fatalf("read %d: got %d, %v; want %d bytes", i, n, err, want)
+		}
+		if i == 1 && src.Len() != len(empty)+len(last) {
+			t.Errorf("after the first record, %d bytes left in the connection; want %d", src.Len(), len(empty)+len(last))
+		}
 	}
 }

@@ -164,3 +164,127 @@ func TestUpstreamResponseHeaderLimit(t *testing.T) {
 		t.Errorf("after the refusals: %d; want 200", resp.StatusCode)
 	}
 }
+
+// lateResponder answers each request with a response and then, unasked, a
+// second one naming the same user. The second response's TLS record is
+// sent in the same write(2) as the last record of the first (sync) or a
+// little later (while the connection sits idle in the sidecar's pool), so
+// the sidecar reads it ahead into its TLS buffer or finds it waiting on
+// the socket; with split, the second response's record is cut in two and
+// only its first bytes come with the first response, the rest
+// splitDelay later. users maps each injected Authorization value to a user
+// name.
+func lateResponder(users map[string]string, idleDelay time.Duration, split bool) rawupstream.Handler {
+	return func(c *rawupstream.Conn) {
+		for {
+			req, err := c.ReadRequest()
+			if err != nil {
+				return
+			}
+			discardBody(c, req)
+			who := users[req.Header.Get("Authorization")]
+			if who == "" {
+				who = "nobody"
+			}
+			body := "for=" + who + strings.Repeat(".", 200)
+			// The head and all but the last byte of the body first; the
+			// sidecar reads them and waits for the rest.
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:len(body)-1])
+			time.Sleep(20 * time.Millisecond)
+			late := "late-for=" + who
+			second := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(late), late)
+			if split {
+				c.Hold()
+				io.WriteString(c, body[len(body)-1:])
+				io.WriteString(c, second)
+				if c.FlushSplit() != nil {
+					return
+				}
+				time.Sleep(splitDelay)
+				if c.Flush() != nil {
+					return
+				}
+				continue
+			}
+			if idleDelay == 0 {
+				c.Hold()
+				io.WriteString(c, body[len(body)-1:])
+				io.WriteString(c, second)
+				if c.Flush() != nil {
+					return
+				}
+				continue
+			}
+			io.WriteString(c, body[len(body)-1:])
+			time.Sleep(idleDelay)
+			io.WriteString(c, second)
+		}
+	}
+}
+
+// splitDelay is how long the rest of a split late record waits: longer
+// than the sidecar takes to write the next request.
+const splitDelay = 100 * time.Millisecond
+
+// TestLateResponseNotDelivered: an upstream that sends a second,
+// unsolicited response after answering alice must not have it read as the
+// answer to bob's next request on the pooled connection. Whether the late
+// response was read ahead into the TLS layer's buffer together with the
+// end of the first, or arrived while the connection was idle, the sidecar
+// closes that connection instead of reusing it. With
+// proxy.upstream.pool: per_user, bob never shares alice's connection at all.
+func TestLateResponseNotDelivered(t *testing.T) {
+	const bobToken = "bob-access-token-5d1e"
+	users := map[string]string{"Bearer " + testenv.CanaryToken: "alice", "Bearer " + bobToken: "bob"}
+	for _, tt := range []struct {
+		name  string
+		delay time.Duration
+		split bool
+		pool  string
+	}{
+		{"read ahead with the first response", 0, false, "shared"},
+		{"first bytes read ahead, the rest later", 0, true, "shared"},
+		{"arrives while idle", 50 * time.Millisecond, false, "shared"},
+		{"pool per user", 0, false, "per_user"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, up := hostileEnv(t, lateResponder(users, tt.delay, tt.split), func(c *sidecar.Config) {
+				setPool(c, tt.pool)
+			})
+			e.PutGrant(t, "bob", bobToken, time.Now().Add(time.Hour))
+			client := e.Client()
+			get := func(user string) string {
+				t.Helper()
+				req, _ := http.NewRequest("GET", hostileURL(up, "/data"), nil)
+				req.Header.Set(identity.DefaultHeader, e.Assert(t, user))
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v", user, err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return string(b)
+			}
+			if got := get("alice"); !strings.HasPrefix(got, "for=alice") {
+				t.Fatalf("alice got %q", got)
+			}
+			for i := range 3 {
+				// A late response that comes after the next request was
+				// sent cannot be told from an answer to it: the test
+				// waits for it to arrive first.
+				time.Sleep(2 * tt.delay)
+				if got := get("bob"); !strings.HasPrefix(got, "for=bob") {
+					t.Fatalf("bob's request %d got %q; want his own answer", i, got)
+				}
+			}
+			if tt.pool == "per_user" && up.Accepted() < 2 {
+				t.Errorf("upstream accepted %d connections; want bob on a connection of his own", up.Accepted())
+			}
+		})
+	}
+}
+
+// setPool sets proxy.upstream.pool.
+func setPool(c *sidecar.Config, pool string) {
+	c.Proxy.Upstream.Pool = pool
+}

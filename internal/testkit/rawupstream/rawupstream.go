@@ -154,6 +154,11 @@ func (c *Conn) Hold() { c.hold.setHold(true) }
 // Flush sends what Hold kept back and stops holding.
 func (c *Conn) Flush() error { return c.hold.flush() }
 
+// FlushSplit sends what Hold kept back except all but the first few bytes
+// of the last write, which stay held until Flush: the last TLS record
+// arrives in two parts, the first together with the records before it.
+func (c *Conn) FlushSplit() error { return c.hold.flushSplit() }
+
 // holdConn is the TCP connection under the TLS one; while holding, it
 // buffers what TLS writes.
 type holdConn struct {
@@ -161,6 +166,7 @@ type holdConn struct {
 	mu   sync.Mutex
 	held bool
 	buf  []byte
+	last int // where the last held write starts in buf
 }
 
 func (h *holdConn) setHold(on bool) {
@@ -172,6 +178,7 @@ func (h *holdConn) setHold(on bool) {
 func (h *holdConn) Write(p []byte) (int, error) {
 	h.mu.Lock()
 	if h.held {
+		h.last = len(h.buf)
 		h.buf = append(h.buf, p...)
 		h.mu.Unlock()
 		return len(p), nil
@@ -180,11 +187,29 @@ func (h *holdConn) Write(p []byte) (int, error) {
 	return h.Conn.Write(p)
 }
 
+// splitKeep is how many bytes of the last held write flushSplit sends
+// with the others: a TLS record header and a little more.
+const splitKeep = 8
+
+func (h *holdConn) flushSplit() error {
+	h.mu.Lock()
+	cut := min(h.last+splitKeep, len(h.buf))
+	first := h.buf[:cut]
+	h.buf = append([]byte(nil), h.buf[cut:]...)
+	h.last = 0
+	h.mu.Unlock()
+	return h.write(first)
+}
+
 func (h *holdConn) flush() error {
 	h.mu.Lock()
 	buf := h.buf
-	h.buf, h.held = nil, false
+	h.buf, h.held, h.last = nil, false, 0
 	h.mu.Unlock()
+	return h.write(buf)
+}
+
+func (h *holdConn) write(buf []byte) error {
 	if len(buf) == 0 {
 		return nil
 	}
