@@ -290,11 +290,17 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		return e.response(req, ex.rec.DecisionID, false)
 	}
 
-	// 1. Bind the request to the tunnel target.
+	// 1. Bind the request to the tunnel target, and put its path in its
+	// one canonical form: routes, policy, the audit record and the
+	// upstream all see that form (docs/security.md, "One canonical path").
 	path, e := bindTunnelRequest(t, req)
 	ex.rec.Path = redactedPath(req.URL)
 	if e != nil {
 		return fail(e)
+	}
+	_, route, err := s.d.Routes.Decide(t.host, t.port, path)
+	if err != nil {
+		return fail(refusePath(err))
 	}
 
 	// 2. Identify.
@@ -305,7 +311,6 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	ex.setSubject(sub)
 
 	// 3. Route.
-	route := s.d.Routes.Match(t.host, t.port, path)
 	if route == nil {
 		return fail(newError(CodeNoRoute, "no route covers this path on this host; nothing was sent", nil))
 	}
@@ -378,8 +383,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 }
 
 // bindTunnelRequest checks that req targets exactly the tunnel's host:port
-// (Host header, and the URL host when absolute-form) with a clean path, and
-// returns the escaped path for route matching.
+// (Host header, and the URL host when absolute-form) with a path
+// injector.CanonicalPath accepts, puts that path in canonical form in
+// req.URL and returns it.
 func bindTunnelRequest(t *tunnel, req *http.Request) (string, *Error) {
 	if req.Method == http.MethodConnect {
 		return "", newError(CodeBadRequest, "CONNECT is not allowed inside a tunnel", nil)
@@ -397,11 +403,55 @@ func bindTunnelRequest(t *tunnel, req *http.Request) (string, *Error) {
 			return "", newError(CodeBadRequest, "the request URL does not match the tunnel target", err)
 		}
 	}
-	path := req.URL.EscapedPath()
-	if req.URL.Opaque != "" || !injector.CleanPath(path) {
-		return "", newError(CodeBadRequest, "the request path must be absolute, without dot segments, backslashes or control characters", nil)
+	if req.URL.Opaque != "" {
+		return "", refusePath(injector.ErrAmbiguousPath)
 	}
-	return path, nil
+	path, err := injector.CanonicalPath(requestPath(req))
+	if err != nil {
+		return "", refusePath(err)
+	}
+	setPath(req.URL, path.Escaped)
+	return path.Escaped, nil
+}
+
+// requestPath returns the path of req's request target as the client sent
+// it (net/http's URL.EscapedPath may re-escape it): the part of an
+// origin-form target before "?", or the path of an absolute-form one ("/"
+// when it has none).
+func requestPath(req *http.Request) string {
+	rt := req.RequestURI
+	if i := strings.IndexByte(rt, '?'); i >= 0 {
+		rt = rt[:i]
+	}
+	if req.URL.IsAbs() {
+		if i := strings.Index(rt, "://"); i >= 0 {
+			rt = rt[i+3:]
+			if j := strings.IndexByte(rt, '/'); j >= 0 {
+				return rt[j:]
+			}
+			return "/"
+		}
+	}
+	return rt
+}
+
+// refusePath is the answer to a path Routes.Decide or CanonicalPath
+// refused; err names the problem without quoting the path.
+func refusePath(err error) *Error {
+	return newError(CodeBadRequest, "nothing was sent: "+err.Error(), err)
+}
+
+// setPath makes u's path the canonical escaped path.
+func setPath(u *url.URL, escaped string) {
+	if strings.IndexByte(escaped, '%') < 0 {
+		u.Path, u.RawPath = escaped, ""
+		return
+	}
+	dec, err := url.PathUnescape(escaped)
+	if err != nil { // CanonicalPath only returns valid escapes
+		dec = escaped
+	}
+	u.Path, u.RawPath = dec, escaped
 }
 
 // outboundRequest turns an intercepted request into the request sent

@@ -118,3 +118,66 @@ func TestLookalikeHeadersRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestPathCanonical sends, on a route limited to /api/, the path tricks of
+// the adversarial review and their relatives: each is refused with 400
+// before anything reaches the upstream. Paths that are only spelled
+// unusually are forwarded in their canonical form, which is also what the
+// audit record (and policy) sees.
+func TestPathCanonical(t *testing.T) {
+	e := testenv.New(t, testenv.Options{Config: func(c *sidecar.Config) { c.Routes[0].Paths = []string{"/api/"} }})
+	assertion := e.Assert(t, testenv.User)
+	host := "Host: " + testenv.APIHost + ":" + itoa(e.Upstream.Port()) + "\r\nOnbehalf-Assertion: " + assertion + "\r\n"
+	for _, p := range []string{
+		"/api/..;/echo",
+		"/api/..%3b/echo",
+		"/api/%2e%2e;/echo",
+		"/api/%252e%252e/echo",
+		"/api/..%c0%af/echo",
+		"/api/%c0%ae%c0%ae/echo",
+		"/api/..%ef%bc%8fecho",
+		"/api/..%5cecho",
+		`/api/..\echo`,
+		"/api/..%2fecho",
+		"/api;x=1/../echo",
+		"/api/x;/../../echo",
+		"/api//../echo",
+		"/api/%00/echo",
+		"/api/x%0d%0aX-Injected:1",
+		"/api/grp%2Fproj",
+	} {
+		t.Run(p, func(t *testing.T) {
+			e.Upstream.Reset()
+			resp, body := roundTripRaw(t, rawTunnel(t, e), "GET "+p+" HTTP/1.1\r\n"+host+"\r\n")
+			if resp.StatusCode != http.StatusBadRequest || body.Error != "bad_request" {
+				t.Errorf("got %d %s (%s); want 400 bad_request", resp.StatusCode, body.Error, body.Message)
+			}
+			if n := len(e.Upstream.Requests()); n != 0 {
+				t.Errorf("%d requests reached the upstream; want 0", n)
+			}
+		})
+	}
+	t.Run("canonical form forwarded and audited", func(t *testing.T) {
+		e.Upstream.Reset()
+		c := rawTunnel(t, e)
+		if _, err := io.WriteString(c, "GET /%61pi/caf%c3%a9?x=1 HTTP/1.1\r\n"+host+"\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d; want 200", resp.StatusCode)
+		}
+		if reqs := e.Upstream.Requests(); len(reqs) != 1 || reqs[0].Path != "/api/café" {
+			t.Errorf("upstream saw %+v; want one request for /api/café", reqs)
+		}
+		rec := e.WaitRecord(t, resp.Header.Get("Onbehalf-Decision-Id"))
+		if rec["path"] != "/api/caf%C3%A9?x=1" {
+			t.Errorf("audited path %q; want the canonical /api/caf%%C3%%A9?x=1", rec["path"])
+		}
+	})
+}
