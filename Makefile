@@ -117,6 +117,7 @@ bench: build vault ## run the Go benchmarks, then the side-by-side load harness 
 FUZZ_TARGETS := \
 	./internal/config:FuzzDecode \
 	./injector:FuzzRouteDecision \
+	./internal/scrub:FuzzReader \
 	./proxy:FuzzSanitizeRequest \
 	./proxy:FuzzCheckHead \
 	./proxy:FuzzBindTunnelRequest \

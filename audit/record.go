@@ -123,6 +123,10 @@ type Record struct {
 	DurationMS float64 `json:"duration_ms,omitempty"`
 	BytesIn    int64   `json:"bytes_in,omitempty"`
 	BytesOut   int64   `json:"bytes_out,omitempty"`
+	// Scrubbed is how many times a secret of the injected token's grant
+	// was replaced in the response before it reached the agent (an API
+	// that echoes credentials).
+	Scrubbed int `json:"scrubbed,omitempty"`
 	// ErrorCode is the agent-facing error code of a request record
 	// (docs/design.md#error-codes); other events put their own failure codes
 	// here.
@@ -190,6 +194,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	if r.BytesOut != 0 {
 		enc.AddInt64("bytes_out", r.BytesOut)
+	}
+	if r.Scrubbed != 0 {
+		enc.AddInt("scrubbed", r.Scrubbed)
 	}
 	addString(enc, "error_code", r.ErrorCode)
 	if len(r.Extra) > 0 {

@@ -44,6 +44,11 @@ type Config struct {
 	ConnectURL string `yaml:"connect_url"`
 	// Upstream configures connections to APIs.
 	Upstream UpstreamConfig `yaml:"upstream"`
+	// ScrubResponses replaces the injected token, and the other secrets of
+	// its grant, wherever they appear in a routed response before it
+	// reaches the agent (docs/security.md). On by default; turning it off
+	// trusts every routed API never to echo a credential.
+	ScrubResponses bool `yaml:"scrub_responses"`
 	// Limits bounds what one client can hold.
 	Limits Limits `yaml:"limits"`
 }
@@ -136,8 +141,9 @@ const (
 // DefaultConfig returns the proxy defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:   "127.0.0.1:8080",
-		Unrouted: UnroutedRefuse,
+		Listen:         "127.0.0.1:8080",
+		Unrouted:       UnroutedRefuse,
+		ScrubResponses: true,
 		Upstream: UpstreamConfig{
 			DialTimeout:            defaultDialTimeout,
 			TLSHandshakeTimeout:    defaultHandshakeTimeout,

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -120,5 +121,33 @@ func TestLookalikeHeader(t *testing.T) {
 		if got != tt.want || ok != (tt.want != "") {
 			t.Errorf("lookalikeHeader(%q) = %q, %v; want %q", tt.name, got, ok, tt.want)
 		}
+	}
+}
+
+func TestNarrowAcceptEncoding(t *testing.T) {
+	tests := []struct {
+		in   []string
+		rng  bool
+		want []string // nil: header removed
+	}{
+		{[]string{"gzip"}, false, []string{"gzip"}},
+		{[]string{"gzip, deflate, br, zstd"}, false, []string{"gzip, deflate, br"}},
+		{[]string{"zstd;q=1.0, GZIP;q=0.5", "*;q=0.1"}, false, []string{"GZIP;q=0.5"}},
+		{[]string{"zstd"}, false, nil},
+		{[]string{"gzip"}, true, []string{"identity"}},
+	}
+	for _, tt := range tests {
+		h := http.Header{"Accept-Encoding": tt.in}
+		if tt.rng {
+			h.Set("Range", "bytes=0-9")
+		}
+		narrowAcceptEncoding(h)
+		if got := h["Accept-Encoding"]; !slices.Equal(got, tt.want) {
+			t.Errorf("narrowAcceptEncoding(%q, range %v) = %q; want %q", tt.in, tt.rng, got, tt.want)
+		}
+	}
+	h := http.Header{"Accept-Encoding": {"gzip, deflate, br"}}
+	if allocs := testing.AllocsPerRun(100, func() { narrowAcceptEncoding(h) }); allocs != 0 {
+		t.Errorf("narrowAcceptEncoding allocates %v times on a list it keeps; want 0", allocs)
 	}
 }

@@ -334,6 +334,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	out := outboundRequest(ctx, req, t)
 	sanitizeRequest(out.Header, s.d.AssertionHeader)
 	route.Inject(out.Header, ex.token.Value)
+	if s.cfg.ScrubResponses {
+		narrowAcceptEncoding(out.Header)
+	}
 
 	// 7. Audit before the token leaves (fail-closed).
 	if e := s.auditInject(ex); e != nil {
@@ -374,6 +377,11 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		resp, err = s.streamTransport.RoundTrip(out)
 	}
 	st.end()
+	if err == nil && s.cfg.ScrubResponses {
+		// 9. Scrub: no secret of the grant reaches the agent, whatever
+		// the API echoes.
+		err = scrubResponse(resp, ex.token.ScrubSet(), &ex.scrubbed)
+	}
 	if err != nil {
 		e := classify(err)
 		s.logFailure(ex, e)

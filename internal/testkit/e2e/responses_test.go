@@ -4,17 +4,27 @@ package e2e
 
 import (
 	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
+	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
+
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/internal/scrub"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/rawupstream"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
@@ -287,4 +297,277 @@ func TestLateResponseNotDelivered(t *testing.T) {
 // setPool sets proxy.upstream.pool.
 func setPool(c *sidecar.Config, pool string) {
 	c.Proxy.Upstream.Pool = pool
+}
+
+// echoSecrets is what the echoing upstream knows: the Authorization value
+// it receives, plus secrets the test gives it (the refresh token and client
+// secret, which a real API never sees, echoed to show they are scrubbed
+// too).
+type echoSecrets struct {
+	mu    sync.Mutex
+	extra []string
+}
+
+func (s *echoSecrets) set(v ...string) { s.mu.Lock(); s.extra = v; s.mu.Unlock() }
+func (s *echoSecrets) get() []string   { s.mu.Lock(); defer s.mu.Unlock(); return s.extra }
+
+// writeChunked writes body as a chunked body cut at every size in cuts (in
+// turn), each chunk flushed on its own after a pause, so that the sidecar
+// reads them separately; trailer, when set, is sent as a trailer field.
+func writeChunked(c *rawupstream.Conn, body string, cuts []int, trailer string) {
+	for i := 0; body != ""; i++ {
+		n := min(cuts[i%len(cuts)], len(body))
+		fmt.Fprintf(c, "%x\r\n%s\r\n", n, body[:n])
+		body = body[n:]
+		time.Sleep(2 * time.Millisecond)
+	}
+	io.WriteString(c, "0\r\n")
+	if trailer != "" {
+		io.WriteString(c, "X-Trailer-Echo: "+trailer+"\r\n")
+	}
+	io.WriteString(c, "\r\n")
+}
+
+// echoingUpstream answers like the worst API for a credential broker: it
+// reflects the Authorization it receives (and the extra secrets) in the
+// status line, in headers (WWW-Authenticate, Set-Cookie, Location, a
+// header name), in bodies split across chunk and read boundaries, in a
+// trailer, and in gzip, deflate and br bodies.
+func echoingUpstream(secrets *echoSecrets) rawupstream.Handler {
+	return func(c *rawupstream.Conn) {
+		for {
+			req, err := c.ReadRequest()
+			if err != nil {
+				return
+			}
+			discardBody(c, req)
+			auth := req.Header.Get("Authorization")
+			tok := strings.TrimPrefix(auth, "Bearer ")
+			all := append([]string{tok}, secrets.get()...)
+			body := "echo: " + auth + "\n" + strings.Join(all, " | ") + "\n" + strings.Repeat(tok, 3) + "\nend\n"
+			switch req.URL.Path {
+			case "/headers":
+				fmt.Fprintf(c, "HTTP/1.1 401 Unauthorized %s\r\n", tok)
+				fmt.Fprintf(c, "WWW-Authenticate: Bearer realm=\"api\", error=\"invalid_token\", token=\"%s\"\r\n", tok)
+				fmt.Fprintf(c, "Set-Cookie: session=%s; Secure; HttpOnly\r\n", tok)
+				fmt.Fprintf(c, "Location: https://%s/next?access_token=%s\r\n", hostileHost, tok)
+				fmt.Fprintf(c, "X-%s: name\r\n", tok)
+				fmt.Fprintf(c, "Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			case "/length-split":
+				// A Content-Length body written in pieces that cut every
+				// secret somewhere.
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", len(body))
+				for i := 0; i < len(body); i += 7 {
+					io.WriteString(c, body[i:min(i+7, len(body))])
+					time.Sleep(time.Millisecond)
+				}
+			case "/chunked-split":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nTrailer: X-Trailer-Echo\r\n\r\n")
+				writeChunked(c, body, []int{5, 1, 13, 2}, tok)
+			case "/gzip", "/deflate", "/deflate-raw", "/br":
+				var buf bytes.Buffer
+				var w io.WriteCloser
+				coding := strings.TrimPrefix(req.URL.Path, "/")
+				switch coding {
+				case "gzip":
+					w = gzip.NewWriter(&buf)
+				case "deflate":
+					w = zlib.NewWriter(&buf)
+				case "deflate-raw":
+					w, _ = flate.NewWriter(&buf, flate.BestSpeed)
+					coding = "deflate"
+				case "br":
+					w = brotli.NewWriter(&buf)
+				}
+				io.WriteString(w, strings.Repeat(body, 50))
+				w.Close()
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: %s\r\nETag: \"v1\"\r\nTransfer-Encoding: chunked\r\n\r\n", coding)
+				writeChunked(c, buf.String(), []int{17, 3, 101}, "")
+			case "/zstd":
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Encoding: zstd\r\nContent-Length: 4\r\n\r\n\x28\xb5\x2f\xfd")
+			default:
+				fmt.Fprintf(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+			}
+		}
+	}
+}
+
+// TestResponseScrubbing: whatever the API echoes, in whatever framing and
+// coding, the agent receives no secret of the grant — not the injected
+// token, not the refresh token, not the client secret — the audit record
+// counts what was replaced, and the metric adds it up. Go's client, curl and
+// Python requests are the agents.
+func TestResponseScrubbing(t *testing.T) {
+	secrets := &echoSecrets{}
+	prov := testenv.StartProvider(t, oauthtest.Options{})
+	up, err := rawupstream.Start([]string{hostileHost}, echoingUpstream(secrets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	e := testenv.New(t, testenv.Options{
+		Provider: prov,
+		DNS:      map[string][]netip.Addr{hostileHost: {netip.MustParseAddr("127.0.0.1")}},
+		TrustPEM: [][]byte{up.CACertPEM()},
+		Config: func(c *sidecar.Config) {
+			c.Routes = append(c.Routes, injector.RouteConfig{Name: "hostile", Host: hostileHost, Port: up.Port(), Provider: testenv.Provider})
+		},
+	})
+	secrets.set(e.RefreshToken, testenv.ProviderClientSecret)
+	forbidden := map[string]string{
+		"access token":  e.Token,
+		"refresh token": e.RefreshToken,
+		"client secret": testenv.ProviderClientSecret,
+	}
+	assertion := e.Assert(t, testenv.User)
+	client := e.Client()
+	// Go's transport would add Accept-Encoding: gzip and decode itself;
+	// this client asks for each coding explicitly instead.
+	client.Transport.(*http.Transport).DisableCompression = true
+	var seen bytes.Buffer
+	check := func(t *testing.T, where string, b []byte) {
+		t.Helper()
+		seen.Write(b)
+		for what, s := range forbidden {
+			if bytes.Contains(b, []byte(s)) {
+				t.Errorf("the %s reached the agent in %s", what, where)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		path, acceptEncoding string
+		status, min          int // expected status; least secrets replaced
+	}{
+		{"/headers", "", http.StatusUnauthorized, 10},
+		{"/length-split", "", http.StatusOK, 6},
+		{"/chunked-split", "", http.StatusOK, 7},
+		{"/gzip", "gzip", http.StatusOK, 300},
+		{"/deflate", "deflate", http.StatusOK, 300},
+		{"/deflate-raw", "deflate", http.StatusOK, 300},
+		{"/br", "br, zstd", http.StatusOK, 300},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", hostileURL(up, tt.path), nil)
+			req.Header.Set(identity.DefaultHeader, assertion)
+			if tt.acceptEncoding != "" {
+				req.Header.Set("Accept-Encoding", tt.acceptEncoding)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			dump, err := httputil.DumpResponse(resp, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, tt.path, dump)
+			if resp.StatusCode != tt.status {
+				t.Errorf("status %d; want %d", resp.StatusCode, tt.status)
+			}
+			if !bytes.Contains(dump, []byte(scrub.Marker)) {
+				t.Errorf("no marker in the response:\n%s", dump)
+			}
+			if ce := resp.Header.Get("Content-Encoding"); ce != "" {
+				t.Errorf("Content-Encoding %q; want the body relayed decoded", ce)
+			}
+			if tt.acceptEncoding != "" && resp.Header.Get("Etag") != `W/"v1"` {
+				t.Errorf("ETag %q; want the weak W/\"v1\" of a decoded body", resp.Header.Get("Etag"))
+			}
+			if resp.Request.Method == "GET" && tt.path == "/headers" {
+				check(t, "trailers", []byte(fmt.Sprint(resp.Trailer)))
+			}
+			rec := e.WaitRecord(t, resp.Header.Get("Onbehalf-Decision-Id"))
+			if n, _ := rec["scrubbed"].(float64); int(n) < tt.min {
+				t.Errorf("audit scrubbed = %v; want at least %d", rec["scrubbed"], tt.min)
+			}
+		})
+	}
+	t.Run("trailer", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", hostileURL(up, "/chunked-split"), nil)
+		req.Header.Set(identity.DefaultHeader, assertion)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if got := resp.Trailer.Get("X-Trailer-Echo"); got == "" || strings.Contains(got, e.Token) {
+			t.Errorf("trailer %q; want it relayed, scrubbed", got)
+		}
+	})
+	t.Run("undecodable coding refused", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", hostileURL(up, "/zstd"), nil)
+		req.Header.Set(identity.DefaultHeader, assertion)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readError(t, resp); resp.StatusCode != http.StatusBadGateway || got.Error != "upstream_invalid" {
+			t.Errorf("got %d %s; want 502 upstream_invalid", resp.StatusCode, got.Error)
+		}
+	})
+	t.Run("curl", func(t *testing.T) {
+		for _, p := range []string{"/headers", "/chunked-split", "/gzip", "/br"} {
+			out, errOut := runClient(t, agentEnv(e, assertion), t.TempDir(), "curl", "--silent", "--show-error", "--include", "--compressed",
+				"-x", e.ProxyURL().String(), "--cacert", e.CAFile, "-H", "Onbehalf-Assertion: "+assertion, hostileURL(up, p))
+			check(t, "curl "+p, []byte(out+errOut))
+			if !strings.Contains(out, scrub.Marker) {
+				t.Errorf("curl %s: no marker in %q", p, out)
+			}
+		}
+	})
+	t.Run("python-requests", func(t *testing.T) {
+		script := `
+import os, requests
+for p in ["/headers", "/length-split", "/chunked-split", "/gzip", "/deflate", "/br"]:
+    r = requests.get(os.environ["BASE"] + p, headers={"Onbehalf-Assertion": os.environ["ONBEHALF_ASSERTION"]},
+        proxies={"https": os.environ["HTTPS_PROXY"]}, verify=os.environ["ONBEHALF_CA"], timeout=30)
+    print(r.status_code, r.reason, dict(r.headers))
+    print(r.text)
+`
+		env := append(agentEnv(e, assertion), "BASE="+hostileURL(up, ""))
+		out, errOut := runClient(t, env, t.TempDir(), "/usr/bin/python3", "-c", script)
+		check(t, "python requests", []byte(out+errOut))
+		if !strings.Contains(out, scrub.Marker) {
+			t.Errorf("python: no marker in %q", out)
+		}
+	})
+	if !bytes.Contains(seen.Bytes(), []byte(scrub.Marker)) {
+		t.Error("nothing was scrubbed; the test proves nothing")
+	}
+	// Nothing in the sidecar's own outputs either.
+	for where, out := range map[string][]byte{"operational logs": e.Logs(), "audit trail": e.AuditRaw(t)} {
+		for what, s := range forbidden {
+			if bytes.Contains(out, []byte(s)) {
+				t.Errorf("the %s appears in the %s", what, where)
+			}
+		}
+	}
+	metrics := scrape(t, e)
+	if !regexp.MustCompile(`(?m)^onbehalf_scrubbed_total [1-9]`).MatchString(metrics) {
+		t.Errorf("onbehalf_scrubbed_total not counted:\n%s", grepLines(metrics, "scrubbed"))
+	}
+}
+
+// scrape returns the sidecar's /metrics text.
+func scrape(t *testing.T, e *testenv.Env) string {
+	t.Helper()
+	resp, err := http.Get("http://" + e.Sidecar.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
