@@ -87,7 +87,11 @@ func TestLookalikeHeadersRefused(t *testing.T) {
 		"X_Api_Key: agent-key",
 		"Expect_: x",
 	} {
-		t.Run(h, func(t *testing.T) {
+		// Named after the last header's name: the value may be the
+		// assertion, which has no place in test names.
+		label := h[strings.LastIndex(h, "\n")+1:]
+		label, _, _ = strings.Cut(label, ":")
+		t.Run(label, func(t *testing.T) {
 			e.Upstream.Reset()
 			raw := head + h + "\r\nContent-Length: 5\r\n\r\nhello"
 			refused := !strings.HasPrefix(h, "Connection_") && !strings.HasPrefix(h, "Host_Name") &&
