@@ -42,6 +42,13 @@ const (
 	EventStart = "start"
 	// EventStop records a clean shutdown, with the same fields as start.
 	EventStop = "stop"
+	// EventRotate is the first record of every audit file after the first:
+	// written when the file sink rotates (or finds its active file empty
+	// while the chain goes on), it links the new file to the last record
+	// of the one before. Verify accepts a trail that starts with one (the
+	// older files were dropped by rotation) and refuses a trail that
+	// starts anywhere else but seq 1.
+	EventRotate = "rotate"
 )
 
 // Decisions: the value of a record's decision field.

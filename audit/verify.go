@@ -73,11 +73,14 @@ type Report struct {
 	// Records is how many records were verified before the first break
 	// (all of them when Broken is nil).
 	Records int
-	// FirstSeq is the seq of the first record. Anchored says whether that
-	// record starts a chain (prev_hash of zeros, seq 1); when it does not,
-	// earlier records (typically rotated files already deleted) were not
-	// given and the first record's own link is unchecked.
+	// FirstSeq is the seq of the first record, and Start says where the
+	// chain given starts: StartChain (seq 1), StartRotation (a rotate
+	// record: the first file of a set whose older files rotation dropped)
+	// or StartFromHash (VerifyOptions.FromHash). A first record that is
+	// none of these is a break: records before it were deleted. Anchored
+	// is true whenever the chain verified.
 	FirstSeq uint64
+	Start    string
 	Anchored bool
 	// LastSeq and LastHash identify the last record when Broken is nil.
 	// A chain cannot show records cut from its end: compare these with a
@@ -93,8 +96,22 @@ type Report struct {
 	After         int
 }
 
+// Where a verified chain starts (Report.Start).
+const (
+	StartChain    = "chain start"
+	StartRotation = "rotation"
+	StartFromHash = "from-hash"
+)
+
 // VerifyOptions add checks to Verify that the files alone cannot support.
 type VerifyOptions struct {
+	// FromHash is the hash of the record just before the first one given
+	// (the last hash an earlier verify printed): the first record must
+	// link to it. It lets a trail that starts neither at seq 1 nor at a
+	// rotate record verify — a part cut out on purpose, or files written
+	// before rotate records existed — and says exactly where it must
+	// start.
+	FromHash string
 	// ExpectHash is the hash of a record known to be in the chain: the last
 	// hash an earlier verify printed, kept somewhere the writer of the
 	// files cannot change. A chain cannot show records cut from its end;
@@ -142,7 +159,15 @@ func VerifyWith(paths []string, o VerifyOptions) (Report, error) {
 		}
 		copy(expect[:], b)
 	}
-	rep, err := verify(inputs, expect, o.ExpectHash != "")
+	var from *[sha256.Size]byte
+	if o.FromHash != "" {
+		b, err := hex.DecodeString(o.FromHash)
+		if err != nil || len(b) != sha256.Size {
+			return Report{}, errors.New("verify audit chain: the from hash must be 64 hexadecimal digits, as verify prints it")
+		}
+		from = (*[sha256.Size]byte)(b)
+	}
+	rep, err := verifyFrom(inputs, expect, o.ExpectHash != "", from)
 	if err == nil && o.ExpectHash != "" && !rep.ExpectedFound {
 		return rep, fmt.Errorf("%w: no record has hash %s; the chain ends at seq %d, so records after it were cut from the end, or these are not the files whose hash was kept", ErrTailMissing, o.ExpectHash, rep.LastSeq)
 	}
@@ -226,7 +251,13 @@ type entry struct {
 }
 
 func verify(inputs []input, expect [sha256.Size]byte, expecting bool) (rep Report, err error) {
-	lr := &lineReader{inputs: inputs}
+	return verifyFrom(inputs, expect, expecting, nil)
+}
+
+// verifyFrom is verify with the first record required to link to *from,
+// when from is set.
+func verifyFrom(inputs []input, expect [sha256.Size]byte, expecting bool, from *[sha256.Size]byte) (rep Report, err error) {
+	lr := &lineReader{inputs: inputs, from: from}
 	defer lr.close()
 	var prev *entry
 	for {
@@ -248,7 +279,15 @@ func verify(inputs []input, expect [sha256.Size]byte, expecting bool) (rep Repor
 			return rep, fmt.Errorf("%w: %s", ErrChainBroken, brk)
 		}
 		if prev == nil {
-			rep.FirstSeq, rep.Anchored = cur.p.seq, cur.p.genesis
+			rep.FirstSeq, rep.Anchored = cur.p.seq, true
+			switch {
+			case from != nil:
+				rep.Start = StartFromHash
+			case cur.p.genesis:
+				rep.Start = StartChain
+			default:
+				rep.Start = StartRotation
+			}
 		}
 		rep.Records++
 		if rep.ExpectedFound {
@@ -281,8 +320,19 @@ func (lr *lineReader) check(prev, cur *entry, rep *Report) (*Break, error) {
 		return cur.breakAt(kind, detail), nil
 	}
 	if prev == nil {
-		if cur.p.genesis && cur.p.seq != 1 {
-			return cur.breakAt(KindEdited, fmt.Sprintf("a chain's first record must have seq 1, not %d", cur.p.seq)), nil
+		switch {
+		case lr.from != nil:
+			if cur.p.prev != *lr.from {
+				return cur.breakAt(KindDeleted, "the first record does not follow the record --from-hash names: records were deleted before it, or the hash belongs to another place in the trail"), nil
+			}
+		case cur.p.genesis:
+			if cur.p.seq != 1 {
+				return cur.breakAt(KindEdited, fmt.Sprintf("a chain's first record must have seq 1, not %d", cur.p.seq)), nil
+			}
+		case cur.p.event != EventRotate:
+			// The writer starts every file with seq 1 or a rotate
+			// record; a file that starts anywhere else lost its head.
+			return cur.breakAt(KindDeleted, fmt.Sprintf("the trail starts at seq %d, which neither starts a chain (seq 1) nor a rotated file (a rotate record): records before it were deleted; if this trail is known to start here, pass the hash of the record before it (--from-hash)", cur.p.seq)), nil
 		}
 		return nil, nil
 	}
@@ -345,7 +395,8 @@ const verifyReadBuffer = 64 << 10
 // one line of look-ahead.
 type lineReader struct {
 	inputs []input
-	files  []string // inputs opened so far
+	from   *[sha256.Size]byte // VerifyOptions.FromHash, decoded
+	files  []string           // inputs opened so far
 	idx    int
 	rc     io.ReadCloser
 	br     *bufio.Reader

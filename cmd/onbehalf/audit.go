@@ -15,9 +15,9 @@ func newAuditCmd() *cobra.Command {
 		Short: "Work with the audit trail",
 		Args:  exactArgs(0),
 	}
-	var expectHash string
+	var expectHash, fromHash string
 	verify := &cobra.Command{
-		Use:   "verify FILE... [--expect-last-hash HASH]",
+		Use:   "verify FILE... [--expect-last-hash HASH] [--from-hash HASH]",
 		Short: "Verify an audit trail's hash chain",
 		Long: `Check that every record's prev_hash matches the record before it, across rotated files
 given oldest first. Exits 1 and names the first broken record when the chain does not hold:
@@ -26,7 +26,13 @@ a record edited, deleted or reordered, or a truncated line.
 Records cut from the end of a trail leave a shorter chain that still holds: the files alone
 cannot show it. Keep the last hash this command prints somewhere the sidecar cannot write
 (a ticket, another system's log), and pass it later with --expect-last-hash: verify then
-fails unless that record is still in the chain.`,
+fails unless that record is still in the chain.
+
+A trail must start where a chain starts (seq 1) or where a rotated file starts (every file after
+the first begins with a rotate record, so a set whose oldest files rotation dropped still
+verifies). A file that starts anywhere else lost its first records, and verify says so. To check
+a trail known to start mid-chain (an excerpt, or files written before rotate records existed),
+pass the hash of the record just before its first one with --from-hash.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{errors.New("at least one FILE is required")}
@@ -34,7 +40,7 @@ fails unless that record is still in the chain.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rep, err := audit.VerifyWith(args, audit.VerifyOptions{ExpectHash: expectHash})
+			rep, err := audit.VerifyWith(args, audit.VerifyOptions{ExpectHash: expectHash, FromHash: fromHash})
 			if rep.Broken != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "BROKEN after %d intact records: %s\n", rep.Records, rep.Broken)
 				return errors.New("audit chain broken")
@@ -50,6 +56,7 @@ fails unless that record is still in the chain.`,
 		},
 	}
 	verify.Flags().StringVar(&expectHash, "expect-last-hash", "", "a last hash printed by an earlier verify: fail unless that record is still in the chain")
+	verify.Flags().StringVar(&fromHash, "from-hash", "", "the hash of the record just before the first one given: the trail must continue from it")
 	cmd.AddCommand(verify)
 	return cmd
 }
@@ -57,8 +64,11 @@ fails unless that record is still in the chain.`,
 // summarize describes an intact chain.
 func summarize(rep audit.Report) string {
 	s := fmt.Sprintf("ok: %d records in %d file(s), seq %d..%d, last hash %s", rep.Records, len(rep.Files), rep.FirstSeq, rep.LastSeq, rep.LastHash)
-	if !rep.Anchored {
-		s += " (the first record continues an earlier file that was not given)"
+	switch rep.Start {
+	case audit.StartRotation:
+		s += " (starts at a rotated file: the files before it are no longer given)"
+	case audit.StartFromHash:
+		s += " (continues from the --from-hash record)"
 	}
 	return s
 }

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/onbehalf-dev/onbehalf/audit"
 )
 
 // TestHelpShowsPlainBoolFlags walks every command's help: boolean flags
@@ -64,5 +69,59 @@ func TestAssertRefusesUserIDTheStoreRefuses(t *testing.T) {
 		if got := run(context.Background(), []string{"assert", "--key", "unused.pem", "--iss", "https://o", "--aud", "a", "--sub", sub}); got != exitUsage {
 			t.Errorf("assert --sub %q: exit %d; want %d", sub, got, exitUsage)
 		}
+	}
+}
+
+// TestAuditVerifyFromHash: a trail whose first records were deleted fails
+// verification and says why; --from-hash with the hash of the record before
+// the cut lets the rest verify.
+func TestAuditVerifyFromHash(t *testing.T) {
+	dir := t.TempDir()
+	full := filepath.Join(dir, "audit.log")
+	cfg := audit.DefaultConfig()
+	cfg.Sink = audit.SinkFile
+	cfg.File.Path = full
+	a, err := audit.New(cfg, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hashes []string
+	for i := range 5 {
+		r := &audit.Record{Event: audit.EventRequest, DecisionID: fmt.Sprintf("d%d", i), User: "alice"}
+		if err := a.Write(r); err != nil {
+			t.Fatal(err)
+		}
+		hashes = append(hashes, r.PrevHash)
+	}
+	a.Close()
+	b, err := os.ReadFile(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := strings.SplitAfter(string(b), "\n")
+	cut := filepath.Join(dir, "cut.log")
+	if err := os.WriteFile(cut, []byte(strings.Join(ls[2:], "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(args ...string) (string, int) {
+		root := newRootCmd()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append([]string{"audit", "verify"}, args...))
+		code := exitOK
+		if err := root.ExecuteContext(context.Background()); err != nil {
+			code = exitError
+		}
+		return out.String(), code
+	}
+	out, code := verify(cut)
+	if code == exitOK || !strings.Contains(out, "deleted") || !strings.Contains(out, "--from-hash") {
+		t.Errorf("head cut: exit %d, %q; want a failure that names the deletion and --from-hash", code, out)
+	}
+	// The prev_hash of the third record is the hash of the second.
+	out, code = verify("--from-hash", hashes[2], cut)
+	if code != exitOK || !strings.Contains(out, "continues from the --from-hash record") {
+		t.Errorf("with --from-hash: exit %d, %q; want it to verify", code, out)
 	}
 }
