@@ -42,6 +42,10 @@ const (
 	EventStart = "start"
 	// EventStop records a clean shutdown, with the same fields as start.
 	EventStop = "stop"
+	// EventGrantPut records a grant stored from the command line (`onbehalf
+	// grants put`): provider, user, grant_generation, token_fingerprint, and
+	// [ExtraOutcome] and [ExtraVia].
+	EventGrantPut = "grant_put"
 	// EventRotate is the first record of every audit file after the first:
 	// written when the file sink rotates (or finds its active file empty
 	// while the chain goes on), it links the new file to the last record
@@ -77,6 +81,8 @@ const (
 	ExtraVersion = "version"
 	// ExtraConfigHash is a hash of the effective configuration (start, stop).
 	ExtraConfigHash = "config_hash"
+	// ExtraVia says which writer made a grant change: cli, connect.
+	ExtraVia = "via"
 )
 
 // ErrInvalidRecord reports a record that cannot be written as given (no

@@ -174,6 +174,66 @@ func VerifyWith(paths []string, o VerifyOptions) (Report, error) {
 	return rep, err
 }
 
+// WriterTrail returns the path of writer's own trail beside base
+// (audit.log → audit.cli.log): where a process other than the one holding
+// base writes its records, as its own hash chain.
+func WriterTrail(base, writer string) string {
+	ext := filepath.Ext(base)
+	return strings.TrimSuffix(base, ext) + "." + writer + ext
+}
+
+// Trails returns the trails beside base, each as its rotation set oldest
+// first: base's own, then each writer's trail (see [WriterTrail]), and the
+// per-process trails older versions wrote ("audit-<pid>.log"). Each is a
+// chain of its own, to verify on its own.
+func Trails(base string) ([][]string, error) {
+	own, err := RotatedFiles(base)
+	if err != nil {
+		return nil, err
+	}
+	out := [][]string{own}
+	dir, name := filepath.Split(base)
+	if dir == "" {
+		dir = "."
+	}
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list audit trails: %w", err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if e.IsDir() || !strings.HasSuffix(n, ext) || n == name {
+			continue
+		}
+		mid := strings.TrimSuffix(n, ext)
+		writer, named := strings.CutPrefix(mid, stem+".")
+		pid, legacy := strings.CutPrefix(mid, stem+"-")
+		switch {
+		case named && writer != "" && !strings.ContainsAny(writer, ".") && !allDigits(writer):
+		case legacy && pid != "" && allDigits(pid):
+		default:
+			continue // base's rotated files, or unrelated files
+		}
+		set, err := RotatedFiles(filepath.Join(dir, n))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, set)
+	}
+	return out, nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // VerifyRotated verifies the rotation set of base (see [RotatedFiles]).
 func VerifyRotated(base string) (Report, error) {
 	paths, err := RotatedFiles(base)
