@@ -238,7 +238,14 @@ type lazyDecoder struct {
 
 func (d *lazyDecoder) Read(p []byte) (int, error) {
 	if d.dec == nil && d.err == nil {
-		d.dec, d.err = newDecoder(d.coding, d.r)
+		// An empty body (a HEAD or 304 answer that names its coding)
+		// decodes to nothing rather than to a decoder's error.
+		br := bufio.NewReader(d.r)
+		if _, err := br.Peek(1); errors.Is(err, io.EOF) {
+			d.err = io.EOF
+		} else {
+			d.dec, d.err = newDecoder(d.coding, br)
+		}
 	}
 	if d.err != nil {
 		return 0, d.err
@@ -258,7 +265,10 @@ func newDecoder(coding string, r io.Reader) (io.Reader, error) {
 		}
 		return z, nil
 	case "deflate":
-		br := bufio.NewReader(r)
+		br, ok := r.(*bufio.Reader)
+		if !ok {
+			br = bufio.NewReader(r)
+		}
 		head, err := br.Peek(2)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, err

@@ -209,6 +209,9 @@ type headLimit struct {
 	n     int64
 	armed bool
 	hit   bool // a read was refused since arm
+	// filled says the last read returned as many bytes as asked: TLS may
+	// hold more of that record (see upConn.idle).
+	filled bool
 }
 
 // errHeadLimit ends a read that would take a response head past the limit.
@@ -223,7 +226,9 @@ func (l *headLimit) exceeded() bool { return l.hit }
 
 func (l *headLimit) Read(p []byte) (int, error) {
 	if !l.armed {
-		return l.r.Read(p)
+		n, err := l.r.Read(p)
+		l.filled = n == len(p)
+		return n, err
 	}
 	if l.n <= 0 {
 		l.hit = true
@@ -234,6 +239,7 @@ func (l *headLimit) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.n -= int64(n)
+	l.filled = n == len(p)
 	return n, err
 }
 
@@ -255,7 +261,7 @@ func (u *upstreamClient) get(ctx context.Context, addr, key string) (uc *upConn,
 		u.idle[key] = conns[:len(conns)-1]
 		u.nIdle--
 		u.mu.Unlock()
-		if now.Sub(uc.idleSince) < u.idleTimeout && uc.alive() {
+		if now.Sub(uc.idleSince) < u.idleTimeout && uc.idleStill() {
 			return uc, true, nil
 		}
 		uc.conn.Close()
@@ -297,22 +303,44 @@ func (u *upstreamClient) connect(ctx context.Context, addr string) (*upConn, err
 	return uc, nil
 }
 
-// alive reports whether the server has neither closed uc nor sent anything
-// on it since the last response ended. A server sends nothing unasked on
-// an idle HTTP/1.1 connection but a TLS close_notify before closing it;
-// anything else is a response nobody asked for, which must never be read
-// as the answer to the next request (another user's, perhaps). Bytes can
-// wait in four places, and each is looked at without blocking:
+// idle reports whether the server has neither closed uc nor sent anything
+// on it since the last response ended; it is asked when the connection
+// would go back to the pool. A server sends nothing unasked on an idle
+// HTTP/1.1 connection but a TLS close_notify before closing it; anything
+// else is a response nobody asked for, which must never be read as the
+// answer to the next request (another user's, perhaps). Bytes can wait in
+// four places, and each is looked at without blocking:
 //
 //   - the buffered reader;
-//   - the TLS layer's decrypted record not yet read (the probe below);
-//   - the TLS layer's raw input: recordConn keeps it empty between
-//     records (see there);
+//   - the TLS layer's decrypted record not yet read: empty when the last
+//     read from TLS did not fill the buffer it was given (TLS returns one
+//     record's data per read, all of it that fits), otherwise probed with
+//     a read whose deadline has passed;
+//   - the TLS layer's raw input: recordConn gives TLS no byte past the
+//     record it is reading, and keeps what came after visible;
 //   - the socket, peeked at with one system call.
-func (uc *upConn) alive() bool {
-	if uc.br.Buffered() > 0 || !uc.probeTLS() {
+//
+// Nothing reads a pooled connection, so bytes can arrive afterwards only
+// in the socket: reuse looks there again (idleStill) right before the next
+// request is written.
+func (uc *upConn) idle() bool {
+	if uc.br.Buffered() > 0 || uc.rec.buffered() > 0 {
 		return false
 	}
+	if uc.lim.filled && !uc.probeTLS() {
+		return false
+	}
+	return uc.socketEmpty()
+}
+
+// idleStill reports whether nothing has arrived on a pooled connection
+// since idle said it was clean: only the socket can have changed.
+func (uc *upConn) idleStill() bool {
+	return uc.br.Buffered() == 0 && uc.rec.buffered() == 0 && uc.socketEmpty()
+}
+
+// socketEmpty peeks at the socket without blocking: one system call.
+func (uc *upConn) socketEmpty() bool {
 	sc, ok := uc.raw.(syscall.Conn)
 	if !ok {
 		return true
@@ -321,15 +349,15 @@ func (uc *upConn) alive() bool {
 	if err != nil {
 		return false
 	}
-	alive := false
+	empty := false
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
 		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		// Nothing to read yet is the only answer that means alive.
-		alive = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
+		// Nothing to read yet is the only answer that means empty.
+		empty = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
 		return true
 	})
-	return err == nil && alive
+	return err == nil && empty
 }
 
 // probeTLS reports whether the TLS layer holds no decrypted data: it reads
@@ -351,33 +379,59 @@ func (uc *upConn) probeTLS() bool {
 // crypto/tls otherwise reads ahead whatever has arrived ("best effort", to
 // spot a close_notify early) into a buffer no caller can inspect, and a
 // late response read ahead with the end of the previous one would be
-// invisible to alive. Bytes past the record stay in the socket, where
-// alive's peek finds them. The cost is a second read(2) per record (its
-// 5-byte header, then its body).
+// invisible to idle. It still reads the socket in large pieces, into a
+// pooled buffer held only while it has bytes TLS has not taken, and
+// buffered reports those.
 type recordConn struct {
 	net.Conn
-	hdr  [5]byte
-	nhdr int // header bytes of the current record read so far
-	rem  int // body bytes of the current record still to read
+	buf  *[]byte // read-ahead from the socket, nil when empty
+	r, w int     // (*buf)[r:w] is not yet handed to TLS
+	err  error   // came from the socket with the last bytes; returned once buf is empty
+	hdr  [tlsRecordHeader]byte
+	nhdr int // header bytes of the current record handed over so far
+	rem  int // body bytes of the current record still to hand over
 }
 
 // tlsRecordHeader is the size of a TLS record header (type, version,
 // length).
 const tlsRecordHeader = 5
 
+// recordBufferSize is the read-ahead of a recordConn: the largest TLS
+// record and its header, so one read usually brings in a whole record.
+const recordBufferSize = 16<<10 + 256 + tlsRecordHeader
+
+var recordBuffers = sync.Pool{New: func() any { b := make([]byte, recordBufferSize); return &b }}
+
+// buffered is how many bytes arrived that TLS has not taken.
+func (c *recordConn) buffered() int { return c.w - c.r }
+
 func (c *recordConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.r == c.w {
+		if err := c.err; err != nil {
+			c.err = nil
+			return 0, err
+		}
+		if c.buf == nil {
+			c.buf = recordBuffers.Get().(*[]byte)
+		}
+		n, err := c.Conn.Read(*c.buf)
+		if n == 0 {
+			// Timeouts included: the connection stays usable.
+			c.release()
+			return 0, err
+		}
+		c.r, c.w, c.err = 0, n, err
 	}
 	inHeader := c.nhdr < tlsRecordHeader
 	want := c.rem
 	if inHeader {
 		want = tlsRecordHeader - c.nhdr
 	}
-	if len(p) > want {
-		p = p[:want]
-	}
-	n, err := c.Conn.Read(p)
+	n := copy(p[:min(len(p), want)], (*c.buf)[c.r:c.w])
+	c.r += n
 	if inHeader {
 		copy(c.hdr[c.nhdr:], p[:n])
 		c.nhdr += n
@@ -387,13 +441,25 @@ func (c *recordConn) Read(p []byte) (int, error) {
 				c.nhdr = 0
 			}
 		}
-		return n, err
+	} else {
+		c.rem -= n
+		if c.rem == 0 {
+			c.nhdr = 0
+		}
 	}
-	c.rem -= n
-	if c.rem == 0 {
-		c.nhdr = 0
+	if c.r == c.w {
+		c.release()
 	}
-	return n, err
+	return n, nil
+}
+
+// release returns the read-ahead buffer once it is empty.
+func (c *recordConn) release() {
+	if c.buf != nil {
+		recordBuffers.Put(c.buf)
+		c.buf = nil
+	}
+	c.r, c.w = 0, 0
 }
 
 // put returns uc to the pool, or closes it when the pool is full or closed.
@@ -521,7 +587,7 @@ func (b *upBody) Close() error {
 	err := b.r.Close()
 	// Nothing may have come after the response: a second response would
 	// be read as the answer to the next request on this connection.
-	if b.reuse && watched && err == nil && b.uc.alive() {
+	if b.reuse && watched && err == nil && b.uc.idle() {
 		b.u.put(b.uc)
 		return nil
 	}

@@ -435,8 +435,8 @@ type readerConn struct {
 func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // TestRecordConnStopsAtRecordEnd: however much TLS asks for, recordConn
-// returns no byte past the end of the current record, so what follows
-// stays in the connection for the liveness check to see.
+// returns no byte past the end of the current record, and what followed
+// it on the socket stays visible (buffered) for the idle check.
 func TestRecordConnStopsAtRecordEnd(t *testing.T) {
 	rec := func(n int, fill byte) []byte {
 		return append([]byte{23, 3, 3, byte(n >> 8), byte(n)}, bytes.Repeat([]byte{fill}, n)...)
@@ -450,8 +450,8 @@ func TestRecordConnStopsAtRecordEnd(t *testing.T) {
 		if err != nil || n != want {
 			t.Fatalf("read %d: got %d, %v; want %d bytes", i, n, err, want)
 		}
-		if i == 1 && src.Len() != len(empty)+len(last) {
-			t.Errorf("after the first record, %d bytes left in the connection; want %d", src.Len(), len(empty)+len(last))
+		if i == 1 && c.buffered() != len(empty)+len(last) {
+			t.Errorf("after the first record, %d bytes buffered; want %d", c.buffered(), len(empty)+len(last))
 		}
 	}
 }

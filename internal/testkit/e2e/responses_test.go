@@ -345,6 +345,11 @@ func echoingUpstream(secrets *echoSecrets) rawupstream.Handler {
 			tok := strings.TrimPrefix(auth, "Bearer ")
 			all := append([]string{tok}, secrets.get()...)
 			body := "echo: " + auth + "\n" + strings.Join(all, " | ") + "\n" + strings.Repeat(tok, 3) + "\nend\n"
+			if req.Method == http.MethodHead {
+				// The head a GET would get, with no body.
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: 345\r\nX-Echo: %s\r\n\r\n", tok)
+				continue
+			}
 			switch req.URL.Path {
 			case "/headers":
 				fmt.Fprintf(c, "HTTP/1.1 401 Unauthorized %s\r\n", tok)
@@ -494,6 +499,21 @@ func TestResponseScrubbing(t *testing.T) {
 		resp.Body.Close()
 		if got := resp.Trailer.Get("X-Trailer-Echo"); got == "" || strings.Contains(got, e.Token) {
 			t.Errorf("trailer %q; want it relayed, scrubbed", got)
+		}
+	})
+	t.Run("HEAD of a compressed resource", func(t *testing.T) {
+		req, _ := http.NewRequest("HEAD", hostileURL(up, "/gzip"), nil)
+		req.Header.Set(identity.DefaultHeader, assertion)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		dump, _ := httputil.DumpResponse(resp, false)
+		check(t, "HEAD", dump)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "" || resp.Header.Get("Content-Length") != "" {
+			t.Errorf("HEAD: %d, Content-Encoding %q, Content-Length %q; want 200 and the head a decoded GET gets", resp.StatusCode, resp.Header.Get("Content-Encoding"), resp.Header.Get("Content-Length"))
 		}
 	})
 	t.Run("undecodable coding refused", func(t *testing.T) {
