@@ -37,8 +37,11 @@ type exchange struct {
 	// forwarded is set once the request body was handed to the
 	// transport, which then owns it until it closes it.
 	forwarded bool
-	// scrubbed counts the secrets replaced in the response.
+	// scrubbed counts the secrets replaced in the response, and scrub
+	// relays its body (kept here so that scrubbing allocates nothing of
+	// its own).
 	scrubbed int
+	scrub    scrubBody
 }
 
 func (s *Server) newExchange(method, scheme, host, path string) *exchange {

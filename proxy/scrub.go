@@ -107,11 +107,12 @@ var errUndecodable = fmt.Errorf("%w: response in a content coding the sidecar ca
 // scrubResponse makes resp, the API's answer to a request that carried a
 // token of set's grant, safe to relay: the status line and headers are
 // scrubbed now (a header whose name holds a secret is dropped), the body
-// and trailers as they are relayed. *count is increased by every secret
-// replaced, the body's once it is closed. A compressed body is decoded
+// and trailers as they are relayed, through body (which resp.Body becomes).
+// *count is increased by every secret replaced, the body's once it is
+// closed. A compressed body is decoded
 // (see above); one in another coding is refused with errUndecodable before
 // anything is relayed.
-func scrubResponse(resp *http.Response, set *scrub.Set, count *int) error {
+func scrubResponse(resp *http.Response, set *scrub.Set, count *int, body *scrubBody) error {
 	coding := contentCoding(resp.Header)
 	if coding != "" && !isDecodable(coding) {
 		resp.Body.Close()
@@ -124,7 +125,7 @@ func scrubResponse(resp *http.Response, set *scrub.Set, count *int) error {
 	if coding != "" {
 		decodedHeader(resp)
 	}
-	body := &scrubBody{orig: resp.Body, set: set, count: count}
+	*body = scrubBody{orig: resp.Body, set: set, count: count, r: body.r}
 	var src io.Reader = resp.Body
 	if coding != "" {
 		// Decoders read the stream's header on creation: create them on
@@ -137,7 +138,7 @@ func scrubResponse(resp *http.Response, set *scrub.Set, count *int) error {
 	} else {
 		body.trailer = resp.Trailer
 	}
-	body.r = set.Reader(src)
+	body.r.Reset(set, src)
 	resp.Body = body
 	return nil
 }
@@ -197,9 +198,11 @@ func scrubHeader(h http.Header, set *scrub.Set) int {
 	return count
 }
 
-// scrubBody is a response body relayed through a scrub.Reader.
+// scrubBody is a response body relayed through a scrub.Reader. It lives in
+// the request's exchange, so that scrubbing allocates nothing of its own
+// per response.
 type scrubBody struct {
-	r       *scrub.Reader
+	r       scrub.Reader
 	orig    io.ReadCloser
 	set     *scrub.Set
 	trailer http.Header // filled in by orig at its end; nil when not relayed

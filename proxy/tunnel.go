@@ -380,7 +380,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	if err == nil && s.cfg.ScrubResponses {
 		// 9. Scrub: no secret of the grant reaches the agent, whatever
 		// the API echoes.
-		err = scrubResponse(resp, ex.token.ScrubSet(), &ex.scrubbed)
+		err = scrubResponse(resp, ex.token.ScrubSet(), &ex.scrubbed, &ex.scrub)
 	}
 	if err != nil {
 		e := classify(err)

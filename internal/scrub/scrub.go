@@ -27,6 +27,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Marker starts the replacement of every secret found.
@@ -261,15 +262,40 @@ type Reader struct {
 	err   error  // from src, returned once held and pending bytes are out
 	count int
 
-	// A caller whose buffer cannot hold the held bytes and a secret gets
-	// the data through scratch.
-	scratch []byte
+	// A caller whose buffer cannot hold the held bytes and a secret (a
+	// relay that reads exactly the Content-Length left) gets the data
+	// through scratch, a pooled buffer held only while pending is not
+	// empty.
+	scratch *[]byte
 	pending []byte
 }
 
+// scratchSize is the pooled scratch buffer's size; Sets with secrets
+// longer than half of it allocate their own.
+const scratchSize = 8 << 10
+
+var scratches = sync.Pool{New: func() any { b := make([]byte, scratchSize); return &b }}
+
 // Reader returns a Reader of src that replaces s's secrets.
 func (s *Set) Reader(src io.Reader) *Reader {
-	return &Reader{src: src, set: s}
+	r := &Reader{}
+	r.Reset(s, src)
+	return r
+}
+
+// Reset makes r a Reader of src for s, as Set.Reader does, so that a
+// Reader can live inside another value instead of being allocated.
+func (r *Reader) Reset(s *Set, src io.Reader) {
+	r.release()
+	*r = Reader{src: src, set: s, held: r.held[:0]}
+}
+
+// release returns the scratch buffer to its pool.
+func (r *Reader) release() {
+	if r.scratch != nil && len(*r.scratch) == scratchSize {
+		scratches.Put(r.scratch)
+	}
+	r.scratch, r.pending = nil, nil
 }
 
 // Count is how many secrets the Reader has replaced so far.
@@ -291,12 +317,20 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	if len(p) < 2*r.set.maxLen {
 		if r.scratch == nil {
-			r.scratch = make([]byte, max(4096, 2*r.set.maxLen))
+			if 2*r.set.maxLen <= scratchSize {
+				r.scratch = scratches.Get().(*[]byte)
+			} else {
+				b := make([]byte, 2*r.set.maxLen)
+				r.scratch = &b
+			}
 		}
-		n, err := r.fill(r.scratch)
-		r.pending = r.scratch[:n]
+		n, err := r.fill(*r.scratch)
+		r.pending = (*r.scratch)[:n]
 		k := copy(p, r.pending)
 		r.pending = r.pending[k:]
+		if len(r.pending) == 0 {
+			r.release()
+		}
 		if k == 0 {
 			return 0, err
 		}
