@@ -184,8 +184,10 @@ func newTransport(c UpstreamConfig, dialer Dialer, roots *x509.CertPool) (*http.
 	o.MaxIdleConns = c.MaxIdleConnsPerHost * 16
 	o.MaxIdleConnsPerHost = c.MaxIdleConnsPerHost
 	o.HTTP2 = c.HTTP2
-	// The agent's Accept-Encoding passes through untouched and the body is
-	// relayed as is.
+	// The transport neither asks for compression itself nor decodes:
+	// the agent's Accept-Encoding goes upstream (narrowed to what the
+	// sidecar can decode when scrubbing, proxy/scrub.go) and scrubbing
+	// decodes what comes back.
 	o.DisableCompression = true
 	tr, err := outbound.Transport(o)
 	if err != nil {
