@@ -116,6 +116,8 @@ bench: build vault ## run the Go benchmarks, then the side-by-side load harness 
 # Every fuzz target, each for FUZZTIME (make fuzz FUZZTIME=5m for a long run).
 FUZZ_TARGETS := \
 	./internal/config:FuzzDecode \
+	./injector:FuzzRouteDecision \
+	./internal/scrub:FuzzReader \
 	./proxy:FuzzSanitizeRequest \
 	./proxy:FuzzCheckHead \
 	./proxy:FuzzBindTunnelRequest \

@@ -91,7 +91,8 @@ type Auditor struct {
 	// while writing, so Healthy, the flusher and Close never race a write.
 	sinkMu sync.Mutex
 	sinks  []sink
-	batch  []byte // reused batch buffer
+	file   *fileSink // the file sink among sinks, nil without one
+	batch  []byte    // reused batch buffer
 
 	stop      chan struct{} // closes the buffered flusher
 	flushDone chan struct{}
@@ -148,6 +149,7 @@ func New(cfg Config, o Options) (*Auditor, error) {
 		}
 		a.chain = st
 		a.sinks = append(a.sinks, fs)
+		a.file = fs
 	}
 	if cfg.usesStdout() {
 		a.sinks = append(a.sinks, &stdoutSink{w: o.Stdout})
@@ -388,6 +390,22 @@ func (a *Auditor) reportLost(p *pendingRecord, err error) {
 func (a *Auditor) writeBatch(batch []*pendingRecord, chain chainState) (chainState, error) {
 	a.sinkMu.Lock()
 	defer a.sinkMu.Unlock()
+	var skip sink // a file sink that could not rotate sits this batch out
+	var fileErr error
+	if fs := a.file; fs != nil {
+		// Rotate now rather than in the middle of writing, so that the
+		// new file's first record is a rotate record linking it to the
+		// last one of the file before.
+		if fileErr = fs.prepare(batchLen(batch, chain.seq)); fileErr != nil {
+			fs.err = fileErr
+			skip = fs
+		} else if chain.seq > 0 && fs.startsFile() {
+			if rot, err := a.encode(&Record{Event: EventRotate}); err == nil {
+				defer rot.free()
+				batch = append([]*pendingRecord{rot}, batch...)
+			}
+		}
+	}
 	buf := a.batch[:0]
 	valid := 0
 	for _, p := range batch {
@@ -419,7 +437,13 @@ func (a *Auditor) writeBatch(batch []*pendingRecord, chain chainState) (chainSta
 	}
 	accepted := 0
 	var errs []error
+	if skip != nil {
+		errs = append(errs, fmt.Errorf("sink %s: %w", skip.name(), fileErr))
+	}
 	for _, s := range a.sinks {
+		if s == skip {
+			continue
+		}
 		before := s.health()
 		err := s.write(buf)
 		a.noteHealth(s, before)
@@ -433,6 +457,17 @@ func (a *Auditor) writeBatch(batch []*pendingRecord, chain chainState) (chainSta
 		return chain, fmt.Errorf("write audit record: %w: %w", ErrUnavailable, errors.Join(errs...))
 	}
 	return chain, nil
+}
+
+// batchLen is the length batch will have once chained after seq: each
+// body with its seq, prev_hash, closing brace and newline.
+func batchLen(batch []*pendingRecord, seq uint64) int {
+	n := 0
+	for i, p := range batch {
+		n += len(p.body) + len(`,"`+keySeq+`":`) + len(strconv.FormatUint(seq+uint64(i)+1, 10)) +
+			len(`,"`+keyPrevHash+`":"`) + hex.EncodedLen(sha256.Size) + len(`"}`) + 1
+	}
+	return n
 }
 
 // noteHealth logs a sink's change between failing and working.

@@ -315,7 +315,8 @@ func TestReopenRefusesMalformedLastRecord(t *testing.T) {
 }
 
 // TestReopenEmptyActiveFile: a crash right after rotation leaves an empty
-// active file; the chain continues from the newest rotated file.
+// active file; the chain continues from the newest rotated file, and the
+// active file starts with a rotate record, as after any rotation.
 func TestReopenEmptyActiveFile(t *testing.T) {
 	cfg := fileConfig(t.TempDir(), DurabilityWrite)
 	a := newAuditor(t, cfg, Options{})
@@ -329,8 +330,14 @@ func TestReopenEmptyActiveFile(t *testing.T) {
 	writeRecords(t, a, 4, 2)
 	a.Close()
 	rep, err := VerifyRotated(cfg.File.Path)
-	if err != nil || rep.Records != 6 || !rep.Anchored {
-		t.Errorf("got %+v, %v; want 6 anchored records across 2 files", rep, err)
+	if err != nil || rep.Records != 7 || !rep.Anchored {
+		t.Errorf("got %+v, %v; want 7 anchored records (6 and a rotate record) across 2 files", rep, err)
+	}
+	if ev := decode(t, lines(readFile(t, cfg.File.Path))[0])["event"]; ev != EventRotate {
+		t.Errorf("the active file starts with %v; want a rotate record", ev)
+	}
+	if rep, err := Verify([]string{cfg.File.Path}); err != nil || rep.Start != StartRotation {
+		t.Errorf("the active file alone: got %+v, %v; want it to verify from its rotate record", rep, err)
 	}
 }
 

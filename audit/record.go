@@ -42,6 +42,17 @@ const (
 	EventStart = "start"
 	// EventStop records a clean shutdown, with the same fields as start.
 	EventStop = "stop"
+	// EventGrantPut records a grant stored from the command line (`onbehalf
+	// grants put`): provider, user, grant_generation, token_fingerprint, and
+	// [ExtraOutcome] and [ExtraVia].
+	EventGrantPut = "grant_put"
+	// EventRotate is the first record of every audit file after the first:
+	// written when the file sink rotates (or finds its active file empty
+	// while the chain goes on), it links the new file to the last record
+	// of the one before. Verify accepts a trail that starts with one (the
+	// older files were dropped by rotation) and refuses a trail that
+	// starts anywhere else but seq 1.
+	EventRotate = "rotate"
 )
 
 // Decisions: the value of a record's decision field.
@@ -70,6 +81,8 @@ const (
 	ExtraVersion = "version"
 	// ExtraConfigHash is a hash of the effective configuration (start, stop).
 	ExtraConfigHash = "config_hash"
+	// ExtraVia says which writer made a grant change: cli, connect.
+	ExtraVia = "via"
 )
 
 // ErrInvalidRecord reports a record that cannot be written as given (no
@@ -123,6 +136,10 @@ type Record struct {
 	DurationMS float64 `json:"duration_ms,omitempty"`
 	BytesIn    int64   `json:"bytes_in,omitempty"`
 	BytesOut   int64   `json:"bytes_out,omitempty"`
+	// Scrubbed is how many times a secret of the injected token's grant
+	// was replaced in the response before it reached the agent (an API
+	// that echoes credentials).
+	Scrubbed int `json:"scrubbed,omitempty"`
 	// ErrorCode is the agent-facing error code of a request record
 	// (docs/design.md#error-codes); other events put their own failure codes
 	// here.
@@ -190,6 +207,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	if r.BytesOut != 0 {
 		enc.AddInt64("bytes_out", r.BytesOut)
+	}
+	if r.Scrubbed != 0 {
+		enc.AddInt("scrubbed", r.Scrubbed)
 	}
 	addString(enc, "error_code", r.ErrorCode)
 	if len(r.Extra) > 0 {

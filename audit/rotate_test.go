@@ -1,8 +1,10 @@
 package audit
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -39,8 +41,12 @@ func TestRotationKeepsChain(t *testing.T) {
 				}
 				ls := lines(b)
 				if prevLast != nil {
-					if got, want := decode(t, ls[0])["prev_hash"], hashHex(prevLast); got != want {
+					first := decode(t, ls[0])
+					if got, want := first["prev_hash"], hashHex(prevLast); got != want {
 						t.Errorf("%s: first record's prev_hash %v; want the hash of the previous file's last record %s", f, got, want)
+					}
+					if first["event"] != EventRotate {
+						t.Errorf("%s starts with a %v record; want a rotate record", f, first["event"])
 					}
 				}
 				prevLast = ls[len(ls)-1]
@@ -49,8 +55,9 @@ func TestRotationKeepsChain(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if rep.Records != 60 || !rep.Anchored || rep.LastSeq != 60 {
-				t.Errorf("got %+v; want 60 anchored records", rep)
+			// One rotate record per file after the first.
+			if want := 60 + len(files) - 1; rep.Records != want || rep.Start != StartChain || rep.LastSeq != uint64(want) {
+				t.Errorf("got %+v; want %d records from the chain's start", rep, want)
 			}
 			if d := cmp.Diff(files, rep.Files); d != "" {
 				t.Errorf("report files (-want +got):\n%s", d)
@@ -59,8 +66,9 @@ func TestRotationKeepsChain(t *testing.T) {
 			a = newAuditor(t, cfg, Options{rotateBytes: rotateBytesForTest})
 			writeRecords(t, a, 60, 10)
 			a.Close()
-			if rep, err := VerifyRotated(cfg.File.Path); err != nil || rep.Records != 70 {
-				t.Errorf("after reopening: got %+v, %v; want 70 records", rep, err)
+			files, _ = RotatedFiles(cfg.File.Path)
+			if rep, err := VerifyRotated(cfg.File.Path); err != nil || rep.Records != 70+len(files)-1 {
+				t.Errorf("after reopening: got %+v, %v; want %d records", rep, err, 70+len(files)-1)
 			}
 		})
 	}
@@ -84,10 +92,10 @@ func TestRotationPrunesOldest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	// The chain now starts mid-way: the first record's link is unchecked and
-	// the report says so.
-	if rep.Anchored || rep.FirstSeq <= 1 || rep.LastSeq != 60 || rep.Records != int(60-rep.FirstSeq+1) {
-		t.Errorf("got %+v; want an unanchored chain ending at seq 60", rep)
+	// The chain now starts mid-way, at the rotate record that begins the
+	// oldest file left: it verifies, and the report says where it starts.
+	if rep.Start != StartRotation || rep.FirstSeq <= 1 || rep.Records != int(rep.LastSeq-rep.FirstSeq+1) {
+		t.Errorf("got %+v; want a chain starting at a rotation", rep)
 	}
 	for _, f := range files {
 		fi, err := os.Stat(f)
@@ -97,6 +105,38 @@ func TestRotationPrunesOldest(t *testing.T) {
 		if fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: got mode %v; want 0600", f, fi.Mode().Perm())
 		}
+	}
+}
+
+// TestRotatedTrailHeadDeleted: a trail whose oldest files rotation dropped
+// verifies from the rotate record its oldest file starts with; once the
+// first records of that file are deleted too, it does not, unless the
+// operator names the record it must start after (--from-hash).
+func TestRotatedTrailHeadDeleted(t *testing.T) {
+	cfg := fileConfig(t.TempDir(), DurabilityWrite)
+	cfg.File.MaxFiles = 2
+	a := newAuditor(t, cfg, Options{rotateBytes: rotateBytesForTest})
+	writeRecords(t, a, 0, 60)
+	a.Close()
+	files, err := RotatedFiles(cfg.File.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Verify(files); err != nil || rep.Start != StartRotation {
+		t.Fatalf("pruned by rotation: got %+v, %v; want it to verify from a rotation", rep, err)
+	}
+	oldest := lines(readFile(t, files[0]))
+	writeFile(t, files[0], joinLines(oldest[2:])) // the rotate record and one more gone
+	rep, err := Verify(files)
+	if !errors.Is(err, ErrChainBroken) || rep.Broken.Kind != KindDeleted || rep.Broken.Line != 1 || !strings.Contains(rep.Broken.Detail, "--from-hash") {
+		t.Fatalf("head deleted: got %+v, %v; want a deletion at line 1 that names --from-hash", rep.Broken, err)
+	}
+	rep, err = VerifyWith(files, VerifyOptions{FromHash: hashHex(oldest[1])})
+	if err != nil || rep.Start != StartFromHash {
+		t.Errorf("head deleted, --from-hash of the record before: got %+v, %v; want it to verify", rep, err)
+	}
+	if _, err := VerifyWith(files, VerifyOptions{FromHash: hashHex(oldest[0])}); !errors.Is(err, ErrChainBroken) {
+		t.Errorf("--from-hash of another record: %v; want the chain broken", err)
 	}
 }
 

@@ -158,6 +158,12 @@ func (s *fileSink) prepare(n int) error {
 	return nil
 }
 
+// startsFile reports whether the next line is the first of the active
+// file (a regular file, empty, with nothing pending).
+func (s *fileSink) startsFile() bool {
+	return s.regular && s.f != nil && s.size == 0 && len(s.pending) == 0 && !s.needNewline
+}
+
 // writeNow writes line with one write(2) (plus an fsync for durability
 // sync). On failure it truncates the file back to where it was, so a
 // refused record leaves no fragment behind.
@@ -248,8 +254,9 @@ func (s *fileSink) flush() error {
 }
 
 // rotate renames path.i to path.i+1 (dropping the oldest) and path to
-// path.1, and opens a new path. The chain needs nothing here: it lives in
-// the Auditor, so the new file's first record links to the old file's last.
+// path.1, and opens a new path. The chain lives in the Auditor, which
+// rotates before a batch that would not fit and starts the new file with a
+// rotate record linking to the old file's last.
 func (s *fileSink) rotate() error {
 	if err := s.flush(); err != nil {
 		return err

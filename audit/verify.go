@@ -73,11 +73,14 @@ type Report struct {
 	// Records is how many records were verified before the first break
 	// (all of them when Broken is nil).
 	Records int
-	// FirstSeq is the seq of the first record. Anchored says whether that
-	// record starts a chain (prev_hash of zeros, seq 1); when it does not,
-	// earlier records (typically rotated files already deleted) were not
-	// given and the first record's own link is unchecked.
+	// FirstSeq is the seq of the first record, and Start says where the
+	// chain given starts: StartChain (seq 1), StartRotation (a rotate
+	// record: the first file of a set whose older files rotation dropped)
+	// or StartFromHash (VerifyOptions.FromHash). A first record that is
+	// none of these is a break: records before it were deleted. Anchored
+	// is true whenever the chain verified.
 	FirstSeq uint64
+	Start    string
 	Anchored bool
 	// LastSeq and LastHash identify the last record when Broken is nil.
 	// A chain cannot show records cut from its end: compare these with a
@@ -93,8 +96,22 @@ type Report struct {
 	After         int
 }
 
+// Where a verified chain starts (Report.Start).
+const (
+	StartChain    = "chain start"
+	StartRotation = "rotation"
+	StartFromHash = "from-hash"
+)
+
 // VerifyOptions add checks to Verify that the files alone cannot support.
 type VerifyOptions struct {
+	// FromHash is the hash of the record just before the first one given
+	// (the last hash an earlier verify printed): the first record must
+	// link to it. It lets a trail that starts neither at seq 1 nor at a
+	// rotate record verify — a part cut out on purpose, or files written
+	// before rotate records existed — and says exactly where it must
+	// start.
+	FromHash string
 	// ExpectHash is the hash of a record known to be in the chain: the last
 	// hash an earlier verify printed, kept somewhere the writer of the
 	// files cannot change. A chain cannot show records cut from its end;
@@ -142,11 +159,79 @@ func VerifyWith(paths []string, o VerifyOptions) (Report, error) {
 		}
 		copy(expect[:], b)
 	}
-	rep, err := verify(inputs, expect, o.ExpectHash != "")
+	var from *[sha256.Size]byte
+	if o.FromHash != "" {
+		b, err := hex.DecodeString(o.FromHash)
+		if err != nil || len(b) != sha256.Size {
+			return Report{}, errors.New("verify audit chain: the from hash must be 64 hexadecimal digits, as verify prints it")
+		}
+		from = (*[sha256.Size]byte)(b)
+	}
+	rep, err := verifyFrom(inputs, expect, o.ExpectHash != "", from)
 	if err == nil && o.ExpectHash != "" && !rep.ExpectedFound {
 		return rep, fmt.Errorf("%w: no record has hash %s; the chain ends at seq %d, so records after it were cut from the end, or these are not the files whose hash was kept", ErrTailMissing, o.ExpectHash, rep.LastSeq)
 	}
 	return rep, err
+}
+
+// WriterTrail returns the path of writer's own trail beside base
+// (audit.log → audit.cli.log): where a process other than the one holding
+// base writes its records, as its own hash chain.
+func WriterTrail(base, writer string) string {
+	ext := filepath.Ext(base)
+	return strings.TrimSuffix(base, ext) + "." + writer + ext
+}
+
+// Trails returns the trails beside base, each as its rotation set oldest
+// first: base's own, then each writer's trail (see [WriterTrail]), and the
+// per-process trails older versions wrote ("audit-<pid>.log"). Each is a
+// chain of its own, to verify on its own.
+func Trails(base string) ([][]string, error) {
+	own, err := RotatedFiles(base)
+	if err != nil {
+		return nil, err
+	}
+	out := [][]string{own}
+	dir, name := filepath.Split(base)
+	if dir == "" {
+		dir = "."
+	}
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list audit trails: %w", err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if e.IsDir() || !strings.HasSuffix(n, ext) || n == name {
+			continue
+		}
+		mid := strings.TrimSuffix(n, ext)
+		writer, named := strings.CutPrefix(mid, stem+".")
+		pid, legacy := strings.CutPrefix(mid, stem+"-")
+		switch {
+		case named && writer != "" && !strings.ContainsAny(writer, ".") && !allDigits(writer):
+		case legacy && pid != "" && allDigits(pid):
+		default:
+			continue // base's rotated files, or unrelated files
+		}
+		set, err := RotatedFiles(filepath.Join(dir, n))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, set)
+	}
+	return out, nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // VerifyRotated verifies the rotation set of base (see [RotatedFiles]).
@@ -226,7 +311,13 @@ type entry struct {
 }
 
 func verify(inputs []input, expect [sha256.Size]byte, expecting bool) (rep Report, err error) {
-	lr := &lineReader{inputs: inputs}
+	return verifyFrom(inputs, expect, expecting, nil)
+}
+
+// verifyFrom is verify with the first record required to link to *from,
+// when from is set.
+func verifyFrom(inputs []input, expect [sha256.Size]byte, expecting bool, from *[sha256.Size]byte) (rep Report, err error) {
+	lr := &lineReader{inputs: inputs, from: from}
 	defer lr.close()
 	var prev *entry
 	for {
@@ -248,7 +339,15 @@ func verify(inputs []input, expect [sha256.Size]byte, expecting bool) (rep Repor
 			return rep, fmt.Errorf("%w: %s", ErrChainBroken, brk)
 		}
 		if prev == nil {
-			rep.FirstSeq, rep.Anchored = cur.p.seq, cur.p.genesis
+			rep.FirstSeq, rep.Anchored = cur.p.seq, true
+			switch {
+			case from != nil:
+				rep.Start = StartFromHash
+			case cur.p.genesis:
+				rep.Start = StartChain
+			default:
+				rep.Start = StartRotation
+			}
 		}
 		rep.Records++
 		if rep.ExpectedFound {
@@ -281,8 +380,19 @@ func (lr *lineReader) check(prev, cur *entry, rep *Report) (*Break, error) {
 		return cur.breakAt(kind, detail), nil
 	}
 	if prev == nil {
-		if cur.p.genesis && cur.p.seq != 1 {
-			return cur.breakAt(KindEdited, fmt.Sprintf("a chain's first record must have seq 1, not %d", cur.p.seq)), nil
+		switch {
+		case lr.from != nil:
+			if cur.p.prev != *lr.from {
+				return cur.breakAt(KindDeleted, "the first record does not follow the record --from-hash names: records were deleted before it, or the hash belongs to another place in the trail"), nil
+			}
+		case cur.p.genesis:
+			if cur.p.seq != 1 {
+				return cur.breakAt(KindEdited, fmt.Sprintf("a chain's first record must have seq 1, not %d", cur.p.seq)), nil
+			}
+		case cur.p.event != EventRotate:
+			// The writer starts every file with seq 1 or a rotate
+			// record; a file that starts anywhere else lost its head.
+			return cur.breakAt(KindDeleted, fmt.Sprintf("the trail starts at seq %d, which neither starts a chain (seq 1) nor a rotated file (a rotate record): records before it were deleted; if this trail is known to start here, pass the hash of the record before it (--from-hash)", cur.p.seq)), nil
 		}
 		return nil, nil
 	}
@@ -345,7 +455,8 @@ const verifyReadBuffer = 64 << 10
 // one line of look-ahead.
 type lineReader struct {
 	inputs []input
-	files  []string // inputs opened so far
+	from   *[sha256.Size]byte // VerifyOptions.FromHash, decoded
+	files  []string           // inputs opened so far
 	idx    int
 	rc     io.ReadCloser
 	br     *bufio.Reader

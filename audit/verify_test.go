@@ -135,17 +135,24 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	}
 }
 
-// TestVerifyDeletedHead: records cut from the start of the oldest file
-// cannot be told from pruned rotation, but the report says the chain is not
-// anchored.
+// TestVerifyDeletedHead: records cut from the start of a file that began
+// the chain are found: the file now starts neither at seq 1 nor at a
+// rotate record. With the hash of the record before the cut (--from-hash)
+// the rest verifies.
 func TestVerifyDeletedHead(t *testing.T) {
 	ls := chainLines(t, 10)
-	rep, err := verifyBytes(joinLines(ls[3:]))
-	if err != nil {
-		t.Fatalf("Verify: %v", err)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	writeFile(t, path, joinLines(ls[3:]))
+	rep, err := Verify([]string{path})
+	if !errors.Is(err, ErrChainBroken) || rep.Broken.Kind != KindDeleted || rep.Broken.Line != 1 || rep.Broken.Seq != 4 {
+		t.Fatalf("got %+v, %v; want records deleted before line 1 (seq 4)", rep.Broken, err)
 	}
-	if rep.Anchored || rep.FirstSeq != 4 || rep.Records != 7 {
-		t.Errorf("got %+v; want 7 records, not anchored, starting at seq 4", rep)
+	rep, err = VerifyWith([]string{path}, VerifyOptions{FromHash: hashHex(ls[2])})
+	if err != nil || rep.Start != StartFromHash || rep.FirstSeq != 4 || rep.Records != 7 {
+		t.Errorf("with --from-hash: got %+v, %v; want 7 records from seq 4", rep, err)
+	}
+	if _, err := VerifyWith([]string{path}, VerifyOptions{FromHash: "zz"}); err == nil || errors.Is(err, ErrChainBroken) {
+		t.Errorf("malformed from hash: %v; want a usage error", err)
 	}
 }
 

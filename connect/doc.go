@@ -19,7 +19,10 @@
 // person is, and a connect link must name that same person: a link sent to
 // someone else is refused and nothing is stored. With links only, the
 // link's user is the browser's user, and the confirmation page names them
-// before anything leaves for the provider. A link is used up when the
+// before anything leaves for the provider; a browser already signed in as
+// someone else is not switched over: the link stops on a page naming both
+// ("this link is for bob; you are signed in as alice"), nothing is stored,
+// and signing out is the way on. A link is used up when the
 // person confirms, not when it is fetched, so that the previews chat apps
 // and mail scanners fetch do not spend it.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -219,7 +220,11 @@ func (s *Server) needsSignIn(sess *session) bool {
 // that starts or accepts a connection asks it. With OIDC it is the
 // signed-in user, and a link pending for this app must name the same user
 // (a mismatch is logged and audited). With links only it is the user of the
-// link pending for this app.
+// link pending for this app — unless the browser is signed in as someone
+// else: a link never switches a signed-in browser to another user (the
+// person would see "signed in as alice" above "connecting for bob" and
+// connect bob's account from alice's session). Signing out first is the
+// way on.
 func (s *Server) connectUser(sess *session, provider string) (string, message, bool) {
 	l := sess.pendingLink(provider)
 	if s.idp != nil {
@@ -234,11 +239,15 @@ func (s *Server) connectUser(sess *session, provider string) (string, message, b
 	if l == nil {
 		return "", msgNeedLink, false
 	}
+	if sess.User != "" && sess.User != l.User {
+		return "", s.mismatch(sess.User, provider, l.User), false
+	}
 	return l.User, message{}, true
 }
 
 // mismatch logs and audits a connection refused because the signed-in
-// person is not the person the link was made for, and returns the page.
+// person is not the person the link was made for, and returns the page,
+// which names both (the link names its user already) and says how on.
 func (s *Server) mismatch(user, provider, linkUser string) message {
 	s.log.Warn("connect refused: link made for another user", zap.String("provider", provider),
 		zap.String("user", user), zap.String("link_user", linkUser))
@@ -250,7 +259,9 @@ func (s *Server) mismatch(user, provider, linkUser string) message {
 			zap.String(extraLinkUser, linkUser),
 		},
 	})
-	return msgUserMismatch
+	m := msgUserMismatch
+	m.text = fmt.Sprintf("This link is for %s; you are signed in as %s. Nothing was connected or stored. To use the link, sign out first; to connect an app for yourself, ask for a link of your own.", linkUser, user)
+	return m
 }
 
 // refuseConnect renders a refusal, forgetting a pending link for provider

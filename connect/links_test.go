@@ -277,7 +277,7 @@ func TestConnectUser(t *testing.T) {
 		wantAudit bool
 	}{
 		{"links: pending link", linksOnly, session{Link: link("alice", testProvider)}, false, "alice", message{}, false},
-		{"links: link of another signed-in user", linksOnly, session{User: "bob", Via: viaLink, Link: link("alice", testProvider)}, false, "alice", message{}, false},
+		{"links: link of another signed-in user", linksOnly, session{User: "bob", Via: viaLink, Link: link("alice", testProvider)}, false, "", msgUserMismatch, true},
 		{"links: no link", linksOnly, session{User: "alice", Via: viaLink}, false, "", msgNeedLink, false},
 		{"links: link for another app", linksOnly, session{Link: link("alice", "other")}, false, "", msgNeedLink, false},
 		{"oidc: not signed in", withIDP, session{Link: link("alice", testProvider)}, true, "", msgNoSession, false},
@@ -293,7 +293,7 @@ func TestConnectUser(t *testing.T) {
 			}
 			before := auditRecords(t, tc.e, "connect")
 			user, m, ok := tc.e.srv.connectUser(&tc.sess, testProvider)
-			if user != tc.wantUser || m != tc.wantPage || ok != (tc.wantPage == message{}) {
+			if user != tc.wantUser || m.title != tc.wantPage.title || ok != (tc.wantPage == message{}) {
 				t.Errorf("connectUser: got %q, %q, %v; want %q, %q", user, m.title, ok, tc.wantUser, tc.wantPage.title)
 			}
 			if audited := auditRecords(t, tc.e, "connect") > before; audited != tc.wantAudit {
@@ -303,6 +303,47 @@ func TestConnectUser(t *testing.T) {
 	}
 	if (*session)(nil).pendingLink(testProvider) != nil {
 		t.Errorf("a nil session has a pending link")
+	}
+}
+
+// TestLinkForAnotherUserWhileSignedIn: with links only, a browser signed
+// in as alice (by her own link) opens bob's link. It stops on a page that
+// names both and says to sign out first; nothing is stored (no grant for
+// bob, the session still alice's, the link not used up), and once signed
+// out the same link works for bob.
+func TestLinkForAnotherUserWhileSignedIn(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	b := newBrowser(t, e.roots)
+	if r := b.connect(e, e.linkURL("alice"), "alice-account"); r.status != http.StatusOK && r.status != http.StatusSeeOther {
+		t.Fatalf("alice connects: status %d\n%s", r.status, r.body)
+	}
+	bobLink := e.linkURL("bob")
+	r, _ := b.follow(bobLink)
+	if r.status != http.StatusForbidden || !strings.Contains(r.body, "This link is for bob; you are signed in as alice") || !strings.Contains(r.body, "sign out first") {
+		t.Fatalf("bob's link in alice's browser: status %d; want 403 naming both\n%s", r.status, r.body)
+	}
+	if strings.Contains(r.body, "confirm-form") {
+		t.Error("the refusal page offers to confirm")
+	}
+	if g := e.grant("bob"); g != nil {
+		t.Errorf("a grant was stored for bob: %v", g)
+	}
+	if r, _ := b.follow(e.url + "/"); !strings.Contains(r.body, `id="user">alice<`) {
+		t.Errorf("the session changed user:\n%s", r.body)
+	}
+	if !strings.Contains(e.auditText(), `"link_user":"bob"`) {
+		t.Error("the refusal is not audited")
+	}
+	// Signed out, the same link (not used up) works for bob.
+	if r, _ := b.follow(e.url + "/"); r.status == http.StatusOK {
+		action, fields := formFields(t, r.body, "") // the first form: sign out, in the header
+		b.post(resolve(t, e.url, action), fields)
+	}
+	if r := b.connect(e, bobLink, "bob-account"); r.status != http.StatusOK && r.status != http.StatusSeeOther {
+		t.Fatalf("bob's link after signing out: status %d\n%s", r.status, r.body)
+	}
+	if e.grant("bob") == nil {
+		t.Error("bob's link did not connect after signing out")
 	}
 }
 

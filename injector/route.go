@@ -7,6 +7,7 @@
 package injector
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -55,6 +56,11 @@ type RouteConfig struct {
 	// ReportOnly makes policy denials on this route advisory: the request
 	// proceeds and the audit record says would_deny.
 	ReportOnly bool `yaml:"report_only"`
+	// AllowEncodedSlashes accepts "%2F" inside a path segment, for APIs
+	// such as GitLab's that put a path in one segment
+	// (/projects/group%2Fproject). Without it such requests are refused,
+	// since servers that decode "%2F" before routing see another path.
+	AllowEncodedSlashes bool `yaml:"allow_encoded_slashes"`
 }
 
 // Route is a compiled RouteConfig.
@@ -64,6 +70,8 @@ type Route struct {
 	Host       string // as configured, lower case
 	Port       int
 	ReportOnly bool
+	// AllowEncodedSlashes is RouteConfig.AllowEncodedSlashes.
+	AllowEncodedSlashes bool
 
 	wildcard bool   // Host is "*.suffix"
 	suffix   string // ".suffix" for wildcard routes
@@ -72,7 +80,15 @@ type Route struct {
 	prefix   string // Format before {token}
 	postfix  string // Format after {token}
 	strip    []string
+	// creds is header followed by strip: every header that carries a
+	// credential on this route.
+	creds []string
 }
+
+// CredentialHeaders returns the canonical names of the headers that carry
+// a credential on this route: its own header, then its strip headers. The
+// slice is shared; do not modify it.
+func (r *Route) CredentialHeaders() []string { return r.creds }
 
 // Header returns the canonical name of the header the credential goes in.
 func (r *Route) Header() string { return r.header }
@@ -125,7 +141,7 @@ func pathsOrRoot(p []string) []string {
 func compileRoute(c RouteConfig) (*Route, error) {
 	var p config.Problems
 	host := NormalizeHost(c.Host)
-	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly}
+	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly, AllowEncodedSlashes: c.AllowEncodedSlashes}
 	switch {
 	case host == "":
 		p.Addf("host", "required")
@@ -154,8 +170,11 @@ func compileRoute(c RouteConfig) (*Route, error) {
 		p.Addf("provider", "%v", err)
 	}
 	for i, path := range c.Paths {
-		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, "?#") || hasDotSegment(path) {
-			p.Addf(fmt.Sprintf("paths[%d]", i), "must be an absolute path without query, fragment or dot segments, got %q", path)
+		if err := checkRoutePath(path); errors.Is(err, errRoutePathForm) {
+			canon, _ := CanonicalPath(path)
+			p.Addf(fmt.Sprintf("paths[%d]", i), "must be written in canonical form, %q rather than %q", canon.Escaped, path)
+		} else if err != nil {
+			p.Addf(fmt.Sprintf("paths[%d]", i), "must be an absolute path without query or fragment that the sidecar accepts in requests, got %q: %v", path, err)
 		}
 		r.paths = append(r.paths, path)
 	}
@@ -186,6 +205,7 @@ func compileRoute(c RouteConfig) (*Route, error) {
 		}
 		r.strip = append(r.strip, h)
 	}
+	r.creds = append([]string{r.header}, r.strip...)
 	r.Name = c.Name
 	if r.Name == "" {
 		r.Name = c.Provider + ":" + host
@@ -227,8 +247,27 @@ func (t *Table) Intercepts(host string, port int) bool {
 	return false
 }
 
+// Decide routes a request to host:port whose escaped path, as the client
+// sent it, is escaped: it returns the path in canonical form and the route
+// that covers it, nil when none does (see Match). A path CanonicalPath
+// refuses, or one with an encoded slash on a route that does not allow
+// them, is an error wrapping ErrAmbiguousPath. This is the one route
+// decision; the proxy and the fuzz test against a reference normaliser both
+// go through it.
+func (t *Table) Decide(host string, port int, escaped string) (Path, *Route, error) {
+	p, err := CanonicalPath(escaped)
+	if err != nil {
+		return Path{}, nil, err
+	}
+	r := t.Match(host, port, p.Escaped)
+	if r != nil && p.EncodedSlash && !r.AllowEncodedSlashes {
+		return Path{}, nil, errEncodedSlash
+	}
+	return p, r, nil
+}
+
 // Match returns the route for a request to host:port with the given
-// (already validated, absolute) path, or nil. Exact hosts win over
+// path (in canonical form; see Decide), or nil. Exact hosts win over
 // wildcards, a longer wildcard suffix over a shorter one, and among routes
 // for the same host the longest matching path prefix wins.
 func (t *Table) Match(host string, port int, path string) *Route {
@@ -349,94 +388,6 @@ func validHeaderName(h string) bool {
 		}
 	}
 	return true
-}
-
-// hasDotSegment reports whether a path has "." or ".." segments, literal or
-// percent-encoded; such paths could be normalised differently upstream and
-// slip past a path prefix.
-func hasDotSegment(path string) bool {
-	for seg := range strings.SplitSeq(path, "/") {
-		s := strings.ReplaceAll(strings.ToLower(seg), "%2e", ".")
-		if s == "." || s == ".." {
-			return true
-		}
-	}
-	return false
-}
-
-// CleanPath reports whether an escaped request path is safe to match
-// routes and policy on: absolute, without dot segments (literal, encoded, or
-// hidden behind encoded slashes or backslashes, which some servers decode),
-// without raw backslashes, NUL, spaces or control bytes. Encoded slashes on
-// their own are allowed: APIs such as GitLab's use them inside one segment.
-// It allocates nothing: it runs on every request.
-func CleanPath(escaped string) bool {
-	if !strings.HasPrefix(escaped, "/") || strings.IndexByte(escaped, '\\') >= 0 {
-		return false
-	}
-	for i := 0; i < len(escaped); i++ {
-		if escaped[i] < 0x21 || escaped[i] == 0x7f {
-			return false
-		}
-	}
-	if strings.Contains(escaped, "%00") {
-		return false
-	}
-	// Split into segments at slashes and at encoded slashes and
-	// backslashes, the way some servers decode them before resolving dot
-	// segments.
-	start := 0
-	for i := 0; i <= len(escaped); {
-		n := separatorLen(escaped[i:])
-		if n == 0 {
-			i++
-			continue
-		}
-		if isDotSegment(escaped[start:i]) {
-			return false
-		}
-		i += n
-		start = i
-	}
-	return true
-}
-
-// separatorLen returns the length of the segment separator s starts with
-// ("/", "%2f" or "%5c" in any case), 1 at the end of s, 0 when s starts
-// inside a segment.
-func separatorLen(s string) int {
-	switch {
-	case s == "" || s[0] == '/':
-		return 1
-	case len(s) >= 3 && s[0] == '%' && (s[1] == '2' && lowerASCII(s[2]) == 'f' || s[1] == '5' && lowerASCII(s[2]) == 'c'):
-		return 3
-	}
-	return 0
-}
-
-// isDotSegment reports whether an escaped segment is "." or "..", each dot
-// literal or encoded (%2e, in any case).
-func isDotSegment(seg string) bool {
-	dots := 0
-	for seg != "" {
-		switch {
-		case seg[0] == '.':
-			seg = seg[1:]
-		case len(seg) >= 3 && seg[0] == '%' && seg[1] == '2' && lowerASCII(seg[2]) == 'e':
-			seg = seg[3:]
-		default:
-			return false
-		}
-		dots++
-	}
-	return dots == 1 || dots == 2
-}
-
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }
 
 // allDigitsLastLabel reports whether host's last label is numeric, which

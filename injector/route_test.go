@@ -2,7 +2,6 @@ package injector
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"testing"
@@ -83,110 +82,12 @@ func TestNewTableReportsEveryProblem(t *testing.T) {
 	}
 }
 
-func TestCleanPath(t *testing.T) {
-	tests := map[string]bool{
-		"/":                      true,
-		"/api/chat.postMessage":  true,
-		"/projects/grp%2Fproj":   true,
-		"/a/./b":                 false,
-		"/a/../b":                false,
-		"/a/%2e%2E/b":            false,
-		"/a%2f..%2fb":            false,
-		"/a%5c..%5cb":            false,
-		`/a\b`:                   false,
-		"/a%00b":                 false,
-		"relative":               false,
-		"/a b":                   false,
-		"/..":                    false,
-		"/files/report..pdf":     true,
-		"/.well-known/something": true,
-	}
-	for path, want := range tests {
-		if got := CleanPath(path); got != want {
-			t.Errorf("CleanPath(%q) = %v; want %v", path, got, want)
-		}
-	}
-}
-
 func TestTokenStringRedacts(t *testing.T) {
 	tok := Token{Value: "secret-value", Generation: 3}
 	for _, s := range []string{tok.String(), tok.GoString()} {
 		if strings.Contains(s, "secret-value") {
 			t.Errorf("Token printed its value: %s", s)
 		}
-	}
-}
-
-// cleanPathReference is CleanPath as first written (lower-case, decode
-// encoded separators, look for dot segments): the allocation-free version
-// must agree with it on every input.
-func cleanPathReference(escaped string) bool {
-	if !strings.HasPrefix(escaped, "/") || strings.ContainsRune(escaped, '\\') {
-		return false
-	}
-	for i := 0; i < len(escaped); i++ {
-		if escaped[i] < 0x21 || escaped[i] == 0x7f {
-			return false
-		}
-	}
-	lower := strings.ToLower(escaped)
-	if strings.Contains(lower, "%00") {
-		return false
-	}
-	lower = strings.NewReplacer("%2f", "/", "%5c", "/").Replace(lower)
-	return !hasDotSegment(lower)
-}
-
-func TestCleanPathMatchesReference(t *testing.T) {
-	alphabet := []byte{'/', '.', '%', '2', '5', 'e', 'E', 'f', 'F', 'c', 'C', '0', 'x'}
-	check := func(path string) {
-		if got, want := CleanPath(path), cleanPathReference(path); got != want {
-			t.Fatalf("CleanPath(%q) = %v; want %v", path, got, want)
-		}
-	}
-	// Every path up to five bytes after the leading slash.
-	var walk func(prefix []byte, depth int)
-	walk = func(prefix []byte, depth int) {
-		check(string(prefix))
-		if depth == 0 {
-			return
-		}
-		for _, c := range alphabet {
-			walk(append(prefix, c), depth-1)
-		}
-	}
-	walk([]byte{'/'}, 5)
-	// And longer random ones, with a few bytes outside the alphabet.
-	rng := rand.New(rand.NewPCG(1, 2))
-	more := append(alphabet, 'K', 0xc4, 0x80, '\\', ' ', 0x7f)
-	for range 50000 {
-		b := []byte{'/'}
-		for range 6 + rng.IntN(20) {
-			b = append(b, more[rng.IntN(len(more))])
-		}
-		check(string(b))
-	}
-}
-
-func FuzzCleanPath(f *testing.F) {
-	for _, s := range []string{"/", "/a/%2e%2E/b", "/a%2f..%2fb", "/a%5C.%2e", "/files/report..pdf", "/%2%2fe"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, path string) {
-		if got, want := CleanPath(path), cleanPathReference(path); got != want {
-			t.Fatalf("CleanPath(%q) = %v; want %v", path, got, want)
-		}
-	})
-}
-
-func TestCleanPathAllocs(t *testing.T) {
-	allocs := testing.AllocsPerRun(100, func() {
-		if !CleanPath("/API/Chat.PostMessage/grp%2Fproj") {
-			t.Fatal("CleanPath refused a clean path")
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("CleanPath allocates %v times; want 0", allocs)
 	}
 }
 

@@ -20,6 +20,18 @@ const (
 	UnroutedTunnel = "tunnel"
 )
 
+// Upstream pool modes: which requests may share a pooled upstream
+// connection.
+const (
+	// PoolShared pools connections by host and port across users: the
+	// default, and the cheapest. A connection goes back to the pool only
+	// when nothing arrived after the response it carried.
+	PoolShared = "shared"
+	// PoolPerUser pools connections by host, port and user, so that no
+	// connection ever carries two users' requests.
+	PoolPerUser = "per_user"
+)
+
 // Config configures the proxy listener.
 type Config struct {
 	// Listen is the proxy's address. Keep it on loopback in a pod: the
@@ -32,6 +44,11 @@ type Config struct {
 	ConnectURL string `yaml:"connect_url"`
 	// Upstream configures connections to APIs.
 	Upstream UpstreamConfig `yaml:"upstream"`
+	// ScrubResponses replaces the injected token, and the other secrets of
+	// its grant, wherever they appear in a routed response before it
+	// reaches the agent (docs/security.md). On by default; turning it off
+	// trusts every routed API never to echo a credential.
+	ScrubResponses bool `yaml:"scrub_responses"`
 	// Limits bounds what one client can hold.
 	Limits Limits `yaml:"limits"`
 }
@@ -51,6 +68,14 @@ type UpstreamConfig struct {
 	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
 	// MaxIdleConnsPerHost sizes the keep-alive pool per upstream.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// Pool is PoolShared or PoolPerUser (docs/design.md says which to
+	// choose).
+	Pool string `yaml:"pool"`
+	// MaxResponseHeaderBytes bounds an upstream response's status line and
+	// header section (and those of each informational response before
+	// it). A larger one is refused with 502 upstream_invalid after reading
+	// at most about this much.
+	MaxResponseHeaderBytes int `yaml:"max_response_header_bytes"`
 	// HTTP2 lets upstream connections use HTTP/2 when the API offers it.
 	// Off by default: every API speaks HTTP/1.1, and HTTP/1.1 costs the
 	// sidecar less CPU per request (no framing, flow-control frames or
@@ -104,6 +129,10 @@ const (
 	// defaultResponseHeaderTimeout: APIs answering slower than this are
 	// broken; streaming bodies are not bounded by it.
 	defaultResponseHeaderTimeout = 60 * time.Second
+	// defaultMaxResponseHeaderBytes: API response heads are a few KiB;
+	// 1 MiB leaves room for large cookies and link headers while bounding
+	// what one response can make the sidecar hold.
+	defaultMaxResponseHeaderBytes = 1 << 20
 	// defaultMaxIdleConnsPerHost: an agent talks to few hosts, often in
 	// parallel; Go's default of 2 would force new handshakes.
 	defaultMaxIdleConnsPerHost = 64
@@ -112,14 +141,17 @@ const (
 // DefaultConfig returns the proxy defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:   "127.0.0.1:8080",
-		Unrouted: UnroutedRefuse,
+		Listen:         "127.0.0.1:8080",
+		Unrouted:       UnroutedRefuse,
+		ScrubResponses: true,
 		Upstream: UpstreamConfig{
-			DialTimeout:           defaultDialTimeout,
-			TLSHandshakeTimeout:   defaultHandshakeTimeout,
-			ResponseHeaderTimeout: defaultResponseHeaderTimeout,
-			IdleConnTimeout:       defaultIdleTimeout,
-			MaxIdleConnsPerHost:   defaultMaxIdleConnsPerHost,
+			DialTimeout:            defaultDialTimeout,
+			TLSHandshakeTimeout:    defaultHandshakeTimeout,
+			ResponseHeaderTimeout:  defaultResponseHeaderTimeout,
+			IdleConnTimeout:        defaultIdleTimeout,
+			MaxIdleConnsPerHost:    defaultMaxIdleConnsPerHost,
+			MaxResponseHeaderBytes: defaultMaxResponseHeaderBytes,
+			Pool:                   PoolShared,
 		},
 		Limits: Limits{
 			MaxHeaderBytes:    defaultMaxHeaderBytes,
@@ -165,6 +197,12 @@ func (c Config) Validate() error {
 	positive("limits.idle_timeout", c.Limits.IdleTimeout)
 	if c.Upstream.MaxIdleConnsPerHost < 1 {
 		p.Addf("upstream.max_idle_conns_per_host", "must be at least 1")
+	}
+	if c.Upstream.Pool != PoolShared && c.Upstream.Pool != PoolPerUser {
+		p.Addf("upstream.pool", "must be %q or %q, got %q", PoolShared, PoolPerUser, c.Upstream.Pool)
+	}
+	if c.Upstream.MaxResponseHeaderBytes < 4096 || c.Upstream.MaxResponseHeaderBytes > 64<<20 {
+		p.Addf("upstream.max_response_header_bytes", "must be between 4096 and 67108864")
 	}
 	if c.Limits.MaxHeaderBytes < 4096 || c.Limits.MaxHeaderBytes > 1<<20 {
 		p.Addf("limits.max_header_bytes", "must be between 4096 and 1048576")

@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
@@ -36,6 +38,7 @@ const (
 	CodeAuditUnavailable     Code = "audit_unavailable"
 	CodeUpstreamTLS          Code = "upstream_tls"
 	CodeUpstreamUnreachable  Code = "upstream_unreachable"
+	CodeUpstreamInvalid      Code = "upstream_invalid"
 	CodeDestinationForbidden Code = "destination_forbidden"
 	CodeBadRequest           Code = "bad_request"
 	CodeHeaderTooLarge       Code = "request_header_too_large"
@@ -51,7 +54,7 @@ func (c Code) Status() int {
 		return http.StatusForbidden
 	case CodeStoreUnavailable, CodeProviderUnavailable, CodeProviderMisconfig, CodeAuditUnavailable:
 		return http.StatusServiceUnavailable
-	case CodeUpstreamTLS, CodeUpstreamUnreachable:
+	case CodeUpstreamTLS, CodeUpstreamUnreachable, CodeUpstreamInvalid:
 		return http.StatusBadGateway
 	case CodeBadRequest:
 		return http.StatusBadRequest
@@ -110,6 +113,10 @@ func classify(err error) *Error {
 		return newError(CodeStoreUnavailable, "the grant store is not reachable; try again shortly", err)
 	case errors.Is(err, egress.ErrForbidden):
 		return newError(CodeDestinationForbidden, "the destination resolves to an address the sidecar does not connect to", err)
+	case errors.Is(err, errResponseHeaderTooLarge), isTransportHeaderLimit(err):
+		return newError(CodeUpstreamInvalid, "the API's response header section is larger than the sidecar relays (proxy.upstream.max_response_header_bytes); nothing of it was passed on", err)
+	case errors.Is(err, errUpstreamInvalid):
+		return newError(CodeUpstreamInvalid, "the API's response could not be relayed safely; nothing of it was passed on", err)
 	case isTLSError(err):
 		return newError(CodeUpstreamTLS, "the upstream server's TLS certificate could not be verified", err)
 	}
@@ -126,6 +133,25 @@ func identityReason(err error) string {
 		msg = msg[:max]
 	}
 	return msg
+}
+
+// errUpstreamInvalid classifies an upstream response the proxy refuses to
+// relay (502 upstream_invalid); errResponseHeaderTooLarge is the case of a
+// head over the limit.
+var (
+	errUpstreamInvalid        = errors.New("invalid upstream response")
+	errResponseHeaderTooLarge = fmt.Errorf("%w: response header section too large", errUpstreamInvalid)
+)
+
+// isTransportHeaderLimit recognises net/http's refusal of a response head
+// over Transport.MaxResponseHeaderBytes (HTTP/1.1) or of a header list over
+// the advertised limit (HTTP/2, off by default). Neither has an exported
+// type or sentinel, so the text is matched; TestResponseHeaderLimit pins
+// the HTTP/1.1 one.
+func isTransportHeaderLimit(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "server response headers exceeded") ||
+		strings.Contains(msg, "response header list larger than advertised limit")
 }
 
 func isTLSError(err error) bool {

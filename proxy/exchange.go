@@ -37,6 +37,11 @@ type exchange struct {
 	// forwarded is set once the request body was handed to the
 	// transport, which then owns it until it closes it.
 	forwarded bool
+	// scrubbed counts the secrets replaced in the response, and scrub
+	// relays its body (kept here so that scrubbing allocates nothing of
+	// its own).
+	scrubbed int
+	scrub    scrubBody
 }
 
 func (s *Server) newExchange(method, scheme, host, path string) *exchange {
@@ -93,6 +98,10 @@ func (s *Server) finish(ex *exchange, status int, bytesOut int64) {
 	ex.rec.DurationMS = float64(s.d.Now().Sub(ex.start).Microseconds()) / 1000
 	ex.rec.BytesOut = bytesOut
 	ex.rec.BytesIn = ex.bytesIn.n
+	if ex.scrubbed > 0 {
+		ex.rec.Scrubbed = ex.scrubbed
+		s.d.Metrics.Scrubbed(ex.scrubbed)
+	}
 	if ex.rec.Decision == "" {
 		ex.rec.Decision = decisionDeny
 	}

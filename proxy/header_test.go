@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -94,4 +95,59 @@ func FuzzSanitizeRequest(f *testing.F) {
 			t.Fatal("injected credential missing")
 		}
 	})
+}
+
+func TestLookalikeHeader(t *testing.T) {
+	tests := []struct {
+		name string
+		want string // "" for none
+	}{
+		{"Transfer_Encoding", "Transfer-Encoding"},
+		{"TRANSFER_ENCODING", "Transfer-Encoding"},
+		{"Content_Length", "Content-Length"},
+		{"Keep_Alive", "Keep-Alive"},
+		{"Proxy_Authorization", "a Proxy-* header"},
+		{"proxy_x", "a Proxy-* header"},
+		{"Onbehalf_Assertion", "Onbehalf-Assertion"},
+		{"X_Api_Key", "X-Api-Key"},
+		{"X_Custom_Header", ""},
+		{"Transfer-Encoding_", ""},
+		{"Content-Length", ""},
+		{"Host_", ""},
+	}
+	for _, tt := range tests {
+		h := http.Header{tt.name: {"v"}}
+		got, ok := lookalikeHeader(h, []string{"Onbehalf-Assertion"}, []string{"Authorization", "X-Api-Key"})
+		if got != tt.want || ok != (tt.want != "") {
+			t.Errorf("lookalikeHeader(%q) = %q, %v; want %q", tt.name, got, ok, tt.want)
+		}
+	}
+}
+
+func TestNarrowAcceptEncoding(t *testing.T) {
+	tests := []struct {
+		in   []string
+		rng  bool
+		want []string // nil: header removed
+	}{
+		{[]string{"gzip"}, false, []string{"gzip"}},
+		{[]string{"gzip, deflate, br, zstd"}, false, []string{"gzip, deflate, br"}},
+		{[]string{"zstd;q=1.0, GZIP;q=0.5", "*;q=0.1"}, false, []string{"GZIP;q=0.5"}},
+		{[]string{"zstd"}, false, nil},
+		{[]string{"gzip"}, true, []string{"identity"}},
+	}
+	for _, tt := range tests {
+		h := http.Header{"Accept-Encoding": tt.in}
+		if tt.rng {
+			h.Set("Range", "bytes=0-9")
+		}
+		narrowAcceptEncoding(h)
+		if got := h["Accept-Encoding"]; !slices.Equal(got, tt.want) {
+			t.Errorf("narrowAcceptEncoding(%q, range %v) = %q; want %q", tt.in, tt.rng, got, tt.want)
+		}
+	}
+	h := http.Header{"Accept-Encoding": {"gzip, deflate, br"}}
+	if allocs := testing.AllocsPerRun(100, func() { narrowAcceptEncoding(h) }); allocs != 0 {
+		t.Errorf("narrowAcceptEncoding allocates %v times on a list it keeps; want 0", allocs)
+	}
 }

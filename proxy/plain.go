@@ -39,8 +39,14 @@ func (s *Server) handlePlain(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Re
 	if s.cfg.Unrouted != UnroutedTunnel {
 		return reject(newError(CodeNoRoute, "no route for this host; the sidecar only reaches hosts its routes name", nil))
 	}
-	if !injector.CleanPath(req.URL.EscapedPath()) {
-		return reject(newError(CodeBadRequest, "the request path must be absolute, without dot segments, backslashes or control characters", nil))
+	path, err := injector.CanonicalPath(requestPath(req))
+	if err != nil {
+		return reject(refusePath(err))
+	}
+	setPath(req.URL, path.Escaped)
+	ex.rec.Path = redactedPath(req.URL)
+	if target, ok := lookalikeHeader(req.Header, []string{s.d.AssertionHeader}); ok {
+		return reject(refuseLookalike(target))
 	}
 	sub, err := s.identify(req.Context(), req.Header, nil)
 	if errors.Is(err, identity.ErrMissing) {

@@ -79,10 +79,12 @@ func (hr *headReader) next() (*http.Request, error) {
 	parsers.Put(parse)
 	hr.headR.Reset(nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errMalformed, err)
+		// net/http's errors quote the offending bytes, which may be an
+		// assertion or a credential: only the kind of problem travels on.
+		return nil, fmt.Errorf("%w: %s", errMalformed, parseProblem(err))
 	}
 	if req.ProtoMajor != 1 {
-		return nil, fmt.Errorf("%w: protocol %s", errMalformed, req.Proto)
+		return nil, fmt.Errorf("%w: only HTTP/1.x is served inside the tunnel", errMalformed)
 	}
 	switch {
 	case framing.chunked:
@@ -97,6 +99,25 @@ func (hr *headReader) next() (*http.Request, error) {
 		req.Body = http.NoBody
 	}
 	return req, nil
+}
+
+// parseProblem names what net/http's request parser refused, in fixed
+// words: its own error texts quote the request line or header line.
+func parseProblem(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "malformed HTTP version"):
+		return "malformed HTTP version"
+	case strings.HasPrefix(msg, "invalid method"):
+		return "invalid method"
+	case strings.HasPrefix(msg, "malformed HTTP request"):
+		return "malformed request line"
+	case strings.HasPrefix(msg, "malformed MIME header"), strings.Contains(msg, "header"):
+		return "malformed header field"
+	case strings.HasPrefix(msg, "parse "):
+		return "invalid request target"
+	}
+	return "the request line or a header field could not be parsed"
 }
 
 // readHead reads up to and including the blank line that ends a request

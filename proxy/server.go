@@ -93,6 +93,10 @@ type Server struct {
 	gp        *goproxy.ProxyHttpServer
 	srv       *http.Server
 	transport *http.Transport
+	// streamTransport forwards intercepted requests with streamed bodies
+	// (all of them with upstream HTTP/2): transport itself, or with pool
+	// per_user a copy that keeps no connection after its request.
+	streamTransport *http.Transport
 	// upstream sends requests whose body is in memory over HTTP/1.1;
 	// nil when upstream HTTP/2 is on, and everything takes transport.
 	upstream *upstreamClient
@@ -131,15 +135,22 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:       cfg,
-		d:         d,
-		log:       d.Logger.Named("proxy"),
-		transport: tr,
-		ids:       newSubjectCache(d.Identity, d.Now),
-		conns:     map[net.Conn]*connState{},
+		cfg:             cfg,
+		d:               d,
+		log:             d.Logger.Named("proxy"),
+		transport:       tr,
+		streamTransport: tr,
+		ids:             newSubjectCache(d.Identity, d.Now),
+		conns:           map[net.Conn]*connState{},
 	}
 	if !cfg.Upstream.HTTP2 {
 		s.upstream = newUpstreamClient(cfg.Upstream, tr.DialContext, tr.TLSClientConfig)
+	}
+	if cfg.Upstream.Pool == PoolPerUser {
+		// net/http pools by host only; streamed uploads are rare enough
+		// to take a connection each.
+		s.streamTransport = tr.Clone()
+		s.streamTransport.DisableKeepAlives = true
 	}
 	s.gp = s.newGoproxy()
 	s.srv = &http.Server{
@@ -173,10 +184,19 @@ func newTransport(c UpstreamConfig, dialer Dialer, roots *x509.CertPool) (*http.
 	o.MaxIdleConns = c.MaxIdleConnsPerHost * 16
 	o.MaxIdleConnsPerHost = c.MaxIdleConnsPerHost
 	o.HTTP2 = c.HTTP2
-	// The agent's Accept-Encoding passes through untouched and the body is
-	// relayed as is.
+	// The transport neither asks for compression itself nor decodes:
+	// the agent's Accept-Encoding goes upstream (narrowed to what the
+	// sidecar can decode when scrubbing, proxy/scrub.go) and scrubbing
+	// decodes what comes back.
 	o.DisableCompression = true
-	return outbound.Transport(o)
+	tr, err := outbound.Transport(o)
+	if err != nil {
+		return nil, err
+	}
+	// The same limit as the proxy's own client (see classify for how its
+	// error is recognised).
+	tr.MaxResponseHeaderBytes = int64(c.MaxResponseHeaderBytes)
+	return tr, nil
 }
 
 // Serve accepts connections on ln until Shutdown or Close.

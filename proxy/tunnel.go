@@ -290,11 +290,17 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		return e.response(req, ex.rec.DecisionID, false)
 	}
 
-	// 1. Bind the request to the tunnel target.
+	// 1. Bind the request to the tunnel target, and put its path in its
+	// one canonical form: routes, policy, the audit record and the
+	// upstream all see that form (docs/security.md, "One canonical path").
 	path, e := bindTunnelRequest(t, req)
 	ex.rec.Path = redactedPath(req.URL)
 	if e != nil {
 		return fail(e)
+	}
+	_, route, err := s.d.Routes.Decide(t.host, t.port, path)
+	if err != nil {
+		return fail(refusePath(err))
 	}
 
 	// 2. Identify.
@@ -305,11 +311,13 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	ex.setSubject(sub)
 
 	// 3. Route.
-	route := s.d.Routes.Match(t.host, t.port, path)
 	if route == nil {
 		return fail(newError(CodeNoRoute, "no route covers this path on this host; nothing was sent", nil))
 	}
 	ex.setRoute(route)
+	if target, ok := lookalikeHeader(req.Header, []string{s.d.AssertionHeader}, route.CredentialHeaders()); ok {
+		return fail(refuseLookalike(target))
+	}
 
 	// 4. Decide, before any grant is read.
 	in := s.policyInput(req, ex, "https", t.target, t.source)
@@ -326,6 +334,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	out := outboundRequest(ctx, req, t)
 	sanitizeRequest(out.Header, s.d.AssertionHeader)
 	route.Inject(out.Header, ex.token.Value)
+	if s.cfg.ScrubResponses {
+		narrowAcceptEncoding(out.Header)
+	}
 
 	// 7. Audit before the token leaves (fail-closed).
 	if e := s.auditInject(ex); e != nil {
@@ -351,7 +362,11 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	_, st := s.startStage(ctx, metrics.StageUpstream)
 	var resp *http.Response
 	if s.upstream != nil && !streamed {
-		resp, err = s.upstream.roundTrip(ctx, t.addr, out, body)
+		key := t.addr
+		if s.cfg.Upstream.Pool == PoolPerUser {
+			key = t.addr + "\x00" + ex.subject.User
+		}
+		resp, err = s.upstream.roundTrip(ctx, t.addr, key, out, body)
 	} else {
 		if body != nil {
 			// Keep it a *bytes.Reader behind io.NopCloser: net/http
@@ -359,9 +374,14 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 			// and body together.
 			out.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		resp, err = s.transport.RoundTrip(out)
+		resp, err = s.streamTransport.RoundTrip(out)
 	}
 	st.end()
+	if err == nil && s.cfg.ScrubResponses {
+		// 9. Scrub: no secret of the grant reaches the agent, whatever
+		// the API echoes.
+		err = scrubResponse(resp, ex.token.ScrubSet(), &ex.scrubbed, &ex.scrub)
+	}
 	if err != nil {
 		e := classify(err)
 		s.logFailure(ex, e)
@@ -371,8 +391,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 }
 
 // bindTunnelRequest checks that req targets exactly the tunnel's host:port
-// (Host header, and the URL host when absolute-form) with a clean path, and
-// returns the escaped path for route matching.
+// (Host header, and the URL host when absolute-form) with a path
+// injector.CanonicalPath accepts, puts that path in canonical form in
+// req.URL and returns it.
 func bindTunnelRequest(t *tunnel, req *http.Request) (string, *Error) {
 	if req.Method == http.MethodConnect {
 		return "", newError(CodeBadRequest, "CONNECT is not allowed inside a tunnel", nil)
@@ -390,11 +411,55 @@ func bindTunnelRequest(t *tunnel, req *http.Request) (string, *Error) {
 			return "", newError(CodeBadRequest, "the request URL does not match the tunnel target", err)
 		}
 	}
-	path := req.URL.EscapedPath()
-	if req.URL.Opaque != "" || !injector.CleanPath(path) {
-		return "", newError(CodeBadRequest, "the request path must be absolute, without dot segments, backslashes or control characters", nil)
+	if req.URL.Opaque != "" {
+		return "", refusePath(injector.ErrAmbiguousPath)
 	}
-	return path, nil
+	path, err := injector.CanonicalPath(requestPath(req))
+	if err != nil {
+		return "", refusePath(err)
+	}
+	setPath(req.URL, path.Escaped)
+	return path.Escaped, nil
+}
+
+// requestPath returns the path of req's request target as the client sent
+// it (net/http's URL.EscapedPath may re-escape it): the part of an
+// origin-form target before "?", or the path of an absolute-form one ("/"
+// when it has none).
+func requestPath(req *http.Request) string {
+	rt := req.RequestURI
+	if i := strings.IndexByte(rt, '?'); i >= 0 {
+		rt = rt[:i]
+	}
+	if req.URL.IsAbs() {
+		if i := strings.Index(rt, "://"); i >= 0 {
+			rt = rt[i+3:]
+			if j := strings.IndexByte(rt, '/'); j >= 0 {
+				return rt[j:]
+			}
+			return "/"
+		}
+	}
+	return rt
+}
+
+// refusePath is the answer to a path Routes.Decide or CanonicalPath
+// refused; err names the problem without quoting the path.
+func refusePath(err error) *Error {
+	return newError(CodeBadRequest, "nothing was sent: "+err.Error(), err)
+}
+
+// setPath makes u's path the canonical escaped path.
+func setPath(u *url.URL, escaped string) {
+	if strings.IndexByte(escaped, '%') < 0 {
+		u.Path, u.RawPath = escaped, ""
+		return
+	}
+	dec, err := url.PathUnescape(escaped)
+	if err != nil { // CanonicalPath only returns valid escapes
+		dec = escaped
+	}
+	u.Path, u.RawPath = dec, escaped
 }
 
 // outboundRequest turns an intercepted request into the request sent

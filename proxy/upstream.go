@@ -34,9 +34,12 @@ type upstreamClient struct {
 	responseHeaderTimeout time.Duration
 	idleTimeout           time.Duration
 	maxIdlePerHost        int
+	maxIdle               int // over all keys
+	maxHeaderBytes        int64
 
 	mu      sync.Mutex
-	idle    map[string][]*upConn // by host:port, most recently used last
+	idle    map[string][]*upConn // by pool key, most recently used last
+	nIdle   int                  // connections in idle
 	closed  bool
 	janitor *time.Timer // closes connections idle longer than idleTimeout
 	armed   bool
@@ -44,13 +47,21 @@ type upstreamClient struct {
 
 // upConn is one pooled upstream connection.
 type upConn struct {
-	addr      string
+	addr      string // host:port dialled
+	key       string // pool key: addr, or addr and user (pool per_user)
 	conn      *tls.Conn
-	raw       net.Conn // the TCP connection under conn, for the liveness check
+	raw       net.Conn    // the TCP connection, for the liveness check
+	rec       *recordConn // between raw and conn: TLS reads no further than a record
+	lim       headLimit   // between conn and br: bounds a response head
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
 }
+
+// maxIdleFactor sets the bound on idle connections over all pool keys, as a
+// multiple of the per-key bound: an agent talks to few hosts, but with
+// pool per_user each user of each host has a key.
+const maxIdleFactor = 16
 
 // upstreamBufferSize sizes each connection's read and write buffers: a
 // request or response head fits, as do the small bodies of most API calls.
@@ -66,6 +77,8 @@ func newUpstreamClient(c UpstreamConfig, dial func(ctx context.Context, network,
 		responseHeaderTimeout: c.ResponseHeaderTimeout,
 		idleTimeout:           c.IdleConnTimeout,
 		maxIdlePerHost:        c.MaxIdleConnsPerHost,
+		maxIdle:               c.MaxIdleConnsPerHost * maxIdleFactor,
+		maxHeaderBytes:        int64(c.MaxResponseHeaderBytes),
 		idle:                  map[string][]*upConn{},
 	}
 	u.janitor = time.AfterFunc(time.Hour, u.closeExpired)
@@ -74,14 +87,17 @@ func newUpstreamClient(c UpstreamConfig, dial func(ctx context.Context, network,
 }
 
 // roundTrip sends req, whose body is body (nil for none), to addr
-// (host:port) over HTTPS and returns the response. The response body must be closed;
-// the connection goes back to the pool when the body was read to its end.
+// (host:port) over HTTPS and returns the response. Connections are pooled
+// under key: addr itself, or addr and the user when connections must not
+// be shared between users. The response body must be closed; the
+// connection goes back to the pool when the body was read to its end and
+// nothing arrived after it.
 // A request that fails on a reused connection before any of the response
 // arrived is sent once more on a new connection when its method is
 // idempotent, as net/http does.
-func (u *upstreamClient) roundTrip(ctx context.Context, addr string, req *http.Request, body []byte) (*http.Response, error) {
+func (u *upstreamClient) roundTrip(ctx context.Context, addr, key string, req *http.Request, body []byte) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := u.get(ctx, addr)
+		uc, reused, err := u.get(ctx, addr, key)
 		if err != nil {
 			return nil, err
 		}
@@ -132,7 +148,7 @@ func (u *upstreamClient) send(ctx context.Context, uc *upConn, req *http.Request
 	if u.responseHeaderTimeout > 0 {
 		uc.conn.SetReadDeadline(time.Now().Add(u.responseHeaderTimeout))
 	}
-	resp, err := readResponse(uc.br, req)
+	resp, err := u.readResponse(uc, req)
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("read response from %s: %w", uc.addr, err)
@@ -144,48 +160,116 @@ func (u *upstreamClient) send(ctx context.Context, uc *upConn, req *http.Request
 	return resp, nil
 }
 
-// readResponse reads the final response to req, skipping informational
-// (1xx) ones; a protocol switch is refused, since the tunnel relays HTTP
-// only and the request never asked for one (hop-by-hop headers such as
-// Upgrade are removed before forwarding).
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, req)
-		if err != nil {
-			return nil, err
-		}
+// max1xxResponses bounds the informational responses skipped before the
+// final one, as net/http does: a server that sends them without end would
+// otherwise hold the request until the response-header timeout.
+const max1xxResponses = 5
+
+// readResponse reads the final response to req from uc, skipping
+// informational (1xx) ones; a protocol switch is refused, since the tunnel
+// relays HTTP only and the request never asked for one (hop-by-hop headers
+// such as Upgrade are removed before forwarding). Each head is bounded by
+// maxHeaderBytes: net/http's parser has no limit of its own, and would
+// hold a header line of any length in memory.
+func (u *upstreamClient) readResponse(uc *upConn, req *http.Request) (*http.Response, error) {
+	for n := 0; ; n++ {
+		uc.lim.arm(u.maxHeaderBytes)
+		resp, err := http.ReadResponse(uc.br, req)
+		exceeded := uc.lim.exceeded()
+		uc.lim.disarm()
 		switch {
+		case exceeded:
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return nil, fmt.Errorf("%w (over %d bytes)", errResponseHeaderTooLarge, u.maxHeaderBytes)
+		case err != nil:
+			return nil, err
 		case resp.StatusCode == http.StatusSwitchingProtocols:
 			resp.Body.Close()
-			return nil, errors.New("unexpected 101 Switching Protocols")
+			return nil, fmt.Errorf("%w: unexpected 101 Switching Protocols", errUpstreamInvalid)
 		case resp.StatusCode >= 100 && resp.StatusCode < 200:
 			resp.Body.Close()
+			if n >= max1xxResponses {
+				return nil, fmt.Errorf("%w: more than %d informational responses", errUpstreamInvalid, max1xxResponses)
+			}
 			continue
 		}
 		return resp, nil
 	}
 }
 
-// get returns a live pooled connection to addr, or dials a new one.
-func (u *upstreamClient) get(ctx context.Context, addr string) (uc *upConn, reused bool, err error) {
+// headLimit bounds what is read from a connection while a response head is
+// being parsed, the way net/http.Transport bounds its own: armed, it lets
+// through at most n bytes and then fails every read; disarmed, it passes
+// reads through. Bytes the buffered reader reads ahead into the body count
+// against the head; the limit is far above a buffer's size.
+type headLimit struct {
+	r     io.Reader
+	n     int64
+	armed bool
+	hit   bool // a read was refused since arm
+	// filled says the last read returned as many bytes as asked: TLS may
+	// hold more of that record (see upConn.idle).
+	filled bool
+}
+
+// errHeadLimit ends a read that would take a response head past the limit.
+var errHeadLimit = errors.New("response head over the limit")
+
+func (l *headLimit) arm(n int64) { l.n, l.armed, l.hit = n, true, false }
+func (l *headLimit) disarm()     { l.armed = false }
+
+// exceeded reports whether a read was refused since arm: the head did not
+// end within the limit.
+func (l *headLimit) exceeded() bool { return l.hit }
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if !l.armed {
+		n, err := l.r.Read(p)
+		l.filled = n == len(p)
+		return n, err
+	}
+	if l.n <= 0 {
+		l.hit = true
+		return 0, errHeadLimit
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	l.filled = n == len(p)
+	return n, err
+}
+
+// get returns a live pooled connection under key, or dials a new one to
+// addr. A pooled connection is checked again here, right before the
+// request is written on it: a late response may have arrived since it was
+// put back.
+func (u *upstreamClient) get(ctx context.Context, addr, key string) (uc *upConn, reused bool, err error) {
 	now := time.Now()
 	for {
 		u.mu.Lock()
-		conns := u.idle[addr]
+		conns := u.idle[key]
 		if len(conns) == 0 {
 			u.mu.Unlock()
 			break
 		}
 		uc = conns[len(conns)-1]
 		conns[len(conns)-1] = nil
-		u.idle[addr] = conns[:len(conns)-1]
+		u.idle[key] = conns[:len(conns)-1]
+		u.nIdle--
 		u.mu.Unlock()
-		if now.Sub(uc.idleSince) < u.idleTimeout && uc.alive() {
+		if now.Sub(uc.idleSince) < u.idleTimeout && uc.idleStill() {
 			return uc, true, nil
 		}
 		uc.conn.Close()
 	}
 	uc, err = u.connect(ctx, addr)
+	if uc != nil {
+		uc.key = key
+	}
 	return uc, false, err
 }
 
@@ -202,28 +286,61 @@ func (u *upstreamClient) connect(ctx context.Context, addr string) (*upConn, err
 	}
 	conf := u.tls.Clone()
 	conf.ServerName = host
-	conn := tls.Client(raw, conf)
+	rec := &recordConn{Conn: raw}
+	conn := tls.Client(rec, conf)
 	hctx, cancel := context.WithTimeout(ctx, u.handshakeTimeout)
 	defer cancel()
 	if err := conn.HandshakeContext(hctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 	}
-	return &upConn{
-		addr: addr, conn: conn, raw: raw,
-		br: bufio.NewReaderSize(conn, upstreamBufferSize),
+	uc := &upConn{
+		addr: addr, conn: conn, raw: raw, rec: rec,
 		bw: bufio.NewWriterSize(conn, upstreamBufferSize),
-	}, nil
+	}
+	uc.lim.r = conn
+	uc.br = bufio.NewReaderSize(&uc.lim, upstreamBufferSize)
+	return uc, nil
 }
 
-// alive reports whether the server has neither closed uc nor sent anything
-// on it while it was idle (a server sends nothing unasked on an idle
-// HTTP/1.1 connection but a TLS close_notify, before closing it). It peeks
-// at the socket without blocking: one system call.
-func (uc *upConn) alive() bool {
-	if uc.br.Buffered() > 0 {
+// idle reports whether the server has neither closed uc nor sent anything
+// on it since the last response ended; it is asked when the connection
+// would go back to the pool. A server sends nothing unasked on an idle
+// HTTP/1.1 connection but a TLS close_notify before closing it; anything
+// else is a response nobody asked for, which must never be read as the
+// answer to the next request (another user's, perhaps). Bytes can wait in
+// four places, and each is looked at without blocking:
+//
+//   - the buffered reader;
+//   - the TLS layer's decrypted record not yet read: empty when the last
+//     read from TLS did not fill the buffer it was given (TLS returns one
+//     record's data per read, all of it that fits), otherwise probed with
+//     a read whose deadline has passed;
+//   - the TLS layer's raw input: recordConn gives TLS no byte past the
+//     record it is reading, and keeps what came after visible;
+//   - the socket, peeked at with one system call.
+//
+// Nothing reads a pooled connection, so bytes can arrive afterwards only
+// in the socket: reuse looks there again (idleStill) right before the next
+// request is written.
+func (uc *upConn) idle() bool {
+	if uc.br.Buffered() > 0 || uc.rec.buffered() > 0 {
 		return false
 	}
+	if uc.lim.filled && !uc.probeTLS() {
+		return false
+	}
+	return uc.socketEmpty()
+}
+
+// idleStill reports whether nothing has arrived on a pooled connection
+// since idle said it was clean: only the socket can have changed.
+func (uc *upConn) idleStill() bool {
+	return uc.br.Buffered() == 0 && uc.rec.buffered() == 0 && uc.socketEmpty()
+}
+
+// socketEmpty peeks at the socket without blocking: one system call.
+func (uc *upConn) socketEmpty() bool {
 	sc, ok := uc.raw.(syscall.Conn)
 	if !ok {
 		return true
@@ -232,27 +349,130 @@ func (uc *upConn) alive() bool {
 	if err != nil {
 		return false
 	}
-	alive := false
+	empty := false
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
 		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		// Nothing to read yet is the only answer that means alive.
-		alive = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
+		// Nothing to read yet is the only answer that means empty.
+		empty = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
 		return true
 	})
-	return err == nil && alive
+	return err == nil && empty
+}
+
+// probeTLS reports whether the TLS layer holds no decrypted data: it reads
+// through it with a deadline already passed, which returns what TLS holds
+// and otherwise fails at once, before any system call (a timeout leaves a
+// crypto/tls connection usable; only other read errors are final).
+func (uc *upConn) probeTLS() bool {
+	if uc.conn.SetReadDeadline(time.Unix(1, 0)) != nil {
+		return false
+	}
+	_, err := uc.br.Peek(1)
+	var ne net.Error
+	empty := errors.As(err, &ne) && ne.Timeout()
+	return uc.conn.SetReadDeadline(time.Time{}) == nil && empty
+}
+
+// recordConn is the TCP connection under an upstream TLS connection. It
+// hands crypto/tls no byte beyond the end of the TLS record being read:
+// crypto/tls otherwise reads ahead whatever has arrived ("best effort", to
+// spot a close_notify early) into a buffer no caller can inspect, and a
+// late response read ahead with the end of the previous one would be
+// invisible to idle. It still reads the socket in large pieces, into a
+// pooled buffer held only while it has bytes TLS has not taken, and
+// buffered reports those.
+type recordConn struct {
+	net.Conn
+	buf  *[]byte // read-ahead from the socket, nil when empty
+	r, w int     // (*buf)[r:w] is not yet handed to TLS
+	err  error   // came from the socket with the last bytes; returned once buf is empty
+	hdr  [tlsRecordHeader]byte
+	nhdr int // header bytes of the current record handed over so far
+	rem  int // body bytes of the current record still to hand over
+}
+
+// tlsRecordHeader is the size of a TLS record header (type, version,
+// length).
+const tlsRecordHeader = 5
+
+// recordBufferSize is the read-ahead of a recordConn: the largest TLS
+// record and its header, so one read usually brings in a whole record.
+const recordBufferSize = 16<<10 + 256 + tlsRecordHeader
+
+var recordBuffers = sync.Pool{New: func() any { b := make([]byte, recordBufferSize); return &b }}
+
+// buffered is how many bytes arrived that TLS has not taken.
+func (c *recordConn) buffered() int { return c.w - c.r }
+
+func (c *recordConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.r == c.w {
+		if err := c.err; err != nil {
+			c.err = nil
+			return 0, err
+		}
+		if c.buf == nil {
+			c.buf = recordBuffers.Get().(*[]byte)
+		}
+		n, err := c.Conn.Read(*c.buf)
+		if n == 0 {
+			// Timeouts included: the connection stays usable.
+			c.release()
+			return 0, err
+		}
+		c.r, c.w, c.err = 0, n, err
+	}
+	inHeader := c.nhdr < tlsRecordHeader
+	want := c.rem
+	if inHeader {
+		want = tlsRecordHeader - c.nhdr
+	}
+	n := copy(p[:min(len(p), want)], (*c.buf)[c.r:c.w])
+	c.r += n
+	if inHeader {
+		copy(c.hdr[c.nhdr:], p[:n])
+		c.nhdr += n
+		if c.nhdr == tlsRecordHeader {
+			c.rem = int(c.hdr[3])<<8 | int(c.hdr[4])
+			if c.rem == 0 {
+				c.nhdr = 0
+			}
+		}
+	} else {
+		c.rem -= n
+		if c.rem == 0 {
+			c.nhdr = 0
+		}
+	}
+	if c.r == c.w {
+		c.release()
+	}
+	return n, nil
+}
+
+// release returns the read-ahead buffer once it is empty.
+func (c *recordConn) release() {
+	if c.buf != nil {
+		recordBuffers.Put(c.buf)
+		c.buf = nil
+	}
+	c.r, c.w = 0, 0
 }
 
 // put returns uc to the pool, or closes it when the pool is full or closed.
 func (u *upstreamClient) put(uc *upConn) {
 	uc.idleSince = time.Now()
 	u.mu.Lock()
-	if u.closed || len(u.idle[uc.addr]) >= u.maxIdlePerHost {
+	if u.closed || len(u.idle[uc.key]) >= u.maxIdlePerHost || u.nIdle >= u.maxIdle {
 		u.mu.Unlock()
 		uc.conn.Close()
 		return
 	}
-	u.idle[uc.addr] = append(u.idle[uc.addr], uc)
+	u.idle[uc.key] = append(u.idle[uc.key], uc)
+	u.nIdle++
 	if !u.armed {
 		u.armed = true
 		u.janitor.Reset(u.idleTimeout)
@@ -268,11 +488,12 @@ func (u *upstreamClient) closeExpired() {
 	u.mu.Lock()
 	u.armed = false
 	oldest := now
-	for addr, conns := range u.idle {
+	for key, conns := range u.idle {
 		keep := conns[:0]
 		for _, uc := range conns {
 			if now.Sub(uc.idleSince) >= u.idleTimeout {
 				expired = append(expired, uc)
+				u.nIdle--
 				continue
 			}
 			keep = append(keep, uc)
@@ -280,9 +501,9 @@ func (u *upstreamClient) closeExpired() {
 		}
 		clear(conns[len(keep):])
 		if len(keep) == 0 {
-			delete(u.idle, addr)
+			delete(u.idle, key)
 		} else {
-			u.idle[addr] = keep
+			u.idle[key] = keep
 		}
 	}
 	if len(u.idle) > 0 && !u.closed {
@@ -307,6 +528,7 @@ func (u *upstreamClient) closeIdle() {
 	u.mu.Lock()
 	idle := u.idle
 	u.idle = map[string][]*upConn{}
+	u.nIdle = 0
 	u.mu.Unlock()
 	for _, conns := range idle {
 		for _, uc := range conns {
@@ -363,7 +585,9 @@ func (b *upBody) Close() error {
 		return nil
 	}
 	err := b.r.Close()
-	if b.reuse && watched && err == nil && b.uc.br.Buffered() == 0 {
+	// Nothing may have come after the response: a second response would
+	// be read as the answer to the next request on this connection.
+	if b.reuse && watched && err == nil && b.uc.idle() {
 		b.u.put(b.uc)
 		return nil
 	}

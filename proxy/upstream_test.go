@@ -2,15 +2,18 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,7 +113,7 @@ func upstreamRequest(t *testing.T, method, rawURL string, h http.Header) *http.R
 // do sends one request and reads the whole answer.
 func do(t *testing.T, u *upstreamClient, req *http.Request, body []byte) (*http.Response, string) {
 	t.Helper()
-	resp, err := u.roundTrip(context.Background(), req.URL.Host, req, body)
+	resp, err := u.roundTrip(context.Background(), req.URL.Host, req.URL.Host, req, body)
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
@@ -189,7 +192,7 @@ func TestUpstreamNotReused(t *testing.T) {
 
 	// A body closed before its end leaves the rest of the response on the
 	// connection: it is closed, and Close does not read the rest first.
-	resp, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/stream", nil), nil)
+	resp, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/stream", nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,14 +318,14 @@ func TestUpstreamFailures(t *testing.T) {
 
 	t.Run("unknown certificate authority", func(t *testing.T) {
 		u := newTestUpstreamClient(t, x509.NewCertPool(), nil)
-		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 		if e := classify(err); e == nil || e.Code != CodeUpstreamTLS {
 			t.Errorf("got %v (%v); want %s", e, err, CodeUpstreamTLS)
 		}
 	})
 	t.Run("response header timeout", func(t *testing.T) {
 		u := newTestUpstreamClient(t, cs.roots(), func(c *UpstreamConfig) { c.ResponseHeaderTimeout = 50 * time.Millisecond })
-		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			t.Errorf("got %v; want a timeout", err)
@@ -335,7 +338,7 @@ func TestUpstreamFailures(t *testing.T) {
 		u := newTestUpstreamClient(t, cs.roots(), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(50*time.Millisecond, cancel)
-		_, err := u.roundTrip(ctx, cs.Listener.Addr().String(), upstreamRequest(t, http.MethodPost, cs.URL+"/", nil), []byte("x"))
+		_, err := u.roundTrip(ctx, cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodPost, cs.URL+"/", nil), []byte("x"))
 		if err == nil {
 			t.Fatal("got a response after the context was cancelled; want an error")
 		}
@@ -348,7 +351,7 @@ func TestUpstreamFailures(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		u := newTestUpstreamClient(t, cs.roots(), nil)
-		_, err = u.roundTrip(context.Background(), addr, upstreamRequest(t, http.MethodGet, "https://"+addr+"/", nil), nil)
+		_, err = u.roundTrip(context.Background(), addr, addr, upstreamRequest(t, http.MethodGet, "https://"+addr+"/", nil), nil)
 		if e := classify(err); e == nil || e.Code != CodeUpstreamUnreachable {
 			t.Errorf("got %v (%v); want %s", e, err, CodeUpstreamUnreachable)
 		}
@@ -372,4 +375,83 @@ func TestUpstreamIdleConnectionsClosed(t *testing.T) {
 	do(t, u2, upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil) // still usable
 	u2.close()
 	cs.waitClosed(t, 3)
+}
+
+// TestResponseHeaderLimit: both upstream clients refuse a response head
+// over max_response_header_bytes with an error classify maps to
+// upstream_invalid, and a head just under it passes.
+func TestResponseHeaderLimit(t *testing.T) {
+	const limit = 16 << 10
+	srv := newCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		fmt.Sscan(r.URL.Query().Get("n"), &n)
+		w.Header().Set("X-Big", strings.Repeat("a", n))
+	}), nil)
+	mod := func(c *UpstreamConfig) { c.MaxResponseHeaderBytes = limit }
+	u := newTestUpstreamClient(t, srv.roots(), mod)
+	tr, err := newTransport(func() UpstreamConfig { c := DefaultConfig().Upstream; mod(&c); return c }(), &net.Dialer{}, srv.roots())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	for _, tt := range []struct {
+		n    int
+		want Code // "" for success
+	}{
+		{limit - 1024, ""},
+		{limit, CodeUpstreamInvalid},
+		{8 * limit, CodeUpstreamInvalid},
+	} {
+		target := fmt.Sprintf("%s/?n=%d", srv.URL, tt.n)
+		req := upstreamRequest(t, "GET", target, nil)
+		resp, err := u.roundTrip(context.Background(), req.URL.Host, req.URL.Host, req, nil)
+		checkLimit(t, "own client", tt.n, tt.want, resp, err)
+		req = upstreamRequest(t, "GET", target, nil)
+		resp, err = tr.RoundTrip(req)
+		checkLimit(t, "net/http transport", tt.n, tt.want, resp, err)
+	}
+}
+
+func checkLimit(t *testing.T, client string, n int, want Code, resp *http.Response, err error) {
+	t.Helper()
+	if err == nil {
+		resp.Body.Close()
+		if want != "" {
+			t.Errorf("%s, header of %d bytes: got %d; want %s", client, n, resp.StatusCode, want)
+		}
+		return
+	}
+	if got := classify(err).Code; got != want {
+		t.Errorf("%s, header of %d bytes: got %s (%v); want %q", client, n, got, err, want)
+	}
+}
+
+// readerConn is a net.Conn that reads from r.
+type readerConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// TestRecordConnStopsAtRecordEnd: however much TLS asks for, recordConn
+// returns no byte past the end of the current record, and what followed
+// it on the socket stays visible (buffered) for the idle check.
+func TestRecordConnStopsAtRecordEnd(t *testing.T) {
+	rec := func(n int, fill byte) []byte {
+		return append([]byte{23, 3, 3, byte(n >> 8), byte(n)}, bytes.Repeat([]byte{fill}, n)...)
+	}
+	first, empty, last := rec(300, 'a'), rec(0, 0), rec(20, 'b')
+	src := bytes.NewReader(slices.Concat(first, empty, last))
+	c := &recordConn{Conn: readerConn{r: src}}
+	buf := make([]byte, 4096)
+	for i, want := range []int{5, 300, 5, 5, 20} {
+		n, err := c.Read(buf)
+		if err != nil || n != want {
+			t.Fatalf("read %d: got %d, %v; want %d bytes", i, n, err, want)
+		}
+		if i == 1 && c.buffered() != len(empty)+len(last) {
+			t.Errorf("after the first record, %d bytes buffered; want %d", c.buffered(), len(empty)+len(last))
+		}
+	}
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -62,6 +60,12 @@ Register <connect.external_url>/callback as the redirect URI at every provider, 
 	return cmd
 }
 
+// Audit writers other than the sidecar (see openAudit).
+const (
+	writerConnect = "connect"
+	writerCLI     = "cli"
+)
+
 // connectParts are the components a connect server or a revocation needs.
 type connectParts struct {
 	log     *zap.Logger
@@ -73,7 +77,7 @@ type connectParts struct {
 
 // buildConnect opens the store, the audit trail and the providers the
 // connect server and `grants revoke` share.
-func buildConnect(ctx context.Context, cfg sidecar.Config) (_ *connectParts, err error) {
+func buildConnect(ctx context.Context, cfg sidecar.Config, writer string) (_ *connectParts, err error) {
 	var closers []func()
 	p := &connectParts{close: func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -93,7 +97,7 @@ func buildConnect(ctx context.Context, cfg sidecar.Config) (_ *connectParts, err
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	closers = append(closers, func() { st.Close() })
-	if p.aud, err = openAudit(cfg.ConnectAuditConfig(), p.log); err != nil {
+	if p.aud, err = openAudit(cfg.ConnectAuditConfig(), writer, p.log); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	closers = append(closers, func() { p.aud.Close() })
@@ -127,7 +131,7 @@ func runConnectServer(ctx context.Context, cfg sidecar.Config) error {
 		return fmt.Errorf("connect server: listen on %s: %w", cfg.Connect.Listen, err)
 	}
 	defer ln.Close()
-	parts, err := buildConnect(ctx, cfg)
+	parts, err := buildConnect(ctx, cfg, writerConnect)
 	if err != nil {
 		return err
 	}
@@ -174,17 +178,35 @@ func runConnectServer(ctx context.Context, cfg sidecar.Config) error {
 	return err
 }
 
-// openAudit opens the audit trail. When another process (typically a
-// sidecar on the same host) holds the file, the records go to a sibling
-// trail, "<name>-<pid>.log" beside it, which `onbehalf audit verify` checks
-// on its own; two writers never interleave one chain.
-func openAudit(ac audit.Config, log *zap.Logger) (*audit.Auditor, error) {
+// openAudit opens the audit trail for writer ("connect" for the connect
+// server, "cli" for grant changes from the command line). When another
+// process (typically a sidecar on the same host) holds the configured file,
+// the records go to the writer's own trail beside it, "<name>.<writer><ext>"
+// (audit.cli.log), which continues across runs as one hash chain: two
+// writers never interleave one chain, and `onbehalf audit verify --trails
+// <file>` checks every trail of the file. Two runs of one writer take turns:
+// a second waits for the first (up to trailWait) rather than start a chain
+// of its own.
+func openAudit(ac audit.Config, writer string, log *zap.Logger) (*audit.Auditor, error) {
 	a, err := audit.New(ac, audit.Options{Logger: log.Named("audit")})
 	if err == nil || !errors.Is(err, audit.ErrFileInUse) {
 		return a, err
 	}
-	ext := filepath.Ext(ac.File.Path)
-	ac.File.Path = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(ac.File.Path, ext), os.Getpid(), ext)
-	log.Warn("audit file in use by another process; writing this process's records to their own trail", zap.String("path", ac.File.Path))
-	return audit.New(ac, audit.Options{Logger: log.Named("audit")})
+	ac.File.Path = audit.WriterTrail(ac.File.Path, writer)
+	log.Info("audit file in use by another process; writing to this writer's own trail", zap.String("path", ac.File.Path))
+	deadline := time.Now().Add(trailWait)
+	for {
+		a, err := audit.New(ac, audit.Options{Logger: log.Named("audit")})
+		if err == nil || !errors.Is(err, audit.ErrFileInUse) || time.Now().After(deadline) {
+			return a, err
+		}
+		time.Sleep(trailPoll)
+	}
 }
+
+// trailWait bounds how long a CLI run waits for another run of the same
+// writer to release its trail: grant changes take a second or two.
+const (
+	trailWait = 15 * time.Second
+	trailPoll = 100 * time.Millisecond
+)

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
+	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/connect"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
@@ -115,7 +117,9 @@ func newGrantsPutCmd(cfg *grantsConfig) *cobra.Command {
 		Use:   "put --provider NAME --user USER --access-token-file FILE|-",
 		Short: "Store (or replace) a user's grant",
 		Long: `Store a grant for USER at PROVIDER. --access-token-file - reads the token from standard
-input. --expiry takes a duration from now (1h) or an RFC 3339 time.`,
+input. --expiry takes a duration from now (1h) or an RFC 3339 time. The change is audited (a
+grant_put record, with the new token's fingerprint) in the configured audit trail, or, while a
+sidecar holds that file, in the command line's own trail beside it (audit.cli.log).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// Check the flags and read the tokens before touching the store.
@@ -123,12 +127,38 @@ input. --expiry takes a duration from now (1h) or an RFC 3339 time.`,
 			if err != nil {
 				return err
 			}
-			st, err := cfg.openStore()
+			c, err := cfg.load()
+			if err != nil {
+				return err
+			}
+			log, err := sidecar.NewLogger(c.Log)
+			if err != nil {
+				return err
+			}
+			// The trail first: a change that cannot be audited is not made.
+			aud, err := openAudit(c.ConnectAuditConfig(), writerCLI, log)
+			if err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			defer aud.Close()
+			st, err := sidecar.OpenStore(cmd.Context(), c.Store, log)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
 			gen, err := putGrant(cmd.Context(), st, g)
+			rec := &audit.Record{
+				Event: audit.EventGrantPut, User: g.User, Provider: g.Provider, GrantGeneration: gen,
+				Extra: []zap.Field{zap.String(audit.ExtraOutcome, "ok"), zap.String(audit.ExtraVia, writerCLI)},
+			}
+			if err != nil {
+				rec.Extra[0] = zap.String(audit.ExtraOutcome, "failed")
+			} else {
+				rec.TokenFingerprint = aud.Fingerprinter().Token(g.AccessToken)
+			}
+			if aerr := aud.Write(rec); aerr != nil {
+				return errors.Join(err, fmt.Errorf("the grant change was made but its audit record was not written: %w", aerr))
+			}
 			if err != nil {
 				return err
 			}
@@ -205,7 +235,7 @@ bound (token_cache.ttl, 10s by default).`,
 			if err != nil {
 				return err
 			}
-			parts, err := buildConnect(cmd.Context(), c)
+			parts, err := buildConnect(cmd.Context(), c, writerCLI)
 			if err != nil {
 				return err
 			}

@@ -275,7 +275,23 @@ func (s *Source) Holder() string { return s.holder }
 // is still usable, else an error wrapping injector.ErrProviderUnavailable;
 // the refresh itself goes on, detached, and its result is persisted for the
 // next call.
+//
+// The token carries the grant's refresh token and the provider's client
+// secret in Secrets, so that the proxy scrubs them from responses too.
 func (s *Source) Token(ctx context.Context, provider, user string) (injector.Token, error) {
+	tok, err := s.token(ctx, provider, user)
+	if err != nil {
+		return tok, err
+	}
+	if p := s.providers[provider]; p != nil && p.oauth.ClientSecret != "" {
+		// A full slice expression: the append never writes into an
+		// array another copy of the token shares.
+		tok.Secrets = append(tok.Secrets[:len(tok.Secrets):len(tok.Secrets)], p.oauth.ClientSecret)
+	}
+	return tok, nil
+}
+
+func (s *Source) token(ctx context.Context, provider, user string) (injector.Token, error) {
 	if err := store.ValidateProvider(provider); err != nil {
 		return injector.Token{}, fmt.Errorf("token: %w", err)
 	}
@@ -461,7 +477,11 @@ func usable(g *store.Grant) bool {
 
 // tokenOf returns g's access token.
 func tokenOf(g *store.Grant) injector.Token {
-	return injector.Token{Value: g.AccessToken, Generation: g.Generation, Expiry: g.Expiry}
+	tok := injector.Token{Value: g.AccessToken, Generation: g.Generation, Expiry: g.Expiry}
+	if g.RefreshToken != "" {
+		tok.Secrets = []string{g.RefreshToken}
+	}
+	return tok
 }
 
 // refresh runs one refresh flight for k: steps 2 to 6 of the sequence (the

@@ -45,6 +45,7 @@ type Metrics struct {
 	policyReloads *prometheus.CounterVec
 	policyInfo    *prometheus.GaugeVec
 	tunnels       prometheus.Gauge
+	scrubbed      prometheus.Counter
 }
 
 // New registers the collectors (plus Go runtime and process collectors) in
@@ -97,6 +98,10 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "tunnels_open",
 		Help: "Open CONNECT tunnels (intercepted and blind).",
 	})
+	m.scrubbed = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "scrubbed_total",
+		Help: "Secrets replaced in responses before they reached the agent (an API echoing a credential); each request's audit record says how many.",
+	})
 	// The pipeline's stages are known: resolve their histograms once
 	// rather than hashing the label on every request.
 	m.stages = map[string]prometheus.Observer{}
@@ -104,7 +109,7 @@ func New() *Metrics {
 		m.stages[name] = m.stage.WithLabelValues(name)
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes, m.grantsLost,
-		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels,
+		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels, m.scrubbed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -181,6 +186,13 @@ func (m *Metrics) RegisterDeferredWrites(n func() int) {
 func (m *Metrics) StoreError() {
 	if m != nil {
 		m.storeErrors.Inc()
+	}
+}
+
+// Scrubbed counts n secrets replaced in a response.
+func (m *Metrics) Scrubbed(n int) {
+	if m != nil {
+		m.scrubbed.Add(float64(n))
 	}
 }
 

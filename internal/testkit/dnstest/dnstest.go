@@ -26,7 +26,19 @@ type Server struct {
 	answer  Answer
 	mu      sync.Mutex
 	queries map[string]int
+	names   map[string]Answer // per-name answers set after Start
 	done    chan struct{}
+}
+
+// Set makes name (lower case, no trailing dot) answer from answer from now
+// on, ahead of the Answer the server started with.
+func (s *Server) Set(name string, answer Answer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.names == nil {
+		s.names = map[string]Answer{}
+	}
+	s.names[name] = answer
 }
 
 // Start starts a server on 127.0.0.1.
@@ -106,9 +118,13 @@ func (s *Server) respond(query []byte) ([]byte, error) {
 	if q.Type == dnsmessage.TypeA {
 		s.queries[name]++
 	}
+	answer := s.answer
+	if a, ok := s.names[name]; ok {
+		answer = a
+	}
 	s.mu.Unlock()
 
-	addrs := s.answer(name, seen)
+	addrs := answer(name, seen)
 	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
 	if addrs == nil {
 		rh.RCode = dnsmessage.RCodeNameError

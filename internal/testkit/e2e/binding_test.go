@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,4 +300,135 @@ func TestRedirectNotFollowed(t *testing.T) {
 	if len(e.Upstream.Requests()) != 1 || len(hops) != 1 || hops[0] != "elsewhere.test" {
 		t.Errorf("upstream saw %d requests, client hops %v", len(e.Upstream.Requests()), hops)
 	}
+}
+
+// TestDNSRebinding routes a name whose DNS answer changes between two
+// requests, the way a rebinding attack does. The guard must check the
+// address it actually dials — the dialer is handed checked IP literals
+// only, never the name to resolve again — so once the name answers with a
+// loopback address outside the allow-list, the request is refused and
+// nothing connects to it. Every connection here stays on loopback: the
+// "public" address of the first answer is one the test dialer maps to the
+// upstream on 127.0.0.1; the other variant uses the production dialer with
+// 127.0.0.1 allowed and 127.0.0.2 not.
+func TestDNSRebinding(t *testing.T) {
+	const public = "93.184.216.34" // an ordinary public address, never dialled
+	closeEach := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A new connection, and so a new dial, for every request.
+		w.Header().Set("Connection", "close")
+		io.WriteString(w, "ok")
+	})
+
+	t.Run("public answer, then loopback", func(t *testing.T) {
+		var mu sync.Mutex
+		var dialled []string
+		var upstreamPort int
+		dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dialled = append(dialled, addr)
+			mu.Unlock()
+			ap, err := netip.ParseAddrPort(addr)
+			if err != nil {
+				return nil, fmt.Errorf("test dialer: %q is not an IP literal", addr)
+			}
+			if ap.Addr() == netip.MustParseAddr(public) && int(ap.Port()) == upstreamPort {
+				var d net.Dialer
+				return d.DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", upstreamPort))
+			}
+			return nil, errors.New("test dialer: refusing to leave 127.0.0.1")
+		}
+		e := testenv.New(t, testenv.Options{
+			Upstream: upstreamtest.Options{Names: []string{"rebind.test"}, Handler: closeEach},
+			Dial:     dial,
+			Config: func(c *sidecar.Config) {
+				c.Routes = append(c.Routes, injector.RouteConfig{Host: "rebind.test", Port: c.Routes[0].Port, Provider: testenv.Provider})
+			},
+		})
+		upstreamPort = e.Upstream.Port()
+		answers := []netip.Addr{netip.MustParseAddr(public), netip.MustParseAddr("127.0.0.2")}
+		rebind := func(name string, n int) []netip.Addr { return answers[min(n, 1):][:1] }
+		startDNS(t, e, "rebind.test", rebind)
+		assertion := e.Assert(t, testenv.User)
+		url := fmt.Sprintf("https://rebind.test:%d/api/x", upstreamPort)
+
+		if code, _ := getWith(t, e, url, assertion); code != http.StatusOK {
+			t.Fatalf("first request (public answer): %d; want 200", code)
+		}
+		code, body := getWith(t, e, url, assertion)
+		if code != http.StatusForbidden || body.Error != "destination_forbidden" {
+			t.Errorf("second request (rebound to 127.0.0.2): %d %s; want 403 destination_forbidden", code, body.Error)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if want := []string{fmt.Sprintf("%s:%d", public, upstreamPort)}; !slices.Equal(dialled, want) {
+			t.Errorf("dialer was handed %q; want only the checked public literal %q", dialled, want)
+		}
+		if n := e.DNS.AQueries("rebind.test"); n < 2 {
+			t.Errorf("%d A queries; want one per dial (the name resolved again)", n)
+		}
+	})
+
+	t.Run("loopback answer, then another loopback address", func(t *testing.T) {
+		e := testenv.New(t, testenv.Options{
+			Upstream: upstreamtest.Options{Names: []string{"rebind.test"}, Handler: closeEach},
+			Config: func(c *sidecar.Config) {
+				c.Routes = append(c.Routes, injector.RouteConfig{Host: "rebind.test", Port: c.Routes[0].Port, Provider: testenv.Provider})
+			},
+		})
+		// What the rebinding aims at: a service on 127.0.0.2, same port.
+		internal, err := net.Listen("tcp", fmt.Sprintf("127.0.0.2:%d", e.Upstream.Port()))
+		if err != nil {
+			t.Fatalf("listen on 127.0.0.2: %v", err)
+		}
+		var reached atomic.Int32
+		go func() {
+			for {
+				c, err := internal.Accept()
+				if err != nil {
+					return
+				}
+				reached.Add(1)
+				c.Close()
+			}
+		}()
+		t.Cleanup(func() { internal.Close() })
+		answers := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}
+		startDNS(t, e, "rebind.test", func(name string, n int) []netip.Addr { return answers[min(n, 1):][:1] })
+		assertion := e.Assert(t, testenv.User)
+		url := fmt.Sprintf("https://rebind.test:%d/api/x", e.Upstream.Port())
+		if code, _ := getWith(t, e, url, assertion); code != http.StatusOK {
+			t.Fatalf("first request (127.0.0.1): %d; want 200", code)
+		}
+		code, body := getWith(t, e, url, assertion)
+		if code != http.StatusForbidden || body.Error != "destination_forbidden" {
+			t.Errorf("second request (rebound to 127.0.0.2): %d %s; want 403 destination_forbidden", code, body.Error)
+		}
+		if n := reached.Load(); n != 0 {
+			t.Errorf("the service on 127.0.0.2 was reached %d times; want 0", n)
+		}
+	})
+}
+
+// startDNS makes name answer from answer in e's DNS server.
+func startDNS(t *testing.T, e *testenv.Env, name string, answer func(string, int) []netip.Addr) {
+	t.Helper()
+	e.DNS.Set(name, answer)
+}
+
+// getWith sends GET url with the assertion and returns the status and, for
+// a refusal, the error body.
+func getWith(t *testing.T, e *testenv.Env, url, assertion string) (int, errorBody) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set(identity.DefaultHeader, assertion)
+	resp, err := e.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, errorBody{}
+	}
+	return resp.StatusCode, readError(t, resp)
 }

@@ -87,6 +87,9 @@ type Options struct {
 	DNS map[string][]netip.Addr
 	// Dial replaces the egress guard's underlying dialer.
 	Dial egress.DialFunc
+	// TrustPEM are further CA certificates (PEM) the sidecar trusts for
+	// upstream TLS, for test servers other than the recording upstream.
+	TrustPEM [][]byte
 	// Policy replaces DefaultPolicy.
 	Policy string
 	// NoGrant leaves alice without a stored grant.
@@ -239,6 +242,9 @@ func New(tb testing.TB, o Options) *Env {
 	e.Config = cfg
 
 	e.roots = up.CertPool().Clone()
+	for _, pem := range o.TrustPEM {
+		e.roots.AppendCertsFromPEM(pem)
+	}
 	if o.Provider != nil {
 		e.roots.AppendCertsFromPEM(o.Provider.CACertPEM())
 	}
