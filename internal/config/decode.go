@@ -379,16 +379,24 @@ func Suggest(key string, names []string) string { return suggest(key, names) }
 // suggest returns ` (did you mean "x"?)` when a known key is one edit or a
 // transposition away from key, else "".
 func suggest(key string, names []string) string {
-	best, bestD := "", 3
-	for _, n := range names {
-		if d := editDistance(key, n); d < bestD {
-			best, bestD = n, d
-		}
-	}
+	best := Nearest(key, names)
 	if best == "" {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// Nearest returns the name in names closest to s within two edits
+// (insertions, deletions, substitutions), or "" when none is that close:
+// the "did you mean" of every name a person types.
+func Nearest(s string, names []string) string {
+	best, bestD := "", 3
+	for _, n := range names {
+		if d := editDistance(s, n); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	return best
 }
 
 func editDistance(a, b string) int {
@@ -505,12 +513,7 @@ func envNames(t reflect.Type, envName string, depth int) []string {
 // key: within two edits, or the only one ending in key's last part (the
 // right key under a wrong section).
 func suggestEnv(key string, names []string) string {
-	best, bestD := "", 3
-	for _, n := range names {
-		if d := editDistance(key, n); d < bestD {
-			best, bestD = n, d
-		}
-	}
+	best := Nearest(key, names)
 	if best == "" {
 		i := strings.LastIndexByte(key, '_')
 		var match []string
