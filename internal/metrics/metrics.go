@@ -44,6 +44,7 @@ type Metrics struct {
 	policyReloads *prometheus.CounterVec
 	policyInfo    *prometheus.GaugeVec
 	tunnels       prometheus.Gauge
+	useRecords    *prometheus.CounterVec
 }
 
 // New registers the collectors (plus Go runtime and process collectors) in
@@ -92,6 +93,16 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "tunnels_open",
 		Help: "Open CONNECT tunnels (intercepted and blind).",
 	})
+	m.useRecords = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "grant_use_records_total",
+		Help: "Notes of a grant's last use (at most one per grant a minute) by result: written to the store, dropped (queue full), failed.",
+	}, []string{"result"})
+	// Every result is present from the start (at 0): the notes are written
+	// in the background, and a series that appears only after the first
+	// write would make rates jump.
+	for _, r := range []string{"written", "dropped", "failed"} {
+		m.useRecords.WithLabelValues(r)
+	}
 	// The pipeline's stages are known: resolve their histograms once
 	// rather than hashing the label on every request.
 	m.stages = map[string]prometheus.Observer{}
@@ -99,7 +110,7 @@ func New() *Metrics {
 		m.stages[name] = m.stage.WithLabelValues(name)
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes,
-		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels,
+		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels, m.useRecords,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -177,6 +188,15 @@ func (m *Metrics) PolicyReload(revision string, err error) {
 	m.policyReloads.WithLabelValues("ok").Inc()
 	m.policyInfo.Reset()
 	m.policyInfo.WithLabelValues(revision).Set(1)
+}
+
+// UseRecord counts a note of a grant's use by result (written, dropped,
+// failed).
+func (m *Metrics) UseRecord(result string) {
+	if m == nil {
+		return
+	}
+	m.useRecords.WithLabelValues(result).Inc()
 }
 
 // TunnelOpened and TunnelClosed track open tunnels.
