@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -447,7 +448,8 @@ var NotConfigEnv = []string{
 // ONBEHALF_STORE_EMBEDDED_PATH. Lists of strings take comma-separated values.
 // Fields inside lists of structs and maps cannot be overridden (there is no
 // stable name for them). A variable with the prefix that names no field is
-// a problem, with the nearest name suggested, unless NotConfigEnv lists it:
+// a problem, with the nearest name suggested, unless NotConfigEnv lists it
+// or it is one of the variables Kubernetes sets for Services (serviceLink):
 // a misspelt override would otherwise be ignored without a word.
 func ApplyEnv(out any, prefix string, environ []string) error {
 	env := map[string]string{}
@@ -465,8 +467,8 @@ func ApplyEnv(out any, prefix string, environ []string) error {
 	used := make(map[string]bool, len(env))
 	applyEnv(reflect.ValueOf(out).Elem(), root, "", env, used, &p)
 	var unknown []string
-	for k := range env {
-		if !used[k] {
+	for k, v := range env {
+		if !used[k] && !serviceLink(k, v) {
 			unknown = append(unknown, k)
 		}
 	}
@@ -478,6 +480,24 @@ func ApplyEnv(out any, prefix string, environ []string) error {
 		}
 	}
 	return p.Err()
+}
+
+// serviceLinkName matches the variables Kubernetes sets in every container
+// for each Service of the pod's namespace (unless the pod turns
+// enableServiceLinks off): for a Service "onbehalf-connect" with port 80,
+// ONBEHALF_CONNECT_SERVICE_HOST, ONBEHALF_CONNECT_SERVICE_PORT[_NAME],
+// ONBEHALF_CONNECT_PORT and ONBEHALF_CONNECT_PORT_80_TCP[_PROTO|_PORT|_ADDR].
+// The chart's own Services are named like that.
+var serviceLinkName = regexp.MustCompile(`_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)$`)
+
+// serviceLinkValue matches what such a variable holds: an address, a
+// port, a protocol or proto://address:port.
+var serviceLinkValue = regexp.MustCompile(`^([0-9A-Fa-f.:]+|[0-9]+|tcp|udp|sctp|(tcp|udp|sctp)://[0-9A-Fa-f.:\[\]]+:[0-9]+)$`)
+
+// serviceLink reports whether name=value is a Kubernetes service link
+// variable rather than a misspelt override: ApplyEnv leaves those alone.
+func serviceLink(name, value string) bool {
+	return serviceLinkName.MatchString(name) && serviceLinkValue.MatchString(value)
 }
 
 // maxEnvDepth bounds envNames' descent into nested sections.

@@ -271,6 +271,14 @@ func TestApplyEnvUnknownVariable(t *testing.T) {
 		{"the agents' CA", "ONBEHALF_CA=/ca.pem", ""},
 		{"the binary under test", "ONBEHALF_BIN=/bin/onbehalf", ""},
 		{"another prefix", "OTHER_LISTNE=x", ""},
+		{"kubernetes service host", "ONBEHALF_CONNECT_SERVICE_HOST=10.96.0.12", ""},
+		{"kubernetes service port", "ONBEHALF_CONNECT_SERVICE_PORT=80", ""},
+		{"kubernetes named service port", "ONBEHALF_WEBHOOK_SERVICE_PORT_HTTPS=443", ""},
+		{"kubernetes docker link", "ONBEHALF_CONNECT_PORT=tcp://10.96.0.12:80", ""},
+		{"kubernetes docker link port", "ONBEHALF_CONNECT_PORT_80_TCP=tcp://10.96.0.12:80", ""},
+		{"kubernetes docker link proto", "ONBEHALF_CONNECT_PORT_80_TCP_PROTO=tcp", ""},
+		{"kubernetes docker link addr", "ONBEHALF_CONNECT_PORT_80_TCP_ADDR=fd00::12", ""},
+		{"kubernetes-shaped name, other value", "ONBEHALF_PROXY_PORT=8080x", "matches no configuration key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s sample
