@@ -212,7 +212,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		ppc := pc
 		ppc.Preset = name
 		ppc.Scopes = nil
-		p, err := oauth.NewProvider(name, ppc, testClientSecret, oauth.NewHTTPClient(e.oauth.CertPool()))
+		p, err := oauth.NewProvider(name, ppc, testClientSecret, client)
 		if err != nil {
 			t.Fatalf("new provider %s: %v", name, err)
 		}
