@@ -93,7 +93,7 @@ unit: ## fast loop: plain `go test ./...` (no tags, no servers, no race detector
 	$(GO) test -count=1 $(PKGS)
 
 .PHONY: test
-test: build agents vault lint ## run every test (unit, integration, policies, chart, fuzz) with -race, after lint
+test: build agents axe vault lint ## run every test (unit, integration, policies, chart, fuzz) with -race, after lint
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 	@for d in examples/policies/*/; do $(BIN) policy test "$$d" || exit 1; done
 	$(MAKE) --no-print-directory chartcheck
@@ -106,6 +106,10 @@ chartcheck: build kube-apiserver kubectl ## the chart: lint/template and strict 
 .PHONY: agents
 agents: ## install the example agents' dependencies (Node undici)
 	@cd examples/agents/node && { test -d node_modules/undici || npm ci --no-audit --no-fund --loglevel=error; }
+
+.PHONY: axe
+axe: ## install axe-core for the connect server's browser tests (screenshots go to $$ONBEHALF_SCREENSHOTS or .cache/screenshots)
+	@cd internal/testkit/chromium/testdata/axe && { test -f node_modules/axe-core/axe.min.js || npm ci --no-audit --no-fund --loglevel=error; }
 
 .PHONY: bench
 bench: build vault ## run the Go benchmarks, then the side-by-side load harness (writes docs/benchmarks.md)

@@ -170,7 +170,7 @@ func joinLines(ls [][]byte) []byte {
 
 // verifyBytes verifies b as one file named "audit.log".
 func verifyBytes(b []byte) (Report, error) {
-	return verify([]input{bytesInput("audit.log", b)}, [sha256.Size]byte{}, false)
+	return verify([]input{bytesInput("audit.log", b)}, [sha256.Size]byte{}, false, nil)
 }
 
 func bytesInput(name string, b []byte) input {

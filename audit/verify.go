@@ -118,6 +118,26 @@ type VerifyOptions struct {
 	// with ExpectHash, Verify fails with ErrTailMissing when that record is
 	// no longer there.
 	ExpectHash string
+	// Progress, when set, is called as verification advances: every
+	// ProgressEvery records and once more at the end. It runs on the
+	// verifying goroutine; a slow callback slows verification.
+	Progress func(Progress)
+}
+
+// ProgressEvery is how many records pass between two Progress calls: often
+// enough for a display to move several times a second, rarely enough to
+// cost nothing next to hashing the records.
+const ProgressEvery = 4096
+
+// Progress says how far a verification has come.
+type Progress struct {
+	// File is the file being read.
+	File string
+	// Records is how many records were read so far.
+	Records int
+	// Bytes is how many bytes were read so far, across files, out of
+	// TotalBytes (the files' sizes when verification started).
+	Bytes, TotalBytes int64
 }
 
 // ErrTailMissing reports that the record VerifyOptions.ExpectHash names is
@@ -141,6 +161,7 @@ func VerifyWith(paths []string, o VerifyOptions) (Report, error) {
 		return Report{}, errors.New("verify audit chain: no files given")
 	}
 	inputs := make([]input, 0, len(paths))
+	var total int64
 	for _, p := range paths {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -149,6 +170,7 @@ func VerifyWith(paths []string, o VerifyOptions) (Report, error) {
 		if fi.IsDir() {
 			return Report{}, fmt.Errorf("verify audit chain: %s is a directory; name the files", p)
 		}
+		total += fi.Size()
 		inputs = append(inputs, input{name: p, open: func() (io.ReadCloser, error) { return os.Open(p) }})
 	}
 	var expect [sha256.Size]byte
@@ -167,7 +189,13 @@ func VerifyWith(paths []string, o VerifyOptions) (Report, error) {
 		}
 		from = (*[sha256.Size]byte)(b)
 	}
-	rep, err := verifyFrom(inputs, expect, o.ExpectHash != "", from)
+	var progress func(*lineReader, int)
+	if o.Progress != nil {
+		progress = func(lr *lineReader, records int) {
+			o.Progress(Progress{File: lr.current(), Records: records, Bytes: lr.bytes, TotalBytes: max(total, lr.bytes)})
+		}
+	}
+	rep, err := verifyFrom(inputs, expect, o.ExpectHash != "", from, progress)
 	if err == nil && o.ExpectHash != "" && !rep.ExpectedFound {
 		return rep, fmt.Errorf("%w: no record has hash %s; the chain ends at seq %d, so records after it were cut from the end, or these are not the files whose hash was kept", ErrTailMissing, o.ExpectHash, rep.LastSeq)
 	}
@@ -310,22 +338,28 @@ type entry struct {
 	empty, newline, endsBrace, tooLong bool
 }
 
-func verify(inputs []input, expect [sha256.Size]byte, expecting bool) (rep Report, err error) {
-	return verifyFrom(inputs, expect, expecting, nil)
+func verify(inputs []input, expect [sha256.Size]byte, expecting bool, progress func(*lineReader, int)) (rep Report, err error) {
+	return verifyFrom(inputs, expect, expecting, nil, progress)
 }
 
 // verifyFrom is verify with the first record required to link to *from,
 // when from is set.
-func verifyFrom(inputs []input, expect [sha256.Size]byte, expecting bool, from *[sha256.Size]byte) (rep Report, err error) {
+func verifyFrom(inputs []input, expect [sha256.Size]byte, expecting bool, from *[sha256.Size]byte, progress func(*lineReader, int)) (rep Report, err error) {
 	lr := &lineReader{inputs: inputs, from: from}
 	defer lr.close()
 	var prev *entry
-	for {
+	for n := 0; ; n++ {
+		if progress != nil && n%ProgressEvery == 0 && n > 0 {
+			progress(lr, rep.Records)
+		}
 		cur, err := lr.next()
 		if err != nil {
 			return rep, err
 		}
 		if cur == nil {
+			if progress != nil {
+				progress(lr, rep.Records)
+			}
 			break
 		}
 		brk, err := lr.check(prev, cur, &rep)
@@ -463,6 +497,16 @@ type lineReader struct {
 	lineNo int
 	peeked *entry
 	buf    []byte
+	// bytes counts what was read from all inputs so far.
+	bytes int64
+}
+
+// current names the input being read (the last one once all are read).
+func (lr *lineReader) current() string {
+	if len(lr.files) == 0 {
+		return ""
+	}
+	return lr.files[len(lr.files)-1]
 }
 
 func (lr *lineReader) next() (*entry, error) {
@@ -547,6 +591,7 @@ func (lr *lineReader) readLine() (line []byte, newline, tooLong bool, err error)
 	lr.buf = lr.buf[:0]
 	for {
 		frag, err := lr.br.ReadSlice('\n')
+		lr.bytes += int64(len(frag))
 		if !tooLong {
 			if len(lr.buf)+len(frag) > MaxLineBytes+1 {
 				tooLong, lr.buf = true, lr.buf[:0]

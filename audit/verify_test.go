@@ -220,3 +220,34 @@ func TestVerifyExpectHashDetectsTailLoss(t *testing.T) {
 		t.Errorf("malformed expected hash: err = %v; want a usage error", err)
 	}
 }
+
+// TestVerifyProgress: Progress is called every ProgressEvery records and
+// once at the end, with counts that only grow and end at the totals.
+func TestVerifyProgress(t *testing.T) {
+	n := ProgressEvery*2 + 10
+	ls := chainLines(t, n)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "audit.log.1"), filepath.Join(dir, "audit.log")
+	writeFile(t, a, joinLines(ls[:ProgressEvery+5]))
+	writeFile(t, b, joinLines(ls[ProgressEvery+5:]))
+	total := int64(len(joinLines(ls)))
+	var got []Progress
+	rep, err := VerifyWith([]string{a, b}, VerifyOptions{Progress: func(p Progress) { got = append(got, p) }})
+	if err != nil || rep.Records != n {
+		t.Fatalf("got %+v, %v; want %d records", rep, err, n)
+	}
+	if len(got) != 3 {
+		t.Fatalf("got %d progress calls; want 3: %+v", len(got), got)
+	}
+	for i, p := range got {
+		if p.TotalBytes != total || p.Bytes > total || (i > 0 && (p.Records < got[i-1].Records || p.Bytes < got[i-1].Bytes)) {
+			t.Errorf("progress %d: %+v (total %d bytes)", i, p, total)
+		}
+	}
+	if got[0].File != a || got[0].Records != ProgressEvery {
+		t.Errorf("first progress %+v; want %s after %d records", got[0], a, ProgressEvery)
+	}
+	if last := got[2]; last.File != b || last.Records != n || last.Bytes != total {
+		t.Errorf("last progress %+v; want %s with %d records and %d bytes", last, b, n, total)
+	}
+}

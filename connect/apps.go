@@ -22,25 +22,92 @@ const (
 // requests.
 const headerCSRF = "X-CSRF-Token"
 
-// userApps returns the grants of user at the configured providers. It reads
-// one grant per provider rather than listing every user's grants: a store
-// with many users stays cheap to ask. A grant whose tokens cannot be
-// opened is shown (it can be revoked) with the status reconnect_required.
+// revokedShown is how long a revoked app stays on its person's apps page:
+// long enough to notice, short enough that the page stays about what is
+// connected.
+const revokedShown = 30 * 24 * time.Hour
+
+// userApps returns the apps of user at the configured providers: those
+// connected, and those revoked within revokedShown and not connected
+// again (Status revoked). It reads one grant and one activity record per
+// provider rather than listing every user's grants: a store with many
+// users stays cheap to ask. A grant whose tokens cannot be opened is shown
+// (it can be revoked) with the status reconnect_required. Activity that
+// cannot be read is left out: it is for display only.
 func (s *Server) userApps(ctx context.Context, user string) ([]appView, error) {
 	var out []appView
+	as, _ := s.st.(store.ActivityStore)
 	for _, name := range s.names {
+		var act store.Activity
+		if as != nil {
+			a, err := as.Activity(ctx, name, user)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				s.log.Warn("read activity", zap.String("provider", name), zap.String("user", user), zap.Error(err))
+			}
+			act = a
+		}
 		g, _, err := s.st.Get(ctx, name, user)
 		switch {
 		case err == nil:
-			out = append(out, s.view(name, g))
+			out = append(out, s.view(name, g, act))
 		case errors.Is(err, store.ErrNotFound):
+			if !act.RevokedAt.IsZero() && s.now().Sub(act.RevokedAt) < revokedShown {
+				out = append(out, s.revokedView(name, act))
+			}
 		case errors.Is(err, store.ErrDecrypt):
-			out = append(out, s.view(name, &store.Grant{Provider: name, User: user, Status: store.StatusReconnectRequired}))
+			out = append(out, s.view(name, &store.Grant{Provider: name, User: user, Status: store.StatusReconnectRequired}, act))
 		default:
 			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// view returns the display form of a grant and its activity. A last use
+// from before the grant was connected belongs to an earlier grant and is
+// left out.
+func (s *Server) view(provider string, g *store.Grant, act store.Activity) appView {
+	v := s.baseView(provider)
+	v.Account = g.ProviderAccount
+	v.Scopes = g.Scopes
+	if v.Scopes == nil {
+		v.Scopes = []string{}
+	}
+	v.Permissions = permissions(s.providers[provider], v.Scopes)
+	v.Status = string(g.Status)
+	v.StatusText = statusText(v.Status)
+	v.Generation = g.Generation
+	v.ConnectedAt, v.ConnectedISO = displayTime(g.ConnectedAt), isoTime(g.ConnectedAt)
+	if !act.LastUsedAt.IsZero() && !act.LastUsedAt.Before(g.ConnectedAt) {
+		v.LastUsedAt, v.LastUsedISO, v.LastUsedBy = displayTime(act.LastUsedAt), isoTime(act.LastUsedAt), act.LastUsedBy
+	}
+	return v
+}
+
+// revokedView is the display form of an app whose grant was revoked.
+func (s *Server) revokedView(provider string, act store.Activity) appView {
+	v := s.baseView(provider)
+	v.Scopes, v.Permissions = []string{}, []permission{}
+	v.Status, v.StatusText = statusRevoked, statusText(statusRevoked)
+	v.RevokedAt, v.RevokedISO, v.RevokedBy = displayTime(act.RevokedAt), isoTime(act.RevokedAt), actorText(act.RevokedBy)
+	if !act.LastUsedAt.IsZero() {
+		v.LastUsedAt, v.LastUsedISO, v.LastUsedBy = displayTime(act.LastUsedAt), isoTime(act.LastUsedAt), act.LastUsedBy
+	}
+	return v
+}
+
+// baseView fills what every view of provider's app shows.
+func (s *Server) baseView(provider string) appView {
+	name := provider
+	p := s.providers[provider]
+	if p != nil {
+		name = displayName(p)
+	}
+	v := appView{Provider: provider, DisplayName: name, Mark: markFor(provider, name)}
+	if p != nil && s.idp != nil && p.Config().AuthorizationURL != "" {
+		v.ReconnectHref = connectPath(provider, "")
+	}
+	return v
 }
 
 // handleApps is GET /: the person's connected apps.
@@ -60,21 +127,37 @@ func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
 		s.pageAs(w, sess, msgStoreDown)
 		return
 	}
-	d := pageData{User: sess.User, CSRF: sess.CSRF, Apps: apps}
+	d := pageData{User: sess.User, CSRF: sess.CSRF}
+	for _, a := range apps {
+		if a.Status == statusRevoked {
+			d.Revoked = append(d.Revoked, a)
+		} else {
+			d.Apps = append(d.Apps, a)
+		}
+	}
 	q := r.URL.Query()
 	if p := s.providers[q.Get("connected")]; p != nil {
 		d.Status = displayName(p) + " is connected."
 	} else if p := s.providers[q.Get("revoked")]; p != nil {
 		d.Status = displayName(p) + " is no longer connected."
 	}
-	if s.idp != nil && sess.Via == viaOIDC {
+	if s.canStart(sess) {
 		for _, name := range s.names {
 			if p := s.providers[name]; p.Config().AuthorizationURL != "" {
-				d.Connectable = append(d.Connectable, providerView{Name: name, DisplayName: displayName(p)})
+				d.Connectable = append(d.Connectable, providerView{Name: name, DisplayName: displayName(p), Mark: markFor(name, displayName(p))})
 			}
 		}
 	}
 	s.render(w, http.StatusOK, "apps", d)
+}
+
+// handleCancel is GET /connect/{provider}/cancel, the confirmation page's
+// Cancel: nothing is used up, so the person's link still works.
+func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
+	sess := s.cookies.read(r, s.now())
+	if p := s.provider(w, r, sess); p != nil {
+		s.pageAs(w, sess, msgCancelled)
+	}
 }
 
 // handleRevokeForm is POST /apps/{provider}/revoke from the apps page.
@@ -108,6 +191,9 @@ type appsResponse struct {
 	// requests. Another origin cannot read it (no CORS).
 	CSRFToken string    `json:"csrf_token"`
 	Apps      []appView `json:"apps"`
+	// Revoked are apps revoked in the last 30 days and not connected
+	// again.
+	Revoked []appView `json:"revoked"`
 }
 
 // apiSession returns the signed-in session of a JSON API request, or
@@ -133,10 +219,15 @@ func (s *Server) handleAPIApps(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "store_unavailable", "connections cannot be read right now")
 		return
 	}
-	if apps == nil {
-		apps = []appView{}
+	res := appsResponse{User: sess.User, CSRFToken: sess.CSRF, Apps: []appView{}, Revoked: []appView{}}
+	for _, a := range apps {
+		if a.Status == statusRevoked {
+			res.Revoked = append(res.Revoked, a)
+		} else {
+			res.Apps = append(res.Apps, a)
+		}
 	}
-	writeJSON(w, http.StatusOK, appsResponse{User: sess.User, CSRFToken: sess.CSRF, Apps: apps})
+	writeJSON(w, http.StatusOK, res)
 }
 
 // handleAPIRevoke is DELETE /api/apps/{provider}.

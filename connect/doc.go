@@ -42,7 +42,22 @@
 // Redirect URIs are exact (external_url + "/callback", and
 // external_url + "/login/callback" at the identity provider); return_to is
 // honoured only for paths on this server. Every response forbids framing,
-// caching and Referer, and pages run no script.
+// caching and Referer; pages load nothing from other origins and run one
+// script of this server's own (app.js, which shows times in the browser's
+// time zone; the pages work without it).
+//
+// # Pages
+//
+// The confirmation page names the person, the agent that asked (a link's
+// act.sub) and what the app will allow, in plain words where the
+// provider's preset or the configuration describes a scope. The apps page
+// lists each connection with its status (active, reconnect needed), when
+// it was connected, when an agent last used it and which one (from the
+// store's activity records, which the sidecars keep), and apps revoked in
+// the last 30 days. Message pages are errors or notices and always offer
+// the next step as a link where there is one. Templates and the stylesheet
+// are in templates/; the browser tests check every page with axe-core at
+// desktop and phone widths.
 //
 // # Sessions
 //

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
@@ -137,13 +136,16 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	d := pageData{
 		User: sess.User, CSRF: sess.CSRF,
 		ForUser:  user,
-		Provider: p.Name(), DisplayName: displayName(p),
-		Scopes:        p.Config().Scopes,
+		Provider: p.Name(), DisplayName: displayName(p), Mark: markFor(p.Name(), displayName(p)),
+		Permissions:   permissions(p, p.Config().Scopes),
 		ReturnTo:      returnTo,
 		ConfirmAction: "/connect/" + p.Name() + "/confirm",
 	}
+	if l := sess.pendingLink(p.Name()); l != nil {
+		d.Agent = l.Agent
+	}
 	if g, _, err := s.st.Get(r.Context(), p.Name(), user); err == nil {
-		v := s.view(p.Name(), g)
+		v := s.view(p.Name(), g, store.Activity{})
 		d.Existing = &v
 	}
 	securityHeaders(w.Header(), formActionSources(p))
@@ -190,7 +192,7 @@ func (s *Server) acceptLink(w http.ResponseWriter, r *http.Request, sess *sessio
 		sess = newSession(s.now(), s.cfg.SessionTTL)
 	}
 	// exp plus the verifier's leeway is the last moment the link verifies.
-	sess.Link = &linkGrant{User: sub.User, Provider: p.Name(), ID: sub.ID, Expiry: sub.Expiry.Add(linkLeeway)}
+	sess.Link = &linkGrant{User: sub.User, Provider: p.Name(), ID: sub.ID, Expiry: sub.Expiry.Add(linkLeeway), Agent: agentName(sub.Agent)}
 	next := connectPath(p.Name(), returnTo)
 	if s.needsSignIn(sess) {
 		s.startLogin(w, r, sess, next)
@@ -324,7 +326,9 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 		s.pageAs(w, sess, msgNoConnect)
 		return
 	}
+	agent := ""
 	if l := sess.pendingLink(p.Name()); l != nil {
+		agent = l.Agent
 		if err := s.once.use(r.Context(), leaseLinks, l.ID, l.Expiry); err != nil {
 			if errors.Is(err, errReplayed) {
 				sess.Link = nil
@@ -353,6 +357,7 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 		Scopes:    scopes,
 		ReturnTo:  safeReturnTo(r.PostFormValue("return_to")),
 		Expiry:    now.Add(s.cfg.StateTTL),
+		Agent:     agent,
 	})
 	target := p.AuthCodeURL(state, oauth2.S256ChallengeFromVerifier(verifier), s.redirectURI, scopes, nil)
 	if err := s.cookies.write(w, sess, now); err != nil {
@@ -394,7 +399,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	if !now.Before(f.Expiry) {
 		s.log.Info("callback refused: state expired", zap.String("provider", f.Provider), zap.String("user", f.User))
-		s.pageAs(w, sess, msgStateInvalid)
+		s.pageFor(w, sess, msgStateInvalid, f.Provider)
 		return
 	}
 	if sess.User != f.User {
@@ -426,14 +431,14 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			m = msgProviderDown
 		}
 		s.auditConnect(f, outcome, code, nil, "")
-		s.pageAs(w, sess, m)
+		s.pageFor(w, sess, m, f.Provider)
 		return
 	}
 	code := q.Get("code")
 	if code == "" {
 		s.log.Info("callback refused: no code", zap.String("provider", f.Provider))
 		s.auditConnect(f, outcomeFailed, "no_code", nil, "")
-		s.pageAs(w, sess, msgCodeRefused)
+		s.pageFor(w, sess, msgCodeRefused, f.Provider)
 		return
 	}
 
@@ -441,7 +446,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	g, m, err := s.finish(ctx, p, f, code)
 	if err != nil {
-		s.pageAs(w, sess, m)
+		s.pageFor(w, sess, m, f.Provider)
 		return
 	}
 	s.log.Info("connected", zap.String("provider", g.Provider), zap.String("user", g.User),
@@ -543,6 +548,7 @@ func (s *Server) auditConnect(f flow, outcome, errorCode string, g *store.Grant,
 	rec := &audit.Record{
 		Event:     audit.EventConnect,
 		User:      f.User,
+		Agent:     f.Agent,
 		Provider:  f.Provider,
 		ErrorCode: errorCode,
 		Extra:     []zap.Field{zap.String(audit.ExtraOutcome, outcome)},
@@ -593,28 +599,4 @@ func sanitizeCode(code string) string {
 		}
 		return r
 	}, code)
-}
-
-// view returns the display form of a grant.
-func (s *Server) view(provider string, g *store.Grant) appView {
-	name := provider
-	if p := s.providers[provider]; p != nil {
-		name = displayName(p)
-	}
-	v := appView{
-		Provider:    provider,
-		DisplayName: name,
-		Account:     g.ProviderAccount,
-		Scopes:      g.Scopes,
-		Status:      string(g.Status),
-		ConnectedAt: displayTime(g.ConnectedAt),
-		Generation:  g.Generation,
-	}
-	if !g.ConnectedAt.IsZero() {
-		v.ConnectedISO = g.ConnectedAt.UTC().Format(time.RFC3339)
-	}
-	if v.Scopes == nil {
-		v.Scopes = []string{}
-	}
-	return v
 }

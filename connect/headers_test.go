@@ -2,12 +2,19 @@ package connect
 
 import (
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 )
 
+// inlineContent finds what the pages' CSP would block: a script element
+// without src, a style element or attribute, an event handler attribute, a
+// javascript: URL.
+var inlineContent = regexp.MustCompile(`(?i)<script(\s[^>]*)?>\s*[^<\s]|<script>|<style|\sstyle=|\son[a-z]+=|javascript:`)
+
 // TestSecurityHeaders checks the headers of every kind of response: no
-// framing, no caching, no Referer, no script.
+// framing, no caching, no Referer, no script but the server's own file,
+// and pages without inline script, style or event handlers.
 func TestSecurityHeaders(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	b := newBrowser(t, e.roots)
@@ -22,8 +29,11 @@ func TestSecurityHeaders(t *testing.T) {
 				t.Errorf("%s: CSP %q lacks %q", path, csp, want)
 			}
 		}
-		if strings.Contains(csp, "script-src") || strings.Contains(csp, "unsafe-inline") {
-			t.Errorf("%s: CSP %q allows script or inline content", path, csp)
+		if !strings.Contains(csp, "script-src 'self';") || strings.Contains(csp, "unsafe-") || strings.Count(csp, "script-src") != 1 {
+			t.Errorf("%s: CSP %q allows script from elsewhere than this origin, or inline content", path, csp)
+		}
+		if strings.HasPrefix(h.Get("Content-Type"), "text/html") && inlineContent.MatchString(r.body) {
+			t.Errorf("%s: page has inline script, style or an event handler: %q", path, inlineContent.FindString(r.body))
 		}
 		for k, want := range map[string]string{
 			"X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",

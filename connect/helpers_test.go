@@ -72,6 +72,10 @@ type envOptions struct {
 	revocationURL string
 	// configure adjusts the configuration before New.
 	configure func(*Config)
+	// presets adds a provider per preset name, named after it, whose
+	// endpoints are the OAuth test server's: the pages then show the
+	// preset's display name and scope descriptions.
+	presets []string
 }
 
 // testEnv is one connect server on a loopback port with the real OAuth
@@ -203,11 +207,24 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}
 	e.cfg = cfg
 
+	providers := map[string]*oauth.Provider{testProvider: e.provider}
+	for _, name := range o.presets {
+		ppc := pc
+		ppc.Preset = name
+		ppc.Scopes = nil
+		p, err := oauth.NewProvider(name, ppc, testClientSecret, client)
+		if err != nil {
+			t.Fatalf("new provider %s: %v", name, err)
+		}
+		t.Cleanup(p.CloseIdleConnections)
+		providers[name] = p
+	}
+
 	core, logs := observer.New(zap.DebugLevel)
 	e.logs = logs
 	d := Deps{
 		Store:     e.store,
-		Providers: map[string]*oauth.Provider{testProvider: e.provider},
+		Providers: providers,
 		Audit:     e.audit,
 		Logger:    zap.New(core),
 		Now:       e.clock.now,
@@ -255,6 +272,16 @@ func (e *testEnv) link(user, provider string, ttl time.Duration) string {
 // linkURL mints a link and returns the URL a person opens.
 func (e *testEnv) linkURL(user string) string {
 	return LinkURL(e.url, testProvider, e.link(user, testProvider, 0))
+}
+
+// agentLinkURL mints a link naming the agent that asks.
+func (e *testEnv) agentLinkURL(user, agent string) string {
+	e.t.Helper()
+	raw, err := MintLink(e.linkKey, LinkOptions{Issuer: testIssuer, User: user, Provider: testProvider, Agent: agent})
+	if err != nil {
+		e.t.Fatalf("MintLink: %v", err)
+	}
+	return LinkURL(e.url, testProvider, raw)
 }
 
 // grant returns the stored grant of user at the test provider, or nil.

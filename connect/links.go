@@ -33,6 +33,12 @@ type LinkOptions struct {
 	User string
 	// Provider names the app to connect. Required.
 	Provider string
+	// Agent, when set, names the agent or workflow that asks for the
+	// connection (the act.sub claim); the confirmation page shows it.
+	Agent string
+	// Algorithm is the signing algorithm; empty means the natural one for
+	// the key (see identity.MintOptions).
+	Algorithm string
 	// KeyID, when set, becomes the kid header.
 	KeyID string
 	// TTL is the link's lifetime; zero means DefaultLinkTTL.
@@ -42,9 +48,9 @@ type LinkOptions struct {
 }
 
 // MintLink signs a connect link with key (see identity.Mint for the key
-// types): sub is the user, "provider" the app, with a random jti that makes
-// it single-use. Orchestrators without a JWT library can use `onbehalf
-// assert` the same way.
+// types): sub is the user, "provider" the app, act.sub the agent that asks,
+// with a random jti that makes it single-use. Orchestrators without a JWT
+// library can run `onbehalf connect link`, which prints the whole URL.
 func MintLink(key any, o LinkOptions) (string, error) {
 	if err := store.ValidateUser(o.User); err != nil {
 		return "", errors.New("mint connect link: " + err.Error())
@@ -61,13 +67,15 @@ func MintLink(key any, o LinkOptions) (string, error) {
 		ttl = DefaultLinkTTL
 	}
 	return identity.Mint(key, identity.MintOptions{
-		Issuer:   o.Issuer,
-		Audience: aud,
-		Subject:  o.User,
-		KeyID:    o.KeyID,
-		TTL:      ttl,
-		Claims:   map[string]any{linkClaimProvider: o.Provider},
-		Now:      o.Now,
+		Issuer:    o.Issuer,
+		Audience:  aud,
+		Subject:   o.User,
+		Agent:     o.Agent,
+		Algorithm: o.Algorithm,
+		KeyID:     o.KeyID,
+		TTL:       ttl,
+		Claims:    map[string]any{linkClaimProvider: o.Provider},
+		Now:       o.Now,
 	})
 }
 

@@ -253,6 +253,7 @@ func (r *Revoker) Revoke(ctx context.Context, provider, user, actor string) (Res
 	switch {
 	case localErr == nil:
 		res.Local = LocalDeleted
+		r.noteRevoked(ctx, provider, user, actor)
 	case errors.Is(localErr, store.ErrNotFound):
 		res.Local = LocalNotFound
 	}
@@ -743,4 +744,17 @@ func (r *Revoker) Close() error {
 		r.auditRetry(it, ProviderFailed)
 	}
 	return nil
+}
+
+// noteRevoked records the revocation in the store's activity record, for
+// the apps page. It is for display: a failure is logged, and the grant
+// stays deleted.
+func (r *Revoker) noteRevoked(ctx context.Context, provider, user, actor string) {
+	as, ok := r.st.(store.ActivityStore)
+	if !ok {
+		return
+	}
+	if err := as.RecordActivity(ctx, provider, user, store.Activity{RevokedAt: time.Now(), RevokedBy: actor}); err != nil {
+		r.log.Warn("revocation not noted in the activity record", zap.String("provider", provider), zap.String("user", user), zap.Error(err))
+	}
 }

@@ -333,12 +333,12 @@ func formActionSources(p *oauth.Provider) string {
 	return src
 }
 
-// securityHeaders sets the headers every response carries. Pages have no
-// script, take styles from this origin only, cannot be framed, send no
-// Referer (a connect link or state must not travel to another site) and
-// are never cached.
+// securityHeaders sets the headers every response carries. Pages run one
+// script, /app.js, and take styles from this origin only (nothing inline,
+// nothing from elsewhere), cannot be framed, send no Referer (a connect link
+// or state must not travel to another site) and are never cached.
 func securityHeaders(h http.Header, formAction string) {
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action "+formAction+"; frame-ancestors 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action "+formAction+"; frame-ancestors 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
@@ -351,12 +351,14 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.handleApps)
 	mux.HandleFunc("GET /style.css", serveStyle)
+	mux.HandleFunc("GET /app.js", serveScript)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /connect/{provider}", s.handleConnect)
 	mux.HandleFunc("POST /connect/{provider}/confirm", s.handleConfirm)
+	mux.HandleFunc("GET /connect/{provider}/cancel", s.handleCancel)
 	mux.HandleFunc("GET "+pathCallback, s.handleCallback)
 	mux.HandleFunc("GET /login", s.handleLogin)
 	mux.HandleFunc("GET "+pathLoginCallback, s.handleLoginCallback)
@@ -367,7 +369,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /admin/api/grants", s.admin(s.handleAdminList))
 	mux.HandleFunc("DELETE /admin/api/grants/{provider}/{user}", s.admin(s.handleAdminRevoke))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.page(w, msgNotFound)
+		s.pageAs(w, s.cookies.read(r, s.now()), msgNotFound)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w.Header(), "'self'")

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // maxPendingFlows bounds the connections one browser can have in flight at
@@ -52,6 +53,26 @@ type linkGrant struct {
 	ID string `json:"id"`
 	// Expiry is the last moment the link verifies (exp plus leeway).
 	Expiry time.Time `json:"exp"`
+	// Agent names the agent or workflow that asked (the link's act.sub),
+	// for the confirmation page; at most maxAgentLen bytes.
+	Agent string `json:"a,omitempty"`
+}
+
+// maxAgentLen bounds the agent name a session carries: it is for display,
+// and the session cookie must stay small.
+const maxAgentLen = 128
+
+// agentName returns a link's agent name cut to maxAgentLen bytes on a
+// character boundary.
+func agentName(s string) string {
+	if len(s) <= maxAgentLen {
+		return s
+	}
+	n := maxAgentLen
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // flow is one connection in flight: the authorization request sent to the
@@ -67,6 +88,9 @@ type flow struct {
 	Verifier string   `json:"v"`
 	Scopes   []string `json:"sc,omitempty"`
 	ReturnTo string   `json:"r,omitempty"`
+	// Agent names the agent that asked for the connection, for the audit
+	// record.
+	Agent string `json:"a,omitempty"`
 	// Expiry ends the flow (state_ttl after it started).
 	Expiry time.Time `json:"exp"`
 }

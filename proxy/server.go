@@ -47,6 +47,12 @@ type Auditor interface {
 	Submit(r *audit.Record) error
 }
 
+// UseRecorder notes that a grant was used (injector.UseRecorder). Used
+// must return at once: it runs on every injected request.
+type UseRecorder interface {
+	Used(provider, user, agent string, at time.Time)
+}
+
 // LeafIssuer signs (or returns cached) interception certificates.
 type LeafIssuer interface {
 	Leaf(host string) (*tls.Certificate, error)
@@ -83,6 +89,9 @@ type Deps struct {
 	// Tracer, when set, traces each intercepted request and its stages.
 	// Nil costs nothing on the request path.
 	Tracer trace.Tracer
+	// Uses, when set, is told of every injected request (which grant, for
+	// which agent), so that people can see when each grant was last used.
+	Uses UseRecorder
 }
 
 // Server is the sidecar's proxy listener.

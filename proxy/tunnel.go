@@ -338,9 +338,12 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		narrowAcceptEncoding(out.Header)
 	}
 
-	// 7. Audit before the token leaves (fail-closed).
+	// 7. Audit before the token leaves (fail-closed), and note the use.
 	if e := s.auditInject(ex); e != nil {
 		return fail(e)
+	}
+	if s.d.Uses != nil {
+		s.d.Uses.Used(route.Provider, ex.subject.User, ex.subject.Agent, ex.start)
 	}
 
 	// Small bodies (most API calls) are read before forwarding: head and

@@ -178,7 +178,7 @@ audit:
 	}
 
 	for _, user := range []string{"alice", "bob"} {
-		if out, code := cli("grants", "put", "-c", cfgFile, "--provider", "chat", "--user", user, "--access-token-file", tokenFile); code != exitOK {
+		if out, code := cli("grants", "put", "-c", cfgFile, "--provider", "chat", "--force", "--user", user, "--access-token-file", tokenFile); code != exitOK {
 			t.Fatalf("grants put %s: %s", user, out)
 		}
 	}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +16,8 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/connect"
+	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/config"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
@@ -30,7 +35,12 @@ func newConnectServerCmd() *cobra.Command {
 		Short: "Run the user-facing connect/revoke server",
 		Long: `Run the server where each person connects an app once, through the app's own sign-in,
 and revokes it in one move. It reads the connect, store, providers, audit (or connect_audit)
-and log sections of the configuration file, which it may share with the sidecar.
+and log sections of the configuration file, which it may share with the sidecar;
+examples/connect.yaml is a commented one.
+
+Pages: / lists the person's connected apps (and revokes them), /connect/PROVIDER connects one.
+People arrive with a connect link ('onbehalf connect link' prints one) or by signing in with
+the identity provider (connect.oidc).
 
 Register <connect.external_url>/callback as the redirect URI at every provider, and
 <connect.external_url>/login/callback at the identity provider when OIDC sign-in is on.`,
@@ -65,6 +75,126 @@ const (
 	writerConnect = "connect"
 	writerCLI     = "cli"
 )
+
+func newConnectCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "connect",
+		Short: "Tools for the connect server (see also connect-server)",
+		Args:  exactArgs(0),
+	}
+	cmd.AddCommand(newConnectLinkCmd())
+	return cmd
+}
+
+// connectLinkFlags are the flags of `connect link`.
+type connectLinkFlags struct {
+	configPath, keyPath, user, provider, agent, issuer, kid string
+	ttl                                                     time.Duration
+}
+
+func newConnectLinkCmd() *cobra.Command {
+	var f connectLinkFlags
+	cmd := &cobra.Command{
+		Use:   "link --config FILE --key FILE --user USER --provider NAME [--agent AGENT]",
+		Short: "Print a connect link: the URL a person opens to connect an app",
+		Long: `Mint a signed, single-use connect link for USER to connect PROVIDER, and print the URL to
+send them (<connect.external_url>/connect/PROVIDER?link=...). The connection is stored under
+USER, the id agents' assertions carry in sub. --agent names the agent or workflow that asks
+(its id, as in the assertion's act.sub); the confirmation page shows it.
+
+The link is signed with --key, a private key whose public half is in connect.links.keys (or
+the links' JWKS), for the issuer --iss (default: the only one in connect.links.issuers). It
+lives --ttl (default 3m, at most connect.links.max_lifetime) and is used up when the person
+confirms: send a fresh one each time.`,
+		Example: `  onbehalf connect link --config examples/connect.yaml --key .onbehalf/orchestrator.key \
+      --user alice --provider github --agent weekly-report`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			link, err := f.mint(time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), link)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&f.configPath, "config", "c", "", "configuration file (its connect and providers sections are used)")
+	cmd.Flags().StringVar(&f.keyPath, "key", "", "signing key: PEM private key (Ed25519, ECDSA, RSA) or HS256 secret file")
+	cmd.Flags().StringVar(&f.user, "user", "", "the person the connection is for (the user id assertions carry in sub)")
+	cmd.Flags().StringVar(&f.provider, "provider", "", "the app to connect (a name under providers)")
+	cmd.Flags().StringVar(&f.agent, "agent", "", "the agent or workflow that asks, shown on the confirmation page")
+	cmd.Flags().StringVar(&f.issuer, "iss", "", "issuer, one of connect.links.issuers (default: the only one)")
+	cmd.Flags().StringVar(&f.kid, "kid", "", "key id header")
+	cmd.Flags().DurationVar(&f.ttl, "ttl", connect.DefaultLinkTTL, "lifetime of the link")
+	return cmd
+}
+
+// mint checks the flags against the configuration and returns the link's
+// URL. Every mistake is a usage error.
+func (f *connectLinkFlags) mint(now time.Time) (string, error) {
+	if f.configPath == "" || f.keyPath == "" || f.user == "" || f.provider == "" {
+		return "", usageError{errors.New("--config, --key, --user and --provider are required")}
+	}
+	if err := store.ValidateUser(f.user); err != nil {
+		return "", usageError{fmt.Errorf("--user: %w; grants are stored under the user id, so it must be one the store accepts", err)}
+	}
+	cfg, err := sidecar.LoadConnect(f.configPath, os.Environ(), nil)
+	if err != nil {
+		return "", usageError{configError{path: f.configPath, err: err}}
+	}
+	links := cfg.Connect.Links
+	if !links.Enabled() {
+		return "", usageError{fmt.Errorf("the connect server of %s accepts no links: connect.links.issuers is empty (people sign in with the identity provider and open %s/connect/%s)", f.configPath, cfg.Connect.ExternalURL, f.provider)}
+	}
+	if err := connectableProvider(cfg, f.configPath, f.provider); err != nil {
+		return "", err
+	}
+	iss := f.issuer
+	switch {
+	case iss == "" && len(links.Issuers) == 1:
+		iss = links.Issuers[0]
+	case iss == "":
+		return "", usageError{fmt.Errorf("--iss is required: connect.links.issuers has several (%s)", strings.Join(links.Issuers, ", "))}
+	case !slices.Contains(links.Issuers, iss):
+		return "", usageError{fmt.Errorf("--iss %q: not one of connect.links.issuers (%s)", iss, strings.Join(links.Issuers, ", "))}
+	}
+	if f.ttl <= 0 || f.ttl > links.MaxLifetime {
+		return "", usageError{fmt.Errorf("--ttl %s: must be more than 0s and at most connect.links.max_lifetime (%s)", f.ttl, links.MaxLifetime)}
+	}
+	key, alg, err := identity.LoadSigningKey(f.keyPath)
+	if err != nil {
+		return "", err
+	}
+	raw, err := connect.MintLink(key, connect.LinkOptions{
+		Issuer: iss, Audience: links.Audience, User: f.user, Provider: f.provider, Agent: f.agent,
+		Algorithm: alg, KeyID: f.kid, TTL: f.ttl, Now: now,
+	})
+	if err != nil {
+		return "", err
+	}
+	return connect.LinkURL(cfg.Connect.ExternalURL, f.provider, raw), nil
+}
+
+// connectableProvider refuses a provider the connect server cannot connect:
+// one the providers section does not name, or one without an authorization
+// endpoint.
+func connectableProvider(cfg sidecar.Config, configPath, name string) error {
+	pc, ok := cfg.Providers[name]
+	if !ok {
+		names := slices.Sorted(maps.Keys(cfg.Providers))
+		hint := " (it names none)"
+		if near := config.Nearest(name, names); near != "" {
+			hint = fmt.Sprintf(" (did you mean %q?)", near)
+		} else if len(names) > 0 {
+			hint = " (it names " + strings.Join(names, ", ") + ")"
+		}
+		return usageError{fmt.Errorf("--provider %q: the providers section of %s does not name it%s", name, configPath, hint)}
+	}
+	if r, err := pc.Resolve(); err == nil && r.AuthorizationURL == "" {
+		return usageError{fmt.Errorf("--provider %q: it has no authorization_url, so people cannot connect it", name)}
+	}
+	return nil
+}
 
 // connectParts are the components a connect server or a revocation needs.
 type connectParts struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/connect"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/config"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
 )
 
@@ -65,6 +67,11 @@ func (c *grantsConfig) openStore() (store.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	return openStore(cfg)
+}
+
+// openStore opens the store cfg names; the caller closes it.
+func openStore(cfg sidecar.Config) (store.Store, error) {
 	log, err := sidecar.NewLogger(cfg.Log)
 	if err != nil {
 		return nil, err
@@ -72,27 +79,178 @@ func (c *grantsConfig) openStore() (store.Store, error) {
 	return sidecar.OpenStore(context.Background(), cfg.Store, log)
 }
 
+// knownProviders returns the provider names cfg uses, sorted: those its
+// routes inject and those its providers section configures.
+func knownProviders(cfg sidecar.Config) []string {
+	var names []string
+	for _, r := range cfg.Routes {
+		names = append(names, r.Provider)
+	}
+	for name := range cfg.Providers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// checkProvider refuses a provider name the configuration does not use: a
+// grant stored under a misspelt name is never injected, and nothing would
+// say so. force stores it all the same (a route added later).
+func checkProvider(cfg sidecar.Config, configPath, name string, force bool) error {
+	known := knownProviders(cfg)
+	if force || slices.Contains(known, name) {
+		return nil
+	}
+	hint := ""
+	switch near := config.Nearest(name, known); {
+	case near != "":
+		hint = fmt.Sprintf(" (did you mean %q?)", near)
+	case len(known) > 0:
+		hint = " (it uses " + strings.Join(known, ", ") + ")"
+	}
+	return usageError{fmt.Errorf("--provider %q: no route or provider in %s uses it%s; pass --force to store the grant anyway", name, configPath, hint)}
+}
+
+// DefaultGrantsLimit is how many grants `grants list` prints unless told
+// otherwise: a screenful, so that a store with thousands of grants is read
+// a page at a time.
+const DefaultGrantsLimit = 100
+
+// grantsListFlags are the flags of `grants list`.
+type grantsListFlags struct {
+	provider, after, output string
+	limit                   int
+}
+
 func newGrantsListCmd(cfg *grantsConfig) *cobra.Command {
-	var provider string
+	var f grantsListFlags
 	cmd := &cobra.Command{
-		Use:   "list [--provider NAME]",
+		Use:   "list [--provider NAME] [--limit N] [--after PROVIDER/USER] [-o table|json]",
 		Short: "List grants (no tokens are shown)",
-		Args:  exactArgs(0),
+		Long: `List grants sorted by provider, then user, --limit at a time (0: all). When more follow, the
+last line (on standard error for the table) says how to get the next page: --after takes the
+last PROVIDER/USER shown. -o json prints {"grants": [...], "next_after": "..."} for scripts;
+next_after is absent on the last page.`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
 			st, err := cfg.openStore()
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			grants, err := st.List(cmd.Context(), provider)
+			grants, err := st.List(cmd.Context(), f.provider)
 			if err != nil {
 				return err
 			}
-			return writeGrants(cmd.OutOrStdout(), grants)
+			page, next := pageGrants(grants, f.after, f.limit)
+			if f.output == "json" {
+				return printJSON(cmd.OutOrStdout(), grantsPage{Grants: grantViews(page), NextAfter: next})
+			}
+			if err := writeGrants(cmd.OutOrStdout(), page); err != nil {
+				return err
+			}
+			if next != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "more grants follow: add --after %s\n", next)
+			}
+			return nil
 		},
 	}
-	cmd.Flags().StringVar(&provider, "provider", "", "only this provider")
+	cmd.Flags().StringVar(&f.provider, "provider", "", "only this provider")
+	cmd.Flags().IntVar(&f.limit, "limit", DefaultGrantsLimit, "at most this many grants (0: all)")
+	cmd.Flags().StringVar(&f.after, "after", "", "start after this PROVIDER/USER (the last one of the previous page)")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// check validates the flags of `grants list`.
+func (f *grantsListFlags) check() error {
+	if f.output != "table" && f.output != "json" {
+		return usageError{fmt.Errorf("-o %q: want table or json", f.output)}
+	}
+	if f.limit < 0 {
+		return usageError{fmt.Errorf("--limit %d: want 0 (all) or more", f.limit)}
+	}
+	if f.after != "" {
+		p, u, ok := strings.Cut(f.after, "/")
+		if !ok || store.ValidateProvider(p) != nil || store.ValidateUser(u) != nil {
+			return usageError{fmt.Errorf("--after %q: want PROVIDER/USER, as the previous page's last line names it", f.after)}
+		}
+		if f.provider != "" && p != f.provider {
+			return usageError{fmt.Errorf("--after %q: not a grant of --provider %s", f.after, f.provider)}
+		}
+	}
+	return nil
+}
+
+// pageGrants returns the grants (sorted by provider, then user) that come
+// after the grant named after ("PROVIDER/USER"; "" for the first page), at
+// most limit of them (0: all), and the cursor of the next page ("" when
+// this is the last).
+func pageGrants(grants []*store.Grant, after string, limit int) ([]*store.Grant, string) {
+	start := 0
+	if after != "" {
+		p, u, _ := strings.Cut(after, "/")
+		start, _ = slices.BinarySearchFunc(grants, [2]string{p, u}, func(g *store.Grant, k [2]string) int {
+			if c := strings.Compare(g.Provider, k[0]); c != 0 {
+				return c
+			}
+			return strings.Compare(g.User, k[1])
+		})
+		if start < len(grants) && grants[start].Provider == p && grants[start].User == u {
+			start++
+		}
+	}
+	page := grants[start:]
+	if limit == 0 || len(page) <= limit {
+		return page, ""
+	}
+	page = page[:limit]
+	last := page[len(page)-1]
+	return page, last.Provider + "/" + last.User
+}
+
+// grantsPage is `grants list -o json`.
+type grantsPage struct {
+	Grants []grantJSON `json:"grants"`
+	// NextAfter is the --after of the next page; absent on the last.
+	NextAfter string `json:"next_after,omitempty"`
+}
+
+// grantJSON is a grant as `grants list -o json` prints it: no token.
+type grantJSON struct {
+	Provider        string   `json:"provider"`
+	User            string   `json:"user"`
+	Status          string   `json:"status"`
+	Scopes          []string `json:"scopes"`
+	ProviderAccount string   `json:"provider_account,omitempty"`
+	ConnectedAt     string   `json:"connected_at,omitempty"`
+	Expiry          string   `json:"expiry,omitempty"`
+	Generation      int64    `json:"generation"`
+}
+
+// grantViews returns the JSON form of grants.
+func grantViews(grants []*store.Grant) []grantJSON {
+	out := make([]grantJSON, 0, len(grants))
+	for _, g := range grants {
+		v := grantJSON{
+			Provider: g.Provider, User: g.User, Status: string(g.Status), Scopes: g.Scopes,
+			ProviderAccount: g.ProviderAccount, Generation: g.Generation,
+		}
+		if v.Scopes == nil {
+			v.Scopes = []string{}
+		}
+		if !g.ConnectedAt.IsZero() {
+			v.ConnectedAt = g.ConnectedAt.UTC().Format(time.RFC3339)
+		}
+		if !g.Expiry.IsZero() {
+			v.Expiry = g.Expiry.UTC().Format(time.RFC3339)
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // writeGrants prints grants as a table; it shows no token.
@@ -109,6 +267,8 @@ func writeGrants(w io.Writer, grants []*store.Grant) error {
 // grantsPutFlags are the flags of `grants put`.
 type grantsPutFlags struct {
 	provider, user, accessFile, refreshFile, expiry, scopes, account, tokenType string
+	// force stores a grant for a provider the configuration does not use.
+	force bool
 }
 
 func newGrantsPutCmd(cfg *grantsConfig) *cobra.Command {
@@ -117,9 +277,11 @@ func newGrantsPutCmd(cfg *grantsConfig) *cobra.Command {
 		Use:   "put --provider NAME --user USER --access-token-file FILE|-",
 		Short: "Store (or replace) a user's grant",
 		Long: `Store a grant for USER at PROVIDER. --access-token-file - reads the token from standard
-input. --expiry takes a duration from now (1h) or an RFC 3339 time. The change is audited (a
-grant_put record, with the new token's fingerprint) in the configured audit trail, or, while a
-sidecar holds that file, in the command line's own trail beside it (audit.cli.log).`,
+input. --expiry takes a duration from now (1h) or an RFC 3339 time. A provider that no route
+and no providers entry of the configuration uses is refused (a misspelt name would store a
+grant nothing injects); --force stores it anyway. The change is audited (a grant_put record,
+with the new token's fingerprint) in the configured audit trail, or, while a sidecar holds
+that file, in the command line's own trail beside it (audit.cli.log).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// Check the flags and read the tokens before touching the store.
@@ -129,6 +291,9 @@ sidecar holds that file, in the command line's own trail beside it (audit.cli.lo
 			}
 			c, err := cfg.load()
 			if err != nil {
+				return err
+			}
+			if err := checkProvider(c, cfg.path, g.Provider, f.force); err != nil {
 				return err
 			}
 			log, err := sidecar.NewLogger(c.Log)
@@ -174,6 +339,7 @@ sidecar holds that file, in the command line's own trail beside it (audit.cli.lo
 	cmd.Flags().StringVar(&f.scopes, "scopes", "", "comma-separated scopes")
 	cmd.Flags().StringVar(&f.account, "account", "", "the provider-side account name")
 	cmd.Flags().StringVar(&f.tokenType, "token-type", "Bearer", "token type")
+	cmd.Flags().BoolVar(&f.force, "force", false, "store the grant even if no route or provider uses --provider")
 	return cmd
 }
 

@@ -91,6 +91,7 @@ grant, injects the token and writes an audit record — the agent never sees a s
 		newPolicyCmd(),
 		newWebhookCmd(),
 		newConnectServerCmd(),
+		newConnectCmd(),
 		newVersionCmd(),
 	)
 	plainBoolFlags(root)

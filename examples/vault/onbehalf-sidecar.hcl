@@ -7,6 +7,11 @@ path "secret/data/onbehalf/grants/*" {
 path "secret/data/onbehalf/leases/*" {
   capabilities = ["create", "read", "update"]
 }
+# When each grant was last used and by which agent, and when it was revoked
+# (sidecars note uses, the connect server reads them and notes revocations).
+path "secret/data/onbehalf/activity/*" {
+  capabilities = ["create", "read", "update"]
+}
 # List uses metadata LIST; Delete reads metadata and destroys old versions.
 # Metadata delete is deliberately not granted (see the package doc).
 path "secret/metadata/onbehalf/grants/*" {

@@ -28,6 +28,10 @@ type Preset struct {
 	AuthorizationURL, TokenURL, RevocationURL, UserinfoURL string
 	// DefaultScopes are requested when the configuration names none.
 	DefaultScopes []string
+	// ScopeDescriptions say in plain words what common scopes let an agent
+	// do ("Send messages as you"), for the connect server's pages; a scope
+	// not listed is shown as it is. They live in scopes.go.
+	ScopeDescriptions map[string]string
 	// ScopeSeparator joins scopes in the authorization request: " "
 	// (RFC 6749) or ",".
 	ScopeSeparator string
@@ -60,6 +64,7 @@ type Preset struct {
 func (p Preset) clone() Preset {
 	p.DefaultScopes = slices.Clone(p.DefaultScopes)
 	p.AuthParams = maps.Clone(p.AuthParams)
+	p.ScopeDescriptions = maps.Clone(p.ScopeDescriptions)
 	p.Routes = cloneRoutes(p.Routes)
 	return p
 }

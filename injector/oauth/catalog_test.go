@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/oauth2"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
@@ -306,10 +308,55 @@ func TestResolve(t *testing.T) {
 			if tt.paths != nil && tt.want.TokenURL == "" {
 				return // only the error matters
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			// TestScopeDescriptions covers the descriptions.
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(ProviderConfig{}, "ScopeDescriptions")); diff != "" {
 				t.Errorf("Resolve (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestScopeDescriptions: every preset named in scopes.go exists and carries
+// its descriptions, which describe real text, and a configuration's own
+// descriptions win over the preset's.
+func TestScopeDescriptions(t *testing.T) {
+	for name, descs := range scopeDescriptions {
+		p, ok := LookupPreset(name)
+		if !ok {
+			t.Errorf("scope descriptions for %q, which is no preset", name)
+			continue
+		}
+		if !maps.Equal(p.ScopeDescriptions, descs) {
+			t.Errorf("preset %s does not carry its descriptions", name)
+		}
+		for scope, d := range descs {
+			if strings.TrimSpace(d) == "" || len(d) > maxScopeDescription || strings.HasSuffix(d, ".") || d[0] < 'A' || d[0] > 'Z' {
+				t.Errorf("%s scope %q: description %q; want a capitalised phrase of at most %d bytes without a full stop", name, scope, d, maxScopeDescription)
+			}
+		}
+	}
+	c := ProviderConfig{Preset: "slack", ScopeDescriptions: map[string]string{"chat:write": "Post in channels as you", "admin": "Run the workspace"}}
+	r, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for scope, want := range map[string]string{
+		"chat:write":    "Post in channels as you",
+		"admin":         "Run the workspace",
+		"channels:read": "See the public channels in your workspace",
+	} {
+		if got := r.ScopeDescriptions[scope]; got != want {
+			t.Errorf("resolved %s: %q; want %q", scope, got, want)
+		}
+	}
+	if slackScopes["chat:write"] != "Send messages as you" {
+		t.Error("resolving changed the catalog's own descriptions")
+	}
+	bad := DefaultProviderConfig()
+	bad.Preset, bad.ClientID, bad.ClientSecretFile = "slack", "client-123", "/run/secrets/x"
+	bad.ScopeDescriptions = map[string]string{"two words": "x", "ok": "", "long": strings.Repeat("x", maxScopeDescription+1)}
+	if paths := problemPaths(t, bad.Validate()); !slices.Equal(paths, []string{"scope_descriptions.long", "scope_descriptions.ok", "scope_descriptions.two words"}) {
+		t.Errorf("problems at %q; want the three bad descriptions", paths)
 	}
 }
 

@@ -52,6 +52,9 @@ const (
 	// seconds to minutes (Okta allows up to 60 s, Auth0's reuse interval
 	// defaults to 0 and is usually set to seconds).
 	maxReuseGrace = 10 * time.Minute
+	// maxScopeDescription bounds a scope description: one line on a
+	// phone's screen or two.
+	maxScopeDescription = 120
 	// maxSecretFileSize bounds a client secret file; secrets are a few
 	// dozen bytes, and the bound stops a wrong path from being slurped.
 	maxSecretFileSize = 64 << 10
@@ -168,6 +171,11 @@ type ProviderConfig struct {
 	// means the preset's choice, or true for a custom provider (RFC 9700
 	// recommends PKCE for every client).
 	PKCE *bool `yaml:"pkce"`
+	// ScopeDescriptions say in plain words what scopes let an agent do, by
+	// scope ("api.read": "See your tickets"), for the connect server's
+	// pages; merged over the preset's. A scope with none is shown as it
+	// is.
+	ScopeDescriptions map[string]string `yaml:"scope_descriptions"`
 }
 
 // DefaultProviderConfig returns a ProviderConfig with the refresh defaults
@@ -269,6 +277,16 @@ func (c ProviderConfig) Validate() error {
 			p.Addf(path, "is set by the authorization flow and cannot be configured")
 		case strings.ContainsFunc(c.AuthParams[k], unicode.IsControl):
 			p.Addf(path, "must not contain control characters")
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(raw.ScopeDescriptions)) {
+		path := config.JoinPath("scope_descriptions", k)
+		d := raw.ScopeDescriptions[k]
+		switch {
+		case k == "" || strings.ContainsFunc(k, unicode.IsSpace):
+			p.Addf(path, "must be a scope (no spaces)")
+		case strings.TrimSpace(d) == "" || len(d) > maxScopeDescription || strings.ContainsFunc(d, unicode.IsControl):
+			p.Addf(path, "must be a description of 1 to %d characters on one line", maxScopeDescription)
 		}
 	}
 	if c.AccountField != "" && !validAccountField(c.AccountField) {

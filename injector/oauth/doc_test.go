@@ -70,6 +70,7 @@ func renderProvidersDoc() string {
 		{"`auth_params`", "Extra authorization-request parameters, merged over the preset's; an empty value removes one."},
 		{"`account_field`", "JSON field of the identity answer naming the account; dotted paths reach into objects. `sub` when unset."},
 		{"`pkce`", "Use PKCE (S256). Unset: the preset's choice, or `true` for a custom provider."},
+		{"`scope_descriptions`", "What scopes let an agent do, in plain words, by scope (`chat:write: Send messages as you`), shown on the connect pages; merged over the preset's. A scope without one is shown as it is."},
 	} {
 		w("| %s | %s |\n", row[0], row[1])
 	}
@@ -103,6 +104,9 @@ func renderProvidersDoc() string {
 			w("- Authorization parameters: %s\n", strings.Join(kv, ", "))
 		}
 		w("- Default routes: %s\n", routesText(p))
+		if len(p.ScopeDescriptions) > 0 {
+			w("- Scopes described in plain words on the connect pages: %s\n", listOrNone(slices.Sorted(maps.Keys(p.ScopeDescriptions))))
+		}
 		if q := e.q.describe(); len(q) > 0 {
 			w("- Handled by onbehalf:\n")
 			for _, s := range q {

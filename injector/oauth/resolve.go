@@ -63,6 +63,7 @@ func (c ProviderConfig) Resolve() (ProviderConfig, error) {
 	r := c
 	r.Scopes = slices.Clone(c.Scopes)
 	r.AuthParams = maps.Clone(c.AuthParams)
+	r.ScopeDescriptions = maps.Clone(c.ScopeDescriptions)
 	if c.Preset != "" {
 		e, ok := lookupEntry(c.Preset)
 		if !ok {
@@ -128,6 +129,11 @@ func fill(r *ProviderConfig, pre Preset) {
 		merged := maps.Clone(pre.AuthParams)
 		maps.Copy(merged, r.AuthParams) // the configuration wins
 		r.AuthParams = merged
+	}
+	if len(pre.ScopeDescriptions) > 0 {
+		merged := maps.Clone(pre.ScopeDescriptions)
+		maps.Copy(merged, r.ScopeDescriptions) // the configuration wins
+		r.ScopeDescriptions = merged
 	}
 }
 

@@ -49,6 +49,12 @@ func TestEmbeddedConformance(t *testing.T) {
 	})
 }
 
+func TestEmbeddedActivityConformance(t *testing.T) {
+	storetest.RunActivity(t, func(t *testing.T) store.Store {
+		return open(t, testConfig(t))
+	})
+}
+
 // grant returns a grant with canary tokens.
 func grant(provider, user, marker string) *store.Grant {
 	return &store.Grant{

@@ -16,6 +16,12 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestActivityConformance(t *testing.T) {
+	storetest.RunActivity(t, func(t *testing.T) store.Store {
+		return open(t, tokenConfig(t, shared))
+	})
+}
+
 func TestConformanceTransit(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return open(t, withTransit(tokenConfig(t, shared)))
@@ -27,7 +33,7 @@ func TestConformanceTransit(t *testing.T) {
 // fresh prefix), so the policy is known to cover every operation.
 func TestConformanceLeastPrivilege(t *testing.T) {
 	policy := sidecarPolicy(t)
-	storetest.Run(t, func(t *testing.T) store.Store {
+	newStore := func(t *testing.T) store.Store {
 		cfg := withTransit(tokenConfig(t, shared))
 		name := "lp-" + cfg.Prefix
 		if err := shared.WritePolicy(name, strings.ReplaceAll(policy, "/onbehalf/", "/"+cfg.Prefix+"/")); err != nil {
@@ -39,5 +45,7 @@ func TestConformanceLeastPrivilege(t *testing.T) {
 		}
 		cfg.Auth = AuthConfig{Method: AuthAppRole, RoleID: roleID, SecretIDFile: writeFile(t, "sid", secretID), AppRoleMount: "approle"}
 		return open(t, cfg)
-	})
+	}
+	storetest.Run(t, newStore)
+	t.Run("Activity", func(t *testing.T) { storetest.RunActivity(t, newStore) })
 }

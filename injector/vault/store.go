@@ -8,6 +8,7 @@
 //
 //	<mount>/data/<prefix>/grants/<provider>/<user>   the grant
 //	<mount>/data/<prefix>/leases/<provider>/<user>   its refresh lease
+//	<mount>/data/<prefix>/activity/<provider>/<user> its last use and revocation (activity.go)
 //
 // A grant entry holds access_token, refresh_token, token_type, expiry,
 // scopes, status, connected_at, provider_account and generation. A Version is

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,7 +73,7 @@ func Decode(data []byte, out any) error {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return &FieldError{Msg: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+		return syntaxError(data, err)
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil // empty document: everything keeps its default
@@ -79,6 +81,81 @@ func Decode(data []byte, out any) error {
 	var p Problems
 	decodeNode(doc.Content[0], rv.Elem(), "", &p)
 	return p.Err()
+}
+
+// maxLocateParses bounds the prefixes syntaxError parses to find the line
+// of a syntax error: configuration files are a few hundred lines, and a
+// file far longer keeps the line yaml.v3 named.
+const maxLocateParses = 2000
+
+// syntaxError describes a document yaml.v3 cannot parse, naming the line
+// the problem is on. yaml.v3 names the line where the enclosing construct
+// began rather than the offending one, and counts it from 0 for parser
+// errors but from 1 for scanner errors (go-yaml/yaml#205): "proxy:" on
+// line 1 with a badly indented key on line 6 is reported as line 5. The
+// offending line is the first one at which the document read so far fails
+// with the same problem: every shorter prefix either parses or fails for
+// another reason (an unclosed quote that a later line closes).
+func syntaxError(data []byte, err error) error {
+	line, problem := splitYAMLError(err)
+	if line > 0 {
+		if l := locateSyntaxError(data, problem, line); l > 0 {
+			line = l
+		}
+		return &FieldError{Msg: fmt.Sprintf("invalid YAML at line %d: %s", line, problem)}
+	}
+	return &FieldError{Msg: "invalid YAML: " + problem}
+}
+
+// splitYAMLError splits "yaml: line 4: found a tab character" into 4 and
+// the problem; line is 0 when the message names none.
+func splitYAMLError(err error) (int, string) {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	rest, ok := strings.CutPrefix(msg, "line ")
+	if !ok {
+		return 0, msg
+	}
+	num, problem, ok := strings.Cut(rest, ": ")
+	n, aerr := strconv.Atoi(num)
+	if !ok || aerr != nil || n <= 0 {
+		return 0, msg
+	}
+	return n, problem
+}
+
+// locateSyntaxError returns the first line L (from 1) such that the first L
+// lines of data fail to parse with problem, or 0. yaml.v3's line from is at
+// most one past the construct that holds the error, so the search starts
+// just before it.
+func locateSyntaxError(data []byte, problem string, from int) int {
+	ends := lineEnds(data)
+	start := max(1, from-1)
+	for l := start; l <= len(ends) && l-start < maxLocateParses; l++ {
+		var n yaml.Node
+		err := yaml.Unmarshal(data[:ends[l-1]], &n)
+		if err == nil {
+			continue
+		}
+		if _, p := splitYAMLError(err); p == problem {
+			return l
+		}
+	}
+	return 0
+}
+
+// lineEnds returns the offset just past each line of data (after its
+// newline), the last line included even without one.
+func lineEnds(data []byte) []int {
+	var ends []int
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		ends = append(ends, len(data))
+	}
+	return ends
 }
 
 // Defaulter is implemented by configuration structs that need their
@@ -303,16 +380,24 @@ func Suggest(key string, names []string) string { return suggest(key, names) }
 // suggest returns ` (did you mean "x"?)` when a known key is one edit or a
 // transposition away from key, else "".
 func suggest(key string, names []string) string {
-	best, bestD := "", 3
-	for _, n := range names {
-		if d := editDistance(key, n); d < bestD {
-			best, bestD = n, d
-		}
-	}
+	best := Nearest(key, names)
 	if best == "" {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// Nearest returns the name in names closest to s within two edits
+// (insertions, deletions, substitutions), or "" when none is that close:
+// the "did you mean" of every name a person types.
+func Nearest(s string, names []string) string {
+	best, bestD := "", 3
+	for _, n := range names {
+		if d := editDistance(s, n); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	return best
 }
 
 func editDistance(a, b string) int {
@@ -344,18 +429,33 @@ func cleanYAMLError(err error) string {
 // EnvPrefix is the prefix of environment overrides.
 const EnvPrefix = "ONBEHALF_"
 
+// NotConfigEnv lists ONBEHALF_* variables that are not configuration
+// keys and that ApplyEnv therefore leaves alone: the ones the example
+// agents read (the sidecar's CA and the assertion) and the ones the
+// Makefile and tests set (the binary under test, the Vault test binary,
+// the browser tests' screenshot folder).
+var NotConfigEnv = []string{
+	"ONBEHALF_ASSERTION",
+	"ONBEHALF_BIN",
+	"ONBEHALF_CA",
+	"ONBEHALF_SCREENSHOTS",
+	"ONBEHALF_VAULT_BIN",
+}
+
 // ApplyEnv overrides scalar fields of out from environment variables named
 // prefix + the upper-cased key path joined by underscores: identity.audience
 // is ONBEHALF_IDENTITY_AUDIENCE, store.embedded.path is
 // ONBEHALF_STORE_EMBEDDED_PATH. Lists of strings take comma-separated values.
-// Fields inside lists of structs cannot be overridden (there is no stable
-// name for them); variables that name no field are ignored, because the same
-// environment often carries ONBEHALF_* variables meant for other programs.
+// Fields inside lists of structs and maps cannot be overridden (there is no
+// stable name for them). A variable with the prefix that names no field is
+// a problem, with the nearest name suggested, unless NotConfigEnv lists it
+// or it is one of the variables Kubernetes sets for Services (serviceLink):
+// a misspelt override would otherwise be ignored without a word.
 func ApplyEnv(out any, prefix string, environ []string) error {
 	env := map[string]string{}
 	for _, kv := range environ {
 		k, v, ok := strings.Cut(kv, "=")
-		if ok && strings.HasPrefix(k, prefix) {
+		if ok && strings.HasPrefix(k, prefix) && !slices.Contains(NotConfigEnv, k) {
 			env[k] = v
 		}
 	}
@@ -363,11 +463,96 @@ func ApplyEnv(out any, prefix string, environ []string) error {
 		return nil
 	}
 	var p Problems
-	applyEnv(reflect.ValueOf(out).Elem(), strings.TrimSuffix(prefix, "_"), "", env, &p)
+	root := strings.TrimSuffix(prefix, "_")
+	used := make(map[string]bool, len(env))
+	applyEnv(reflect.ValueOf(out).Elem(), root, "", env, used, &p)
+	var unknown []string
+	for k, v := range env {
+		if !used[k] && !serviceLink(k, v) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		names := envNames(reflect.TypeOf(out).Elem(), root, 0)
+		for _, k := range unknown {
+			p.Addf("", "environment variable %s matches no configuration key%s; unset it or correct its name", k, suggestEnv(k, names))
+		}
+	}
 	return p.Err()
 }
 
-func applyEnv(v reflect.Value, envName, path string, env map[string]string, p *Problems) {
+// serviceLinkName matches the variables Kubernetes sets in every container
+// for each Service of the pod's namespace (unless the pod turns
+// enableServiceLinks off): for a Service "onbehalf-connect" with port 80,
+// ONBEHALF_CONNECT_SERVICE_HOST, ONBEHALF_CONNECT_SERVICE_PORT[_NAME],
+// ONBEHALF_CONNECT_PORT and ONBEHALF_CONNECT_PORT_80_TCP[_PROTO|_PORT|_ADDR].
+// The chart's own Services are named like that.
+var serviceLinkName = regexp.MustCompile(`_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)$`)
+
+// serviceLinkValue matches what such a variable holds: an address, a
+// port, a protocol or proto://address:port.
+var serviceLinkValue = regexp.MustCompile(`^([0-9A-Fa-f.:]+|[0-9]+|tcp|udp|sctp|(tcp|udp|sctp)://[0-9A-Fa-f.:\[\]]+:[0-9]+)$`)
+
+// serviceLink reports whether name=value is a Kubernetes service link
+// variable rather than a misspelt override: ApplyEnv leaves those alone.
+func serviceLink(name, value string) bool {
+	return serviceLinkName.MatchString(name) && serviceLinkValue.MatchString(value)
+}
+
+// maxEnvDepth bounds envNames' descent into nested sections.
+const maxEnvDepth = 8
+
+// envNames returns the variable names that can set a field of t.
+func envNames(t reflect.Type, envName string, depth int) []string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || t == durationType || depth > maxEnvDepth {
+		return nil
+	}
+	var out []string
+	for _, f := range fieldsOf(t).order {
+		ft := t.FieldByIndex(f.index).Type
+		name := envName + "_" + strings.ToUpper(f.name)
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case ft.Kind() == reflect.Struct && ft != durationType:
+			out = append(out, envNames(ft, name, depth+1)...)
+		case ft.Kind() == reflect.Map, ft.Kind() == reflect.Slice && ft.Elem().Kind() != reflect.String:
+		default:
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// suggestEnv returns ` (did you mean X?)` for the variable name nearest to
+// key: within two edits, or the only one ending in key's last part (the
+// right key under a wrong section).
+func suggestEnv(key string, names []string) string {
+	best := Nearest(key, names)
+	if best == "" {
+		i := strings.LastIndexByte(key, '_')
+		var match []string
+		for _, n := range names {
+			if i > 0 && strings.HasSuffix(n, key[i:]) {
+				match = append(match, n)
+			}
+		}
+		if len(match) == 1 {
+			best = match[0]
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return " (did you mean " + best + "?)"
+}
+
+func applyEnv(v reflect.Value, envName, path string, env map[string]string, used map[string]bool, p *Problems) {
 	t := v.Type()
 	if t.Kind() == reflect.Pointer {
 		if t.Elem().Kind() != reflect.Struct {
@@ -379,6 +564,7 @@ func applyEnv(v reflect.Value, envName, path string, env map[string]string, p *P
 				return
 			}
 			v.Set(reflect.New(t.Elem()))
+			setDefaults(v.Elem())
 		}
 		v, t = v.Elem(), t.Elem()
 	}
@@ -390,13 +576,14 @@ func applyEnv(v reflect.Value, envName, path string, env map[string]string, p *P
 		name := envName + "_" + strings.ToUpper(f.name)
 		fpath := JoinPath(path, f.name)
 		if fv.Kind() == reflect.Struct || (fv.Kind() == reflect.Pointer && fv.Type().Elem().Kind() == reflect.Struct) {
-			applyEnv(fv, name, fpath, env, p)
+			applyEnv(fv, name, fpath, env, used, p)
 			continue
 		}
 		raw, ok := env[name]
 		if !ok {
 			continue
 		}
+		used[name] = true
 		if err := setScalar(fv, raw); err != nil {
 			p.Addf(fpath, "from %s: %v", name, err)
 		}

@@ -122,7 +122,7 @@ func TestApplyEnv(t *testing.T) {
 		"ONBEHALF_STORE_TIMEOUT=3s",
 		"ONBEHALF_OPT_PATH=/opt",
 		"ONBEHALF_ALLOW=a, b,,c",
-		"ONBEHALF_ASSERTION=ignored: not a config key",
+		"ONBEHALF_ASSERTION=ignored: NotConfigEnv lists it",
 		"OTHER_LISTEN=not ours",
 	}
 	if err := ApplyEnv(&s, EnvPrefix, env); err != nil {
@@ -223,5 +223,72 @@ func TestDecodeDefaultsForNewEntries(t *testing.T) {
 	}
 	if got.P == nil || *got.P != (defaulted{A: "three", B: 7}) {
 		t.Errorf("pointer = %+v; want defaults under the decoded keys", got.P)
+	}
+}
+
+// TestDecodeSyntaxErrorLine: a YAML syntax error names the line the problem
+// is on, not the line where the construct around it began (yaml.v3 says
+// "line 5" for each of the first three).
+func TestDecodeSyntaxErrorLine(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		want      string
+	}{
+		{"bad indentation", "proxy:\n  listen: 127.0.0.1:8080\n  limits:\n    x: 1\n  unrouted: refuse\n bad: 1\n", "invalid YAML at line 6: did not find expected key"},
+		{"tab", "a: 1\nb: 2\n\tc: 3\n", "invalid YAML at line 3: found a tab character that violates indentation"},
+		{"key in a list", "a:\n  - x\n  y: 1\n", "invalid YAML at line 3: did not find expected '-' indicator"},
+		{"unclosed flow list", "a: 1\nb: 2\nc: [1, 2\nd: 4\n", "invalid YAML at line 3: did not find expected ',' or ']'"},
+		{"mapping in a value", "a: 1\nb: 2\nc: d: e\n", "invalid YAML at line 3: mapping values are not allowed in this context"},
+		{"list item in a mapping", "a: 1\n- b\n", "invalid YAML at line 2: did not find expected key"},
+		{"unterminated quote", "a: 1\nb: 2\nc: \"open\nd: 3\n", "invalid YAML at line 3: found unexpected end of stream"},
+		{"multi-line quote before the error", "a: \"one\n  two\"\nb: 1\n c: 2\n", "invalid YAML at line 4: mapping values are not allowed in this context"},
+		{"no final newline", "a: 1\n- b", "invalid YAML at line 2: did not find expected key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s map[string]any
+			err := Decode([]byte(tc.doc), &s)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("got %v; want %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestApplyEnvUnknownVariable: an ONBEHALF_* variable that names no key is
+// a problem with the nearest name suggested; the variables NotConfigEnv
+// lists are left alone.
+func TestApplyEnvUnknownVariable(t *testing.T) {
+	for _, tc := range []struct {
+		name, env string
+		want      string // "" = no problem
+	}{
+		{"typo", "ONBEHALF_LISTNE=x", "environment variable ONBEHALF_LISTNE matches no configuration key (did you mean ONBEHALF_LISTEN?); unset it or correct its name"},
+		{"nested typo", "ONBEHALF_STORE_TIMOUT=1s", "(did you mean ONBEHALF_STORE_TIMEOUT?)"},
+		{"wrong section", "ONBEHALF_PROXY_RATIO=1", "(did you mean ONBEHALF_RATIO?)"},
+		{"ambiguous wrong section", "ONBEHALF_PROXY_TIMEOUT=1s", "matches no configuration key; unset it"},
+		{"nothing near", "ONBEHALF_COMPLETELY_DIFFERENT=1", "environment variable ONBEHALF_COMPLETELY_DIFFERENT matches no configuration key; unset it"},
+		{"inside a list of sections", "ONBEHALF_ROUTES_HOST=x", "matches no configuration key"},
+		{"the agents' CA", "ONBEHALF_CA=/ca.pem", ""},
+		{"the binary under test", "ONBEHALF_BIN=/bin/onbehalf", ""},
+		{"another prefix", "OTHER_LISTNE=x", ""},
+		{"kubernetes service host", "ONBEHALF_CONNECT_SERVICE_HOST=10.96.0.12", ""},
+		{"kubernetes service port", "ONBEHALF_CONNECT_SERVICE_PORT=80", ""},
+		{"kubernetes named service port", "ONBEHALF_WEBHOOK_SERVICE_PORT_HTTPS=443", ""},
+		{"kubernetes docker link", "ONBEHALF_CONNECT_PORT=tcp://10.96.0.12:80", ""},
+		{"kubernetes docker link port", "ONBEHALF_CONNECT_PORT_80_TCP=tcp://10.96.0.12:80", ""},
+		{"kubernetes docker link proto", "ONBEHALF_CONNECT_PORT_80_TCP_PROTO=tcp", ""},
+		{"kubernetes docker link addr", "ONBEHALF_CONNECT_PORT_80_TCP_ADDR=fd00::12", ""},
+		{"kubernetes-shaped name, other value", "ONBEHALF_PROXY_PORT=8080x", "matches no configuration key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s sample
+			err := ApplyEnv(&s, EnvPrefix, []string{tc.env})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("got %v; want no problem", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("got %v; want a problem containing %q", err, tc.want)
+			}
+		})
 	}
 }

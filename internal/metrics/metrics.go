@@ -46,6 +46,7 @@ type Metrics struct {
 	policyInfo    *prometheus.GaugeVec
 	tunnels       prometheus.Gauge
 	scrubbed      prometheus.Counter
+	useRecords    *prometheus.CounterVec
 }
 
 // New registers the collectors (plus Go runtime and process collectors) in
@@ -102,6 +103,16 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "scrubbed_total",
 		Help: "Secrets replaced in responses before they reached the agent (an API echoing a credential); each request's audit record says how many.",
 	})
+	m.useRecords = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "grant_use_records_total",
+		Help: "Notes of a grant's last use (at most one per grant a minute) by result: written to the store, dropped (queue full), failed.",
+	}, []string{"result"})
+	// Every result is present from the start (at 0): the notes are written
+	// in the background, and a series that appears only after the first
+	// write would make rates jump.
+	for _, r := range []string{"written", "dropped", "failed"} {
+		m.useRecords.WithLabelValues(r)
+	}
 	// The pipeline's stages are known: resolve their histograms once
 	// rather than hashing the label on every request.
 	m.stages = map[string]prometheus.Observer{}
@@ -109,7 +120,7 @@ func New() *Metrics {
 		m.stages[name] = m.stage.WithLabelValues(name)
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes, m.grantsLost,
-		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels, m.scrubbed,
+		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels, m.scrubbed, m.useRecords,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -215,6 +226,15 @@ func (m *Metrics) PolicyReload(revision string, err error) {
 	m.policyReloads.WithLabelValues("ok").Inc()
 	m.policyInfo.Reset()
 	m.policyInfo.WithLabelValues(revision).Set(1)
+}
+
+// UseRecord counts a note of a grant's use by result (written, dropped,
+// failed).
+func (m *Metrics) UseRecord(result string) {
+	if m == nil {
+		return
+	}
+	m.useRecords.WithLabelValues(result).Inc()
 }
 
 // TunnelOpened and TunnelClosed track open tunnels.

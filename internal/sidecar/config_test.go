@@ -30,6 +30,32 @@ func TestExampleConfigIsValid(t *testing.T) {
 	}
 }
 
+// TestExampleConnectConfigIsValid keeps examples/connect.yaml loadable by
+// the connect server, sharing the sidecar example's store, and its
+// external URL the one the sidecar example sends people to.
+func TestExampleConnectConfigIsValid(t *testing.T) {
+	cfg, err := LoadConnect(filepath.Join("..", "..", "examples", "connect.yaml"), nil, nil)
+	if err != nil {
+		t.Fatalf("examples/connect.yaml: %v", err)
+	}
+	side, err := Load(filepath.Join("..", "..", "examples", "onbehalf.yaml"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.Embedded.Path != side.Store.Embedded.Path || cfg.Store.Embedded.KeyFile != side.Store.Embedded.KeyFile {
+		t.Errorf("connect store %s; want the sidecar example's %s", cfg.Store.Embedded.Path, side.Store.Embedded.Path)
+	}
+	if cfg.Audit.File.Path == side.Audit.File.Path {
+		t.Errorf("connect audit file %s is the sidecar's: two processes cannot write one trail", cfg.Audit.File.Path)
+	}
+	if cfg.Connect.ExternalURL != side.Proxy.ConnectURL {
+		t.Errorf("connect.external_url %s; want the sidecar example's proxy.connect_url %s", cfg.Connect.ExternalURL, side.Proxy.ConnectURL)
+	}
+	if cfg.Connect.Listen == side.Proxy.Listen || cfg.Connect.Listen == side.Admin.Listen {
+		t.Errorf("connect.listen %s clashes with the sidecar's listeners", cfg.Connect.Listen)
+	}
+}
+
 func TestLoadEnvAndOverride(t *testing.T) {
 	src, err := os.ReadFile(filepath.Join("..", "..", "examples", "onbehalf.yaml"))
 	if err != nil {

@@ -76,9 +76,12 @@ type Sidecar struct {
 	// then closed; journal holds what it could not store.
 	refreshing *oauth.Source
 	journal    *journal.Journal
-	providers  map[string]*oauth.Provider
-	proxyLn    net.Listener
-	adminLn    net.Listener
+	// uses notes grant uses in the store's activity records; nil when the
+	// store keeps none.
+	uses      *injector.UseRecorder
+	providers map[string]*oauth.Provider
+	proxyLn   net.Listener
+	adminLn   net.Listener
 }
 
 // New builds every component from cfg and opens the listeners, so that the
@@ -166,6 +169,11 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if cfg.Tracing.Endpoint != "" {
 		tracer = s.tracing.Tracer("github.com/onbehalf-dev/onbehalf/proxy")
 	}
+	var uses proxy.UseRecorder
+	if as, ok := s.store.(store.ActivityStore); ok {
+		s.uses = injector.NewUseRecorder(as, injector.UseOptions{Logger: s.log.Named("uses"), Observe: s.metrics.UseRecord})
+		uses = s.uses
+	}
 	s.proxy, err = proxy.New(cfg.Proxy, proxy.Deps{
 		Logger:          s.log,
 		Identity:        s.verifier,
@@ -181,6 +189,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		RootCAs:         o.RootCAs,
 		Metrics:         s.metrics,
 		Tracer:          tracer,
+		Uses:            uses,
 	})
 	if err != nil {
 		return nil, err
@@ -272,6 +281,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if s.refreshing != nil {
 		_ = s.refreshing.Drain(sctx)
 	}
+	if s.uses != nil {
+		s.uses.Close(sctx)
+	}
 	s.auditLifecycle(audit.EventStop)
 	s.log.Info("sidecar stopped")
 	return err
@@ -297,6 +309,13 @@ func (s *Sidecar) close() {
 	}
 	if s.verifier != nil {
 		s.verifier.Close()
+	}
+	if s.uses != nil {
+		// After Run this returns at once; on a failed New it stops the
+		// writer before the store closes.
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		s.uses.Close(ctx)
+		cancel()
 	}
 	if s.store != nil && s.ownStore {
 		s.store.Close()

@@ -345,6 +345,7 @@ func TestGrantsCLIOnVault(t *testing.T) {
 	os.WriteFile(tokenFile, []byte(v.RootToken()), 0o600)
 	cfgPath := filepath.Join(dir, "onbehalf.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+routes: [{host: api.github.com, provider: github}]
 store:
   backend: vault
   vault:

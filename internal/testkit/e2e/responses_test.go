@@ -564,24 +564,13 @@ for p in ["/headers", "/length-split", "/chunked-split", "/gzip", "/deflate", "/
 			}
 		}
 	}
-	metrics := scrape(t, e)
+	metrics := scrape(t, e, "onbehalf_")
 	if !regexp.MustCompile(`(?m)^onbehalf_scrubbed_total [1-9]`).MatchString(metrics) {
 		t.Errorf("onbehalf_scrubbed_total not counted:\n%s", linesContaining(metrics, "scrubbed"))
 	}
 }
 
 // scrape returns the sidecar's /metrics text.
-func scrape(t *testing.T, e *testenv.Env) string {
-	t.Helper()
-	resp, err := http.Get("http://" + e.Sidecar.AdminAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
 func linesContaining(s, substr string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
