@@ -98,6 +98,15 @@ type Record struct {
 	Agent string `json:"agent,omitempty"`
 	// Issuer is the assertion's iss.
 	Issuer string `json:"issuer,omitempty"`
+	// IdentitySource is where the identity came from: "orchestrator" or
+	// "idp" (docs/design.md#identity-sources).
+	IdentitySource string `json:"identity_source,omitempty"`
+	// IdentityJTI is the jti of the assertion or IdP token the request
+	// presented, so the record can be matched with the issuer's own logs.
+	IdentityJTI string `json:"identity_jti,omitempty"`
+	// IdentityFingerprint is [Fingerprinter.Token] of an IdP token the
+	// request presented; never the token itself.
+	IdentityFingerprint string `json:"identity_fingerprint,omitempty"`
 	Method string `json:"method,omitempty"`
 	Scheme string `json:"scheme,omitempty"`
 	Host   string `json:"host,omitempty"`
@@ -117,6 +126,10 @@ type Record struct {
 	// TokenFingerprint is [Fingerprinter.Token] of the injected token; never
 	// the token itself.
 	TokenFingerprint string `json:"token_fingerprint,omitempty"`
+	// TokenSource says what supplied the injected token: "grant" (the
+	// user's stored grant) or "exchange" (a token exchange at the IdP and
+	// the app's authorization server).
+	TokenSource string `json:"token_source,omitempty"`
 	// Status is the HTTP status returned to the agent.
 	Status int `json:"status,omitempty"`
 	// DurationMS is the time taken, in milliseconds.
@@ -164,6 +177,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("user", capField(r.User))
 	addString(enc, "agent", r.Agent)
 	addString(enc, "issuer", r.Issuer)
+	addString(enc, "identity_source", r.IdentitySource)
+	addString(enc, "identity_jti", capField(r.IdentityJTI))
+	addString(enc, "identity_fingerprint", r.IdentityFingerprint)
 	addString(enc, "method", r.Method)
 	addString(enc, "scheme", r.Scheme)
 	addString(enc, "host", r.Host)
@@ -177,6 +193,7 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddInt64("grant_generation", r.GrantGeneration)
 	}
 	addString(enc, "token_fingerprint", r.TokenFingerprint)
+	addString(enc, "token_source", r.TokenSource)
 	if r.Status != 0 {
 		enc.AddInt("status", r.Status)
 	}
