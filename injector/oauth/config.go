@@ -142,6 +142,11 @@ type ProviderConfig struct {
 	// means the preset's choice, or true for a custom provider (RFC 9700
 	// recommends PKCE for every client).
 	PKCE *bool `yaml:"pkce"`
+
+	// Exchange, when set, makes the provider's tokens come from token
+	// exchange with the identity provider instead of (or, with fallback
+	// grant, before) the stored grant (see ExchangeConfig).
+	Exchange *ExchangeConfig `yaml:"exchange"`
 }
 
 // DefaultProviderConfig returns a ProviderConfig with the refresh defaults
@@ -265,6 +270,9 @@ func (c ProviderConfig) Validate() error {
 	}
 	if c.Timeout <= 0 || c.Timeout > maxTimeout {
 		p.Addf("timeout", "must be positive and at most %s", maxTimeout)
+	}
+	if c.Exchange != nil {
+		p.Add("exchange", c.Exchange.Validate())
 	}
 	return p.Err()
 }

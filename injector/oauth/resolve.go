@@ -63,6 +63,7 @@ func (c ProviderConfig) Resolve() (ProviderConfig, error) {
 	r := c
 	r.Scopes = slices.Clone(c.Scopes)
 	r.AuthParams = maps.Clone(c.AuthParams)
+	r.Exchange = c.Exchange.clone()
 	if c.Preset != "" {
 		e, ok := lookupEntry(c.Preset)
 		if !ok {
