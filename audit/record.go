@@ -107,9 +107,9 @@ type Record struct {
 	// IdentityFingerprint is [Fingerprinter.Token] of an IdP token the
 	// request presented; never the token itself.
 	IdentityFingerprint string `json:"identity_fingerprint,omitempty"`
-	Method string `json:"method,omitempty"`
-	Scheme string `json:"scheme,omitempty"`
-	Host   string `json:"host,omitempty"`
+	Method              string `json:"method,omitempty"`
+	Scheme              string `json:"scheme,omitempty"`
+	Host                string `json:"host,omitempty"`
 	// Path is the request's path and query (request-URI form). Credentials
 	// in the query are replaced by REDACTED on encoding (see [RedactPath]).
 	Path string `json:"path,omitempty"`
