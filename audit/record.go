@@ -27,6 +27,11 @@ const (
 	// duration_ms, and in Extra [ExtraOutcome], [ExtraRotated] and, when the
 	// call or what followed it failed, [ExtraError].
 	EventRefresh = "refresh"
+	// EventExchange records a token exchange (an ID-JAG from the IdP,
+	// traded at the app's authorization server): provider, user,
+	// identity_jti of the presented token, duration_ms, and in Extra
+	// [ExtraOutcome], [ExtraStep] and, when it failed, [ExtraError].
+	EventExchange = "exchange"
 	// EventConnect records a user connecting a provider account: provider,
 	// user, and [ExtraOutcome].
 	EventConnect = "connect"
@@ -58,12 +63,16 @@ const (
 // canonical fields.
 const (
 	// ExtraOutcome says how the event ended: refreshed, invalid_grant, …
-	// (refresh); ok, denied, failed, refused (connect); ok, partial,
+	// (refresh); exchanged, refused, unavailable, misconfigured
+	// (exchange); ok, denied, failed, refused (connect); ok, partial,
 	// not_found, failed (revoke).
 	ExtraOutcome = "outcome"
 	// ExtraRotated says whether a refresh received a new refresh token.
 	ExtraRotated = "rotated"
-	// ExtraError is a short error description (refresh). It must not
+	// ExtraStep says where an exchange ended: idp (the token exchange) or
+	// as (the app's authorization server).
+	ExtraStep = "step"
+	// ExtraError is a short error description (refresh, exchange). It must not
 	// contain secrets or provider response bodies.
 	ExtraError = "error"
 	// ExtraVersion is the onbehalf version (start, stop).

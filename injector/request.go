@@ -25,6 +25,8 @@ type SubjectToken struct {
 	// Type is the typ header it was presented with ("JWT", "at+jwt",
 	// "oauth-id-jag+jwt", or "" without one).
 	Type string
+	// ID is its jti, or "", for the audit trail.
+	ID string
 	// Value is the token itself: a bearer credential, never logged or
 	// forwarded.
 	Value string
@@ -36,7 +38,7 @@ func (t SubjectToken) String() string {
 	if t.Value != "" {
 		v = "REDACTED"
 	}
-	return fmt.Sprintf("SubjectToken{issuer: %q, type: %q, value: %s}", t.Issuer, t.Type, v)
+	return fmt.Sprintf("SubjectToken{issuer: %q, type: %q, id: %q, value: %s}", t.Issuer, t.Type, t.ID, v)
 }
 
 // Format makes every fmt verb print String, so that a request printed by

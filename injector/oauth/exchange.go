@@ -211,9 +211,8 @@ func (e *Exchanger) Fallback() string { return e.cfg.Fallback }
 func (e *Exchanger) Issuer() string { return e.cfg.Issuer }
 
 // Token returns an access token for req.User at the provider, obtained by
-// token exchange with req.Identity (see Exchanger for the steps). jti is
-// the presented token's jti, for ExchangeEvent only.
-func (e *Exchanger) Token(ctx context.Context, req injector.TokenRequest, jti string) (injector.Token, error) {
+// token exchange with req.Identity (see Exchanger for the steps).
+func (e *Exchanger) Token(ctx context.Context, req injector.TokenRequest) (injector.Token, error) {
 	// 1. Only a token of the exchanging IdP can be exchanged.
 	if req.Identity.Value == "" || req.Identity.Issuer != e.cfg.Issuer {
 		return injector.Token{}, fmt.Errorf("exchange %s/%s: %w", e.provider.name, req.User, injector.ErrNoSubjectToken)
@@ -232,7 +231,7 @@ func (e *Exchanger) Token(ctx context.Context, req injector.TokenRequest, jti st
 		defer e.flights.Done()
 		// Detached: the callers sharing this flight must not fail because
 		// the one that started it went away; each call has its timeout.
-		return e.exchange(context.WithoutCancel(ctx), key, req, jti)
+		return e.exchange(context.WithoutCancel(ctx), key, req)
 	})
 	select {
 	case r := <-ch:
@@ -261,9 +260,9 @@ func (e *Exchanger) cached(key exchangeKey) (injector.Token, bool) {
 }
 
 // exchange runs steps 4 to 6 and reports the outcome.
-func (e *Exchanger) exchange(ctx context.Context, key exchangeKey, req injector.TokenRequest, jti string) (injector.Token, error) {
+func (e *Exchanger) exchange(ctx context.Context, key exchangeKey, req injector.TokenRequest) (injector.Token, error) {
 	start := time.Now()
-	ev := ExchangeEvent{Provider: e.provider.name, User: req.User, IdentityJTI: jti, Step: "idp"}
+	ev := ExchangeEvent{Provider: e.provider.name, User: req.User, IdentityJTI: req.Identity.ID, Step: "idp"}
 	tok, err := e.twoCalls(ctx, req, &ev)
 	ev.Duration = time.Since(start)
 	ev.Err = err

@@ -136,7 +136,9 @@ func TestExchangeToken(t *testing.T) {
 	defer cancel()
 
 	for _, typ := range []string{"JWT", ""} {
-		tok, err := e.Token(ctx, w.request(testUser, typ, w.idToken(t, testUser)), "jti-1")
+		req := w.request(testUser, typ, w.idToken(t, testUser))
+		req.Identity.ID = "jti-1"
+		tok, err := e.Token(ctx, req)
 		if err != nil {
 			t.Fatalf("Token: %v", err)
 		}
@@ -160,14 +162,14 @@ func TestExchangeToken(t *testing.T) {
 	// Past the cache bound: exchanged again.
 	later := now.Add(61 * time.Second)
 	clock.Store(&later)
-	if _, err := e.Token(ctx, w.request(testUser, "JWT", w.idToken(t, testUser)), ""); err != nil {
+	if _, err := e.Token(ctx, w.request(testUser, "JWT", w.idToken(t, testUser))); err != nil {
 		t.Fatal(err)
 	}
 	if s := w.idp.Stats(); s.Exchanges != 2 {
 		t.Errorf("got %d exchanges at the idp; want 2", s.Exchanges)
 	}
 	// Another user has a token of their own.
-	bob, err := e.Token(ctx, w.request("bob", "JWT", w.idToken(t, "bob")), "")
+	bob, err := e.Token(ctx, w.request("bob", "JWT", w.idToken(t, "bob")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,12 +186,12 @@ func TestExchangeAccessToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Token(context.Background(), w.request(testUser, "at+jwt", at), ""); err != nil {
+	if _, err := e.Token(context.Background(), w.request(testUser, "at+jwt", at)); err != nil {
 		t.Fatalf("Token: %v", err)
 	}
 	// Presented as an ID token, the IdP refuses it.
 	e2 := w.exchanger(t, ExchangeOptions{})
-	if _, err := e2.Token(context.Background(), w.request("carol", "JWT", at), ""); !errors.Is(err, injector.ErrExchangeDenied) {
+	if _, err := e2.Token(context.Background(), w.request("carol", "JWT", at)); !errors.Is(err, injector.ErrExchangeDenied) {
 		t.Errorf("access token as an ID token: got %v; want ErrExchangeDenied", err)
 	}
 }
@@ -211,7 +213,7 @@ func TestExchangeStorm(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tok, err := e.Token(ctx, req, "")
+			tok, err := e.Token(ctx, req)
 			tokens[i], errs[i] = tok.Value, err
 		}()
 	}
@@ -239,7 +241,7 @@ func TestExchangeCallerGivesUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.Token(ctx, req, "")
+		_, err := e.Token(ctx, req)
 		done <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
@@ -247,7 +249,7 @@ func TestExchangeCallerGivesUp(t *testing.T) {
 	if err := <-done; !errors.Is(err, injector.ErrProviderUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled caller: got %v", err)
 	}
-	if _, err := e.Token(context.Background(), req, ""); err != nil {
+	if _, err := e.Token(context.Background(), req); err != nil {
 		t.Fatalf("second caller: %v", err)
 	}
 	e.Wait()
@@ -265,7 +267,7 @@ func TestExchangeNeedsTheIdPToken(t *testing.T) {
 		"orchestrator assertion": {Provider: xProvider, User: testUser},
 		"another idp":            {Provider: xProvider, User: testUser, Identity: injector.SubjectToken{Issuer: "https://other-idp.test", Value: "x.y.z"}},
 	} {
-		_, err := e.Token(context.Background(), req, "")
+		_, err := e.Token(context.Background(), req)
 		if !errors.Is(err, injector.ErrNoSubjectToken) || !errors.Is(err, injector.ErrExchangeDenied) {
 			t.Errorf("%s: got %v; want ErrNoSubjectToken", name, err)
 		}
@@ -302,7 +304,7 @@ func TestExchangeFailures(t *testing.T) {
 			}
 			e := w.exchanger(t, ExchangeOptions{})
 			idTok := w.idToken(t, testUser)
-			_, err := e.Token(context.Background(), w.request(testUser, "JWT", idTok), "")
+			_, err := e.Token(context.Background(), w.request(testUser, "JWT", idTok))
 			if !errors.Is(err, tt.sentinel) {
 				t.Fatalf("got %v; want %v", err, tt.sentinel)
 			}
@@ -340,14 +342,14 @@ func TestExchangeDiscoveredEndpoint(t *testing.T) {
 		}
 		return w.idp.TokenURL(), nil
 	}})
-	if _, err := e.Token(context.Background(), w.request(testUser, "JWT", w.idToken(t, testUser)), ""); err != nil {
+	if _, err := e.Token(context.Background(), w.request(testUser, "JWT", w.idToken(t, testUser))); err != nil {
 		t.Fatal(err)
 	}
 	if asked.Load() != 1 {
 		t.Errorf("TokenEndpoint asked %d times; want 1", asked.Load())
 	}
 	failing := w.exchanger(t, ExchangeOptions{TokenEndpoint: func(string) (string, error) { return "", errors.New("discovery document not read yet") }})
-	if _, err := failing.Token(context.Background(), w.request(testUser, "JWT", w.idToken(t, testUser)), ""); !errors.Is(err, injector.ErrProviderUnavailable) {
+	if _, err := failing.Token(context.Background(), w.request(testUser, "JWT", w.idToken(t, testUser))); !errors.Is(err, injector.ErrProviderUnavailable) {
 		t.Errorf("without a discovered endpoint: got %v; want ErrProviderUnavailable", err)
 	}
 }

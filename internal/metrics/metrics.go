@@ -39,6 +39,8 @@ type Metrics struct {
 	stages        map[string]prometheus.Observer // the stage histogram of each Stage* constant
 	tokenCache    *prometheus.CounterVec
 	refreshes     *prometheus.CounterVec
+	exchanges     *prometheus.CounterVec
+	fallbacks     *prometheus.CounterVec
 	storeErrors   prometheus.Counter
 	auditErrors   prometheus.Counter
 	policyReloads *prometheus.CounterVec
@@ -72,6 +74,14 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "refreshes_total",
 		Help: "Token endpoint calls by provider and outcome.",
 	}, []string{"provider", "outcome"})
+	m.exchanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "exchanges_total",
+		Help: "Token exchanges (RFC 8693 at the IdP, then RFC 7523 at the app) by provider and outcome (exchanged, refused, unavailable, misconfigured).",
+	}, []string{"provider", "outcome"})
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "exchange_fallbacks_total",
+		Help: "Requests whose token came from the stored grant because the provider's exchange gave none (fallback: grant), by provider.",
+	}, []string{"provider"})
 	m.storeErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "store_errors_total",
 		Help: "Requests that failed because the grant store was unavailable.",
@@ -98,7 +108,7 @@ func New() *Metrics {
 	for _, name := range []string{StageIdentity, StagePolicy, StageToken, StageUpstream} {
 		m.stages[name] = m.stage.WithLabelValues(name)
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes,
+	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes, m.exchanges, m.fallbacks,
 		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -149,6 +159,23 @@ func (m *Metrics) Refresh(provider, outcome string) {
 		return
 	}
 	m.refreshes.WithLabelValues(provider, outcome).Inc()
+}
+
+// Exchange records a token exchange.
+func (m *Metrics) Exchange(provider, outcome string) {
+	if m == nil {
+		return
+	}
+	m.exchanges.WithLabelValues(provider, outcome).Inc()
+}
+
+// ExchangeFallback records a request served from the stored grant after
+// its provider's exchange gave no token.
+func (m *Metrics) ExchangeFallback(provider string) {
+	if m == nil {
+		return
+	}
+	m.fallbacks.WithLabelValues(provider).Inc()
 }
 
 // StoreError counts a request failed by the store.

@@ -223,8 +223,16 @@ func (c *Config) ResolvePaths(dir string) {
 	abs(&c.Store.Vault.Auth.KubernetesTokenFile)
 	abs(&c.Audit.File.Path)
 	abs(&c.Audit.FingerprintKeyFile)
+	for i := range c.Identity.IdPs {
+		abs(&c.Identity.IdPs[i].CAFile)
+	}
 	for name, pc := range c.Providers {
 		abs(&pc.ClientSecretFile)
+		if pc.Exchange != nil {
+			x := *pc.Exchange
+			abs(&x.ClientSecretFile)
+			pc.Exchange = &x
+		}
 		c.Providers[name] = pc
 	}
 	abs(&c.Tracing.CAFile)
@@ -277,6 +285,7 @@ func (c Config) Validate() error {
 		p.Addf("token_cache.max_entries", "must be at least 1")
 	}
 	c.validateProviders(&p)
+	c.validateExchanges(&p)
 	p.Add("policy", c.Policy.Validate())
 	c.validateStore(&p)
 	p.Add("egress", c.Egress.Validate())
@@ -292,6 +301,32 @@ func (c Config) validateProviders(p *config.Problems) {
 			p.Addf("providers."+name, "%v", err)
 		}
 		p.Add("providers."+name, pc.Validate())
+	}
+}
+
+// validateExchanges checks what a provider's exchange section needs from
+// the identity section: its issuer is a configured IdP, and without a
+// token_url that IdP's keys come by discovery (whose document names the
+// token endpoint).
+func (c Config) validateExchanges(p *config.Problems) {
+	names := make([]string, 0, len(c.Providers))
+	for name := range c.Providers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		x := c.Providers[name].Exchange
+		if x == nil || x.Issuer == "" {
+			continue
+		}
+		path := "providers." + name + ".exchange"
+		idp, ok := c.Identity.IdP(x.Issuer)
+		switch {
+		case !ok:
+			p.Addf(path+".issuer", "%q is not one of identity.idps: only an IdP's tokens can be exchanged", x.Issuer)
+		case x.TokenURL == "" && idp.JWKSURL != "":
+			p.Addf(path+".token_url", "required: the IdP's keys are configured by jwks_url, so no discovery document names its token endpoint")
+		}
 	}
 }
 

@@ -73,9 +73,12 @@ type Sidecar struct {
 	tracing  *tracing.Provider
 	// refreshing is drained at shutdown so a refresh in flight is stored.
 	refreshing *oauth.Source
-	providers  map[string]*oauth.Provider
-	proxyLn    net.Listener
-	adminLn    net.Listener
+	// tokens chooses each request's token source; its exchanges in flight
+	// are waited for at shutdown.
+	tokens    *tokenSource
+	providers map[string]*oauth.Provider
+	proxyLn   net.Listener
+	adminLn   net.Listener
 }
 
 // New builds every component from cfg and opens the listeners, so that the
@@ -108,7 +111,9 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if s.auditor, err = audit.New(cfg.Audit, auditOpts); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	if s.verifier, err = identity.New(ctx, cfg.Identity); err != nil {
+	if s.verifier, err = identity.New(ctx, cfg.Identity,
+		identity.WithLogger(s.log.Named("identity")),
+		identity.WithFingerprint(s.auditor.Fingerprinter().Token)); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	routes, err := injector.NewTable(cfg.EffectiveRoutes())
@@ -141,7 +146,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.refreshing = refreshing
+	s.refreshing, s.tokens = refreshing, tokens
 	if s.guard, err = egress.New(cfg.Egress, gopts...); err != nil {
 		return nil, fmt.Errorf("egress: %w", err)
 	}
@@ -269,6 +274,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	if s.refreshing != nil {
 		_ = s.refreshing.Drain(sctx)
+	}
+	if s.tokens != nil {
+		s.tokens.wait(sctx)
 	}
 	s.auditLifecycle(audit.EventStop)
 	s.log.Info("sidecar stopped")

@@ -103,6 +103,9 @@ type Options struct {
 	// server, and alice's grant is a real one it issued (Token and
 	// RefreshToken on Env hold it) instead of the canary.
 	Provider *oauthtest.Server
+	// TrustPEM are further CA certificates the sidecar trusts for APIs and
+	// token endpoints (an IdP's and an app's authorization server, say).
+	TrustPEM [][]byte
 }
 
 // ProviderClientID and ProviderClientSecret register the sidecar at
@@ -239,6 +242,9 @@ func New(tb testing.TB, o Options) *Env {
 	e.roots = up.CertPool().Clone()
 	if o.Provider != nil {
 		e.roots.AppendCertsFromPEM(o.Provider.CACertPEM())
+	}
+	for _, pem := range o.TrustPEM {
+		e.roots.AppendCertsFromPEM(pem)
 	}
 	e.Sidecar = e.startSidecar(tb, cfg, e.Store)
 	return e
