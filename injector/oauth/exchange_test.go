@@ -40,7 +40,7 @@ type xworld struct {
 	events chan ExchangeEvent
 }
 
-func newXWorld(t *testing.T, edit func(*ExchangeConfig)) *xworld {
+func newXWorld(t testing.TB, edit func(*ExchangeConfig)) *xworld {
 	t.Helper()
 	idp, err := idptest.StartIdP(idptest.IdPOptions{Clients: []idptest.Client{{ID: xAgentClient, Secret: xAgentSecret}}})
 	if err != nil {
@@ -81,7 +81,7 @@ func newXWorld(t *testing.T, edit func(*ExchangeConfig)) *xworld {
 	return w
 }
 
-func (w *xworld) exchanger(t *testing.T, o ExchangeOptions) *Exchanger {
+func (w *xworld) exchanger(t testing.TB, o ExchangeOptions) *Exchanger {
 	t.Helper()
 	p, err := NewProvider(xProvider, w.cfg, xAppSecret, w.client)
 	if err != nil {
@@ -103,7 +103,7 @@ func (w *xworld) request(user, typ, tok string) injector.TokenRequest {
 	return injector.TokenRequest{Provider: xProvider, User: user, Identity: injector.SubjectToken{Issuer: w.idp.Issuer(), Type: typ, Value: tok}}
 }
 
-func (w *xworld) idToken(t *testing.T, user string) string {
+func (w *xworld) idToken(t testing.TB, user string) string {
 	t.Helper()
 	tok, err := w.idp.IDToken(user, idptest.TokenOptions{Audience: xAgentClient})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,6 +64,8 @@ type idpOptions struct {
 	// slowMachine allows the slow TLS handshakes of hundreds of
 	// simultaneous tunnels under the race detector on a shared machine.
 	slowMachine bool
+	// quiet logs at info instead of debug (benchmarks).
+	quiet bool
 }
 
 func newIdPEnv(t testing.TB, o idpOptions) *idpEnv {
@@ -135,6 +138,9 @@ func newIdPEnv(t testing.TB, o idpOptions) *idpEnv {
 			c.Routes = append(c.Routes, injector.RouteConfig{Name: "notes-api", Host: notesHost, Port: port, Provider: notesProvider})
 			if o.ttl != 0 {
 				c.TokenCache.TTL = o.ttl
+			}
+			if o.quiet {
+				c.Log.Level = "info"
 			}
 			if o.slowMachine {
 				c.Proxy.Limits.HandshakeTimeout = time.Minute
@@ -690,4 +696,61 @@ func TestIdPKeyRotation(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("requests during the rotation failed: %v", failures)
 	}
+}
+
+// BenchmarkIdPTokenPaths compares the steady state of three requests
+// through the sidecar, each a small JSON POST on a keep-alive tunnel with
+// the identity and the token cached: an orchestrator assertion on a route
+// with a stored grant (the baseline, as BenchmarkServeCacheHit), an IdP
+// token on that route, and an IdP token on a route whose token comes from
+// exchange. The process runs client, sidecar and upstream; cpu-µs/op is
+// their sum.
+func BenchmarkIdPTokenPaths(b *testing.B) {
+	e := newIdPEnv(b, idpOptions{quiet: true, ttl: 5 * time.Minute})
+	body := `{"channel":"general","text":"benchmark"}`
+	for _, bc := range []struct {
+		name, url, assertion string
+	}{
+		{"grant/orchestrator-assertion", e.APIURL("/api/chat.postMessage"), e.Assert(b, testenv.User)},
+		{"grant/idp-token", e.APIURL("/api/chat.postMessage"), e.idToken(b, nil)},
+		{"exchange/idp-token", e.notesURL("/v1/notes"), e.idToken(b, nil)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			client := e.Client()
+			defer client.CloseIdleConnections()
+			do := func() {
+				req, _ := http.NewRequest(http.MethodPost, bc.url, strings.NewReader(body))
+				req.Header.Set(identity.DefaultHeader, bc.assertion)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			do() // warm: tunnel, leaf, identity and token caches (the exchange)
+			e.Upstream.Reset()
+			b.ReportAllocs()
+			start := cpuTimeNow()
+			for b.Loop() {
+				do()
+			}
+			b.ReportMetric(float64((cpuTimeNow()-start).Microseconds())/float64(b.N), "cpu-µs/op")
+			e.Upstream.Reset()
+		})
+	}
+	if n := e.idp.Stats().Exchanges; n != 1 {
+		b.Errorf("%d exchanges; want 1 (the warm-up)", n)
+	}
+}
+
+// cpuTimeNow is this process's user+system CPU time.
+func cpuTimeNow() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
