@@ -348,6 +348,30 @@ func TestIdPTokenExchange(t *testing.T) {
 			}
 		})
 	}
+	// Go net/http presenting the IdP token once, on CONNECT
+	// (Proxy-Authorization: Bearer): requests in the tunnel are alice's and
+	// get the exchanged token.
+	t.Run("go-net-http-connect", func(t *testing.T) {
+		e.Upstream.Reset()
+		idTok := e.idToken(t, nil)
+		presented = append(presented, idTok)
+		client := e.Client()
+		defer client.CloseIdleConnections()
+		client.Transport.(*http.Transport).ProxyConnectHeader = http.Header{"Proxy-Authorization": {"Bearer " + idTok}}
+		resp, err := client.Post(e.notesURL("/v1/notes/connect"), "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		e.checkExchanged(t, idTok, "/v1/notes/connect")
+		if rec := waitPathRecord(t, e.Env, "/v1/notes/connect"); rec["identity_jti"] != jti(t, idTok) || rec["token_source"] != "exchange" {
+			t.Errorf("request record %v", rec)
+		}
+	})
+
 	// The chat route still injects alice's stored grant for the same IdP
 	// token: a provider without exchange ignores how the user was named.
 	e.Upstream.Reset()
