@@ -76,7 +76,11 @@ func newXWorld(t testing.TB, edit func(*ExchangeConfig)) *xworld {
 		edit(&x)
 	}
 	cfg.Exchange = &x
-	w := &xworld{idp: idp, as: as, cfg: cfg, client: NewHTTPClient(roots), events: make(chan ExchangeEvent, 1000)}
+	client, err := NewHTTPClient(roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &xworld{idp: idp, as: as, cfg: cfg, client: client, events: make(chan ExchangeEvent, 1000)}
 	t.Cleanup(w.client.CloseIdleConnections)
 	return w
 }

@@ -311,6 +311,14 @@ func (c Config) CheckFiles() error {
 			p.Addf("jwks_ca_file", "%s", fileProblem(c.JWKSCAFile, err))
 		}
 	}
+	for i, idp := range c.IdPs {
+		if idp.CAFile == "" {
+			continue
+		}
+		if _, err := newJWKSClient(idp.CAFile); err != nil {
+			p.Addf(idx("idps", i)+".ca_file", "%s", fileProblem(idp.CAFile, err))
+		}
+	}
 	return p.Err()
 }
 
