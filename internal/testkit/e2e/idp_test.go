@@ -406,39 +406,38 @@ func TestIdPTokenExchange(t *testing.T) {
 
 // TestIdPFallbackToGrant: with fallback grant, a request whose exchange
 // gives no token (the app does not accept JWT bearer grants, or the
-// identity is an orchestrator assertion) gets alice's stored notes grant.
+// identity is an orchestrator assertion) gets alice's stored notes grant,
+// from each real agent.
 func TestIdPFallbackToGrant(t *testing.T) {
 	e := newIdPEnv(t, idpOptions{fallback: oauth.FallbackGrant, notesGrant: true})
 	e.as.SetJWTBearer(false)
-	client := e.Client()
+	dir, agents := exampleAgents(t)
 	for name, assertion := range map[string]string{
 		"app without exchange":   e.idToken(t, nil),
 		"orchestrator assertion": e.Assert(t, testenv.User),
 	} {
-		t.Run(name, func(t *testing.T) {
-			e.Upstream.Reset()
-			req, _ := http.NewRequest(http.MethodGet, e.notesURL("/v1/notes"), nil)
-			req.Header.Set(identity.DefaultHeader, assertion)
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("status %d", resp.StatusCode)
-			}
-			reqs := e.Upstream.Requests()
-			if len(reqs) != 1 || reqs[0].Header.Get("Authorization") != "Bearer "+notesGrantToken {
-				t.Fatalf("upstream did not get the stored grant's token")
-			}
-			rec := e.WaitRecord(t, resp.Header.Get("Onbehalf-Decision-Id"))
-			if rec["token_source"] != "grant" || rec["grant_generation"] != 1.0 {
-				t.Errorf("record %v; want token_source grant", rec)
-			}
-		})
+		for agent, cmd := range agents {
+			t.Run(name+"/"+agent, func(t *testing.T) {
+				e.Upstream.Reset()
+				path := "/v1/notes/" + strings.ReplaceAll(name, " ", "-") + "/" + agent
+				out, errOut, ok := runAgent(t, agentEnv(e.Env, assertion), dir, append(cmd, e.notesURL(path)))
+				if !ok {
+					t.Fatalf("agent failed: %s %s", out, errOut)
+				}
+				reqs := e.Upstream.Requests()
+				if len(reqs) != 1 || reqs[0].Header.Get("Authorization") != "Bearer "+notesGrantToken {
+					t.Fatalf("upstream did not get the stored grant's token")
+				}
+				if rec := waitPathRecord(t, e.Env, path); rec["token_source"] != "grant" || rec["grant_generation"] != 1.0 {
+					t.Errorf("record %v; want token_source grant", rec)
+				}
+			})
+		}
 	}
-	if s := e.as.Stats(); s.Refusals != 1 {
-		t.Errorf("app refusals %d; want 1 (the orchestrator assertion is never exchanged)", s.Refusals)
+	// Only the IdP token is ever exchanged, and nothing is cached from a
+	// refused exchange.
+	if s := e.as.Stats(); s.Refusals != int64(len(agents)) {
+		t.Errorf("app refusals %d; want %d", s.Refusals, len(agents))
 	}
 }
 
