@@ -121,7 +121,7 @@ func (s *httpServer) close() {
 	})
 }
 
-// CertPool returns a pool holding the server's CA.
+// certPool returns a pool holding the server's CA.
 func (s *httpServer) certPool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AppendCertsFromPEM(s.caPEM)

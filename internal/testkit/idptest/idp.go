@@ -1,6 +1,7 @@
 package idptest
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -311,7 +312,7 @@ func (p *IdP) IDToken(user string, o TokenOptions) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ttl := cmpOr(o.TTL, DefaultTokenTTL)
+	ttl := cmp.Or(o.TTL, DefaultTokenTTL)
 	claims := &jwt.IDTokenClaims{
 		Issuer: p.Issuer(), Subject: user, JTI: randomID(), Extra: maps.Clone(o.Claims),
 	}
@@ -338,7 +339,7 @@ func (p *IdP) AccessToken(user string, o TokenOptions) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ttl := cmpOr(o.TTL, DefaultTokenTTL)
+	ttl := cmp.Or(o.TTL, DefaultTokenTTL)
 	iat := o.IssuedAt
 	if iat.IsZero() {
 		iat = time.Now().UTC()
@@ -375,13 +376,6 @@ func (p *IdP) Sign(typ string, claims map[string]any, kid string) (string, error
 	signer := &jwt.DefaultSigner{GetPrivateKey: func(context.Context) (any, error) { return key, nil }}
 	tok, _, err := signer.Generate(context.Background(), jwt.MapClaims(maps.Clone(claims)), headers)
 	return tok, err
-}
-
-func cmpOr(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 func (p *IdP) handleDiscovery(w http.ResponseWriter, r *http.Request) {
