@@ -69,7 +69,6 @@ var (
 	errMalformedAgent    = invalid("malformed agent claim")
 	errMissingRequired   = invalid("missing required claim")
 	errEmailUnverified   = invalid("email not verified")
-	errIdPNotReady       = invalid("the identity provider's keys are not loaded yet")
 	errHeaderJKU         = invalid("header jku not allowed")
 	errHeaderX5U         = invalid("header x5u not allowed")
 	errHeaderJWK         = invalid("header jwk not allowed")
