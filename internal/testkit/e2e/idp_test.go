@@ -62,7 +62,8 @@ type idpOptions struct {
 	notesGrant bool     // give alice a stored notes grant
 	ttl        time.Duration
 	// slowMachine allows the slow TLS handshakes of hundreds of
-	// simultaneous tunnels under the race detector on a shared machine.
+	// simultaneous tunnels (and as many upstream connections) under the
+	// race detector on a shared machine.
 	slowMachine bool
 	// quiet logs at info instead of debug (benchmarks).
 	quiet bool
@@ -145,6 +146,8 @@ func newIdPEnv(t testing.TB, o idpOptions) *idpEnv {
 			if o.slowMachine {
 				c.Proxy.Limits.HandshakeTimeout = time.Minute
 				c.Proxy.Limits.ReadHeaderTimeout = time.Minute
+				c.Proxy.Upstream.DialTimeout = time.Minute
+				c.Proxy.Upstream.TLSHandshakeTimeout = time.Minute
 			}
 		},
 	})
@@ -598,9 +601,12 @@ func TestIdPExchangeStorm(t *testing.T) {
 				code := 0
 				resp, err := client.Do(req)
 				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
+					b, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
 					code = resp.StatusCode
+					if assertion != "" && code != http.StatusOK {
+						t.Logf("request: %d %s", code, b)
+					}
 				} else {
 					t.Logf("request: %v", err)
 				}
