@@ -214,14 +214,27 @@ func decodeHeader(b []byte, allowed algSet) (header, error) {
 			if value.Kind() != '"' {
 				return header{}, errTypType
 			}
-			typ, err := jsontext.AppendUnquote(nil, value)
-			switch {
-			case err != nil:
-				return header{}, errTypType
-			case len(typ) > maxTypLength:
+			// Without escapes the value is the text between the
+			// quotes; unquoting it would cost an allocation.
+			typ := []byte(value[1 : len(value)-1])
+			if bytes.IndexByte(typ, '\\') >= 0 {
+				if typ, err = jsontext.AppendUnquote(nil, value); err != nil {
+					return header{}, errTypType
+				}
+			}
+			if len(typ) > maxTypLength {
 				return header{}, errTypTooLong
 			}
-			hdr.hasTyp, hdr.typ = true, string(typ)
+			hdr.hasTyp = true
+			// The usual values need no allocation of their own.
+			switch string(typ) {
+			case TypeJWT:
+				hdr.typ = TypeJWT
+			case TypeAccessToken:
+				hdr.typ = TypeAccessToken
+			default:
+				hdr.typ = string(typ)
+			}
 		}
 	}
 	switch {
