@@ -27,6 +27,11 @@ const (
 	// duration_ms, and in Extra [ExtraOutcome], [ExtraRotated] and, when the
 	// call or what followed it failed, [ExtraError].
 	EventRefresh = "refresh"
+	// EventExchange records a token exchange (an ID-JAG from the IdP,
+	// traded at the app's authorization server): provider, user,
+	// identity_jti of the presented token, duration_ms, and in Extra
+	// [ExtraOutcome], [ExtraStep] and, when it failed, [ExtraError].
+	EventExchange = "exchange"
 	// EventConnect records a user connecting a provider account: provider,
 	// user, and [ExtraOutcome].
 	EventConnect = "connect"
@@ -69,12 +74,16 @@ const (
 // canonical fields.
 const (
 	// ExtraOutcome says how the event ended: refreshed, invalid_grant, …
-	// (refresh); ok, denied, failed, refused (connect); ok, partial,
+	// (refresh); exchanged, refused, unavailable, misconfigured
+	// (exchange); ok, denied, failed, refused (connect); ok, partial,
 	// not_found, failed (revoke).
 	ExtraOutcome = "outcome"
 	// ExtraRotated says whether a refresh received a new refresh token.
 	ExtraRotated = "rotated"
-	// ExtraError is a short error description (refresh). It must not
+	// ExtraStep says where an exchange ended: idp (the token exchange) or
+	// as (the app's authorization server).
+	ExtraStep = "step"
+	// ExtraError is a short error description (refresh, exchange). It must not
 	// contain secrets or provider response bodies.
 	ExtraError = "error"
 	// ExtraVersion is the onbehalf version (start, stop).
@@ -111,9 +120,18 @@ type Record struct {
 	Agent string `json:"agent,omitempty"`
 	// Issuer is the assertion's iss.
 	Issuer string `json:"issuer,omitempty"`
-	Method string `json:"method,omitempty"`
-	Scheme string `json:"scheme,omitempty"`
-	Host   string `json:"host,omitempty"`
+	// IdentitySource is where the identity came from: "orchestrator" or
+	// "idp" (docs/design.md#identity-sources).
+	IdentitySource string `json:"identity_source,omitempty"`
+	// IdentityJTI is the jti of the assertion or IdP token the request
+	// presented, so the record can be matched with the issuer's own logs.
+	IdentityJTI string `json:"identity_jti,omitempty"`
+	// IdentityFingerprint is [Fingerprinter.Token] of an IdP token the
+	// request presented; never the token itself.
+	IdentityFingerprint string `json:"identity_fingerprint,omitempty"`
+	Method              string `json:"method,omitempty"`
+	Scheme              string `json:"scheme,omitempty"`
+	Host                string `json:"host,omitempty"`
 	// Path is the request's path and query (request-URI form). Credentials
 	// in the query are replaced by REDACTED on encoding (see [RedactPath]).
 	Path string `json:"path,omitempty"`
@@ -130,6 +148,10 @@ type Record struct {
 	// TokenFingerprint is [Fingerprinter.Token] of the injected token; never
 	// the token itself.
 	TokenFingerprint string `json:"token_fingerprint,omitempty"`
+	// TokenSource says what supplied the injected token: "grant" (the
+	// user's stored grant) or "exchange" (a token exchange at the IdP and
+	// the app's authorization server).
+	TokenSource string `json:"token_source,omitempty"`
 	// Status is the HTTP status returned to the agent.
 	Status int `json:"status,omitempty"`
 	// DurationMS is the time taken, in milliseconds.
@@ -181,6 +203,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("user", capField(r.User))
 	addString(enc, "agent", r.Agent)
 	addString(enc, "issuer", r.Issuer)
+	addString(enc, "identity_source", r.IdentitySource)
+	addString(enc, "identity_jti", capField(r.IdentityJTI))
+	addString(enc, "identity_fingerprint", r.IdentityFingerprint)
 	addString(enc, "method", r.Method)
 	addString(enc, "scheme", r.Scheme)
 	addString(enc, "host", r.Host)
@@ -194,6 +219,7 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddInt64("grant_generation", r.GrantGeneration)
 	}
 	addString(enc, "token_fingerprint", r.TokenFingerprint)
+	addString(enc, "token_source", r.TokenSource)
 	if r.Status != 0 {
 		enc.AddInt("status", r.Status)
 	}

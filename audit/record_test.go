@@ -70,6 +70,15 @@ func TestRecordGolden(t *testing.T) {
 		{"allow", request(DecisionAllow)},
 		{"deny", request(DecisionDeny)},
 		{"would_deny", request(DecisionWouldDeny)},
+		{"exchange", func() *Record {
+			// An IdP token presented, the app's token obtained by
+			// exchange: no grant generation, both fingerprints.
+			r := request(DecisionAllow)
+			r.Issuer, r.IdentitySource, r.IdentityJTI = "https://idp.example", "idp", "AT.rYpl-golden"
+			r.IdentityFingerprint = fp.Token("eyJ-golden-idp-token")
+			r.GrantGeneration, r.TokenSource = 0, "exchange"
+			return r
+		}()},
 		{"refresh", &Record{
 			Time: testTime, Event: EventRefresh, User: "alice@example.com", Provider: "slack",
 			GrantGeneration: 8, DurationMS: 230,
@@ -118,6 +127,7 @@ func TestRecordFieldNames(t *testing.T) {
 	a := newAuditor(t, stdoutConfig(), Options{Stdout: &out})
 	r := sampleRecord(1)
 	r.ErrorCode = "x"
+	r.IdentitySource, r.IdentityJTI, r.IdentityFingerprint, r.TokenSource = "idp", "jti-1", "fedcba9876543210", "exchange"
 	r.Extra = []zap.Field{zap.String(ExtraOutcome, "ok")}
 	if err := a.Write(r); err != nil {
 		t.Fatal(err)
@@ -128,9 +138,10 @@ func TestRecordFieldNames(t *testing.T) {
 		got = append(got, k)
 	}
 	want := []string{
-		"time", "event", "decision_id", "user", "agent", "issuer", "method", "scheme", "host", "path",
+		"time", "event", "decision_id", "user", "agent", "issuer", "identity_source", "identity_jti",
+		"identity_fingerprint", "method", "scheme", "host", "path",
 		"route", "provider", "decision", "reason", "policy_revision", "grant_generation",
-		"token_fingerprint", "status", "duration_ms", "bytes_in", "bytes_out", "error_code",
+		"token_fingerprint", "token_source", "status", "duration_ms", "bytes_in", "bytes_out", "error_code",
 		"extra", "seq", "prev_hash",
 	}
 	less := func(a, b string) bool { return a < b }

@@ -25,6 +25,27 @@ var (
 	// client credentials (invalid_client): an operator must act. User grants
 	// are untouched.
 	ErrProviderMisconfigured = errors.New("provider refused the client credentials")
+	// ErrExchangeDenied means a token exchange was refused: the IdP would
+	// not issue an identity assertion grant for this user and app, or the
+	// app's authorization server would not accept it.
+	ErrExchangeDenied = errors.New("token exchange refused")
+	// ErrNoSubjectToken means a provider's tokens come from token exchange,
+	// but the request's identity is not a token of the IdP that exchanges
+	// them (an orchestrator assertion, or another IdP's token). It wraps
+	// ErrExchangeDenied.
+	ErrNoSubjectToken = fmt.Errorf("no token of the exchanging identity provider: %w", ErrExchangeDenied)
+)
+
+// Token sources, as Token.Source and the audit record's token_source say
+// them.
+const (
+	// SourceGrant is a token from the user's stored grant (as stored, or
+	// refreshed).
+	SourceGrant = "grant"
+	// SourceExchange is a token obtained by token exchange: an ID-JAG from
+	// the IdP (RFC 8693), traded at the app's authorization server (RFC
+	// 7523).
+	SourceExchange = "exchange"
 )
 
 // expirySkew is how long before its expiry an access token stops being
@@ -38,6 +59,8 @@ type Token struct {
 	Value      string
 	Generation int64
 	Expiry     time.Time
+	// Source is SourceGrant or SourceExchange; "" means SourceGrant.
+	Source string
 	// Secrets are the grant's other secrets the sidecar holds (its
 	// refresh token, the provider's client secret): never sent upstream,
 	// but scrubbed from responses all the same.
@@ -55,7 +78,7 @@ func (t Token) ScrubSet() *scrub.Set {
 
 // String returns a description without the token.
 func (t Token) String() string {
-	return fmt.Sprintf("Token{generation: %d, expiry: %s, value: REDACTED}", t.Generation, t.Expiry.Format(time.RFC3339))
+	return fmt.Sprintf("Token{source: %s, generation: %d, expiry: %s, value: REDACTED}", t.Source, t.Generation, t.Expiry.Format(time.RFC3339))
 }
 
 // GoString is String, so %#v leaks nothing either.

@@ -132,7 +132,7 @@ func TestInputValueAt(t *testing.T) {
 	r.Header.Add("Accept", "a")
 	r.Header.Add("Accept", "b")
 	with := NewInput(r, InputArgs{
-		Subject: Subject{User: "alice", Agent: "agent-7", Issuer: "https://o", Claims: map[string]any{"providers": []any{"slack"}, "n": 3}},
+		Subject: Subject{User: "alice", Agent: "agent-7", Issuer: "https://o", Source: "idp", Claims: map[string]any{"providers": []any{"slack"}, "n": 3}},
 		Route:   &Route{Provider: "slack", Host: "api.example.com", Name: "slack-api"},
 		Source:  "127.0.0.1:5555", Scheme: "https", Host: "api.example.com", Now: time.Unix(1700000000, 0),
 	})
@@ -145,7 +145,7 @@ func TestInputValueAt(t *testing.T) {
 		"attributes.request.http.method.deeper", "attributes.request.http.nope", "attributes.request.nope",
 		"attributes.source", "attributes.source.address", "attributes.source.address.x", "attributes.source.nope", "attributes.nope",
 		"parsed_path", "parsed_path.x", "parsed_query", "parsed_query.channel", "parsed_query.x", "parsed_query.missing",
-		"parsed_query.x.y", "subject", "subject.user", "subject.agent", "subject.issuer", "subject.claims",
+		"parsed_query.x.y", "subject", "subject.user", "subject.agent", "subject.issuer", "subject.source", "subject.source.x", "subject.claims",
 		"subject.claims.providers", "subject.claims.n", "subject.user.x", "subject.nope",
 		"route", "route.provider", "route.host", "route.name", "route.nope", "route.provider.x",
 		"time", "time.x", "nothing",

@@ -68,6 +68,10 @@ type Subject struct {
 	User   string `json:"user"`
 	Agent  string `json:"agent"`
 	Issuer string `json:"issuer"`
+	// Source says where the identity came from: "orchestrator" (an
+	// assertion minted by the orchestrator) or "idp" (a token issued by one
+	// of the configured OpenID Connect issuers).
+	Source string `json:"source"`
 	// Claims holds the assertion's narrowing claims (allowed providers, task
 	// id, ...). It never holds the assertion itself.
 	Claims map[string]any `json:"claims"`
@@ -185,6 +189,7 @@ func NewInput(r *http.Request, a InputArgs) *Input {
 			User:   a.Subject.User,
 			Agent:  a.Subject.Agent,
 			Issuer: a.Subject.Issuer,
+			Source: a.Subject.Source,
 			Claims: claims,
 		},
 		Route: a.Route,
@@ -306,6 +311,7 @@ var (
 	keyUser        = ast.StringTerm("user")
 	keyAgent       = ast.StringTerm("agent")
 	keyIssuer      = ast.StringTerm("issuer")
+	keySubjectSrc  = ast.StringTerm("source")
 	keyClaims      = ast.StringTerm("claims")
 	keyRoute       = ast.StringTerm("route")
 	keyProvider    = ast.StringTerm("provider")
@@ -344,6 +350,7 @@ func (in *Input) Value() (ast.Value, error) {
 			ast.Item(keyUser, ast.StringTerm(in.Subject.User)),
 			ast.Item(keyAgent, ast.StringTerm(in.Subject.Agent)),
 			ast.Item(keyIssuer, ast.StringTerm(in.Subject.Issuer)),
+			ast.Item(keySubjectSrc, ast.StringTerm(in.Subject.Source)),
 			ast.Item(keyClaims, ast.NewTerm(claims)),
 		)),
 		ast.Item(keyRoute, ast.NewTerm(in.routeValue())),
@@ -443,6 +450,7 @@ func (in *Input) subjectAt(path []*ast.Term) ast.Value {
 			ast.Item(keyUser, ast.StringTerm(in.Subject.User)),
 			ast.Item(keyAgent, ast.StringTerm(in.Subject.Agent)),
 			ast.Item(keyIssuer, ast.StringTerm(in.Subject.Issuer)),
+			ast.Item(keySubjectSrc, ast.StringTerm(in.Subject.Source)),
 			ast.Item(keyClaims, ast.NewTerm(claims)),
 		)
 	}
@@ -454,6 +462,8 @@ func (in *Input) subjectAt(path []*ast.Term) ast.Value {
 		return valueAt(ast.String(in.Subject.Agent), path[1:])
 	case "issuer":
 		return valueAt(ast.String(in.Subject.Issuer), path[1:])
+	case "source":
+		return valueAt(ast.String(in.Subject.Source), path[1:])
 	case "claims":
 		claims, err := in.claimsValue()
 		if err != nil {
@@ -566,6 +576,8 @@ func (in *Input) appendAt(b []byte, p inputPath) []byte {
 			return leaf(in.Subject.Agent, 2)
 		case "issuer":
 			return leaf(in.Subject.Issuer, 2)
+		case "source":
+			return leaf(in.Subject.Source, 2)
 		case "claims":
 			if len(k) < 3 {
 				break

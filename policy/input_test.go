@@ -25,7 +25,7 @@ func TestNewInput(t *testing.T) {
 	r.Header.Set("Onbehalf-Assertion", "eyJ...")
 	got := NewInput(r, InputArgs{
 		Source:  "127.0.0.1:51234",
-		Subject: Subject{User: "alice", Agent: "agent-7", Issuer: "https://orchestrator", Claims: map[string]any{"task_id": "T-1"}},
+		Subject: Subject{User: "alice", Agent: "agent-7", Issuer: "https://orchestrator", Source: "orchestrator", Claims: map[string]any{"task_id": "T-1"}},
 		Route:   &Route{Provider: "slack", Host: "slack.com", Name: "slack"},
 		Now:     inputTime.Add(5 * time.Hour).In(time.FixedZone("CEST", 2*3600)),
 	})
@@ -46,7 +46,7 @@ func TestNewInput(t *testing.T) {
 		},
 		ParsedPath:  []string{"api", "chat.postMessage"},
 		ParsedQuery: map[string][]string{"x": {"1", "2"}, "channel": {"C1"}},
-		Subject:     Subject{User: "alice", Agent: "agent-7", Issuer: "https://orchestrator", Claims: map[string]any{"task_id": "T-1"}},
+		Subject:     Subject{User: "alice", Agent: "agent-7", Issuer: "https://orchestrator", Source: "orchestrator", Claims: map[string]any{"task_id": "T-1"}},
 		Route:       &Route{Provider: "slack", Host: "slack.com", Name: "slack"},
 		Time:        "2026-06-18T11:00:00Z",
 	}
@@ -64,7 +64,7 @@ func TestNewInputJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `{"attributes":{"request":{"http":{"method":"GET","host":"example.com","path":"/","scheme":"http","headers":{}}},"source":{"address":""}},` +
-		`"parsed_path":[""],"parsed_query":{},"subject":{"user":"","agent":"","issuer":"","claims":{}},"route":null,"time":"2026-06-18T06:00:00Z"}`
+		`"parsed_path":[""],"parsed_query":{},"subject":{"user":"","agent":"","issuer":"","source":"","claims":{}},"route":null,"time":"2026-06-18T06:00:00Z"}`
 	if string(bs) != want {
 		t.Errorf("JSON = %s\nwant   %s", bs, want)
 	}

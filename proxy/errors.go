@@ -32,6 +32,7 @@ const (
 	CodeNoRoute              Code = "no_route"
 	CodeReconnectRequired    Code = "reconnect_required"
 	CodeGrantMissing         Code = "grant_missing"
+	CodeExchangeDenied       Code = "exchange_denied"
 	CodeStoreUnavailable     Code = "store_unavailable"
 	CodeProviderUnavailable  Code = "provider_unavailable"
 	CodeProviderMisconfig    Code = "provider_misconfigured"
@@ -50,7 +51,7 @@ func (c Code) Status() int {
 	switch c {
 	case CodeIdentityRequired, CodeIdentityInvalid, CodeReconnectRequired, CodeGrantMissing:
 		return http.StatusUnauthorized
-	case CodePolicyDenied, CodeNoRoute, CodeDestinationForbidden:
+	case CodePolicyDenied, CodeNoRoute, CodeDestinationForbidden, CodeExchangeDenied:
 		return http.StatusForbidden
 	case CodeStoreUnavailable, CodeProviderUnavailable, CodeProviderMisconfig, CodeAuditUnavailable:
 		return http.StatusServiceUnavailable
@@ -101,6 +102,10 @@ func classify(err error) *Error {
 		// A verified assertion whose user id no grant can be stored under
 		// (a space, a slash): the identity is what is wrong, not the API.
 		return newError(CodeIdentityInvalid, "the assertion's user id is not one grants can be stored under: "+identityReason(err), err)
+	case errors.Is(err, injector.ErrNoSubjectToken):
+		return newError(CodeExchangeDenied, "this app's tokens come from token exchange with the identity provider; present an identity token from that provider", err)
+	case errors.Is(err, injector.ErrExchangeDenied):
+		return newError(CodeExchangeDenied, "the identity provider or the app refused to issue a token for this user by token exchange", err)
 	case errors.Is(err, injector.ErrGrantMissing):
 		return newError(CodeGrantMissing, "the user has not connected this app; they can connect it at connect_url", err)
 	case errors.Is(err, injector.ErrReconnectRequired):

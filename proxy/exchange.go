@@ -72,6 +72,9 @@ func (ex *exchange) setSubject(sub *identity.Subject) {
 	ex.rec.User = sub.User
 	ex.rec.Agent = sub.Agent
 	ex.rec.Issuer = sub.Issuer
+	ex.rec.IdentitySource = sub.Source
+	ex.rec.IdentityJTI = sub.ID
+	ex.rec.IdentityFingerprint = sub.Fingerprint
 }
 
 func (ex *exchange) setRoute(r *injector.Route) {

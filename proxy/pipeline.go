@@ -79,6 +79,7 @@ func (s *Server) policyInput(req *http.Request, ex *exchange, scheme, hostport, 
 			User:   ex.subject.User,
 			Agent:  ex.subject.Agent,
 			Issuer: ex.subject.Issuer,
+			Source: ex.subject.Source,
 			Claims: ex.subject.Claims,
 		}
 	}
@@ -130,11 +131,17 @@ func containsColon(s string) bool {
 	return false
 }
 
-// fetchToken gets the user's token for the route and records which grant
-// generation and token were used.
+// fetchToken gets the user's token for the route and records where it came
+// from (grant or exchange), which grant generation and which token were
+// used. An IdP subject's token goes with the request, for a provider whose
+// tokens come from token exchange.
 func (s *Server) fetchToken(ctx context.Context, ex *exchange) *Error {
 	ctx, st := s.startStage(ctx, metrics.StageToken)
-	tok, err := s.d.Tokens.Token(ctx, ex.route.Provider, ex.subject.User)
+	req := injector.TokenRequest{Provider: ex.route.Provider, User: ex.subject.User}
+	if ex.subject.Source == identity.SourceIdP {
+		req.Identity = injector.SubjectToken{Issuer: ex.subject.Issuer, Type: ex.subject.Type, ID: ex.subject.ID, Value: ex.subject.Token()}
+	}
+	tok, err := s.d.Tokens.Token(ctx, req)
 	st.end()
 	if err != nil {
 		e := classify(err)
@@ -150,6 +157,10 @@ func (s *Server) fetchToken(ctx context.Context, ex *exchange) *Error {
 	ex.token = tok
 	ex.rec.GrantGeneration = tok.Generation
 	ex.rec.TokenFingerprint = s.d.Fingerprint(tok.Value)
+	ex.rec.TokenSource = tok.Source
+	if ex.rec.TokenSource == "" {
+		ex.rec.TokenSource = injector.SourceGrant
+	}
 	return nil
 }
 

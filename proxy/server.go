@@ -34,9 +34,11 @@ type Decider interface {
 	Revision() string
 }
 
-// TokenSource hands out a user's access token for a provider.
+// TokenSource hands out the access token of one request: the provider of
+// its route, for its user, from a stored grant or, when the identity came
+// from an IdP, perhaps by token exchange (req.Identity).
 type TokenSource interface {
-	Token(ctx context.Context, provider, user string) (injector.Token, error)
+	Token(ctx context.Context, req injector.TokenRequest) (injector.Token, error)
 }
 
 // Auditor writes audit records. Write returns once a sink accepted the

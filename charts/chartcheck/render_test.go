@@ -61,6 +61,7 @@ var valueSets = []valueSet{
 	{name: "native-off", files: []string{examplesDir + "/values.yaml", "testdata/values/native-off.yaml"}, kube: "v1.28.4"},
 	{name: "old-cluster", files: []string{examplesDir + "/values.yaml"}, kube: "v1.27.3"},
 	{name: "connect-ingress", files: []string{"testdata/values/connect-ingress.yaml"}, kube: "v1.31.0"},
+	{name: "idps", files: []string{"testdata/values/minimal.yaml", "testdata/values/idps.yaml"}, kube: "v1.31.0"},
 }
 
 // rendered is one value set's output.

@@ -176,6 +176,11 @@ type ProviderConfig struct {
 	// pages; merged over the preset's. A scope with none is shown as it
 	// is.
 	ScopeDescriptions map[string]string `yaml:"scope_descriptions"`
+
+	// Exchange, when set, makes the provider's tokens come from token
+	// exchange with the identity provider instead of (or, with fallback
+	// grant, before) the stored grant (see ExchangeConfig).
+	Exchange *ExchangeConfig `yaml:"exchange"`
 }
 
 // DefaultProviderConfig returns a ProviderConfig with the refresh defaults
@@ -312,6 +317,9 @@ func (c ProviderConfig) Validate() error {
 	}
 	if c.RefreshReuseGrace < 0 || c.RefreshReuseGrace > maxReuseGrace {
 		p.Addf("refresh_reuse_grace", "must be between 0 (the provider has no grace period) and %s", maxReuseGrace)
+	}
+	if c.Exchange != nil {
+		p.Add("exchange", c.Exchange.Validate())
 	}
 	return p.Err()
 }

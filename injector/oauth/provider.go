@@ -185,6 +185,7 @@ func (p *Provider) Config() ProviderConfig {
 	if c.PKCE != nil {
 		c.PKCE = ptr(*c.PKCE)
 	}
+	c.Exchange = c.Exchange.clone()
 	return c
 }
 

@@ -64,6 +64,7 @@ func (c ProviderConfig) Resolve() (ProviderConfig, error) {
 	r.Scopes = slices.Clone(c.Scopes)
 	r.AuthParams = maps.Clone(c.AuthParams)
 	r.ScopeDescriptions = maps.Clone(c.ScopeDescriptions)
+	r.Exchange = c.Exchange.clone()
 	if c.Preset != "" {
 		e, ok := lookupEntry(c.Preset)
 		if !ok {

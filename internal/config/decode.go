@@ -159,8 +159,9 @@ func lineEnds(data []byte) []int {
 }
 
 // Defaulter is implemented by configuration structs that need their
-// defaults when the decoder creates them from nothing: behind a nil pointer
-// or as a new map entry, where no default value existed to decode over.
+// defaults when the decoder creates them from nothing: behind a nil pointer,
+// as a new map entry or as a list item, where no default value existed to
+// decode over.
 type Defaulter interface{ SetDefaults() }
 
 var (
@@ -213,6 +214,7 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, p *Problems) {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
+			setDefaults(s.Index(i))
 			decodeNode(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i), p)
 		}
 		v.Set(s)

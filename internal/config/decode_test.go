@@ -213,9 +213,13 @@ func TestDecodeDefaultsForNewEntries(t *testing.T) {
 	var got struct {
 		M map[string]defaulted `yaml:"m"`
 		P *defaulted           `yaml:"p"`
+		L []defaulted          `yaml:"l"`
 	}
-	if err := Decode([]byte("m: {x: {a: one}, y: {b: 2}}\np: {a: three}\n"), &got); err != nil {
+	if err := Decode([]byte("m: {x: {a: one}, y: {b: 2}}\np: {a: three}\nl: [{a: four}, {b: 5}]\n"), &got); err != nil {
 		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]defaulted{{A: "four", B: 7}, {B: 5}}, got.L); diff != "" {
+		t.Errorf("list items (-want +got):\n%s", diff)
 	}
 	want := map[string]defaulted{"x": {A: "one", B: 7}, "y": {B: 2}}
 	if diff := cmp.Diff(want, got.M); diff != "" {

@@ -40,6 +40,8 @@ type Metrics struct {
 	tokenCache    *prometheus.CounterVec
 	refreshes     *prometheus.CounterVec
 	grantsLost    *prometheus.CounterVec
+	exchanges     *prometheus.CounterVec
+	fallbacks     *prometheus.CounterVec
 	storeErrors   prometheus.Counter
 	auditErrors   prometheus.Counter
 	policyReloads *prometheus.CounterVec
@@ -78,6 +80,14 @@ func New() *Metrics {
 	m.grantsLost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "grants_lost_total",
 		Help: "Grants marked reconnect_required because the provider refused a refresh token that an earlier attempt may have spent (refresh outcome refresh_lost): lost to a fault, not revoked by the user.",
+	}, []string{"provider"})
+	m.exchanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "exchanges_total",
+		Help: "Token exchanges (RFC 8693 at the IdP, then RFC 7523 at the app) by provider and outcome (exchanged, refused, unavailable, misconfigured).",
+	}, []string{"provider", "outcome"})
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "exchange_fallbacks_total",
+		Help: "Requests whose token came from the stored grant because the provider's exchange gave none (fallback: grant), by provider.",
 	}, []string{"provider"})
 	m.storeErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "store_errors_total",
@@ -119,7 +129,7 @@ func New() *Metrics {
 	for _, name := range []string{StageIdentity, StagePolicy, StageToken, StageUpstream} {
 		m.stages[name] = m.stage.WithLabelValues(name)
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes, m.grantsLost,
+	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes, m.grantsLost, m.exchanges, m.fallbacks,
 		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels, m.scrubbed, m.useRecords,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -191,6 +201,23 @@ func (m *Metrics) RegisterDeferredWrites(n func() int) {
 		Namespace: Namespace, Name: "refresh_writes_pending",
 		Help: "Refreshed grants the grant store has not taken yet; they are journalled and written in the background. Non-zero for long means the store is down.",
 	}, func() float64 { return float64(n()) }))
+}
+
+// Exchange records a token exchange.
+func (m *Metrics) Exchange(provider, outcome string) {
+	if m == nil {
+		return
+	}
+	m.exchanges.WithLabelValues(provider, outcome).Inc()
+}
+
+// ExchangeFallback records a request served from the stored grant after
+// its provider's exchange gave no token.
+func (m *Metrics) ExchangeFallback(provider string) {
+	if m == nil {
+		return
+	}
+	m.fallbacks.WithLabelValues(provider).Inc()
 }
 
 // StoreError counts a request failed by the store.

@@ -30,12 +30,13 @@ const maxCheckedFileBytes = 4 << 20
 // CheckFiles loads every file cfg names, the way New does, and reports each
 // one that is missing, unreadable or unfit, with its key path: the
 // interception CA (certificate and key, and that they match), identity keys
-// and the JWKS CA bundle, the upstream CA bundle, the policy files (parsed,
+// and the JWKS and IdP CA bundles, the upstream CA bundle, the policy files (parsed,
 // compiled and, with run_tests_on_reload, tested) or the bundle's public key
 // and CA bundle, the store's key file or Vault CA bundle and login
 // credential file, the audit fingerprint key, providers' client secret
-// files, the refresh journal's directory and key (with providers) and the
-// tracing CA bundle.
+// files (the sidecar's at the app and, for token exchange, at the IdP), the
+// refresh journal's directory and key (with providers) and the tracing CA
+// bundle.
 //
 // It opens no listener, store, connection or audit file, and creates
 // nothing: a key file or directory New would create when missing
@@ -77,6 +78,9 @@ func CheckFiles(ctx context.Context, cfg Config) error {
 	for _, name := range sortedKeys(cfg.Providers) {
 		if f := cfg.Providers[name].ClientSecretFile; f != "" {
 			p.Add("providers."+name+".client_secret_file", checkSecretFile(f))
+		}
+		if x := cfg.Providers[name].Exchange; x != nil && x.ClientSecretFile != "" {
+			p.Add("providers."+name+".exchange.client_secret_file", checkSecretFile(x.ClientSecretFile))
 		}
 	}
 	if len(cfg.Providers) > 0 {

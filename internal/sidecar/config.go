@@ -278,8 +278,16 @@ func (c *Config) ResolvePaths(dir string) {
 	abs(&c.Store.Vault.Auth.KubernetesTokenFile)
 	abs(&c.Audit.File.Path)
 	abs(&c.Audit.FingerprintKeyFile)
+	for i := range c.Identity.IdPs {
+		abs(&c.Identity.IdPs[i].CAFile)
+	}
 	for name, pc := range c.Providers {
 		abs(&pc.ClientSecretFile)
+		if pc.Exchange != nil {
+			x := *pc.Exchange
+			abs(&x.ClientSecretFile)
+			pc.Exchange = &x
+		}
 		c.Providers[name] = pc
 	}
 	abs(&c.Tracing.CAFile)
@@ -333,6 +341,7 @@ func (c Config) Validate() error {
 	}
 	c.validateProviders(&p)
 	c.validateRefresh(&p)
+	c.validateExchanges(&p)
 	p.Add("policy", c.Policy.Validate())
 	c.validateStore(&p)
 	p.Add("egress", c.Egress.Validate())
@@ -366,6 +375,32 @@ func (c Config) validateRefresh(p *config.Problems) {
 	}
 	if filepath.Clean(j.KeyFile) == filepath.Clean(j.Dir) {
 		p.Addf("refresh.journal.key_file", "must not be the journal directory")
+	}
+}
+
+// validateExchanges checks what a provider's exchange section needs from
+// the identity section: its issuer is a configured IdP, and without a
+// token_url that IdP's keys come by discovery (whose document names the
+// token endpoint).
+func (c Config) validateExchanges(p *config.Problems) {
+	names := make([]string, 0, len(c.Providers))
+	for name := range c.Providers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		x := c.Providers[name].Exchange
+		if x == nil || x.Issuer == "" {
+			continue
+		}
+		path := "providers." + name + ".exchange"
+		idp, ok := c.Identity.IdP(x.Issuer)
+		switch {
+		case !ok:
+			p.Addf(path+".issuer", "%q is not one of identity.idps: only an IdP's tokens can be exchanged", x.Issuer)
+		case x.TokenURL == "" && idp.JWKSURL != "":
+			p.Addf(path+".token_url", "required: the IdP's keys are configured by jwks_url, so no discovery document names its token endpoint")
+		}
 	}
 }
 

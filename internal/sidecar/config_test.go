@@ -187,3 +187,68 @@ func TestValidateRefresh(t *testing.T) {
 		})
 	}
 }
+
+// TestIdentityExamplesAreValid keeps examples/identity loadable: each file
+// is a complete configuration users start from.
+func TestIdentityExamplesAreValid(t *testing.T) {
+	for _, tt := range []struct {
+		file      string
+		idps      int
+		exchanges int
+	}{
+		{"orchestrator.yaml", 0, 0},
+		{"oidc.yaml", 1, 0},
+		{"id-jag.yaml", 1, 1},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			cfg, err := Load(filepath.Join("..", "..", "examples", "identity", tt.file), nil, nil)
+			if err != nil {
+				t.Fatalf("%v", err)
+			}
+			exchanges := 0
+			for _, pc := range cfg.Providers {
+				if pc.Exchange != nil {
+					exchanges++
+					if !filepath.IsAbs(pc.Exchange.ClientSecretFile) {
+						t.Errorf("exchange.client_secret_file %q not resolved", pc.Exchange.ClientSecretFile)
+					}
+				}
+			}
+			if len(cfg.Identity.IdPs) != tt.idps || exchanges != tt.exchanges {
+				t.Errorf("got %d idps and %d exchanges; want %d and %d", len(cfg.Identity.IdPs), exchanges, tt.idps, tt.exchanges)
+			}
+		})
+	}
+}
+
+// TestValidateExchanges checks what a provider's exchange needs from the
+// identity section.
+func TestValidateExchanges(t *testing.T) {
+	cfg, err := Load(filepath.Join("..", "..", "examples", "identity", "id-jag.yaml"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := cfg.Providers["notes"]
+	x := *notes.Exchange
+	x.Issuer = "https://other-idp.example.com"
+	notes.Exchange = &x
+	cfg.Providers["notes"] = notes
+	cfg.Identity.IdPs[0].JWKSURL = "https://acme.okta.com/oauth2/v1/keys"
+	other := cfg.Identity.IdPs[0]
+	other.Issuer = "https://keys-only.example.com"
+	cfg.Identity.IdPs = append(cfg.Identity.IdPs, other)
+	github := cfg.Providers["github"]
+	y := oauth.DefaultExchangeConfig()
+	y.Issuer, y.ClientID, y.ClientSecretFile, y.AuthStyle, y.Audience = other.Issuer, "c", "/s", oauth.AuthStyleHeader, "https://github.com"
+	github.Exchange = &y
+	cfg.Providers["github"] = github
+	err = cfg.Validate()
+	for _, want := range []string{
+		`providers.notes.exchange.issuer: "https://other-idp.example.com" is not one of identity.idps`,
+		"providers.github.exchange.token_url: required: the IdP's keys are configured by jwks_url",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v; want a problem %q", err, want)
+		}
+	}
+}

@@ -78,7 +78,10 @@ type Sidecar struct {
 	journal    *journal.Journal
 	// uses notes grant uses in the store's activity records; nil when the
 	// store keeps none.
-	uses      *injector.UseRecorder
+	uses *injector.UseRecorder
+	// tokens chooses each request's token source; its exchanges in flight
+	// are waited for at shutdown.
+	tokens    *tokenSource
 	providers map[string]*oauth.Provider
 	proxyLn   net.Listener
 	adminLn   net.Listener
@@ -114,7 +117,9 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if s.auditor, err = audit.New(cfg.Audit, auditOpts); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	if s.verifier, err = identity.New(ctx, cfg.Identity); err != nil {
+	if s.verifier, err = identity.New(ctx, cfg.Identity,
+		identity.WithLogger(s.log.Named("identity")),
+		identity.WithFingerprint(s.auditor.Fingerprinter().Token)); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	routes, err := injector.NewTable(cfg.EffectiveRoutes())
@@ -147,6 +152,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.tokens = tokens
 	if s.guard, err = egress.New(cfg.Egress, gopts...); err != nil {
 		return nil, fmt.Errorf("egress: %w", err)
 	}
@@ -283,6 +289,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	if s.uses != nil {
 		s.uses.Close(sctx)
+	}
+	if s.tokens != nil {
+		s.tokens.wait(sctx)
 	}
 	s.auditLifecycle(audit.EventStop)
 	s.log.Info("sidecar stopped")

@@ -13,24 +13,79 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/journal"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
+	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/internal/outbound"
+	"github.com/onbehalf-dev/onbehalf/proxy"
 )
 
-// tokenSource routes each provider to the refreshing source when the
-// provider is configured (token endpoint and client credentials), and to the
-// plain store source otherwise: such grants are injected as stored and,
-// once expired, need the human to reconnect.
+// tokenSource chooses, per provider, where a request's token comes from:
+//
+//   - a provider with an exchange section: token exchange with the IdP token
+//     the request presented (oauth.Exchanger, with its own cache and
+//     single-flight); when that gives no token and the provider's fallback
+//     is "grant", the stored grant as below;
+//   - a configured provider (token endpoint and client credentials): the
+//     cache, then the stored grant, refreshed when about to expire;
+//   - any other provider: the cache, then the stored grant as is (once
+//     expired, the human must reconnect).
 type tokenSource struct {
+	exchangers map[string]*oauth.Exchanger
+	grants     injector.Source // cache → (refresh | store)
+	log        *zap.Logger
+	metrics    *metrics.Metrics
+}
+
+func (t *tokenSource) Token(ctx context.Context, req injector.TokenRequest) (injector.Token, error) {
+	if ex := t.exchangers[req.Provider]; ex != nil {
+		tok, err := ex.Token(ctx, req)
+		if err == nil || ex.Fallback() != oauth.FallbackGrant {
+			return tok, err
+		}
+		if ctx.Err() != nil {
+			return injector.Token{}, err
+		}
+		// The exchange's own failure was logged with its audit record;
+		// a request without the IdP's token is ordinary.
+		t.metrics.ExchangeFallback(req.Provider)
+		if ce := t.log.Check(zap.DebugLevel, "no token by exchange; using the stored grant"); ce != nil {
+			ce.Write(zap.String("provider", req.Provider), zap.String("user", req.User), zap.Error(err))
+		}
+	}
+	tok, err := t.grants.Token(ctx, req.Provider, req.User)
+	tok.Source = injector.SourceGrant
+	return tok, err
+}
+
+// wait waits for exchanges in flight, until ctx ends: their audit records
+// are written before the auditor closes.
+func (t *tokenSource) wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		for _, ex := range t.exchangers {
+			ex.Wait()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// grantSource routes each provider to the refreshing source when the
+// provider is configured (token endpoint and client credentials), and to the
+// plain store source otherwise.
+type grantSource struct {
 	refreshing *oauth.Source
 	configured map[string]bool
 	plain      *injector.StoreSource
 }
 
-func (t *tokenSource) Token(ctx context.Context, provider, user string) (injector.Token, error) {
-	if t.configured[provider] {
-		return t.refreshing.Token(ctx, provider, user)
+func (g *grantSource) Token(ctx context.Context, provider, user string) (injector.Token, error) {
+	if g.configured[provider] {
+		return g.refreshing.Token(ctx, provider, user)
 	}
-	return t.plain.Token(ctx, provider, user)
+	return g.plain.Token(ctx, provider, user)
 }
 
 // recoverTimeout bounds the start-up replay of the refresh journal: a store
@@ -38,12 +93,12 @@ func (t *tokenSource) Token(ctx context.Context, provider, user string) (injecto
 // not written by then is written in the background.
 const recoverTimeout = 30 * time.Second
 
-// buildTokens builds the providers and the token source chain:
-// cache → (refresh | store). With providers configured it opens the refresh
-// journal and writes what the previous run left in it to the store (before
-// any request is served). It returns the refreshing source, which must be
-// drained and closed at shutdown.
-func (s *Sidecar) buildTokens(ctx context.Context, cfg Config, roots *x509.CertPool) (injector.Source, *oauth.Source, error) {
+// buildTokens builds the providers, their exchangers and the token source
+// chain: exchange → cache → (refresh | store). With providers configured it
+// opens the refresh journal and writes what the previous run left in it to
+// the store (before any request is served). It returns the refreshing
+// source, which must be drained and closed at shutdown.
+func (s *Sidecar) buildTokens(ctx context.Context, cfg Config, roots *x509.CertPool) (*tokenSource, *oauth.Source, error) {
 	providers, err := BuildProviders(ctx, cfg, roots, s.store)
 	if err != nil {
 		return nil, nil, err
@@ -72,9 +127,47 @@ func (s *Sidecar) buildTokens(ctx context.Context, cfg Config, roots *x509.CertP
 			s.log.Info("refresh journal replayed", zap.Int("entries", n), zap.Int("waiting_for_store", refreshing.Pending()), zap.Error(err))
 		}
 	}
-	src := &tokenSource{refreshing: refreshing, configured: configured, plain: injector.NewStoreSource(s.store)}
-	cached := injector.NewCachedSource(src, cfg.TokenCache, nil).Observe(s.metrics.TokenCache)
-	return cached, refreshing, nil
+	grants := &grantSource{refreshing: refreshing, configured: configured, plain: injector.NewStoreSource(s.store)}
+	cached := injector.NewCachedSource(grants, cfg.TokenCache, nil).Observe(s.metrics.TokenCache)
+	exchangers, err := s.buildExchangers(cfg, providers)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &tokenSource{exchangers: exchangers, grants: cached, log: s.log.Named("exchange"), metrics: s.metrics}, refreshing, nil
+}
+
+// buildExchangers builds the exchanger of every provider with an exchange
+// section. Exchanged tokens are cached within the token cache's bounds, and
+// an IdP's token endpoint, when not configured, comes from its discovery
+// document.
+func (s *Sidecar) buildExchangers(cfg Config, providers map[string]*oauth.Provider) (map[string]*oauth.Exchanger, error) {
+	secrets, _ := s.store.(secretReader)
+	ttl := cfg.TokenCache.TTL
+	if ttl <= 0 {
+		ttl = -1 // the token cache is off: so is the exchange cache
+	}
+	out := map[string]*oauth.Exchanger{}
+	for name, p := range providers {
+		xc := p.Config().Exchange
+		if xc == nil {
+			continue
+		}
+		secret, err := clientSecret(context.Background(), xc.ClientSecretFile, xc.ClientSecretVault, secrets)
+		if err != nil {
+			return nil, fmt.Errorf("providers.%s.exchange: %w", name, err)
+		}
+		ex, err := oauth.NewExchanger(p, secret, oauth.ExchangeOptions{
+			TokenEndpoint: s.verifier.TokenEndpoint,
+			CacheTTL:      ttl,
+			CacheEntries:  cfg.TokenCache.MaxEntries,
+			OnExchange:    s.auditExchange,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("providers.%s.exchange: %w", name, err)
+		}
+		out[name] = ex
+	}
+	return out, nil
 }
 
 // BuildProviders builds every configured provider: presets resolved,
@@ -95,7 +188,7 @@ func BuildProviders(ctx context.Context, cfg Config, roots *x509.CertPool, st an
 	providers := make(map[string]*oauth.Provider, len(names))
 	for _, name := range names {
 		pc := cfg.Providers[name]
-		secret, err := clientSecret(ctx, pc, secrets)
+		secret, err := clientSecret(ctx, pc.ClientSecretFile, pc.ClientSecretVault, secrets)
 		if err != nil {
 			return nil, fmt.Errorf("providers.%s: %w", name, err)
 		}
@@ -114,11 +207,11 @@ type secretReader interface {
 	ReadSecret(ctx context.Context, path, field string) (string, error)
 }
 
-func clientSecret(ctx context.Context, pc oauth.ProviderConfig, secrets secretReader) (string, error) {
-	if pc.ClientSecretFile != "" {
-		return oauth.ReadSecretFile(pc.ClientSecretFile)
+func clientSecret(ctx context.Context, file, vaultRef string, secrets secretReader) (string, error) {
+	if file != "" {
+		return oauth.ReadSecretFile(file)
 	}
-	path, field, ok := cutRef(pc.ClientSecretVault)
+	path, field, ok := cutRef(vaultRef)
 	if !ok {
 		return "", fmt.Errorf("client_secret_vault: want \"path#field\"")
 	}
@@ -166,10 +259,40 @@ func (s *Sidecar) auditRefresh(ev oauth.RefreshEvent) {
 	}
 }
 
+// auditExchange turns a token exchange into an exchange audit record and a
+// metric. The event carries no secret.
+func (s *Sidecar) auditExchange(ev oauth.ExchangeEvent) {
+	s.metrics.Exchange(ev.Provider, string(ev.Outcome))
+	rec := &audit.Record{
+		Event:       audit.EventExchange,
+		User:        ev.User,
+		Provider:    ev.Provider,
+		IdentityJTI: ev.IdentityJTI,
+		TokenSource: injector.SourceExchange,
+		DurationMS:  float64(ev.Duration.Microseconds()) / 1000,
+		Extra: []zap.Field{
+			zap.String(audit.ExtraOutcome, string(ev.Outcome)),
+			zap.String(audit.ExtraStep, ev.Step),
+		},
+	}
+	if ev.Err != nil {
+		rec.Extra = append(rec.Extra, zap.String(audit.ExtraError, ev.Err.Error()))
+		s.log.Warn("token exchange failed", zap.String("provider", ev.Provider), zap.String("user", ev.User),
+			zap.String("outcome", string(ev.Outcome)), zap.Error(ev.Err))
+	}
+	if err := s.auditor.Write(rec); err != nil {
+		s.metrics.AuditError()
+		s.log.Error("audit record not written", zap.String("event", audit.EventExchange), zap.Error(err))
+	}
+}
+
 // UpstreamRoots is the trust used for APIs and token endpoints: the system
 // roots (or base, when set) plus proxy.upstream.ca_file.
 func UpstreamRoots(cfg Config, base *x509.CertPool) (*x509.CertPool, error) {
 	return outbound.Roots(base, cfg.Proxy.Upstream.CAFile, "proxy.upstream.ca_file")
 }
 
-var _ injector.Source = (*tokenSource)(nil)
+var (
+	_ proxy.TokenSource = (*tokenSource)(nil)
+	_ injector.Source   = (*grantSource)(nil)
+)

@@ -76,7 +76,7 @@ func BenchmarkPreparse(b *testing.B) {
 			b.ReportAllocs()
 			defer reportCPU(b)()
 			for b.Loop() {
-				if _, err := preparse(bc.raw, bc.v.maxSize, bc.v.allowed); err != nil {
+				if _, err := preparse(bc.raw, bc.v.maxSize, bc.v.allowed, false); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -106,8 +106,8 @@ func libraryParser(v *Verifier) *jwt.Parser {
 	return jwt.NewParser(
 		jwt.WithValidMethods([]string{"EdDSA", "ES256", "HS256"}),
 		jwt.WithAudience(testAudience), jwt.WithIssuer(testIssuer),
-		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(v.leeway),
-		jwt.WithTimeFunc(v.now), jwt.WithStrictDecoding(),
+		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(v.orchestrator.leeway),
+		jwt.WithTimeFunc(v.orchestrator.now), jwt.WithStrictDecoding(),
 	)
 }
 

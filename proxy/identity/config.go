@@ -83,8 +83,15 @@ type Config struct {
 	Leeway time.Duration `yaml:"leeway"`
 	// MaxLifetime is the longest accepted exp-iat (or exp-now without iat).
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
-	// MaxSize is the largest accepted assertion, in bytes.
+	// MaxSize is the largest accepted assertion, in bytes. It applies to
+	// IdP tokens too: the size is checked before anything says whose token
+	// it is.
 	MaxSize int `yaml:"max_size"`
+	// IdPs are OpenID Connect issuers whose tokens are accepted beside (or
+	// instead of) the orchestrator's assertions, each with its own keys,
+	// audiences, token types and claim mapping. A token is matched to its
+	// issuer by its iss claim before any signature work.
+	IdPs []IdPConfig `yaml:"idps"`
 }
 
 // KeyConfig is one static verification key.
@@ -102,7 +109,7 @@ type KeyConfig struct {
 }
 
 // DefaultConfig returns a Config with every default filled in. Audience,
-// Issuers and a key source must still be set.
+// Issuers and a key source (or at least one IdP) must still be set.
 func DefaultConfig() Config {
 	return Config{
 		Header:                 DefaultHeader,
@@ -136,10 +143,13 @@ func (c Config) Validate() error {
 	case slices.Contains(reservedHeaders, http.CanonicalHeaderKey(c.Header)):
 		p.Addf("header", "%s cannot carry the assertion", http.CanonicalHeaderKey(c.Header))
 	}
-	if c.Audience == "" {
+	// The orchestrator's section may be left out entirely when IdPs name
+	// the users; any part of it given asks for all of it.
+	orchestrator := c.orchestrated() || len(c.IdPs) == 0
+	if orchestrator && c.Audience == "" {
 		p.Addf("audience", "required")
 	}
-	if len(c.Issuers) == 0 {
+	if orchestrator && len(c.Issuers) == 0 {
 		p.Addf("issuers", "at least one issuer is required")
 	}
 	for i, iss := range c.Issuers {
@@ -192,7 +202,7 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if len(c.Keys) == 0 && c.JWKSURL == "" {
+	if orchestrator && len(c.Keys) == 0 && c.JWKSURL == "" {
 		p.Addf("", "keys or jwks_url is required")
 	}
 	if c.JWKSURL != "" {
@@ -230,7 +240,36 @@ func (c Config) Validate() error {
 	if c.MaxSize < minMaxSize || c.MaxSize > maxMaxSize {
 		p.Addf("max_size", "must be between %d and %d bytes", minMaxSize, maxMaxSize)
 	}
+	for i, idp := range c.IdPs {
+		path := idx("idps", i)
+		p.Add(path, idp.Validate())
+		if idp.Issuer == "" {
+			continue
+		}
+		if slices.Contains(c.Issuers, idp.Issuer) {
+			p.Addf(path+".issuer", "%q is also an orchestrator issuer; a token must name one source", idp.Issuer)
+		}
+		if slices.IndexFunc(c.IdPs[:i], func(o IdPConfig) bool { return o.Issuer == idp.Issuer }) >= 0 {
+			p.Addf(path+".issuer", "duplicate issuer %q", idp.Issuer)
+		}
+	}
 	return p.Err()
+}
+
+// orchestrated reports whether any part of the orchestrator's section is
+// set.
+func (c Config) orchestrated() bool {
+	return c.Audience != "" || len(c.Issuers) > 0 || len(c.Keys) > 0 || c.JWKSURL != ""
+}
+
+// IdP returns the IdP entry for issuer, if there is one.
+func (c Config) IdP(issuer string) (IdPConfig, bool) {
+	for _, idp := range c.IdPs {
+		if idp.Issuer == issuer {
+			return idp, true
+		}
+	}
+	return IdPConfig{}, false
 }
 
 // allowedSet returns the validated allow-list as a set.
@@ -270,6 +309,14 @@ func (c Config) CheckFiles() error {
 	if c.JWKSCAFile != "" {
 		if _, err := newJWKSClient(c.JWKSCAFile); err != nil {
 			p.Addf("jwks_ca_file", "%s", fileProblem(c.JWKSCAFile, err))
+		}
+	}
+	for i, idp := range c.IdPs {
+		if idp.CAFile == "" {
+			continue
+		}
+		if _, err := newJWKSClient(idp.CAFile); err != nil {
+			p.Addf(idx("idps", i)+".ca_file", "%s", fileProblem(idp.CAFile, err))
 		}
 	}
 	return p.Err()

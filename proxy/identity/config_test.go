@@ -227,3 +227,109 @@ func TestNewKeyProblems(t *testing.T) {
 		t.Errorf("error quotes key material: %v", err)
 	}
 }
+
+// TestConfigIdPsYAML decodes IdP entries with the project's strict decoder:
+// each entry starts from DefaultIdPConfig.
+func TestConfigIdPsYAML(t *testing.T) {
+	b, err := os.ReadFile("testdata/idps.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := DefaultConfig()
+	if err := config.Decode(b, &got); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	entra := DefaultIdPConfig()
+	entra.Issuer = "https://login.example.com/tenant-1/v2.0"
+	entra.Audiences = []string{"api://agent-7"}
+	entra.TokenTypes = []string{"at+jwt"}
+	entra.UserClaim, entra.AgentClaim = "oid", "azp"
+	entra.RequiredClaims = []string{"tid"}
+	okta := DefaultIdPConfig()
+	okta.Issuer = "https://acme.okta.example"
+	okta.Audiences = []string{"0oa-agent-7"}
+	okta.MaxLifetime = time.Hour
+	if diff := cmp.Diff([]IdPConfig{entra, okta}, got.IdPs); diff != "" {
+		t.Errorf("idps (-want +got):\n%s", diff)
+	}
+	if err := got.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	if idp, ok := got.IdP("https://acme.okta.example"); !ok || idp.MaxLifetime != time.Hour {
+		t.Errorf("IdP lookup = %+v, %v", idp, ok)
+	}
+}
+
+func TestConfigValidateIdPs(t *testing.T) {
+	good := DefaultIdPConfig()
+	good.Issuer, good.Audiences = "https://idp.example", []string{"agent-app"}
+
+	t.Run("IdPs alone", func(t *testing.T) {
+		c := DefaultConfig()
+		c.IdPs = []IdPConfig{good}
+		if err := c.Validate(); err != nil {
+			t.Errorf("Validate: %v", err)
+		}
+	})
+	t.Run("a partial orchestrator section is still checked", func(t *testing.T) {
+		c := DefaultConfig()
+		c.Audience = "agent-7"
+		c.IdPs = []IdPConfig{good}
+		want := []string{"issuers: at least one issuer is required", "keys or jwks_url is required"}
+		if diff := cmp.Diff(want, problems(c.Validate())); diff != "" {
+			t.Errorf("problems (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("every problem", func(t *testing.T) {
+		c := testConfig(KeyConfig{File: "k.pem"})
+		bad := IdPConfig{
+			Issuer:         "http://idp.example",
+			DiscoveryURL:   "https://idp.example/.well-known/openid-configuration?x=1",
+			JWKSURL:        "https://user:pw@idp.example/keys",
+			CAFile:         "/ca.pem",
+			Audiences:      []string{"a", "", "a"},
+			TokenTypes:     []string{"JWT", "application/jwt", "saml2"},
+			Algorithms:     []string{"HS256", "none", "RS256", "RS256", "ES512"},
+			UserClaim:      "",
+			AgentClaim:     "act..sub",
+			RequiredClaims: []string{"a.b.c.d.e"},
+			Leeway:         time.Hour,
+			MaxLifetime:    48 * time.Hour,
+		}
+		c.IdPs = []IdPConfig{good, bad, good, {Issuer: testIssuer}}
+		want := []string{
+			"idps[1].agent_claim: must be a claim name or a dotted path of claim names (act.sub)",
+			"idps[1].algorithms[0]: HS256 needs a shared secret; an IdP publishes public keys",
+			"idps[1].algorithms[1]: none is never allowed",
+			"idps[1].algorithms[3]: duplicate algorithm RS256",
+			`idps[1].algorithms[4]: unsupported algorithm "ES512" (want one of EdDSA, ES256, ES384, RS256, RS384, RS512, PS256)`,
+			`idps[1].audiences[1]: must not be empty`,
+			`idps[1].audiences[2]: duplicate audience "a"`,
+			"idps[1].ca_file: only used with https URLs",
+			"idps[1].discovery_url: must not have a query or fragment",
+			"idps[1].discovery_url: set together with jwks_url; give one",
+			"idps[1].issuer: must be https (http is allowed only on loopback addresses)",
+			"idps[1].jwks_refresh: must be at least 1s",
+			"idps[1].jwks_unknown_kid_interval: must be at least 1s",
+			"idps[1].jwks_url: must not carry credentials",
+			"idps[1].leeway: must be between 0s and 5m0s",
+			"idps[1].max_lifetime: must be more than 0s and at most 24h0m0s",
+			"idps[1].required_claims[0]: must be a claim name or a dotted path of claim names",
+			"idps[1].token_types[1]: duplicate token type application/jwt",
+			`idps[1].token_types[2]: unknown token type "saml2" (want JWT, at+jwt or oauth-id-jag+jwt)`,
+			"idps[1].user_claim: required",
+			`idps[2].issuer: duplicate issuer "https://idp.example"`,
+			"idps[3].algorithms: at least one algorithm is required",
+			"idps[3].audiences: at least one audience is required",
+			`idps[3].issuer: "https://orchestrator.test" is also an orchestrator issuer; a token must name one source`,
+			"idps[3].jwks_refresh: must be at least 1s",
+			"idps[3].jwks_unknown_kid_interval: must be at least 1s",
+			"idps[3].max_lifetime: must be more than 0s and at most 24h0m0s",
+			"idps[3].token_types: at least one token type is required",
+			"idps[3].user_claim: required",
+		}
+		if diff := cmp.Diff(want, problems(c.Validate())); diff != "" {
+			t.Errorf("problems (-want +got):\n%s", diff)
+		}
+	})
+}

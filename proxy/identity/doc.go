@@ -2,6 +2,15 @@
 // an agent acts for, and turns it into a Subject (docs/design.md#pipeline,
 // step 2; docs/security.md, invariant 8).
 //
+// The assertion comes from one of several sources (docs/design.md#identity-sources):
+// the orchestrator (its issuers, static keys and JWKS), or an OpenID Connect
+// issuer listed in Config.IdPs, whose keys come from its discovery document,
+// whose tokens must carry an accepted typ (ID tokens, RFC 9068 access
+// tokens, ID-JAGs) and whose claims are mapped to the user and the agent.
+// The token's unverified iss, read by the pre-parser, only picks the source;
+// that source's keys and rules then verify it. A Subject from an IdP keeps
+// its token, for a token exchange, and never prints it.
+//
 // Verification runs in two stages. A pre-parser (preparse) looks at the raw
 // assertion before any signature work: it enforces the size limit first, then
 // exactly three base64url segments, then reads the bounded header, checks alg
@@ -21,7 +30,6 @@
 // assertion or any part of it.
 //
 // Concurrency: a Verifier is safe for concurrent use by many goroutines. New
-// starts one background goroutine when a JWKS URL is configured; Close stops
-// it. Mint, LoadSigningKey and GenerateKeyPair are plain functions without
+// starts one background goroutine per JWKS URL or IdP; Close stops them. Mint, LoadSigningKey and GenerateKeyPair are plain functions without
 // shared state.
 package identity

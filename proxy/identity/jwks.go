@@ -38,6 +38,9 @@ const (
 	// maxJWKSKeys bounds how many keys of a set are kept, which also bounds
 	// the work for a token without kid.
 	maxJWKSKeys = 64
+	// maxDiscoveryBytes bounds an OpenID Connect discovery document; real
+	// ones are a few KiB (Entra ID's is among the larger at about 2 KiB).
+	maxDiscoveryBytes = 64 << 10
 )
 
 // newJWKSClient returns the HTTP client used to fetch a JWKS when none is
@@ -62,14 +65,22 @@ func newJWKSClient(caFile string) (*http.Client, error) {
 // Fetches are single-flight: the background refresh and unknown-kid
 // refreshes share one in-flight fetch, and unknown kids cause at most one
 // fetch per interval, measured on the verifier's clock.
+//
+// With a discovery URL, every fetch first reads the issuer's OpenID Connect
+// discovery document for the current jwks_uri (and token_endpoint); when the
+// document cannot be read, the last known jwks_uri is used.
 type jwksSource struct {
-	url      string
-	client   *http.Client
-	store    *jwkset.MemoryJWKSet
-	kf       keyfunc.Keyfunc
-	now      func() time.Time
-	interval time.Duration
-	logger   *zap.Logger
+	// discovery is the discovery document's URL, or "" when the key set's
+	// URL is configured; issuer is what the document must name as its
+	// issuer.
+	discovery string
+	issuer    string
+	client    *http.Client
+	store     *jwkset.MemoryJWKSet
+	kf        keyfunc.Keyfunc
+	now       func() time.Time
+	interval  time.Duration
+	logger    *zap.Logger
 
 	ctx    context.Context // ends background work; cancelled by close
 	cancel context.CancelFunc
@@ -77,6 +88,9 @@ type jwksSource struct {
 	loaded atomic.Bool // a fetch has succeeded
 
 	mu          sync.Mutex
+	url         string // the key set's URL; "" until discovery finds it
+	tokenURL    string // the discovery document's token_endpoint
+	discovered  bool   // a discovery document has been read
 	closed      bool
 	lastUnknown time.Time     // start of the last unknown-kid fetch
 	inflight    chan struct{} // closed when the running fetch ends; nil when none runs
@@ -108,7 +122,7 @@ func newJWKSSource(url string, client *http.Client, unknownKIDInterval time.Dura
 // issuer may come up after the sidecar, and Ready reports the state.
 func (s *jwksSource) start(ctx context.Context, refresh time.Duration) {
 	if err := s.fetch(ctx); err != nil {
-		s.logger.Warn("jwks fetch failed; will retry", zap.String("url", s.url), zap.Error(err))
+		s.logger.Warn("jwks fetch failed; will retry", zap.String("url", s.source()), zap.Error(err))
 	}
 	s.wg.Add(1)
 	go s.run(refresh)
@@ -172,7 +186,7 @@ func (s *jwksSource) sharedLocked() <-chan struct{} {
 	go func() {
 		defer s.wg.Done()
 		if err := s.fetch(s.ctx); err != nil && s.ctx.Err() == nil {
-			s.logger.Warn("jwks refresh failed; keeping the previous keys", zap.String("url", s.url), zap.Error(err))
+			s.logger.Warn("jwks refresh failed; keeping the previous keys", zap.String("url", s.source()), zap.Error(err))
 		}
 		s.mu.Lock()
 		s.inflight = nil
@@ -210,12 +224,119 @@ func (s *jwksSource) refreshForUnknownKID(ctx context.Context) bool {
 	}
 }
 
-// fetch downloads the set and replaces the stored keys with its acceptable
-// ones. On any error the previous keys stay.
+// source names where the keys come from, for logs: the discovery URL, or
+// the key set's URL.
+func (s *jwksSource) source() string {
+	if s.discovery != "" {
+		return s.discovery
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.url
+}
+
+// tokenEndpoint returns the token_endpoint of the last discovery document.
+func (s *jwksSource) tokenEndpoint() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.discovery == "":
+		return "", errors.New("token endpoint: keys are configured without discovery; configure the token endpoint")
+	case !s.discovered:
+		return "", errors.New("token endpoint: discovery document not read yet")
+	case s.tokenURL == "":
+		return "", errors.New("token endpoint: the discovery document names none")
+	}
+	return s.tokenURL, nil
+}
+
+// discoveryDoc is what this package reads from an OpenID Connect discovery
+// document.
+type discoveryDoc struct {
+	Issuer        string `json:"issuer"`
+	JWKSURI       string `json:"jwks_uri"`
+	TokenEndpoint string `json:"token_endpoint"`
+}
+
+// discover reads the discovery document and records its jwks_uri and
+// token_endpoint. The document must name exactly the configured issuer
+// (OpenID Connect Discovery 1.0, section 4.3), so a document served for
+// another issuer cannot substitute its keys, and its URLs must be https
+// (or http on loopback).
+func (s *jwksSource) discover(ctx context.Context) error {
+	body, err := s.get(ctx, s.discovery, "application/json", maxDiscoveryBytes)
+	if err != nil {
+		return fmt.Errorf("fetch discovery document: %w", err)
+	}
+	var doc discoveryDoc
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return fmt.Errorf("decode discovery document: %w", err)
+	}
+	switch {
+	case doc.Issuer != s.issuer:
+		return errors.New("discovery document names another issuer")
+	case doc.JWKSURI == "":
+		return errors.New("discovery document has no jwks_uri")
+	}
+	if msg := checkFetchURL(doc.JWKSURI); msg != "" {
+		return fmt.Errorf("discovery document: jwks_uri %s", msg)
+	}
+	tokenURL := doc.TokenEndpoint
+	if tokenURL != "" && checkFetchURL(tokenURL) != "" {
+		tokenURL = "" // unusable; TokenEndpoint says there is none
+	}
+	s.mu.Lock()
+	s.url, s.tokenURL, s.discovered = doc.JWKSURI, tokenURL, true
+	s.mu.Unlock()
+	return nil
+}
+
+// get fetches url and returns its body, bounded by limit bytes.
+func (s *jwksSource) get(ctx context.Context, url, accept string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", accept)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("unexpected status %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("document larger than %d bytes", limit)
+	}
+	return body, nil
+}
+
+// fetch downloads the set (after the discovery document, when there is
+// one) and replaces the stored keys with its acceptable ones. On any error
+// the previous keys stay.
 func (s *jwksSource) fetch(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, jwksFetchTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	if s.discovery != "" {
+		if err := s.discover(ctx); err != nil {
+			s.mu.Lock()
+			known := s.url != ""
+			s.mu.Unlock()
+			if !known {
+				return err
+			}
+			s.logger.Warn("discovery failed; using the last known jwks_uri", zap.String("url", s.discovery), zap.Error(err))
+		}
+	}
+	s.mu.Lock()
+	url := s.url
+	s.mu.Unlock()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("fetch jwks: %w", err)
 	}
@@ -259,7 +380,7 @@ func (s *jwksSource) fetch(ctx context.Context) error {
 		return fmt.Errorf("store jwks: %w", err)
 	}
 	s.loaded.Store(true)
-	s.logger.Debug("jwks refreshed", zap.String("url", s.url), zap.Int("keys", len(keys)))
+	s.logger.Debug("jwks refreshed", zap.String("url", url), zap.Int("keys", len(keys)))
 	return nil
 }
 

@@ -9,10 +9,15 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// header is what the pre-parser learns from a token's JOSE header.
+// header is what the pre-parser learns from a token: its JOSE header's alg,
+// whether it has a kid, its typ, and (when asked for) the unverified iss of
+// its claims, which only chooses the issuer whose keys then verify it.
 type header struct {
 	alg    algorithm
 	hasKID bool
+	hasTyp bool
+	typ    string
+	iss    string
 }
 
 // Limits of the pre-parser.
@@ -24,6 +29,9 @@ const (
 	// maxKIDLength bounds the kid; kid is only a lookup key and real ones
 	// are short (a thumbprint is 43 bytes).
 	maxKIDLength = 256
+	// maxTypLength bounds the typ; the longest one accepted is
+	// "application/oauth-id-jag+jwt" (28 bytes).
+	maxTypLength = 64
 )
 
 // strictBase64 rejects encodings with non-zero padding bits, so one token
@@ -36,9 +44,12 @@ var strictBase64 = base64.RawURLEncoding.Strict()
 // says. In order: the size limit (before anything reads the token), exactly
 // three non-empty base64url segments, a bounded header that is one JSON
 // object without duplicate members, alg in allowed, no jku/x5u/jwk/x5c/crit
-// member, kid (if any) a non-empty string; then claims that are one JSON
-// object in which no object, nested ones included, has duplicate members.
-// Every error it returns is one of this package's fixed refusals.
+// member, kid (if any) a non-empty string, typ (if any) a short string; then
+// claims that are one JSON object in which no object, nested ones included,
+// has duplicate members. With wantIss it also reads the claims' iss (a
+// string, or "" when absent or not one), which is not verified yet: it only
+// picks the issuer whose keys and rules apply. Every error it returns is one
+// of this package's fixed refusals.
 //
 // The header and claims are decoded here from the same segments, with the
 // same base64 decoding, as golang-jwt decodes them afterwards, so what is
@@ -47,7 +58,7 @@ var strictBase64 = base64.RawURLEncoding.Strict()
 // checkObject). This runs only when the proxy has not verified raw before (its cache is
 // keyed by the assertion), and costs a few microseconds against a signature
 // check's tens (BenchmarkPreparse, BenchmarkVerifyAssertion).
-func preparse(raw string, maxSize int, allowed algSet) (header, error) {
+func preparse(raw string, maxSize int, allowed algSet, wantIss bool) (header, error) {
 	if len(raw) > maxSize {
 		return header{}, errTooLarge
 	}
@@ -95,7 +106,37 @@ func preparse(raw string, maxSize int, allowed algSet) (header, error) {
 		}
 		return header{}, errClaimsJSON
 	}
+	if wantIss {
+		hdr.iss = readIssuer(claims)
+	}
 	return hdr, nil
+}
+
+// readIssuer returns the top-level iss member of claims, a JSON object that
+// checkObject accepted, when it is a string; "" otherwise.
+func readIssuer(claims []byte) string {
+	dec := jsontext.NewDecoder(bytes.NewReader(claims))
+	if _, err := dec.ReadToken(); err != nil { // '{'
+		return ""
+	}
+	for dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return ""
+		}
+		if name.String() != "iss" {
+			if err := dec.SkipValue(); err != nil {
+				return ""
+			}
+			continue
+		}
+		v, err := dec.ReadToken()
+		if err != nil || v.Kind() != '"' {
+			return ""
+		}
+		return v.String()
+	}
+	return ""
 }
 
 // isBase64URL reports whether s is unpadded base64url of a possible length.
@@ -169,6 +210,31 @@ func decodeHeader(b []byte, allowed algSet) (header, error) {
 				return header{}, errKIDTooLong
 			}
 			hdr.hasKID = true
+		case "typ":
+			if value.Kind() != '"' {
+				return header{}, errTypType
+			}
+			// Without escapes the value is the text between the
+			// quotes; unquoting it would cost an allocation.
+			typ := []byte(value[1 : len(value)-1])
+			if bytes.IndexByte(typ, '\\') >= 0 {
+				if typ, err = jsontext.AppendUnquote(nil, value); err != nil {
+					return header{}, errTypType
+				}
+			}
+			if len(typ) > maxTypLength {
+				return header{}, errTypTooLong
+			}
+			hdr.hasTyp = true
+			// The usual values need no allocation of their own.
+			switch string(typ) {
+			case TypeJWT:
+				hdr.typ = TypeJWT
+			case TypeAccessToken:
+				hdr.typ = TypeAccessToken
+			default:
+				hdr.typ = string(typ)
+			}
 		}
 	}
 	switch {

@@ -47,7 +47,12 @@ func TestPreparse(t *testing.T) {
 		wantErr error
 	}{
 		{"minimal", hdrToken(`{"alg":"EdDSA"}`), header{alg: algEdDSA}, nil},
-		{"kid and typ", hdrToken(` { "typ" : "JWT" , "kid":"k\"1\u0041", "alg":"ES256" } `), header{alg: algES256, hasKID: true}, nil},
+		{"kid and typ", hdrToken(` { "typ" : "JWT" , "kid":"k\"1\u0041", "alg":"ES256" } `), header{alg: algES256, hasKID: true, hasTyp: true, typ: "JWT"}, nil},
+		{"typ escaped", hdrToken(`{"alg":"EdDSA","typ":"application\/at+jwt"}`), header{alg: algEdDSA, hasTyp: true, typ: "application/at+jwt"}, nil},
+		{"typ empty", hdrToken(`{"alg":"EdDSA","typ":""}`), header{alg: algEdDSA, hasTyp: true}, nil},
+		{"typ number", hdrToken(`{"alg":"EdDSA","typ":1}`), header{}, errTypType},
+		{"typ null", hdrToken(`{"alg":"EdDSA","typ":null}`), header{}, errTypType},
+		{"typ too long", hdrToken(`{"alg":"EdDSA","typ":"` + strings.Repeat("t", maxTypLength+1) + `"}`), header{}, errTypTooLong},
 		{"nested unknown member", hdrToken(`{"x":{"a":[1,-2.5e3,true,false,null,{"jku":"u"}]},"alg":"RS256"}`), header{alg: algRS256}, nil},
 		{"same name in sibling objects", hdrToken(`{"x":[{"a":1},{"a":2}],"y":{"a":3},"alg":"EdDSA"}`), header{alg: algEdDSA}, nil},
 		{"empty", "", header{}, errEmptyAssertion},
@@ -119,11 +124,17 @@ func TestPreparse(t *testing.T) {
 		{"claims with invalid UTF-8", claimsToken("{\"sub\":\"alice\xff\"}"), header{}, errClaimsJSON},
 		{"claims with a lone surrogate", claimsToken(`{"sub":"alice\udc00"}`), header{}, errClaimsJSON},
 		{"claims duplicate names of invalid UTF-8", claimsToken("{\"sub\":\"alice\",\"\xfe\":1,\"\xff\":2}"), header{}, errClaimsJSON},
+		{"claims iss", claimsToken(`{"iss":"https://idp","sub":"alice"}`), header{alg: algEdDSA, iss: "https://idp"}, nil},
+		{"claims iss escaped", claimsToken(`{"\u0069ss":"https:\/\/idp","sub":"alice"}`), header{alg: algEdDSA, iss: "https://idp"}, nil},
+		{"claims iss not a string", claimsToken(`{"iss":["https://idp"],"sub":"alice"}`), header{alg: algEdDSA}, nil},
+		{"claims iss only nested", claimsToken(`{"act":{"iss":"https://idp"},"sub":"alice"}`), header{alg: algEdDSA}, nil},
+		{"claims iss after objects", claimsToken(`{"a":{"iss":"x"},"b":[{"iss":"y"}],"iss":"https://idp"}`), header{alg: algEdDSA, iss: "https://idp"}, nil},
+		{"claims duplicate iss", claimsToken(`{"iss":"https://orchestrator","iss":"https://idp"}`), header{}, errClaimsDuplicate},
 		{"header refusal before claims", jsonToken(`{"alg":"none"}`, `{"sub":"a","sub":"b"}`), header{}, errAlgorithmRefusals[algNone]},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := preparse(tt.raw, fuzzMaxSize, fuzzAllowed)
+			got, err := preparse(tt.raw, fuzzMaxSize, fuzzAllowed, true)
 			if err != tt.wantErr || got != tt.want {
 				t.Errorf("got %+v, %v; want %+v, %v", got, err, tt.want, tt.wantErr)
 			}
@@ -215,13 +226,15 @@ func FuzzPreparse(f *testing.F) {
 		`{"sub":"alice","act":{"sub":"a","sub":"b"}}`,
 		`{"sub":"alice","s\u0075b":"bob"}`,
 		`{"sub":"alice","x":[{"a":1},{"a":1,"a":2}]}`,
+		`{"iss":"https://idp","sub":"alice"}`,
+		`{"\u0069ss":"https://idp","act":{"iss":"x"}}`,
 	} {
 		f.Add(claimsToken(c))
 	}
 	f.Add("a.b.c")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, raw string) {
-		hdr, err := preparse(raw, fuzzMaxSize, fuzzAllowed)
+		hdr, err := preparse(raw, fuzzMaxSize, fuzzAllowed, true)
 		if err != nil {
 			if !preparseRefusals[err] {
 				t.Fatalf("unexpected error %v", err)
@@ -284,6 +297,15 @@ func FuzzPreparse(f *testing.F) {
 			if _, ok := m[name]; ok {
 				t.Fatalf("accepted a header with %s", name)
 			}
+		}
+		typ, hasTyp := m["typ"]
+		if hasTyp != hdr.hasTyp || (hasTyp && typ != hdr.typ) {
+			t.Fatalf("preparse saw typ %v %q; encoding/json sees %v %#v", hdr.hasTyp, hdr.typ, hasTyp, typ)
+		}
+		// The issuer that picks the source must be the one the JWT
+		// library then checks.
+		if iss, _ := decoded[1]["iss"].(string); iss != hdr.iss {
+			t.Fatalf("preparse saw iss %q; encoding/json sees %q", hdr.iss, iss)
 		}
 	})
 }

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,22 +21,57 @@ import (
 )
 
 // Subject is the verified identity behind a request.
+//
+// A Subject from an IdP keeps the token it was verified from, for a token
+// exchange that presents it to the IdP again (see Token). That token is
+// never printed: fmt renders a Subject through String, which leaves it out,
+// and it sits in an unexported field, which encoding/json and zap's
+// reflection skip.
 type Subject struct {
-	// User is the acting user (the sub claim), never empty.
+	// User is the acting user (the sub claim, or the IdP's user_claim),
+	// never empty.
 	User string
-	// Agent is the agent acting for User (the RFC 8693 act.sub claim), or "".
+	// Agent is the agent acting for User (the RFC 8693 act.sub claim, or
+	// the IdP's agent_claim), or "".
 	Agent string
 	// Issuer is the iss claim.
 	Issuer string
+	// Source is SourceOrchestrator or SourceIdP.
+	Source string
+	// Type is the token's typ header as presented, or "" without one.
+	Type string
 	// ID is the jti claim, or "".
 	ID string
 	// Expiry is the exp claim.
 	Expiry time.Time
+	// Fingerprint is a keyed, non-reversible tag of an IdP token (see
+	// WithFingerprint), for the audit trail; "" for orchestrator
+	// assertions.
+	Fingerprint string
 	// Claims holds the claims that are not registered ones (iss, sub, aud,
 	// exp, nbf, iat, jti, act): the narrowing claims such as providers,
-	// task_id or channels, as decoded from JSON. Never nil.
+	// task_id or channels, or an IdP's email, groups or scp, as decoded
+	// from JSON. Never nil.
 	Claims map[string]any
+
+	// token is the token as presented, kept for IdP subjects only.
+	token string
 }
+
+// Token returns the IdP token this Subject was verified from, which a token
+// exchange presents to the IdP as its subject token; "" for orchestrator
+// assertions. It is a bearer credential: never log or forward it.
+func (s *Subject) Token() string { return s.token }
+
+// String describes s without its token.
+func (s Subject) String() string {
+	return fmt.Sprintf("Subject{user: %q, agent: %q, issuer: %q, source: %s, type: %q, id: %q, expiry: %s}",
+		s.User, s.Agent, s.Issuer, s.Source, s.Type, s.ID, s.Expiry.Format(time.RFC3339))
+}
+
+// Format makes every fmt verb (%v, %+v, %#v, %s, %d…) print String, so that
+// a Subject printed by mistake never shows its token.
+func (s Subject) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
 
 // registeredClaims are the claims Subject carries in its own fields (act as
 // Agent) or that only matter to verification; they are left out of
@@ -55,13 +92,15 @@ var forbiddenHeaders = [...]struct {
 type Option func(*options)
 
 type options struct {
-	client *http.Client
-	now    func() time.Time
-	logger *zap.Logger
+	client      *http.Client
+	now         func() time.Time
+	logger      *zap.Logger
+	fingerprint func(string) string
 }
 
-// WithHTTPClient makes the verifier fetch the JWKS with client (tests use an
-// httptest TLS server's client). Redirects are still not followed.
+// WithHTTPClient makes the verifier fetch every JWKS and discovery document
+// with client (tests use an httptest TLS server's client). Redirects are
+// still not followed.
 func WithHTTPClient(client *http.Client) Option {
 	return func(o *options) { o.client = client }
 }
@@ -78,11 +117,37 @@ func WithLogger(logger *zap.Logger) Option {
 	return func(o *options) { o.logger = logger }
 }
 
-// Verifier checks assertions. It is safe for concurrent use.
+// WithFingerprint sets the keyed hash that tags IdP tokens in
+// Subject.Fingerprint (the audit trail's identity_fingerprint). Without it
+// the field stays empty.
+func WithFingerprint(f func(token string) string) Option {
+	return func(o *options) { o.fingerprint = f }
+}
+
+// Verifier checks assertions and IdP tokens. It is safe for concurrent use.
 type Verifier struct {
-	header      string
+	header   string
+	maxSize  int
+	tooLarge error
+	// allowed is the union of every source's algorithms, for the
+	// pre-parser; each source checks its own again.
+	allowed algSet
+	// orchestrator verifies the orchestrator's assertions; nil when only
+	// IdPs are configured.
+	orchestrator *source
+	// idps maps an issuer to its source. It is nil without IdPs, and the
+	// pre-parser then does not read iss.
+	idps        map[string]*source
+	sources     []*source
+	fingerprint func(string) string
+	closeOnce   sync.Once
+}
+
+// source is one identity source, the orchestrator or one IdP, with
+// everything needed to verify its tokens.
+type source struct {
+	kind        string // SourceOrchestrator or SourceIdP
 	issuers     []string
-	maxSize     int
 	allowed     algSet
 	maxLifetime time.Duration
 	leeway      time.Duration
@@ -102,8 +167,15 @@ type Verifier struct {
 	// so that Verify does not allocate a closure per call.
 	staticKeyFunc jwt.Keyfunc
 	client        *http.Client
-	tooLarge      error
-	closeOnce     sync.Once
+
+	// types are an IdP's accepted typ values, normalised; nil for the
+	// orchestrator, whose assertions are not typed.
+	types []string
+	// userPath and agentPath are an IdP's claim mapping; nil for the
+	// orchestrator (sub, and act.sub through the act claim).
+	userPath, agentPath []string
+	// required are an IdP's required claim paths.
+	required [][]string
 }
 
 // staticKey is one configured key, bound to one algorithm.
@@ -113,10 +185,11 @@ type staticKey struct {
 	key any
 }
 
-// New validates cfg, loads its keys and, with a JWKS URL, fetches the set
-// (bounded by ctx; a failure is logged and retried, see Ready) and starts
-// refreshing it in the background until Close.
-func New(ctx context.Context, cfg Config, opts ...Option) (*Verifier, error) {
+// New validates cfg, loads its keys and, for each JWKS URL and discovery
+// document, fetches the key set (bounded by ctx; a failure is logged and
+// retried, see Ready) and starts refreshing it in the background until
+// Close.
+func New(ctx context.Context, cfg Config, opts ...Option) (_ *Verifier, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("identity config: %w", err)
 	}
@@ -132,13 +205,50 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Verifier, error) {
 	}
 	v := &Verifier{
 		header:      cfg.Header,
-		issuers:     slices.Clone(cfg.Issuers),
 		maxSize:     cfg.MaxSize,
+		tooLarge:    sizeError(cfg.MaxSize),
+		fingerprint: o.fingerprint,
+	}
+	defer func() {
+		if err != nil {
+			v.Close()
+		}
+	}()
+	if cfg.orchestrated() || len(cfg.IdPs) == 0 {
+		src, err := newOrchestratorSource(ctx, cfg, o)
+		if err != nil {
+			return nil, err
+		}
+		v.orchestrator = src
+		v.sources = append(v.sources, src)
+	}
+	if len(cfg.IdPs) > 0 {
+		v.idps = make(map[string]*source, len(cfg.IdPs))
+	}
+	for i, ic := range cfg.IdPs {
+		src, err := newIdPSource(ctx, ic, o)
+		if err != nil {
+			return nil, fmt.Errorf("identity: %w", config.Prefix(idx("idps", i), err))
+		}
+		v.idps[ic.Issuer] = src
+		v.sources = append(v.sources, src)
+	}
+	for _, src := range v.sources {
+		v.allowed |= src.allowed
+	}
+	return v, nil
+}
+
+// newOrchestratorSource builds the source of the orchestrator's
+// assertions: static keys and an optional JWKS URL.
+func newOrchestratorSource(ctx context.Context, cfg Config, o options) (*source, error) {
+	src := &source{
+		kind:        SourceOrchestrator,
+		issuers:     slices.Clone(cfg.Issuers),
 		allowed:     cfg.allowedSet(),
 		maxLifetime: cfg.MaxLifetime,
 		leeway:      cfg.Leeway,
 		now:         o.now,
-		tooLarge:    sizeError(cfg.MaxSize),
 	}
 	var problems config.Problems
 	for i, kc := range cfg.Keys {
@@ -147,72 +257,124 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Verifier, error) {
 			problems.Addf(idx("keys", i)+".file", "%v", err)
 			continue
 		}
-		if !v.allowed.has(alg) {
+		if !src.allowed.has(alg) {
 			problems.Addf(idx("keys", i)+".algorithm", "key is for %s, which is not listed in algorithms", alg)
 			continue
 		}
-		v.keys = append(v.keys, staticKey{id: kc.ID, alg: alg, key: key})
+		src.keys = append(src.keys, staticKey{id: kc.ID, alg: alg, key: key})
 	}
 	if err := problems.Err(); err != nil {
 		return nil, fmt.Errorf("identity keys: %w", err)
 	}
 	var anonymous [numAlgorithms][]jwt.VerificationKey
-	for _, k := range v.keys {
-		v.staticKeys[k.alg] = append(v.staticKeys[k.alg], k.key)
+	for _, k := range src.keys {
+		src.staticKeys[k.alg] = append(src.staticKeys[k.alg], k.key)
 		if k.id == "" {
 			anonymous[k.alg] = append(anonymous[k.alg], k.key)
 		}
 	}
 	for a := range numAlgorithms {
-		v.withoutKID[a] = keyOrSet(v.staticKeys[a])
-		v.anonymous[a] = keyOrSet(anonymous[a])
+		src.withoutKID[a] = keyOrSet(src.staticKeys[a])
+		src.anonymous[a] = keyOrSet(anonymous[a])
 	}
+	src.parser = newParser(src.allowed, []string{cfg.Audience}, cfg.Issuers, cfg.Leeway, o.now)
+	src.staticKeyFunc = func(t *jwt.Token) (any, error) { return src.key(context.Background(), t) }
 
-	methods := make([]string, 0, len(cfg.Algorithms))
+	if cfg.JWKSURL != "" {
+		client, err := o.jwksClient(cfg.JWKSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("identity: %w", config.Prefix("jwks_ca_file", err))
+		}
+		src.client = client
+		js, err := newJWKSSource(cfg.JWKSURL, client, cfg.JWKSUnknownKIDInterval, o.now, o.logger.Named("jwks"))
+		if err != nil {
+			return nil, err
+		}
+		src.jwks = js
+		js.start(ctx, cfg.JWKSRefresh)
+	}
+	return src, nil
+}
+
+// newIdPSource builds the source of one IdP: keys from its discovery
+// document or JWKS URL only, its audiences, token types and claim mapping.
+func newIdPSource(ctx context.Context, c IdPConfig, o options) (*source, error) {
+	var allowed algSet
+	for _, name := range c.Algorithms {
+		allowed.add(algorithmFromName(name))
+	}
+	src := &source{
+		kind:        SourceIdP,
+		issuers:     []string{c.Issuer},
+		allowed:     allowed,
+		maxLifetime: c.MaxLifetime,
+		leeway:      c.Leeway,
+		now:         o.now,
+		userPath:    strings.Split(c.UserClaim, "."),
+	}
+	for _, t := range c.TokenTypes {
+		src.types = append(src.types, normalizeType(t))
+	}
+	if c.AgentClaim != "" {
+		src.agentPath = strings.Split(c.AgentClaim, ".")
+	}
+	for _, r := range c.RequiredClaims {
+		src.required = append(src.required, strings.Split(r, "."))
+	}
+	src.parser = newParser(allowed, c.Audiences, src.issuers, c.Leeway, o.now)
+	client, err := o.jwksClient(c.CAFile)
+	if err != nil {
+		return nil, config.Prefix("ca_file", err)
+	}
+	src.client = client
+	log := o.logger.Named("idp").With(zap.String("issuer", c.Issuer))
+	js, err := newJWKSSource(c.JWKSURL, client, c.JWKSUnknownKIDInterval, o.now, log)
+	if err != nil {
+		return nil, err
+	}
+	js.discovery, js.issuer = c.discoveryURL(), c.Issuer
+	src.jwks = js
+	js.start(ctx, c.JWKSRefresh)
+	return src, nil
+}
+
+// jwksClient returns the client for key sets and discovery documents: the
+// one given with WithHTTPClient (redirects refused), or a new one that
+// trusts caFile besides the system roots.
+func (o options) jwksClient(caFile string) (*http.Client, error) {
+	if o.client == nil {
+		return newJWKSClient(caFile)
+	}
+	c := *o.client
+	c.CheckRedirect = outbound.RefuseRedirect
+	return &c, nil
+}
+
+// newParser returns the JWT library's parser for one source: its
+// algorithms, its audiences (aud must contain one), exp required, iat
+// checked, leeway and clock, strict base64. A single issuer is checked by
+// the library as well; several are checked by checkClaims, which checks
+// membership for one issuer too.
+func newParser(allowed algSet, audiences, issuers []string, leeway time.Duration, now func() time.Time) *jwt.Parser {
+	var methods []string
 	for a := algorithm(1); a < numAlgorithms; a++ {
-		if v.allowed.has(a) {
+		if allowed.has(a) {
 			methods = append(methods, a.String())
 		}
 	}
 	popts := []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
-		jwt.WithAudience(cfg.Audience),
+		jwt.WithAudience(audiences...),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithLeeway(cfg.Leeway),
-		jwt.WithTimeFunc(o.now),
+		jwt.WithLeeway(leeway),
+		jwt.WithTimeFunc(now),
 		jwt.WithStrictDecoding(),
 	}
-	if len(cfg.Issuers) == 1 {
-		// Several issuers are checked by checkClaims, which checks
-		// membership for one issuer too.
-		popts = append(popts, jwt.WithIssuer(cfg.Issuers[0]))
+	if len(issuers) == 1 {
+		popts = append(popts, jwt.WithIssuer(issuers[0]))
 	}
-	v.parser = jwt.NewParser(popts...)
-	v.staticKeyFunc = func(t *jwt.Token) (any, error) { return v.key(context.Background(), t) }
-
-	if cfg.JWKSURL != "" {
-		client := o.client
-		if client == nil {
-			c, err := newJWKSClient(cfg.JWKSCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("identity: %w", config.Prefix("jwks_ca_file", err))
-			}
-			client = c
-		} else {
-			c := *client
-			c.CheckRedirect = outbound.RefuseRedirect
-			client = &c
-		}
-		v.client = client
-		src, err := newJWKSSource(cfg.JWKSURL, client, cfg.JWKSUnknownKIDInterval, o.now, o.logger.Named("jwks"))
-		if err != nil {
-			return nil, err
-		}
-		v.jwks = src
-		src.start(ctx, cfg.JWKSRefresh)
-	}
-	return v, nil
+	return jwt.NewParser(popts...)
 }
 
 // keyOrSet returns nil for no key, the key itself for one, and a
@@ -230,60 +392,125 @@ func keyOrSet(keys []jwt.VerificationKey) any {
 // Header returns the name of the request header that carries assertions.
 func (v *Verifier) Header() string { return v.header }
 
-// Ready returns nil when the verifier can verify: always with static keys
-// only, and with a JWKS once it has been fetched successfully.
+// Ready returns nil when the verifier can verify for every source: at once
+// with static keys only, and once each key set has been fetched.
 func (v *Verifier) Ready() error {
-	if v.jwks == nil {
-		return nil
+	var errs []error
+	for _, src := range v.sources {
+		if src.jwks == nil {
+			continue
+		}
+		if err := src.jwks.ready(); err != nil {
+			if src.kind == SourceIdP {
+				err = fmt.Errorf("idp %s: %w", src.issuers[0], err)
+			}
+			errs = append(errs, err)
+		}
 	}
-	return v.jwks.ready()
+	return errors.Join(errs...)
 }
 
-// Close stops the JWKS refresh and waits for it. It is safe to call more
-// than once. Verify keeps working on the keys already loaded.
+// TokenEndpoint returns the token endpoint that issuer's discovery
+// document announced, where a token exchange for that IdP's tokens goes. It
+// fails when issuer is not a configured IdP, when its keys are configured
+// without discovery, and when the document has not been read (yet) or names
+// no token endpoint.
+func (v *Verifier) TokenEndpoint(issuer string) (string, error) {
+	src, ok := v.idps[issuer]
+	if !ok {
+		return "", fmt.Errorf("token endpoint of %s: not a configured idp", issuer)
+	}
+	return src.jwks.tokenEndpoint()
+}
+
+// Close stops the key-set refreshes and waits for them. It is safe to call
+// more than once. Verify keeps working on the keys already loaded.
 func (v *Verifier) Close() error {
 	v.closeOnce.Do(func() {
-		if v.jwks != nil {
-			v.jwks.close()
-		}
-		if v.client != nil {
-			v.client.CloseIdleConnections()
+		for _, src := range v.sources {
+			if src.jwks != nil {
+				src.jwks.close()
+			}
+			if src.client != nil {
+				src.client.CloseIdleConnections()
+			}
 		}
 	})
 	return nil
 }
 
 // Verify checks raw and returns the Subject it names. raw is pre-parsed
-// first (size, shape, header, claims without duplicate members), and only
-// then parsed and verified by the JWT library. Errors wrap ErrMissing or
-// ErrInvalid and never contain raw.
+// first (size, shape, header, claims without duplicate members and, with
+// IdPs configured, the iss that picks the source), and only then parsed and
+// verified by the JWT library with that source's keys and rules. Errors
+// wrap ErrMissing or ErrInvalid and never contain raw.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Subject, error) {
 	if len(raw) > v.maxSize {
 		return nil, v.tooLarge
 	}
-	hdr, err := preparse(raw, v.maxSize, v.allowed)
+	hdr, err := preparse(raw, v.maxSize, v.allowed, v.idps != nil)
 	if err != nil {
 		return nil, err
 	}
-	claims := jwt.MapClaims{}
-	kf := v.staticKeyFunc
-	if v.jwks != nil {
-		// Only a JWKS lookup can wait (for a fetch), so only it needs ctx.
-		kf = func(t *jwt.Token) (any, error) { return v.key(ctx, t) }
+	src := v.orchestrator
+	if s, ok := v.idps[hdr.iss]; ok {
+		src = s
 	}
-	tok, err := v.parser.ParseWithClaims(raw, claims, kf)
+	if src == nil {
+		// Only IdPs are configured, and none of them issued this token.
+		return nil, errIssuer
+	}
+	if !src.allowed.has(hdr.alg) {
+		return nil, errAlgorithmRefusals[hdr.alg]
+	}
+	if err := src.checkType(hdr); err != nil {
+		return nil, err
+	}
+	claims := jwt.MapClaims{}
+	kf := src.staticKeyFunc
+	if src.jwks != nil {
+		// Only a JWKS lookup can wait (for a fetch), so only it needs ctx.
+		kf = func(t *jwt.Token) (any, error) { return src.key(ctx, t) }
+	}
+	tok, err := src.parser.ParseWithClaims(raw, claims, kf)
 	if err != nil {
 		return nil, classify(err, claims)
 	}
 	// The library decoded the header again; it must have seen what the
 	// pre-parser saw.
-	if _, hasKID := tok.Header["kid"]; tok.Method.Alg() != hdr.alg.String() || hasKID != hdr.hasKID {
+	_, hasKID := tok.Header["kid"]
+	typ, hasTyp := tok.Header["typ"]
+	if tok.Method.Alg() != hdr.alg.String() || hasKID != hdr.hasKID || hasTyp != hdr.hasTyp || (hasTyp && typ != hdr.typ) {
 		return nil, errHeaderMismatch
 	}
-	if err := v.checkClaims(claims); err != nil {
+	if err := src.checkClaims(claims); err != nil {
 		return nil, err
 	}
-	return newSubject(claims), nil
+	sub := src.newSubject(claims, hdr)
+	if src.kind == SourceIdP {
+		sub.token = raw
+		if v.fingerprint != nil {
+			sub.Fingerprint = v.fingerprint(raw)
+		}
+	}
+	return sub, nil
+}
+
+// checkType enforces an IdP's accepted token types (RFC 8725 section
+// 3.11); a token without typ counts as JWT. The orchestrator's assertions
+// are not typed.
+func (s *source) checkType(hdr header) error {
+	if s.types == nil {
+		return nil
+	}
+	typ := TypeJWT
+	if hdr.hasTyp {
+		typ = normalizeType(hdr.typ)
+	}
+	if !slices.Contains(s.types, typ) {
+		return errTokenType
+	}
+	return nil
 }
 
 // key chooses the verification key for t (the jwt.Keyfunc of Verify):
@@ -294,7 +521,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Subject, error) {
 //     algorithm.
 //
 // Keys are only ever used with their one algorithm.
-func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
+func (v *source) key(ctx context.Context, t *jwt.Token) (any, error) {
 	alg := algUnknown
 	if t.Method != nil {
 		alg = algorithmFromName(t.Method.Alg())
@@ -341,7 +568,7 @@ func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
 	return nil, errUnknownKID
 }
 
-func (v *Verifier) keyWithoutKID(ctx context.Context, alg algorithm) (any, error) {
+func (v *source) keyWithoutKID(ctx context.Context, alg algorithm) (any, error) {
 	var fromSet []jwt.VerificationKey
 	if v.jwks != nil {
 		fromSet = v.jwks.keysFor(ctx, alg)
@@ -357,10 +584,12 @@ func (v *Verifier) keyWithoutKID(ctx context.Context, alg algorithm) (any, error
 }
 
 // checkClaims adds this package's claim rules to the library's (exp, nbf,
-// iat, aud, and iss for a single issuer): iss among the configured issuers,
-// a non-empty string sub, well-formed act and jti, and the lifetime limit.
-// It runs only on claims of a token whose signature has been verified.
-func (v *Verifier) checkClaims(m jwt.MapClaims) error {
+// iat, aud, and iss for a single issuer): iss among the source's issuers, a
+// user (a non-empty string sub, or the IdP's user claim), a well-formed
+// agent (act, or the IdP's agent claim), an IdP's required claims, a string
+// jti, and the lifetime limit. It runs only on claims of a token whose
+// signature has been verified.
+func (v *source) checkClaims(m jwt.MapClaims) error {
 	switch iss := m["iss"].(type) {
 	case nil:
 		return errMissingIss
@@ -376,13 +605,25 @@ func (v *Verifier) checkClaims(m jwt.MapClaims) error {
 	}
 	switch sub := m["sub"].(type) {
 	case nil:
-		return errMissingSub
+		if v.userPath == nil {
+			return errMissingSub
+		}
 	case string:
-		if sub == "" {
+		if sub == "" && v.userPath == nil {
 			return errMissingSub
 		}
 	default:
 		return errMalformedClaims
+	}
+	if v.userPath != nil {
+		if u, _ := claimAt(m, v.userPath).(string); u == "" {
+			return errMissingUser
+		}
+		// An e-mail address names a user only once the IdP has verified
+		// it: an unverified one can be any address the account holder typed.
+		if len(v.userPath) == 1 && v.userPath[0] == "email" && m["email_verified"] == false {
+			return errEmailUnverified
+		}
 	}
 	if act, ok := m["act"]; ok {
 		a, ok := act.(map[string]any)
@@ -391,6 +632,18 @@ func (v *Verifier) checkClaims(m jwt.MapClaims) error {
 		}
 		if s, ok := a["sub"].(string); !ok || s == "" {
 			return errMalformedAct
+		}
+	}
+	if v.agentPath != nil {
+		if a := claimAt(m, v.agentPath); a != nil {
+			if s, ok := a.(string); !ok || s == "" {
+				return errMalformedAgent
+			}
+		}
+	}
+	for _, path := range v.required {
+		if claimAt(m, path) == nil {
+			return errMissingRequired
 		}
 	}
 	if jti, ok := m["jti"]; ok {
@@ -417,6 +670,22 @@ func (v *Verifier) checkClaims(m jwt.MapClaims) error {
 		return errLifetime
 	}
 	return nil
+}
+
+// claimAt returns the claim at path (a name, or names into nested objects),
+// or nil when there is none.
+func claimAt(m map[string]any, path []string) any {
+	var v any = m
+	for _, name := range path {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		if v, ok = obj[name]; !ok {
+			return nil
+		}
+	}
+	return v
 }
 
 // numericDate reads a NumericDate claim the way the JWT library does
@@ -447,14 +716,23 @@ func numericDate(m jwt.MapClaims, name string) (time.Time, bool) {
 
 // newSubject builds the Subject from claims that checkClaims accepted.
 // Subject.Claims reuses the decoded map minus the registered claims.
-func newSubject(m jwt.MapClaims) *Subject {
-	s := &Subject{}
-	s.User, _ = m["sub"].(string)
+func (v *source) newSubject(m jwt.MapClaims, hdr header) *Subject {
+	s := &Subject{Source: v.kind, Type: hdr.typ}
+	if v.userPath != nil {
+		s.User, _ = claimAt(m, v.userPath).(string)
+	} else {
+		s.User, _ = m["sub"].(string)
+	}
+	switch {
+	case v.agentPath != nil:
+		s.Agent, _ = claimAt(m, v.agentPath).(string)
+	case v.kind == SourceOrchestrator:
+		if act, ok := m["act"].(map[string]any); ok {
+			s.Agent, _ = act["sub"].(string)
+		}
+	}
 	s.Issuer, _ = m["iss"].(string)
 	s.ID, _ = m["jti"].(string)
-	if act, ok := m["act"].(map[string]any); ok {
-		s.Agent, _ = act["sub"].(string)
-	}
 	s.Expiry, _ = numericDate(m, "exp")
 	for _, name := range registeredClaims {
 		delete(m, name)

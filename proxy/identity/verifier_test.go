@@ -64,13 +64,14 @@ func TestVerifyStaticKeys(t *testing.T) {
 			}
 			want := &Subject{
 				User: "alice", Agent: "agent-7", Issuer: testIssuer, ID: got.ID,
+				Source: SourceOrchestrator, Type: "JWT",
 				Expiry: clock.Now().Add(10 * time.Minute),
 				Claims: map[string]any{"providers": []any{"slack"}, "task_id": "t-42"},
 			}
 			if got.ID == "" {
 				t.Errorf("got empty ID; want Mint's random jti")
 			}
-			if diff := cmp.Diff(want, got); diff != "" {
+			if diff := cmp.Diff(want, got, cmp.AllowUnexported(Subject{})); diff != "" {
 				t.Errorf("Subject mismatch (-want +got):\n%s", diff)
 			}
 		})
@@ -352,10 +353,11 @@ func TestVerifySubjectClaims(t *testing.T) {
 	}
 	want := &Subject{
 		User: "alice", Agent: "agent-9", Issuer: testIssuer, ID: "jti-1",
+		Source: SourceOrchestrator, Type: "JWT",
 		Expiry: clock.Now().Add(5 * time.Minute),
 		Claims: map[string]any{"providers": []any{"slack", "github"}, "channels": []any{"#eng"}, "task_id": "t-1", "n": float64(3)},
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(Subject{})); diff != "" {
 		t.Errorf("Subject mismatch (-want +got):\n%s", diff)
 	}
 }

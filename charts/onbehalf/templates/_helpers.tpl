@@ -126,6 +126,7 @@ onbehalf.dev/component: {{ .component }}
 {{- $identity := dict "audience" .Values.identity.audience "issuers" .Values.identity.issuers "algorithms" .Values.identity.algorithms -}}
 {{- if $keys -}}{{- $_ := set $identity "keys" $keys -}}{{- end -}}
 {{- if .Values.identity.jwksUrl -}}{{- $_ := set $identity "jwks_url" .Values.identity.jwksUrl -}}{{- end -}}
+{{- if .Values.identity.idps -}}{{- $_ := set $identity "idps" .Values.identity.idps -}}{{- end -}}
 {{- $cfg := dict
   "proxy" (dict "listen" (printf "127.0.0.1:%v" .Values.sidecar.proxyPort) "unrouted" "refuse")
   "admin" (dict "listen" (printf ":%v" .Values.sidecar.adminPort))

@@ -88,7 +88,8 @@ type Options struct {
 	// Dial replaces the egress guard's underlying dialer.
 	Dial egress.DialFunc
 	// TrustPEM are further CA certificates (PEM) the sidecar trusts for
-	// upstream TLS, for test servers other than the recording upstream.
+	// upstream TLS and token endpoints, for test servers other than the
+	// recording upstream (an IdP's and an app's authorization server, say).
 	TrustPEM [][]byte
 	// Policy replaces DefaultPolicy.
 	Policy string
