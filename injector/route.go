@@ -55,6 +55,11 @@ type RouteConfig struct {
 	// ReportOnly makes policy denials on this route advisory: the request
 	// proceeds and the audit record says would_deny.
 	ReportOnly bool `yaml:"report_only"`
+	// MCP marks the route as a Model Context Protocol endpoint (Streamable
+	// HTTP): the sidecar reads each POSTed JSON-RPC message before
+	// deciding, gives policy input.mcp, refuses with JSON-RPC errors and
+	// audits the method and tool (docs/design.md#mcp-routes).
+	MCP bool `yaml:"mcp"`
 }
 
 // Route is a compiled RouteConfig.
@@ -64,6 +69,8 @@ type Route struct {
 	Host       string // as configured, lower case
 	Port       int
 	ReportOnly bool
+	// MCP is RouteConfig.MCP.
+	MCP bool
 
 	wildcard bool   // Host is "*.suffix"
 	suffix   string // ".suffix" for wildcard routes
@@ -125,7 +132,7 @@ func pathsOrRoot(p []string) []string {
 func compileRoute(c RouteConfig) (*Route, error) {
 	var p config.Problems
 	host := NormalizeHost(c.Host)
-	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly}
+	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly, MCP: c.MCP}
 	switch {
 	case host == "":
 		p.Addf("host", "required")

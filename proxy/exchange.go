@@ -37,6 +37,8 @@ type exchange struct {
 	// forwarded is set once the request body was handed to the
 	// transport, which then owns it until it closes it.
 	forwarded bool
+	// mcp is set on an MCP route: refusals are JSON-RPC errors.
+	mcp *mcpExchange
 }
 
 func (s *Server) newExchange(method, scheme, host, path string) *exchange {

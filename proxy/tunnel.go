@@ -287,6 +287,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		if ex.err == nil {
 			ex.fail(e)
 		}
+		if ex.mcp != nil {
+			return s.mcpRefusal(req, ex, e)
+		}
 		return e.response(req, ex.rec.DecisionID, false)
 	}
 
@@ -296,6 +299,13 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	if e != nil {
 		return fail(e)
 	}
+	// The route is looked up now, since an MCP route's refusals (identity
+	// ones included) are JSON-RPC errors; a missing route is reported after
+	// identity, as before.
+	route := s.d.Routes.Match(t.host, t.port, path)
+	if route != nil && route.MCP {
+		ex.mcp = &mcpExchange{}
+	}
 
 	// 2. Identify.
 	sub, err := s.identify(ctx, req.Header, t.subject)
@@ -304,16 +314,26 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	}
 	ex.setSubject(sub)
 
-	// 3. Route.
-	route := s.d.Routes.Match(t.host, t.port, path)
+	// 3. Route. On an MCP route, read the JSON-RPC message(s) policy
+	// decides on; a malformed body is refused and nothing is forwarded.
 	if route == nil {
 		return fail(newError(CodeNoRoute, "no route covers this path on this host; nothing was sent", nil))
 	}
 	ex.setRoute(route)
+	if ex.mcp != nil {
+		if e := s.readMCP(req, ex); e != nil {
+			return fail(e)
+		}
+	}
 
-	// 4. Decide, before any grant is read.
+	// 4. Decide, before any grant is read (on an MCP route, once per
+	// message).
 	in := s.policyInput(req, ex, "https", t.target, t.source)
-	if e := s.decide(ctx, ex, in, route.ReportOnly); e != nil {
+	decide := s.decide
+	if ex.mcp != nil {
+		decide = s.decideMCP
+	}
+	if e := decide(ctx, ex, in, route.ReportOnly); e != nil {
 		return fail(e)
 	}
 
@@ -336,7 +356,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	// body then go upstream in one write, and the tunnel's connection is
 	// never read by another goroutine.
 	var body []byte
-	if n := req.ContentLength; n > 0 && n <= maxBufferedBody {
+	if ex.mcp != nil && ex.mcp.body != nil {
+		body = ex.mcp.body // read whole before deciding
+	} else if n := req.ContentLength; n > 0 && n <= maxBufferedBody {
 		body = make([]byte, n)
 		if _, err := io.ReadFull(req.Body, body); err != nil {
 			return fail(newError(CodeBadRequest, "the request body ended before its Content-Length", err))
@@ -346,7 +368,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	// 8. Forward over verified TLS. A request whose body is in memory
 	// goes through the sidecar's own HTTP/1.1 client; a streamed body
 	// (and HTTP/2, when configured) through net/http's transport.
-	streamed := req.ContentLength < 0 || req.ContentLength > maxBufferedBody
+	streamed := body == nil && (req.ContentLength < 0 || req.ContentLength > maxBufferedBody)
 	ex.forwarded = streamed && out.Body != http.NoBody
 	_, st := s.startStage(ctx, metrics.StageUpstream)
 	var resp *http.Response
