@@ -107,6 +107,14 @@ func New(o Options) *Server {
 	return s
 }
 
+// Close ends every session still open (a client that never sent its
+// DELETE leaves one behind, with a goroutine).
+func (s *Server) Close() {
+	for ss := range s.mcp.Sessions() {
+		_ = ss.Close()
+	}
+}
+
 // Handler is the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
