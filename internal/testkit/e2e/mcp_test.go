@@ -10,6 +10,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -527,4 +529,105 @@ func TestMCPQuietStreamEndsWithClient(t *testing.T) {
 	if rec["method"] != "GET" || rec["decision"] != "allow" || rec["status"] != float64(200) {
 		t.Errorf("record of the stream %v", rec)
 	}
+}
+
+// tsLine is one line the TypeScript agent prints.
+type tsLine struct {
+	Tools    []string `json:"tools"`
+	Progress *float64 `json:"progress"`
+	Result   *string  `json:"result"`
+	Error    *struct {
+		Code    int       `json:"code"`
+		Message string    `json:"message"`
+		Data    errorBody `json:"data"`
+	} `json:"error"`
+}
+
+// runTSAgent runs examples/agents/mcp/agent.mjs (the official TypeScript
+// SDK, with undici's ProxyAgent) and returns its lines; a refused call
+// exits 1.
+func runTSAgent(t *testing.T, e *mcpEnv, args ...string) []tsLine {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "examples", "agents", "mcp")
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", append([]string{"agent.mjs", e.APIURL(mcptest.PathMCP)}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = agentEnv(e.Env, e.Assert(t, testenv.User))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
+		t.Fatalf("node agent.mjs %v: %v\nstdout: %s\nstderr: %s", args, err, stdout.String(), stderr.String())
+	}
+	// The agent never holds a token: none in anything it printed.
+	for _, secret := range []string{e.Token, e.RefreshToken} {
+		if strings.Contains(stdout.String()+stderr.String(), secret) {
+			t.Fatalf("the agent printed a token")
+		}
+	}
+	var lines []tsLine
+	for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var x tsLine
+		if err := json.Unmarshal([]byte(l), &x); err != nil {
+			t.Fatalf("agent line %q: %v (stderr %s)", l, err, stderr.String())
+		}
+		lines = append(lines, x)
+	}
+	return lines
+}
+
+// TestMCPTypeScriptClient runs the official TypeScript SDK (protocol
+// 2025-11-25: initialize, Mcp-Session-Id, the GET stream) through the
+// sidecar: list, an allowed streamed call, a denied call the SDK surfaces
+// as an McpError carrying the sidecar's code, and reconnect_required after
+// the user revoked the app.
+func TestMCPTypeScriptClient(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(repoRoot(t), "examples", "agents", "mcp", "node_modules", "@modelcontextprotocol", "sdk")); err != nil {
+		t.Fatalf("the MCP agent's dependencies are missing: run `make agents` (npm ci in examples/agents/mcp): %v", err)
+	}
+	e := newMCPEnv(t, func(c *sidecar.Config) { c.TokenCache.TTL = 0 })
+
+	lines := runTSAgent(t, e)
+	if len(lines) != 1 || !slices.Equal(lines[0].Tools, []string{"count_slowly", "delete_repository", "search_issues", "whoami"}) {
+		t.Fatalf("tools/list printed %+v", lines)
+	}
+
+	lines = runTSAgent(t, e, "count_slowly", `{"n":3,"interval_ms":60}`)
+	progress := 0
+	for _, l := range lines[:len(lines)-1] {
+		if l.Progress != nil {
+			progress++
+		}
+	}
+	if last := lines[len(lines)-1]; progress != 3 || last.Result == nil || *last.Result != "counted to 3" {
+		t.Fatalf("count_slowly printed %+v; want 3 progress lines, then the result", lines)
+	}
+
+	lines = runTSAgent(t, e, "delete_repository", `{"name":"acme/api"}`)
+	if len(lines) != 1 || lines[0].Error == nil {
+		t.Fatalf("delete_repository printed %+v; want the refusal", lines)
+	}
+	ref := lines[0].Error
+	if ref.Code != -31403 || ref.Data.Error != "policy_denied" || ref.Data.DecisionID == "" || !strings.Contains(ref.Message, "destructive") {
+		t.Errorf("refusal %+v; want -31403 policy_denied with the reason and decision id", ref)
+	}
+	if rec := e.WaitRecord(t, ref.Data.DecisionID); rec["mcp_tool"] != "delete_repository" || rec["decision"] != "deny" {
+		t.Errorf("audit record %v", rec)
+	}
+
+	e.as.RevokeUser(testenv.User)
+	e.SetExpiry(t, testenv.User, time.Now().Add(-time.Minute))
+	lines = runTSAgent(t, e, "whoami")
+	if len(lines) != 1 || lines[0].Error == nil || lines[0].Error.Data.Error != "reconnect_required" ||
+		lines[0].Error.Data.ConnectURL != "https://connect.test/connect/chat" {
+		t.Fatalf("whoami after revocation printed %+v; want reconnect_required with the connect URL", lines)
+	}
+	for _, c := range e.mcp.Calls() {
+		if c.Tool == "delete_repository" {
+			t.Error("the destructive tool reached the server")
+		}
+	}
+	checkMCPUpstream(t, e)
 }
