@@ -120,6 +120,7 @@ FUZZ_TARGETS := \
 	./proxy:FuzzSanitizeRequest \
 	./proxy:FuzzCheckHead \
 	./proxy:FuzzBindTunnelRequest \
+	./proxy/mcp:FuzzParse \
 	./proxy/identity:FuzzPreparse \
 	./proxy/identity:FuzzCheckObject \
 	./proxy/identity:FuzzFromHeader \
