@@ -104,8 +104,9 @@ chartcheck: build kube-apiserver kubectl ## the chart: lint/template and strict 
 	cd charts/chartcheck && ONBEHALF_BIN=$(CURDIR)/$(BIN) $(GO) test -race -tags integration -count=1 -timeout 20m ./...
 
 .PHONY: agents
-agents: ## install the example agents' dependencies (Node undici)
+agents: ## install the example agents' dependencies (Node undici; the MCP TypeScript SDK)
 	@cd examples/agents/node && { test -d node_modules/undici || npm ci --no-audit --no-fund --loglevel=error; }
+	@cd examples/agents/mcp && { test -d node_modules/@modelcontextprotocol/sdk || npm ci --no-audit --no-fund --loglevel=error; }
 
 .PHONY: axe
 axe: ## install axe-core for the connect server's browser tests (screenshots go to $$ONBEHALF_SCREENSHOTS or .cache/screenshots)
@@ -125,6 +126,7 @@ FUZZ_TARGETS := \
 	./proxy:FuzzSanitizeRequest \
 	./proxy:FuzzCheckHead \
 	./proxy:FuzzBindTunnelRequest \
+	./proxy/mcp:FuzzParse \
 	./proxy/identity:FuzzPreparse \
 	./proxy/identity:FuzzCheckObject \
 	./proxy/identity:FuzzFromHeader \

@@ -138,6 +138,13 @@ type Record struct {
 	// Route names the matched route.
 	Route    string `json:"route,omitempty"`
 	Provider string `json:"provider,omitempty"`
+	// MCPMethod, MCPTool and MCPResource are the JSON-RPC method, the tool
+	// of a tools/call and the URI of a resources/read (or subscribe) on an
+	// MCP route; for a batch, each is the messages' values in order,
+	// joined with ",".
+	MCPMethod   string `json:"mcp_method,omitempty"`
+	MCPTool     string `json:"mcp_tool,omitempty"`
+	MCPResource string `json:"mcp_resource,omitempty"`
 	// Decision is allow, deny or would_deny.
 	Decision string `json:"decision,omitempty"`
 	// Reason is the policy's reason for the decision.
@@ -212,6 +219,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	addString(enc, "path", RedactPath(r.Path))
 	addString(enc, "route", r.Route)
 	addString(enc, "provider", r.Provider)
+	addString(enc, "mcp_method", r.MCPMethod)
+	addString(enc, "mcp_tool", r.MCPTool)
+	addString(enc, "mcp_resource", r.MCPResource)
 	addString(enc, "decision", r.Decision)
 	addString(enc, "reason", r.Reason)
 	addString(enc, "policy_revision", r.PolicyRevision)

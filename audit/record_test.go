@@ -84,6 +84,12 @@ func TestRecordGolden(t *testing.T) {
 			GrantGeneration: 8, DurationMS: 230,
 			Extra: []zap.Field{zap.String(ExtraOutcome, "ok"), zap.Bool(ExtraRotated, true)},
 		}},
+		{"mcp", &Record{
+			Time: testTime, Event: EventRequest, DecisionID: "01JY0000000000000000000001", User: "alice@example.com",
+			Agent: "agent-7", Method: "POST", Scheme: "https", Host: "mcp.example.com", Path: "/mcp",
+			Route: "github-mcp", Provider: "github", MCPMethod: "tools/call", MCPTool: "delete_repository",
+			Decision: DecisionDeny, Reason: "destructive tools are not allowed", Status: 200, ErrorCode: "policy_denied",
+		}},
 		{"policy_reload", &Record{
 			Time: testTime, Event: EventPolicyReload, PolicyRevision: "sha256:9c1e",
 			Extra: []zap.Field{zap.String(ExtraError, "authz.rego:3: rego_parse_error: unexpected eof")},

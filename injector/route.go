@@ -61,6 +61,11 @@ type RouteConfig struct {
 	// (/projects/group%2Fproject). Without it such requests are refused,
 	// since servers that decode "%2F" before routing see another path.
 	AllowEncodedSlashes bool `yaml:"allow_encoded_slashes"`
+	// MCP marks the route as a Model Context Protocol endpoint (Streamable
+	// HTTP): the sidecar reads each POSTed JSON-RPC message before
+	// deciding, gives policy input.mcp, refuses with JSON-RPC errors and
+	// audits the method and tool (docs/design.md#mcp-routes).
+	MCP bool `yaml:"mcp"`
 }
 
 // Route is a compiled RouteConfig.
@@ -72,6 +77,8 @@ type Route struct {
 	ReportOnly bool
 	// AllowEncodedSlashes is RouteConfig.AllowEncodedSlashes.
 	AllowEncodedSlashes bool
+	// MCP is RouteConfig.MCP.
+	MCP bool
 
 	wildcard bool   // Host is "*.suffix"
 	suffix   string // ".suffix" for wildcard routes
@@ -141,7 +148,7 @@ func pathsOrRoot(p []string) []string {
 func compileRoute(c RouteConfig) (*Route, error) {
 	var p config.Problems
 	host := NormalizeHost(c.Host)
-	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly, AllowEncodedSlashes: c.AllowEncodedSlashes}
+	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly, AllowEncodedSlashes: c.AllowEncodedSlashes, MCP: c.MCP}
 	switch {
 	case host == "":
 		p.Addf("host", "required")

@@ -137,6 +137,7 @@ func TestInputValueAt(t *testing.T) {
 		Source:  "127.0.0.1:5555", Scheme: "https", Host: "api.example.com", Now: time.Unix(1700000000, 0),
 	})
 	without := NewInput(r, InputArgs{Source: "127.0.0.1:5555", Now: time.Unix(1700000000, 0)})
+	with.MCP = testMCP()
 	paths := []string{
 		"attributes", "attributes.request", "attributes.request.http", "attributes.request.http.method",
 		"attributes.request.http.host", "attributes.request.http.path", "attributes.request.http.scheme",
@@ -149,6 +150,8 @@ func TestInputValueAt(t *testing.T) {
 		"subject.claims.providers", "subject.claims.n", "subject.user.x", "subject.nope",
 		"route", "route.provider", "route.host", "route.name", "route.nope", "route.provider.x",
 		"time", "time.x", "nothing",
+		"mcp", "mcp.kind", "mcp.method", "mcp.tool", "mcp.resource", "mcp.prompt", "mcp.session", "mcp.protocol_version",
+		"mcp.argument_names", "mcp.argument_names.x", "mcp.id", "mcp.batch", "mcp.method.x", "mcp.nope",
 	}
 	for _, in := range []*Input{with, without} {
 		full, err := in.Value()
@@ -166,6 +169,15 @@ func TestInputValueAt(t *testing.T) {
 				t.Errorf("input.%s: key %q; want %q", p, got, want)
 			}
 		}
+	}
+}
+
+// testMCP is input.mcp of a tools/call in a batch.
+func testMCP() *MCP {
+	call := MCPMessage{Kind: "request", Method: "tools/call", Tool: "search_issues", ArgumentNames: []string{"limit", "query"}, ID: []byte(`"7"`)}
+	return &MCP{
+		MCPMessage: call, Session: "s-1", ProtocolVersion: "2025-03-26",
+		Batch: []MCPMessage{call, {Kind: "notification", Method: "notifications/progress", ArgumentNames: []string{}}},
 	}
 }
 
@@ -276,5 +288,54 @@ decision := {"allow": true} if {
 	}
 	if n := e.cur.Load().evals.Load(); n != 1 {
 		t.Errorf("%d evaluations; want 1", n)
+	}
+}
+
+// TestDecisionCacheMCP: a policy on input.mcp is cached per tool, and the
+// JSON-RPC id (different on every call, unread by the policy) does not
+// defeat the cache.
+func TestDecisionCacheMCP(t *testing.T) {
+	dir := t.TempDir()
+	src := `package onbehalf.authz
+default decision := {"allow": false, "reason": "not a read-only tool"}
+decision := {"allow": true, "reason": "read-only"} if {
+	input.mcp.method == "tools/call"
+	startswith(input.mcp.tool, "get_")
+	not "force" in input.mcp.argument_names
+}`
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Paths = []string{dir}
+	cfg.Watch = false
+	e, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	evals := func() uint64 { return e.cur.Load().evals.Load() }
+	for i, tt := range []struct {
+		tool  string
+		args  []string
+		id    string
+		allow bool
+		evals uint64
+	}{
+		{"get_issue", []string{"number"}, "1", true, 1},
+		{"get_issue", []string{"number"}, "2", true, 1}, // id unread: hit
+		{"delete_repo", []string{"number"}, "3", false, 2},
+		{"get_issue", []string{"force", "number"}, "4", false, 3},
+		{"get_issue", []string{"number"}, `"five"`, true, 3},
+	} {
+		in := NewInput(httptest.NewRequest("POST", "https://mcp.example.com/mcp", nil), InputArgs{Now: time.Now()})
+		in.MCP = &MCP{MCPMessage: MCPMessage{Kind: "request", Method: "tools/call", Tool: tt.tool, ArgumentNames: tt.args, ID: []byte(tt.id)}, Batch: []MCPMessage{}}
+		d := e.Decide(context.Background(), in)
+		if d.Allow != tt.allow {
+			t.Errorf("step %d: decision %+v; want allow=%v", i, d, tt.allow)
+		}
+		if got := evals(); got != tt.evals {
+			t.Errorf("step %d: %d evaluations; want %d", i, got, tt.evals)
+		}
 	}
 }

@@ -91,6 +91,16 @@ var exampleRequests = map[string]struct {
 		exampleRequest{method: "GET", url: "https://slack.com/api/conversations.list", provider: "slack", claims: map[string]any{"task_id": "T-1", "providers": []any{"slack"}, "read_only": true}},
 		exampleRequest{method: "POST", url: "https://slack.com/api/chat.postMessage", provider: "slack", claims: map[string]any{"task_id": "T-1", "read_only": true}},
 	},
+	"mcp_tools": {
+		exampleRequest{method: "POST", url: "https://mcp.example.com/mcp", provider: "github", mcp: &MCP{
+			MCPMessage: MCPMessage{Kind: "request", Method: "tools/call", Tool: "search_issues", ArgumentNames: []string{"query"}, ID: []byte("1")},
+			Batch:      []MCPMessage{},
+		}},
+		exampleRequest{method: "POST", url: "https://mcp.example.com/mcp", provider: "github", mcp: &MCP{
+			MCPMessage: MCPMessage{Kind: "request", Method: "tools/call", Tool: "delete_repository", ArgumentNames: []string{"name"}, ID: []byte("2")},
+			Batch:      []MCPMessage{},
+		}},
+	},
 	"envoy": {
 		exampleRequest{method: "POST", url: "https://shop.example/api/v1/orders", headers: map[string]string{"X-Team": "payments", "Content-Type": "application/json"}},
 		exampleRequest{method: "POST", url: "https://shop.example/api/v1/orders", headers: map[string]string{"X-Team": "marketing", "Content-Type": "application/json"}},
@@ -102,6 +112,8 @@ type exampleRequest struct {
 	headers               map[string]string
 	claims                map[string]any
 	at                    time.Time
+	// mcp is input.mcp of a request on an MCP route.
+	mcp *MCP
 }
 
 func (x exampleRequest) input() *Input {
@@ -119,12 +131,14 @@ func (x exampleRequest) input() *Input {
 	if at.IsZero() {
 		at = time.Date(2026, 6, 18, 9, 0, 0, 0, time.UTC)
 	}
-	return NewInput(r, InputArgs{
+	in := NewInput(r, InputArgs{
 		Source:  "127.0.0.1:51234",
 		Subject: Subject{User: "alice", Agent: "agent-7", Issuer: "https://orchestrator.example", Claims: x.claims},
 		Route:   route,
 		Now:     at,
 	})
+	in.MCP = x.mcp
+	return in
 }
 
 func exampleEngine(tb testing.TB, name string) *Engine {

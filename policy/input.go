@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,6 +32,49 @@ type Input struct {
 	// Time is the decision time in RFC 3339, UTC. Policies should use it
 	// rather than time.now_ns() so that their tests can pin it.
 	Time string `json:"time"`
+	// MCP describes the JSON-RPC message of a request on an MCP route; it
+	// is absent elsewhere.
+	MCP *MCP `json:"mcp,omitempty"`
+}
+
+// MCP is input.mcp: what a request on an MCP route carries
+// (docs/design.md#mcp-routes). For a batch, policy is asked once per
+// message, each time with that message's fields here and every message in
+// Batch; the batch proceeds only when every message is allowed.
+type MCP struct {
+	MCPMessage
+	// Session is the Mcp-Session-Id header, empty when none.
+	Session string `json:"session"`
+	// ProtocolVersion is the Mcp-Protocol-Version header, empty when none.
+	ProtocolVersion string `json:"protocol_version"`
+	// Batch lists every message of a batch POST; it is empty for a single
+	// message, a stream and a session end.
+	Batch []MCPMessage `json:"batch"`
+}
+
+// MCPMessage is one JSON-RPC message as policy sees it: names, never
+// argument values.
+type MCPMessage struct {
+	// Kind is "request", "notification" or "response" for a POSTed
+	// message, "stream" for a GET (the server's message stream) and
+	// "end_session" for a DELETE.
+	Kind string `json:"kind"`
+	// Method is the JSON-RPC method ("tools/call"); empty for a response,
+	// a stream and a session end.
+	Method string `json:"method"`
+	// Tool is the tool of a tools/call.
+	Tool string `json:"tool"`
+	// Resource is the URI of a resources/read, resources/subscribe or
+	// resources/unsubscribe.
+	Resource string `json:"resource"`
+	// Prompt is the prompt of a prompts/get.
+	Prompt string `json:"prompt"`
+	// ArgumentNames are the names of a tools/call's or prompts/get's
+	// arguments, sorted. Never nil in input built by the sidecar.
+	ArgumentNames []string `json:"argument_names"`
+	// ID is the JSON-RPC id's JSON text (a string or a number), nil for a
+	// notification.
+	ID json.RawMessage `json:"id"`
 }
 
 // Attributes mirrors Envoy's CheckRequest attributes.
@@ -317,6 +361,16 @@ var (
 	keyProvider    = ast.StringTerm("provider")
 	keyName        = ast.StringTerm("name")
 	keyTime        = ast.StringTerm("time")
+	keyMCP         = ast.StringTerm("mcp")
+	keyKind        = ast.StringTerm("kind")
+	keyTool        = ast.StringTerm("tool")
+	keyResource    = ast.StringTerm("resource")
+	keyPrompt      = ast.StringTerm("prompt")
+	keyArgNames    = ast.StringTerm("argument_names")
+	keyID          = ast.StringTerm("id")
+	keySession     = ast.StringTerm("session")
+	keyProtocol    = ast.StringTerm("protocol_version")
+	keyBatch       = ast.StringTerm("batch")
 )
 
 // Value returns the input as an OPA AST value, built field by field rather
@@ -329,7 +383,7 @@ func (in *Input) Value() (ast.Value, error) {
 		return nil, err
 	}
 	h := &in.Attributes.Request.HTTP
-	return ast.NewObject(
+	obj := ast.NewObject(
 		ast.Item(keyAttributes, ast.ObjectTerm(
 			ast.Item(keyRequest, ast.ObjectTerm(
 				ast.Item(keyHTTP, ast.ObjectTerm(
@@ -355,7 +409,61 @@ func (in *Input) Value() (ast.Value, error) {
 		)),
 		ast.Item(keyRoute, ast.NewTerm(in.routeValue())),
 		ast.Item(keyTime, ast.StringTerm(in.Time)),
-	), nil
+	)
+	if in.MCP != nil {
+		obj.Insert(keyMCP, ast.NewTerm(in.MCP.value()))
+	}
+	return obj, nil
+}
+
+// value returns input.mcp.
+func (m *MCP) value() ast.Value {
+	batch := make([]*ast.Term, len(m.Batch))
+	for i := range m.Batch {
+		batch[i] = ast.NewTerm(m.Batch[i].value())
+	}
+	obj := m.MCPMessage.value().(ast.Object)
+	obj.Insert(keySession, ast.StringTerm(m.Session))
+	obj.Insert(keyProtocol, ast.StringTerm(m.ProtocolVersion))
+	obj.Insert(keyBatch, ast.ArrayTerm(batch...))
+	return obj
+}
+
+// value returns one message's object.
+func (m *MCPMessage) value() ast.Value {
+	return ast.NewObject(
+		ast.Item(keyKind, ast.StringTerm(m.Kind)),
+		ast.Item(keyMethod, ast.StringTerm(m.Method)),
+		ast.Item(keyTool, ast.StringTerm(m.Tool)),
+		ast.Item(keyResource, ast.StringTerm(m.Resource)),
+		ast.Item(keyPrompt, ast.StringTerm(m.Prompt)),
+		ast.Item(keyArgNames, ast.NewTerm(stringsValue(m.ArgumentNames))),
+		ast.Item(keyID, ast.NewTerm(idValue(m.ID))),
+	)
+}
+
+func stringsValue(s []string) ast.Value {
+	terms := make([]*ast.Term, len(s))
+	for i, x := range s {
+		terms[i] = ast.StringTerm(x)
+	}
+	return ast.NewArray(terms...)
+}
+
+// idValue converts a JSON-RPC id (JSON text) to a value: a string, a
+// number, or null.
+func idValue(id json.RawMessage) ast.Value {
+	if len(id) == 0 {
+		return ast.Null{}
+	}
+	if id[0] == '"' {
+		var s string
+		if err := json.Unmarshal(id, &s); err != nil {
+			return ast.Null{}
+		}
+		return ast.String(s)
+	}
+	return ast.Number(id)
 }
 
 func (in *Input) headersValue() ast.Value {
@@ -436,6 +544,11 @@ func (in *Input) valueAt(path []*ast.Term) ast.Value {
 		return valueAt(in.routeValue(), rest)
 	case "subject":
 		return in.subjectAt(rest)
+	case "mcp":
+		if in.MCP == nil {
+			return nil
+		}
+		return valueAt(in.MCP.value(), rest)
 	}
 	return nil
 }
@@ -614,6 +727,33 @@ func (in *Input) appendAt(b []byte, p inputPath) []byte {
 		return append(b, tagAbsent)
 	case "time":
 		return leaf(in.Time, 1)
+	case "mcp":
+		m := in.MCP
+		switch {
+		case m == nil:
+			return append(b, tagAbsent)
+		case len(k) == 1:
+			break // the whole object: through valueAt
+		case k[1] == "kind":
+			return leaf(m.Kind, 2)
+		case k[1] == "method":
+			return leaf(m.Method, 2)
+		case k[1] == "tool":
+			return leaf(m.Tool, 2)
+		case k[1] == "resource":
+			return leaf(m.Resource, 2)
+		case k[1] == "prompt":
+			return leaf(m.Prompt, 2)
+		case k[1] == "session":
+			return leaf(m.Session, 2)
+		case k[1] == "protocol_version":
+			return leaf(m.ProtocolVersion, 2)
+		case k[1] == "argument_names":
+			if len(k) > 2 {
+				return append(b, tagAbsent) // an array has no string keys
+			}
+			return appendStrings(b, m.ArgumentNames)
+		}
 	case "parsed_path":
 		if len(k) == 1 {
 			return appendStrings(b, in.ParsedPath)

@@ -244,6 +244,10 @@ func TestInputValue(t *testing.T) {
 			"providers": []any{"slack"}, "n": 3.5, "nested": map[string]any{"ok": true, "none": nil},
 		}}}),
 	}
+	inputs["mcp"] = benchInput()
+	inputs["mcp"].MCP = testMCP()
+	inputs["mcp numeric id"] = benchInput()
+	inputs["mcp numeric id"].MCP = &MCP{MCPMessage: MCPMessage{Kind: "request", Method: "tools/list", ArgumentNames: []string{}, ID: []byte("12")}, Batch: []MCPMessage{}}
 	for name, in := range inputs {
 		t.Run(name, func(t *testing.T) {
 			got, err := in.Value()

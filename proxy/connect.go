@@ -144,7 +144,7 @@ func (s *Server) rejectConnect(ctx *goproxy.ProxyCtx, ex *exchange, e *Error) *g
 // serveBlindTunnel dials an unrouted, policy-approved target through the
 // egress guard and relays bytes without looking at them.
 func (s *Server) serveBlindTunnel(ex *exchange, t *tunnel, r *http.Request, client net.Conn) {
-	if s.track(client) == nil {
+	if s.track(client, nil) == nil {
 		client.Close()
 		return
 	}

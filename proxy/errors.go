@@ -43,6 +43,7 @@ const (
 	CodeDestinationForbidden Code = "destination_forbidden"
 	CodeBadRequest           Code = "bad_request"
 	CodeHeaderTooLarge       Code = "request_header_too_large"
+	CodeBodyTooLarge         Code = "request_body_too_large"
 	CodeInternal             Code = "internal_error"
 )
 
@@ -61,9 +62,20 @@ func (c Code) Status() int {
 		return http.StatusBadRequest
 	case CodeHeaderTooLarge:
 		return http.StatusRequestHeaderFieldsTooLarge
+	case CodeBodyTooLarge:
+		return http.StatusRequestEntityTooLarge
 	}
 	return http.StatusInternalServerError
 }
+
+// JSON-RPC returns the JSON-RPC error code that carries c in a refusal on
+// an MCP route: -31000 minus the HTTP status the code has elsewhere
+// (policy_denied -31403, grant_missing -31401, store_unavailable -31503).
+// MCP asks implementations to allocate their own codes outside the
+// JSON-RPC reserved range -32768..-32000; keeping the HTTP status in the
+// number makes the codes easy to recognise, and the stable string code
+// travels in the error's data.
+func (c Code) JSONRPC() int { return -31000 - c.Status() }
 
 // Error is a failure on its way to the agent: a code and a message a human
 // can act on. Messages never carry tokens, internal addresses, store paths or
@@ -76,6 +88,10 @@ type Error struct {
 	ConnectURL string
 	// Cause is the underlying error, for logs (never sent to the agent).
 	Cause error
+	// RPCCode is the JSON-RPC error code of a refusal on an MCP route
+	// when the JSON-RPC layer names one (a parse error, a header
+	// mismatch); zero means the code's own (Code.JSONRPC).
+	RPCCode int
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }

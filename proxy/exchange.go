@@ -42,6 +42,8 @@ type exchange struct {
 	// its own).
 	scrubbed int
 	scrub    scrubBody
+	// mcp is set on an MCP route: refusals are JSON-RPC errors.
+	mcp *mcpExchange
 }
 
 func (s *Server) newExchange(method, scheme, host, path string) *exchange {

@@ -255,6 +255,10 @@ const shutdownPoll = 50 * time.Millisecond
 type connState struct {
 	// idle is set while a tunnel waits for its next request.
 	idle atomic.Bool
+	// cancel ends the tunnel's requests (an intercepted tunnel's context):
+	// closing the client's connection does not stop a response that is
+	// waiting for the upstream, such as a quiet event stream.
+	cancel context.CancelFunc
 }
 
 // CloseIdleConnections closes pooled upstream connections that are not in
@@ -285,13 +289,15 @@ func (s *Server) Close() error {
 	return err
 }
 
-func (s *Server) track(c net.Conn) *connState {
+// track registers a client connection; cancel (nil for none) ends its
+// requests when Shutdown gives up waiting or Close is called.
+func (s *Server) track(c net.Conn, cancel context.CancelFunc) *connState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
 		return nil
 	}
-	st := &connState{}
+	st := &connState{cancel: cancel}
 	s.conns[c] = st
 	s.wg.Add(1)
 	s.d.Metrics.TunnelOpened()
@@ -309,8 +315,11 @@ func (s *Server) untrack(c net.Conn) {
 func (s *Server) closeTunnels() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c := range s.conns {
+	for c, st := range s.conns {
 		c.Close()
+		if st.cancel != nil {
+			st.cancel()
+		}
 	}
 }
 

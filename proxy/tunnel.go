@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,7 +40,12 @@ var errSNIMismatch = errors.New("TLS server name does not match the CONNECT targ
 // answers 200, terminates TLS with a leaf for exactly that host, and serves
 // HTTP/1.1 requests bound to it until the client leaves or idles out.
 func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
-	st := s.track(raw)
+	// One context per tunnel: a request's upstream call is ended by
+	// closing its response body, and everything by the tunnel's end (or
+	// by Shutdown and Close, through track).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := s.track(raw, cancel)
 	if st == nil {
 		raw.Close()
 		return
@@ -59,10 +65,6 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 	}
 	_ = raw.SetDeadline(time.Time{})
 
-	// One context per tunnel: a request's upstream call is ended by
-	// closing its response body, and everything by the tunnel's end.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	idle := &idleReader{conn: conn, idle: s.cfg.Limits.IdleTimeout}
 	hr := newHeadReader(idle, s.cfg.Limits.MaxHeaderBytes, s.cfg.Limits.MaxHeaderCount)
 	bw := bufio.NewWriterSize(conn, connBufferSize)
@@ -90,7 +92,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 			}
 			return
 		}
-		if !s.serveIntercepted(ctx, t, conn, req, bw) {
+		if !s.serveIntercepted(ctx, t, conn, idle, hr.br, req, bw) {
 			return
 		}
 	}
@@ -178,13 +180,15 @@ func reason(err error) string {
 // serveIntercepted runs one request from an intercepted tunnel through the
 // pipeline and writes the answer. It reports whether the connection may
 // carry another request.
-func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn, req *http.Request, w *bufio.Writer) bool {
+func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn, idle *idleReader, br *bufio.Reader, req *http.Request, w *bufio.Writer) bool {
 	ex := s.newExchange(req.Method, "https", t.target, "")
 	ex.countBody(req)
 	cont := expectContinue(req, w)
 	body := &ownedBody{r: req.Body, closed: make(chan struct{})}
 	req.Body = body
 	ctx, endSpan := s.startRequestSpan(ctx, ex)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 
 	resp := s.interceptedResponse(ctx, t, ex, req)
 	if cont != nil {
@@ -199,7 +203,19 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 	if !keep {
 		resp.Close = true
 	}
+	// An event stream can be quiet for a long time: notice the client
+	// leaving and end the upstream call, rather than waiting for the next
+	// event to fail to write. Only when the request body is already the
+	// tunnel's again, so nothing else reads the connection.
+	var stopWatch func()
+	if isEventStream(resp) && !ex.forwarded {
+		idle.armed = false
+		stopWatch = watchClient(conn, br, cancel)
+	}
 	n, err := writeResponse(w, resp, ex.rec.DecisionID)
+	if stopWatch != nil {
+		stopWatch()
+	}
 
 	// The transport may still be reading the request body after the
 	// response arrived (an upstream may answer before reading it all). The
@@ -215,6 +231,39 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 	s.finish(ex, resp.StatusCode, n)
 	endSpan()
 	return keep && err == nil
+}
+
+// isEventStream reports whether resp is a server-sent event stream.
+func isEventStream(resp *http.Response) bool {
+	ct := resp.Header.Get("Content-Type")
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+}
+
+// watchClient reads ahead on the client's connection while a response
+// streams, and calls gone when the client closes it (or the connection
+// fails); bytes of a next, pipelined request stay buffered in br. The
+// returned stop ends the watch and must be called before the tunnel reads
+// br again. The caller disarms the idle reader first, so that no read
+// deadline but stop's own is set meanwhile.
+func watchClient(conn net.Conn, br *bufio.Reader, gone func()) (stop func()) {
+	_ = conn.SetReadDeadline(time.Time{}) // the stream may be quiet for long
+	var stopping atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := br.Peek(1)
+		if err != nil && !stopping.Load() {
+			gone()
+		}
+	}()
+	return func() {
+		stopping.Store(true)
+		_ = conn.SetReadDeadline(time.Now()) // unblock the Peek
+		<-done
+	}
 }
 
 // bodyReleaseWait bounds how long the tunnel waits, after answering, for
@@ -287,6 +336,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		if ex.err == nil {
 			ex.fail(e)
 		}
+		if ex.mcp != nil {
+			return s.mcpRefusal(req, ex, e)
+		}
 		return e.response(req, ex.rec.DecisionID, false)
 	}
 
@@ -302,6 +354,11 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	if err != nil {
 		return fail(refusePath(err))
 	}
+	// An MCP route's refusals (identity ones included) are JSON-RPC errors;
+	// a missing route is reported after identity, as before.
+	if route != nil && route.MCP {
+		ex.mcp = &mcpExchange{}
+	}
 
 	// 2. Identify.
 	sub, err := s.identify(ctx, req.Header, t.subject)
@@ -310,7 +367,8 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	}
 	ex.setSubject(sub)
 
-	// 3. Route.
+	// 3. Route. On an MCP route, read the JSON-RPC message(s) policy
+	// decides on; a malformed body is refused and nothing is forwarded.
 	if route == nil {
 		return fail(newError(CodeNoRoute, "no route covers this path on this host; nothing was sent", nil))
 	}
@@ -318,10 +376,20 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	if target, ok := lookalikeHeader(req.Header, []string{s.d.AssertionHeader}, route.CredentialHeaders()); ok {
 		return fail(refuseLookalike(target))
 	}
+	if ex.mcp != nil {
+		if e := s.readMCP(req, ex); e != nil {
+			return fail(e)
+		}
+	}
 
-	// 4. Decide, before any grant is read.
+	// 4. Decide, before any grant is read (on an MCP route, once per
+	// message).
 	in := s.policyInput(req, ex, "https", t.target, t.source)
-	if e := s.decide(ctx, ex, in, route.ReportOnly); e != nil {
+	decide := s.decide
+	if ex.mcp != nil {
+		decide = s.decideMCP
+	}
+	if e := decide(ctx, ex, in, route.ReportOnly); e != nil {
 		return fail(e)
 	}
 
@@ -350,7 +418,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	// body then go upstream in one write, and the tunnel's connection is
 	// never read by another goroutine.
 	var body []byte
-	if n := req.ContentLength; n > 0 && n <= maxBufferedBody {
+	if ex.mcp != nil && ex.mcp.body != nil {
+		body = ex.mcp.body // read whole before deciding
+	} else if n := req.ContentLength; n > 0 && n <= maxBufferedBody {
 		body = make([]byte, n)
 		if _, err := io.ReadFull(req.Body, body); err != nil {
 			return fail(newError(CodeBadRequest, "the request body ended before its Content-Length", err))
@@ -360,7 +430,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	// 8. Forward over verified TLS. A request whose body is in memory
 	// goes through the sidecar's own HTTP/1.1 client; a streamed body
 	// (and HTTP/2, when configured) through net/http's transport.
-	streamed := req.ContentLength < 0 || req.ContentLength > maxBufferedBody
+	streamed := body == nil && (req.ContentLength < 0 || req.ContentLength > maxBufferedBody)
 	ex.forwarded = streamed && out.Body != http.NoBody
 	_, st := s.startStage(ctx, metrics.StageUpstream)
 	var resp *http.Response

@@ -191,6 +191,34 @@ func (s *Server) Introspect(accessToken string) (user string, scopes []string, a
 	return s.introspect(context.Background(), accessToken)
 }
 
+// TokenInfo is what IntrospectToken reports about a live access token.
+type TokenInfo struct {
+	User   string
+	Client string
+	Scopes []string
+	// Audience holds the resources (RFC 8707) the token was issued for;
+	// empty when the client named none.
+	Audience []string
+	Expiry   time.Time
+}
+
+// IntrospectToken is Introspect with the token's client, audience and
+// expiry, for resource servers that check them (an MCP server checks that
+// a token was issued for it).
+func (s *Server) IntrospectToken(accessToken string) (TokenInfo, bool) {
+	use, ar, err := s.provider.IntrospectToken(context.Background(), accessToken, fosite.AccessToken, newSession(""))
+	if err != nil || use != fosite.AccessToken {
+		return TokenInfo{}, false
+	}
+	return TokenInfo{
+		User:     sessionUser(ar.GetSession()),
+		Client:   clientID(ar),
+		Scopes:   slices.Clone([]string(ar.GetGrantedScopes())),
+		Audience: slices.Clone([]string(ar.GetGrantedAudience())),
+		Expiry:   ar.GetSession().GetExpiresAt(fosite.AccessToken),
+	}, true
+}
+
 // introspect validates an access token through fosite's core validator.
 func (s *Server) introspect(ctx context.Context, token string) (string, []string, bool) {
 	use, ar, err := s.provider.IntrospectToken(ctx, token, fosite.AccessToken, newSession(""))

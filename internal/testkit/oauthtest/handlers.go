@@ -74,6 +74,15 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = checkPKCEParams(ar)
 	}
+	var resources []string
+	if err == nil {
+		resources = ar.GetRequestForm()["resource"]
+		for _, res := range resources {
+			if rerr := s.checkResource(res); rerr != nil {
+				err = errInvalidTarget(rerr.Error())
+			}
+		}
+	}
 	if err != nil {
 		s.log.Info("authorize request refused", zap.String("client", clientID(ar)), zap.String("error", fosite.ErrorToRFC6749Error(err).ErrorField))
 		s.provider.WriteAuthorizeError(ctx, w, ar, err)
@@ -109,6 +118,11 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, scope := range ar.GetRequestedScopes() {
 		ar.GrantScope(scope)
+	}
+	// RFC 8707: the token is issued for the resources the client named.
+	ar.SetRequestedAudience(resources)
+	for _, res := range resources {
+		ar.GrantAudience(res)
 	}
 	resp, err := s.provider.NewAuthorizeResponse(ctx, ar, newSession(user))
 	if err != nil {
@@ -218,6 +232,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	ctx = context.WithValue(ctx, reuseProbeKey{}, probe)
 	s.tokenMu.Lock()
 	ar, err := s.provider.NewAccessRequest(ctx, r, newSession(""))
+	if err == nil {
+		err = checkTokenResources(ar.GetRequestForm(), ar.GetRequestedAudience())
+	}
 	var resp fosite.AccessResponder
 	if err == nil {
 		resp, err = s.provider.NewAccessResponse(ctx, ar)
@@ -392,7 +409,7 @@ func bearerToken(r *http.Request) (string, bool) {
 
 // handleMetadata serves RFC 8414 authorization server metadata.
 func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
+	meta := map[string]any{
 		"issuer":                                     s.issuer,
 		"authorization_endpoint":                     s.AuthURL(),
 		"token_endpoint":                             s.TokenURL(),
@@ -403,7 +420,12 @@ func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
 		"code_challenge_methods_supported":           []string{"S256"},
 		"token_endpoint_auth_methods_supported":      []string{"client_secret_basic", "client_secret_post", "none"},
 		"revocation_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},
-	})
+	}
+	if s.registration != nil {
+		meta["registration_endpoint"] = s.url + PathRegister
+		meta["scopes_supported"] = s.registration.Scopes
+	}
+	writeJSON(w, http.StatusOK, meta)
 }
 
 // clientID returns the client id of a request fosite may have left nil or

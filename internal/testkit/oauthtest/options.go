@@ -98,6 +98,16 @@ type Options struct {
 	// Logger receives operational logs (never a token, code or secret). Nil
 	// discards them.
 	Logger *zap.Logger
+	// Registration, when set, enables RFC 7591 dynamic client registration
+	// at PathRegister (and names it in the metadata).
+	Registration *Registration
+	// Resources are the resource servers (RFC 8707 resource indicators,
+	// such as an MCP server's URL) this server issues tokens for. A
+	// `resource` parameter at the authorization endpoint must name one of
+	// them; the token is then issued for it (IntrospectToken's Audience),
+	// and a `resource` at the token endpoint must name one the grant was
+	// issued for.
+	Resources []string
 }
 
 // Validate reports every problem with o at once, as an errors.Join of
@@ -121,6 +131,11 @@ func (o Options) Validate() error {
 	if o.Addr != "" {
 		if err := checkLoopbackAddr(o.Addr); err != nil {
 			p.Addf("addr", "%v", err)
+		}
+	}
+	for i, r := range o.Resources {
+		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
+			p.Addf(fmt.Sprintf("resources[%d]", i), "must be an absolute URI without a fragment")
 		}
 	}
 	for name := range o.Users {

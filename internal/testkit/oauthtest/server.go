@@ -81,6 +81,8 @@ type Stats struct {
 	// Revocations counts successful RFC 7009 revocation requests (answered
 	// 200, which includes tokens that were already invalid, as the RFC says).
 	Revocations int64
+	// Registrations counts clients registered dynamically (RFC 7591).
+	Registrations int64
 	// FailedAuth counts token and revocation requests answered
 	// invalid_client (wrong or missing client credentials, or
 	// SetInvalidClient).
@@ -101,6 +103,10 @@ type Server struct {
 	accessTTL  time.Duration
 	refreshTTL time.Duration
 	users      map[string]string // nil: any well-formed user
+	// registration enables dynamic client registration (nil: off).
+	registration *Registration
+	// resources are the accepted RFC 8707 resource indicators.
+	resources []string
 
 	store    *store
 	strategy fositeoauth2.CoreStrategy
@@ -123,6 +129,7 @@ type Server struct {
 		tokenRequests, refreshes, authCodeExchanges atomic.Int64
 		reuseDetections, revocations, failedAuth    atomic.Int64
 		graceReuses                                 atomic.Int64
+		registrations                               atomic.Int64
 	}
 
 	handler http.Handler // routes without the in-flight tracking
@@ -212,6 +219,8 @@ func Start(o Options) (*Server, error) {
 	s.store.revokeAccessOnRotate = o.RevokeAccessTokenOnRefresh
 	s.store.reuseGrace = o.RefreshReuseGrace
 	s.knobs.changed = make(chan struct{})
+	s.registration = o.Registration
+	s.resources = slices.Clone(o.Resources)
 	if err := s.buildProvider(); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("start oauth server: %w", err)
@@ -226,6 +235,9 @@ func Start(o Options) (*Server, error) {
 	mux.HandleFunc(PathRevoke, s.handleRevoke)
 	mux.HandleFunc(PathUserinfo, s.handleUserinfo)
 	mux.HandleFunc(PathMetadata, s.handleMetadata)
+	if s.registration != nil {
+		mux.HandleFunc(PathRegister, s.handleRegister)
+	}
 	s.handler = mux
 
 	var protocols http.Protocols
@@ -350,6 +362,9 @@ func (s *Server) registerClient(c Client) {
 		ResponseTypes: []string{"code"},
 		Scopes:        slices.Clone(c.Scopes),
 		Public:        c.Public,
+		// Every client may ask for every resource this server serves
+		// (fosite checks a grant's audience against its client's).
+		Audience: slices.Clone(s.resources),
 	}
 	if !c.Public {
 		h, _ := secretHasher{}.Hash(context.Background(), []byte(c.Secret))
@@ -501,6 +516,7 @@ func (s *Server) Stats() Stats {
 		Refreshes:         s.stats.refreshes.Load(),
 		AuthCodeExchanges: s.stats.authCodeExchanges.Load(),
 		ReuseDetections:   s.stats.reuseDetections.Load(),
+		Registrations:     s.stats.registrations.Load(),
 		Revocations:       s.stats.revocations.Load(),
 		FailedAuth:        s.stats.failedAuth.Load(),
 		GraceReuses:       s.stats.graceReuses.Load(),
