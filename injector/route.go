@@ -55,6 +55,11 @@ type RouteConfig struct {
 	// ReportOnly makes policy denials on this route advisory: the request
 	// proceeds and the audit record says would_deny.
 	ReportOnly bool `yaml:"report_only"`
+	// WebSocket lets agents open WebSocket connections on this route (the
+	// upgrade request goes through the pipeline; after 101 the sidecar
+	// relays frames). Off by default: a relayed connection outlives the
+	// one decision that opened it.
+	WebSocket bool `yaml:"websocket"`
 }
 
 // Route is a compiled RouteConfig.
@@ -64,6 +69,7 @@ type Route struct {
 	Host       string // as configured, lower case
 	Port       int
 	ReportOnly bool
+	WebSocket  bool
 
 	wildcard bool   // Host is "*.suffix"
 	suffix   string // ".suffix" for wildcard routes
@@ -125,7 +131,7 @@ func pathsOrRoot(p []string) []string {
 func compileRoute(c RouteConfig) (*Route, error) {
 	var p config.Problems
 	host := NormalizeHost(c.Host)
-	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly}
+	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly, WebSocket: c.WebSocket}
 	switch {
 	case host == "":
 		p.Addf("host", "required")

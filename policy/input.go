@@ -31,6 +31,28 @@ type Input struct {
 	// Time is the decision time in RFC 3339, UTC. Policies should use it
 	// rather than time.now_ns() so that their tests can pin it.
 	Time string `json:"time"`
+	// Request says how the agent spoke: its protocol and the upgrade it
+	// asked for (docs/design.md#what-agents-speak).
+	Request RequestInfo `json:"request"`
+}
+
+// Protocols: what the agent spoke, as input.request.protocol, the audit
+// record's protocol field and the requests_total metric's label name it.
+const (
+	ProtocolHTTP1     = "http/1.1"
+	ProtocolH2        = "h2"
+	ProtocolGRPC      = "grpc"
+	ProtocolWebSocket = "websocket"
+)
+
+// RequestInfo is input.request.
+type RequestInfo struct {
+	// Protocol is one of the Protocol constants; empty in input built
+	// without InputArgs.Protocol means ProtocolHTTP1.
+	Protocol string `json:"protocol"`
+	// Upgrade is "websocket" for a WebSocket upgrade request on a route
+	// that allows them, empty otherwise.
+	Upgrade string `json:"upgrade"`
 }
 
 // Attributes mirrors Envoy's CheckRequest attributes.
@@ -101,6 +123,10 @@ type InputArgs struct {
 	// DropHeaders lists further headers to keep out of the input, such as
 	// the route's credential header.
 	DropHeaders []string
+	// Protocol is input.request.protocol; empty means ProtocolHTTP1.
+	Protocol string
+	// Upgrade is input.request.upgrade.
+	Upgrade string
 }
 
 // NewInput builds the policy input for r. Headers that carry credentials never
@@ -134,6 +160,10 @@ func NewInput(r *http.Request, a InputArgs) *Input {
 	now := a.Now
 	if now.IsZero() {
 		now = time.Now()
+	}
+	protocol := a.Protocol
+	if protocol == "" {
+		protocol = ProtocolHTTP1
 	}
 	assertion := a.AssertionHeader
 	if assertion == "" {
@@ -187,8 +217,9 @@ func NewInput(r *http.Request, a InputArgs) *Input {
 			Issuer: a.Subject.Issuer,
 			Claims: claims,
 		},
-		Route: a.Route,
-		Time:  formatTime(now),
+		Route:   a.Route,
+		Time:    formatTime(now),
+		Request: RequestInfo{Protocol: protocol, Upgrade: a.Upgrade},
 	}
 }
 
@@ -311,6 +342,8 @@ var (
 	keyProvider    = ast.StringTerm("provider")
 	keyName        = ast.StringTerm("name")
 	keyTime        = ast.StringTerm("time")
+	keyProtocol    = ast.StringTerm("protocol")
+	keyUpgrade     = ast.StringTerm("upgrade")
 )
 
 // Value returns the input as an OPA AST value, built field by field rather
@@ -348,7 +381,16 @@ func (in *Input) Value() (ast.Value, error) {
 		)),
 		ast.Item(keyRoute, ast.NewTerm(in.routeValue())),
 		ast.Item(keyTime, ast.StringTerm(in.Time)),
+		ast.Item(keyRequest, ast.NewTerm(in.requestValue())),
 	), nil
+}
+
+// requestValue returns input.request.
+func (in *Input) requestValue() ast.Value {
+	return ast.NewObject(
+		ast.Item(keyProtocol, ast.StringTerm(in.Request.Protocol)),
+		ast.Item(keyUpgrade, ast.StringTerm(in.Request.Upgrade)),
+	)
 }
 
 func (in *Input) headersValue() ast.Value {
@@ -429,6 +471,8 @@ func (in *Input) valueAt(path []*ast.Term) ast.Value {
 		return valueAt(in.routeValue(), rest)
 	case "subject":
 		return in.subjectAt(rest)
+	case "request":
+		return valueAt(in.requestValue(), rest)
 	}
 	return nil
 }
@@ -602,6 +646,13 @@ func (in *Input) appendAt(b []byte, p inputPath) []byte {
 		return append(b, tagAbsent)
 	case "time":
 		return leaf(in.Time, 1)
+	case "request":
+		switch key(1) {
+		case "protocol":
+			return leaf(in.Request.Protocol, 2)
+		case "upgrade":
+			return leaf(in.Request.Upgrade, 2)
+		}
 	case "parsed_path":
 		if len(k) == 1 {
 			return appendStrings(b, in.ParsedPath)

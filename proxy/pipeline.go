@@ -73,6 +73,10 @@ func (s *Server) policyInput(req *http.Request, ex *exchange, scheme, hostport, 
 		Host:            hostport,
 		Now:             ex.start,
 		AssertionHeader: s.d.AssertionHeader,
+		Protocol:        ex.rec.Protocol,
+	}
+	if ex.rec.Protocol == policy.ProtocolWebSocket {
+		args.Upgrade = "websocket"
 	}
 	if ex.subject != nil {
 		args.Subject = policy.Subject{

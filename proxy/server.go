@@ -93,6 +93,8 @@ type Server struct {
 	gp        *goproxy.ProxyHttpServer
 	srv       *http.Server
 	transport *http.Transport
+	// h2Transport speaks only HTTP/2 upstream, for gRPC calls.
+	h2Transport *http.Transport
 	// upstream sends requests whose body is in memory over HTTP/1.1;
 	// nil when upstream HTTP/2 is on, and everything takes transport.
 	upstream *upstreamClient
@@ -131,12 +133,13 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:       cfg,
-		d:         d,
-		log:       d.Logger.Named("proxy"),
-		transport: tr,
-		ids:       newSubjectCache(d.Identity, d.Now),
-		conns:     map[net.Conn]*connState{},
+		cfg:         cfg,
+		d:           d,
+		log:         d.Logger.Named("proxy"),
+		transport:   tr,
+		h2Transport: newH2Transport(tr),
+		ids:         newSubjectCache(d.Identity, d.Now),
+		conns:       map[net.Conn]*connState{},
 	}
 	if !cfg.Upstream.HTTP2 {
 		s.upstream = newUpstreamClient(cfg.Upstream, tr.DialContext, tr.TLSClientConfig)
@@ -230,6 +233,7 @@ type connState struct {
 // use (they would otherwise live until upstream.idle_conn_timeout).
 func (s *Server) CloseIdleConnections() {
 	s.transport.CloseIdleConnections()
+	s.h2Transport.CloseIdleConnections()
 	if s.upstream != nil {
 		s.upstream.closeIdle()
 	}
@@ -239,6 +243,7 @@ func (s *Server) CloseIdleConnections() {
 // server is done with them.
 func (s *Server) closeUpstream() {
 	s.transport.CloseIdleConnections()
+	s.h2Transport.CloseIdleConnections()
 	if s.upstream != nil {
 		s.upstream.close()
 	}

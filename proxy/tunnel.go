@@ -20,6 +20,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
+	"github.com/onbehalf-dev/onbehalf/policy"
 )
 
 // maxBufferedBody is the largest request body read into memory before
@@ -63,6 +64,10 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 	// closing its response body, and everything by the tunnel's end.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if conn.ConnectionState().NegotiatedProtocol == "h2" {
+		s.serveH2(ctx, t, conn, st)
+		return
+	}
 	idle := &idleReader{conn: conn, idle: s.cfg.Limits.IdleTimeout}
 	hr := newHeadReader(idle, s.cfg.Limits.MaxHeaderBytes, s.cfg.Limits.MaxHeaderCount)
 	bw := bufio.NewWriterSize(conn, connBufferSize)
@@ -90,7 +95,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 			}
 			return
 		}
-		if !s.serveIntercepted(ctx, t, conn, req, bw) {
+		if !s.serveIntercepted(ctx, t, conn, hr.br, idle, req, bw) {
 			return
 		}
 	}
@@ -102,7 +107,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 func (s *Server) tunnelTLSConfig(t *tunnel) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
+		NextProtos: s.tunnelProtos(),
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			sni := injector.NormalizeHost(hello.ServerName)
 			// Clients send no SNI when the target is an IP address
@@ -113,6 +118,15 @@ func (s *Server) tunnelTLSConfig(t *tunnel) *tls.Config {
 			return s.d.Certs.Leaf(t.host)
 		},
 	}
+}
+
+// tunnelProtos are the protocols offered by ALPN inside intercepted
+// tunnels.
+func (s *Server) tunnelProtos() []string {
+	if s.cfg.HTTP2.Enabled {
+		return []string{"h2", "http/1.1"}
+	}
+	return []string{"http/1.1"}
 }
 
 func isIPLiteral(host string) bool { return net.ParseIP(strings.Trim(host, "[]")) != nil }
@@ -177,9 +191,13 @@ func reason(err error) string {
 
 // serveIntercepted runs one request from an intercepted tunnel through the
 // pipeline and writes the answer. It reports whether the connection may
-// carry another request.
-func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn, req *http.Request, w *bufio.Writer) bool {
+// carry another request. br reads the connection (a WebSocket relay
+// takes it over).
+func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn, br *bufio.Reader, idle *idleReader, req *http.Request, w *bufio.Writer) bool {
 	ex := s.newExchange(req.Method, "https", t.target, "")
+	if isWebSocketUpgrade(req) {
+		ex.rec.Protocol = policy.ProtocolWebSocket
+	}
 	ex.countBody(req)
 	cont := expectContinue(req, w)
 	body := &ownedBody{r: req.Body, closed: make(chan struct{})}
@@ -190,6 +208,15 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 	if cont != nil {
 		// No 100 Continue may follow the final response.
 		cont.stop()
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// Only an allowed WebSocket upgrade gets here: the connection
+		// is relayed until it closes, and never carries HTTP again. The
+		// relay keeps its own idle clock, for both directions.
+		idle.armed = false
+		s.relayWebSocket(ctx, ex, conn.(*tls.Conn), br, w, resp)
+		endSpan()
+		return false
 	}
 	keep := !req.Close && !resp.Close
 	// A body the client was never told to send is not waited for.
@@ -310,6 +337,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		return fail(newError(CodeNoRoute, "no route covers this path on this host; nothing was sent", nil))
 	}
 	ex.setRoute(route)
+	if ex.rec.Protocol == policy.ProtocolWebSocket && !route.WebSocket {
+		return fail(newError(CodeBadRequest, "this route does not allow WebSocket connections (a route opts in with websocket: true); nothing was sent", nil))
+	}
 
 	// 4. Decide, before any grant is read.
 	in := s.policyInput(req, ex, "https", t.target, t.source)
@@ -326,6 +356,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	out := outboundRequest(ctx, req, t)
 	sanitizeRequest(out.Header, s.d.AssertionHeader)
 	route.Inject(out.Header, ex.token.Value)
+	rt := s.protocolTransport(ex, out.Header)
 
 	// 7. Audit before the token leaves (fail-closed).
 	if e := s.auditInject(ex); e != nil {
@@ -350,7 +381,13 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	ex.forwarded = streamed && out.Body != http.NoBody
 	_, st := s.startStage(ctx, metrics.StageUpstream)
 	var resp *http.Response
-	if s.upstream != nil && !streamed {
+	if rt != nil {
+		// gRPC and WebSocket upgrades take a transport of their own.
+		if body != nil {
+			out.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		resp, err = rt.RoundTrip(out)
+	} else if s.upstream != nil && !streamed {
 		resp, err = s.upstream.roundTrip(ctx, t.addr, out, body)
 	} else {
 		if body != nil {
@@ -362,6 +399,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		resp, err = s.transport.RoundTrip(out)
 	}
 	st.end()
+	if err == nil {
+		err = checkSwitch(ex, resp)
+	}
 	if err != nil {
 		e := classify(err)
 		s.logFailure(ex, e)
