@@ -112,10 +112,14 @@ func (s *Server) relayWebSocket(ctx context.Context, ex *exchange, conn *tls.Con
 	resp.Header.Set("Connection", "Upgrade")
 	resp.Header.Set("Upgrade", "websocket")
 	resp.Header.Set(headerDecisionID, ex.rec.DecisionID)
-	resp.Body = http.NoBody
-	resp.ContentLength = -1
-	resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
-	if err := resp.Write(w); err != nil || w.Flush() != nil {
+	// The head is written by hand: net/http's Response.Write frames a
+	// body and would say "Connection: close".
+	w.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	err := resp.Header.Write(w)
+	if err == nil {
+		_, err = w.WriteString("\r\n")
+	}
+	if err != nil || w.Flush() != nil {
 		s.finish(ex, http.StatusSwitchingProtocols, 0)
 		return
 	}
@@ -142,7 +146,7 @@ func (s *Server) relayWebSocket(ctx context.Context, ex *exchange, conn *tls.Con
 	if why != "" {
 		ex.rec.Reason = why
 	}
-	ex.rec.BytesIn = ex.bytesIn.n + r.in.Load()
+	ex.bytesIn.n += r.in.Load() // finish records it as bytes_in
 	s.finish(ex, http.StatusSwitchingProtocols, r.out.Load())
 }
 

@@ -99,6 +99,9 @@ type Options struct {
 	// encryption with a derived key the environment creates.
 	Vault   *vaulttest.Server
 	Transit bool
+	// RootPEMs are further CA certificates the sidecar trusts upstream
+	// (servers of a test's own, behind routes it adds).
+	RootPEMs [][]byte
 	// Provider, when set, configures token refresh against this real OAuth
 	// server, and alice's grant is a real one it issued (Token and
 	// RefreshToken on Env hold it) instead of the canary.
@@ -237,6 +240,9 @@ func New(tb testing.TB, o Options) *Env {
 	e.Config = cfg
 
 	e.roots = up.CertPool().Clone()
+	for _, pem := range o.RootPEMs {
+		e.roots.AppendCertsFromPEM(pem)
+	}
 	if o.Provider != nil {
 		e.roots.AppendCertsFromPEM(o.Provider.CACertPEM())
 	}
