@@ -6,7 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-		"net/http"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
