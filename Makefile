@@ -104,8 +104,9 @@ chartcheck: build kube-apiserver kubectl ## the chart: lint/template and strict 
 	cd charts/chartcheck && ONBEHALF_BIN=$(CURDIR)/$(BIN) $(GO) test -race -tags integration -count=1 -timeout 20m ./...
 
 .PHONY: agents
-agents: ## install the example agents' dependencies (Node undici)
+agents: ## install the Node dependencies of the example agents (undici) and of the end-to-end test clients (ws, undici)
 	@cd examples/agents/node && { test -d node_modules/undici || npm ci --no-audit --no-fund --loglevel=error; }
+	@cd internal/testkit/e2e/testdata/node && { test -d node_modules/ws || npm ci --no-audit --no-fund --loglevel=error; }
 
 .PHONY: bench
 bench: build vault ## run the Go benchmarks, then the side-by-side load harness (writes docs/benchmarks.md)

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -310,5 +312,67 @@ func TestWebSocketLimits(t *testing.T) {
 				t.Errorf("audit reason %q; want it to name %s", rec["reason"], tt.reason)
 			}
 		})
+	}
+}
+
+// nodeClients is the test-only Node package of WebSocket and HTTP/2
+// clients (make agents installs it).
+func nodeClients(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "internal", "testkit", "e2e", "testdata", "node")
+	for _, pkg := range []string{"ws", "undici", "https-proxy-agent"} {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg)); err != nil {
+			t.Fatalf("the Node test clients' dependencies are missing: run `make agents`: %v", err)
+		}
+	}
+	return dir
+}
+
+// TestWebSocketClients opens WebSockets through the sidecar with real
+// clients in other languages: Node's ws, undici's WebSocket and Python's
+// websockets. Each sees the greeting, its echo, the header echo without
+// the token, and the API's close code.
+func TestWebSocketClients(t *testing.T) {
+	e, ws := wsEnv(t, nil)
+	node := nodeClients(t)
+	py := filepath.Join(repoRoot(t), "internal", "testkit", "e2e", "testdata", "python", "websocket_client.py")
+	url := wsURL(wsHost, ws.Port(), "/socket")
+	tests := []struct {
+		name string
+		cmd  []string
+	}{
+		{"node-ws", []string{"node", "websocket.mjs", "ws", url}},
+		{"node-undici", []string{"node", "websocket.mjs", "undici", url}},
+		{"python-websockets", []string{"/usr/bin/python3", py, url}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, _ := runClient(t, agentEnv(e, e.Assert(t, testenv.User)), node, tt.cmd[0], tt.cmd[1:]...)
+			var got struct {
+				Messages  []string `json:"messages"`
+				CloseCode int      `json:"close_code"`
+			}
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatalf("client output %q: %v", out, err)
+			}
+			if len(got.Messages) < 3 || got.Messages[0] != wstest.Greeting || !strings.HasPrefix(got.Messages[1], "echo from ") {
+				t.Fatalf("messages %q; want the greeting, the echo and the headers", got.Messages)
+			}
+			if strings.Contains(out, testenv.CanaryToken) || !strings.Contains(got.Messages[2], "Bearer [onbehalf:redacted]") {
+				t.Errorf("header echo %q; want the token redacted", got.Messages[2])
+			}
+			if got.CloseCode != 4001 {
+				t.Errorf("close code %d; want 4001", got.CloseCode)
+			}
+		})
+	}
+	hs := ws.Headers()
+	if len(hs) != len(tests) {
+		t.Fatalf("upgrade requests at the API: %d; want %d", len(hs), len(tests))
+	}
+	for _, h := range hs {
+		if got := h.Values("Authorization"); len(got) != 1 || got[0] != "Bearer "+testenv.CanaryToken || h.Get("Onbehalf-Assertion") != "" {
+			t.Errorf("API Authorization %q, assertion present %v; want exactly the injected token and no assertion", redactAll(got), h.Get("Onbehalf-Assertion") != "")
+		}
 	}
 }
