@@ -7,7 +7,9 @@ import { ProxyAgent, request } from 'undici';
 const [url, n] = process.argv.slice(2);
 const dispatcher = new ProxyAgent({
   uri: process.env.HTTPS_PROXY,
-  requestTls: { ca: readFileSync(process.env.ONBEHALF_CA) },
+  // allowH2 twice: the Agent's clients speak HTTP/2 when the tunnel's TLS
+  // connector (requestTls) offers it by ALPN.
+  requestTls: { ca: readFileSync(process.env.ONBEHALF_CA), allowH2: true },
   allowH2: true,
 });
 const one = async (i) => {
