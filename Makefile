@@ -120,6 +120,8 @@ FUZZ_TARGETS := \
 	./proxy:FuzzSanitizeRequest \
 	./proxy:FuzzCheckHead \
 	./proxy:FuzzBindTunnelRequest \
+	./proxy:FuzzH2StreamBinding \
+	./proxy:FuzzWSScrubber \
 	./proxy/identity:FuzzPreparse \
 	./proxy/identity:FuzzCheckObject \
 	./proxy/identity:FuzzFromHeader \

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 )
@@ -215,6 +216,16 @@ func (z *streamScrub) init(secrets []string) {
 	}
 }
 
+// idle reports whether no secret is partly matched.
+func (z *streamScrub) idle() bool {
+	for _, m := range z.m {
+		if m != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func (z *streamScrub) takeCount() int {
 	n := z.count
 	z.count = 0
@@ -227,7 +238,22 @@ func (z *streamScrub) write(out, p []byte, end bool) []byte {
 	if len(z.needles) == 0 {
 		return append(out, p...)
 	}
-	for _, c := range p {
+	for k := 0; k < len(p); k++ {
+		if z.idle() {
+			// No match in progress: skip to the next byte that starts
+			// one (bytes.IndexByte is vectorised).
+			next := len(p)
+			for _, n := range z.needles {
+				if j := bytes.IndexByte(p[k:next], n[0]); j >= 0 {
+					next = k + j
+				}
+			}
+			z.pend = append(z.pend, p[k:next]...)
+			if k = next; k == len(p) {
+				break
+			}
+		}
+		c := p[k]
 		z.pend = append(z.pend, c)
 		for i, n := range z.needles {
 			m := z.m[i]
