@@ -90,10 +90,10 @@ func TestWSScrubber(t *testing.T) {
 		want   []string
 	}{
 		{"no secret", [][]byte{wsFrame(true, 1, []byte("hello"))}, []string{"hello"}},
-		{"one frame", [][]byte{wsFrame(true, 1, []byte(`{"auth":"Bearer ` + testSecret + `"}`))}, []string{`{"auth":"Bearer ` + rep + `"}`}},
-		{"twice", [][]byte{wsFrame(true, 2, []byte(testSecret + testSecret))}, []string{rep + rep}},
-		{"16-bit length", [][]byte{wsFrame(true, 1, []byte(big[:300] + testSecret + big[:300]))}, []string{big[:300] + rep + big[:300]}},
-		{"64-bit length", [][]byte{wsFrame(true, 1, []byte(big + testSecret))}, []string{big + rep}},
+		{"one frame", [][]byte{wsFrame(true, 1, []byte(`{"auth":"Bearer `+testSecret+`"}`))}, []string{`{"auth":"Bearer ` + rep + `"}`}},
+		{"twice", [][]byte{wsFrame(true, 2, []byte(testSecret+testSecret))}, []string{rep + rep}},
+		{"16-bit length", [][]byte{wsFrame(true, 1, []byte(big[:300]+testSecret+big[:300]))}, []string{big[:300] + rep + big[:300]}},
+		{"64-bit length", [][]byte{wsFrame(true, 1, []byte(big+testSecret))}, []string{big + rep}},
 		{"split after the hot prefix", [][]byte{
 			wsFrame(false, 1, []byte("a "+testSecret[:10])),
 			wsFrame(true, 0, []byte(testSecret[10:]+" b")),
