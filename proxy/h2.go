@@ -183,6 +183,10 @@ func checkStream(t *tunnel, req *http.Request, maxCount int) *Error {
 	return nil
 }
 
+// h2CopyBufs are the buffers streams copy response bodies through (one
+// per stream would cost an allocation of its size per request).
+var h2CopyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
 // writeH2Response writes resp on an HTTP/2 stream and returns the body
 // bytes sent. Like writeResponse it flushes a streamed body as it arrives;
 // trailers (gRPC's status among them) follow the body.
@@ -203,7 +207,9 @@ func writeH2Response(w http.ResponseWriter, resp *http.Response, decisionID stri
 	rc := http.NewResponseController(w)
 	var n int64
 	var err error
-	buf := make([]byte, 32<<10)
+	bp := h2CopyBufs.Get().(*[]byte)
+	defer h2CopyBufs.Put(bp)
+	buf := *bp
 	for {
 		k, rerr := resp.Body.Read(buf)
 		if k > 0 {

@@ -53,7 +53,7 @@ denied_upgrade if {
 
 // wsEnv starts a WebSocket API and a sidecar routing wsHost (websocket:
 // true) and noWSHost (not) to it.
-func wsEnv(t *testing.T, edit func(*sidecar.Config)) (*testenv.Env, *wstest.Server) {
+func wsEnv(t testing.TB, edit func(*sidecar.Config)) (*testenv.Env, *wstest.Server) {
 	t.Helper()
 	ws, err := wstest.Start(wsHost, noWSHost)
 	if err != nil {
