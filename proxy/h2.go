@@ -67,29 +67,42 @@ type h2Conn struct {
 func (s *Server) serveH2(ctx context.Context, t *tunnel, conn *tls.Conn, st *connState) {
 	c := &h2Conn{s: s, t: t, conn: conn, st: st}
 	st.idle.Store(true)
-	srv := &http2.Server{
-		MaxConcurrentStreams: uint32(s.cfg.HTTP2.MaxConcurrentStreams),
-		IdleTimeout:          s.cfg.Limits.IdleTimeout,
-		// A client that stops reading its responses is cut off rather
-		// than holding the connection's buffers.
-		WriteByteTimeout: s.cfg.Limits.IdleTimeout,
-		CountError: func(errType string) {
-			if ce := s.log.Check(zap.DebugLevel, "http/2 protocol error"); ce != nil {
-				ce.Write(zap.String(logHost, t.host), zap.String("type", errType))
-			}
-		},
-	}
-	base := &http.Server{
-		// The HTTP/2 server advertises this as
-		// SETTINGS_MAX_HEADER_LIST_SIZE and refuses larger header lists.
-		MaxHeaderBytes: s.cfg.Limits.MaxHeaderBytes,
-		ErrorLog:       zap.NewStdLog(s.log.Named("http2")),
-	}
-	srv.ServeConn(conn, &http2.ServeConnOpts{
+	s.h2.srv.ServeConn(conn, &http2.ServeConnOpts{
 		Context:    ctx,
-		BaseConfig: base,
+		BaseConfig: s.h2.base,
 		Handler:    http.HandlerFunc(c.serveStream),
 	})
+}
+
+// h2Server is the HTTP/2 server configuration every agent connection is
+// served with (http2.Server is safe for concurrent ServeConn calls).
+type h2Server struct {
+	srv  *http2.Server
+	base *http.Server
+}
+
+func (s *Server) newH2Server() h2Server {
+	return h2Server{
+		srv: &http2.Server{
+			MaxConcurrentStreams: uint32(s.cfg.HTTP2.MaxConcurrentStreams),
+			IdleTimeout:          s.cfg.Limits.IdleTimeout,
+			// A client that stops reading its responses is cut off
+			// rather than holding the connection's buffers.
+			WriteByteTimeout: s.cfg.Limits.IdleTimeout,
+			CountError: func(errType string) {
+				if ce := s.log.Check(zap.DebugLevel, "http/2 protocol error"); ce != nil {
+					ce.Write(zap.String("type", errType))
+				}
+			},
+		},
+		base: &http.Server{
+			// The HTTP/2 server advertises this as
+			// SETTINGS_MAX_HEADER_LIST_SIZE and refuses larger header
+			// lists.
+			MaxHeaderBytes: s.cfg.Limits.MaxHeaderBytes,
+			ErrorLog:       zap.NewStdLog(s.log.Named("http2")),
+		},
+	}
 }
 
 // serveStream runs one stream through the pipeline and writes its answer.

@@ -95,6 +95,8 @@ type Server struct {
 	transport *http.Transport
 	// h2Transport speaks only HTTP/2 upstream, for gRPC calls.
 	h2Transport *http.Transport
+	// h2 serves agents' HTTP/2 connections inside tunnels.
+	h2 h2Server
 	// upstream sends requests whose body is in memory over HTTP/1.1;
 	// nil when upstream HTTP/2 is on, and everything takes transport.
 	upstream *upstreamClient
@@ -144,6 +146,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if !cfg.Upstream.HTTP2 {
 		s.upstream = newUpstreamClient(cfg.Upstream, tr.DialContext, tr.TLSClientConfig)
 	}
+	s.h2 = s.newH2Server()
 	s.gp = s.newGoproxy()
 	s.srv = &http.Server{
 		Handler:           s.gp,

@@ -37,13 +37,15 @@ import (
 // wsScrubber). The connection stays the user's and agent's who opened it:
 // nothing on it is decided again, so it is closed after
 // proxy.websocket.max_lifetime, after proxy.websocket.idle_timeout without
-// a byte either way, and within wsRecheckInterval of the user's grant being
-// revoked. The request's audit record is written when it closes, with the
+// a byte either way, and within token_cache.ttl plus wsRecheckInterval of
+// the user's grant being revoked. The request's audit record is written when it closes, with the
 // bytes each way and the duration.
 
 // wsRecheckInterval is how often an open WebSocket checks that the grant
-// it was opened with still exists: the same bound the token cache puts on
-// revocation of ordinary requests (injector token_cache.ttl default).
+// it was opened with still exists (through the token cache, so a revoked
+// grant is noticed within token_cache.ttl plus this), and at most how long
+// a shutting-down sidecar takes to close it: the token cache's default
+// bound on revocation.
 const wsRecheckInterval = 10 * time.Second
 
 // errWSUnscrubbable ends a relay whose API frames the sidecar cannot read
@@ -177,6 +179,10 @@ func (s *Server) watchWebSocket(ctx context.Context, ex *exchange, r *wsRelay, d
 			r.sendClose(wsCloseGoingAway, "onbehalf: maximum connection lifetime reached")
 			return "closed by the sidecar: proxy.websocket.max_lifetime reached"
 		case now := <-tick.C:
+			if s.closing.Load() {
+				r.sendClose(wsCloseGoingAway, "onbehalf: the sidecar is shutting down")
+				return "closed by the sidecar: shutting down"
+			}
 			if now.Sub(r.lastActive()) >= s.cfg.WebSocket.IdleTimeout {
 				r.sendClose(wsCloseGoingAway, "onbehalf: idle timeout")
 				return "closed by the sidecar: proxy.websocket.idle_timeout reached"
