@@ -1,5 +1,7 @@
 package proxy
 
+//lint:file-ignore SA1019 x/net/http2's Server is deprecated in favour of net/http's own HTTP/2, but net/http has no way to serve one connection that is already accepted and handshaken (an intercepted tunnel); x/net's ServeConn does, and from Go 1.27 it runs net/http's implementation underneath.
+
 import (
 	"context"
 	"crypto/tls"
