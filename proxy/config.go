@@ -67,6 +67,10 @@ type WebSocketConfig struct {
 	// IdleTimeout closes a WebSocket connection on which nothing moved
 	// either way for this long.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// RevocationCheck is how often an open WebSocket checks (through the
+	// token cache) that the grant it was opened with still exists; one
+	// whose grant was revoked or needs reconnecting is closed.
+	RevocationCheck time.Duration `yaml:"revocation_check"`
 }
 
 // UpstreamConfig configures the outbound transport.
@@ -154,6 +158,10 @@ const (
 	// defaultWebSocketIdle: WebSocket clients and servers ping every 20
 	// to 60 seconds; five minutes of silence is a dead connection.
 	defaultWebSocketIdle = 5 * time.Minute
+	// defaultRevocationCheck matches the token cache's default TTL, the
+	// bound on revocation for ordinary requests; each check is a cache
+	// lookup.
+	defaultRevocationCheck = 10 * time.Second
 )
 
 // DefaultConfig returns the proxy defaults.
@@ -183,7 +191,8 @@ func DefaultConfig() Config {
 		},
 		WebSocket: WebSocketConfig{
 			MaxLifetime: defaultWebSocketLifetime,
-			IdleTimeout: defaultWebSocketIdle,
+			IdleTimeout:     defaultWebSocketIdle,
+			RevocationCheck: defaultRevocationCheck,
 		},
 	}
 }
@@ -221,6 +230,7 @@ func (c Config) Validate() error {
 	positive("limits.idle_timeout", c.Limits.IdleTimeout)
 	positive("websocket.max_lifetime", c.WebSocket.MaxLifetime)
 	positive("websocket.idle_timeout", c.WebSocket.IdleTimeout)
+	positive("websocket.revocation_check", c.WebSocket.RevocationCheck)
 	if c.HTTP2.MaxConcurrentStreams < 1 || c.HTTP2.MaxConcurrentStreams > 1000 {
 		p.Addf("http2.max_concurrent_streams", "must be between 1 and 1000")
 	}

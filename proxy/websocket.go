@@ -37,16 +37,13 @@ import (
 // wsScrubber). The connection stays the user's and agent's who opened it:
 // nothing on it is decided again, so it is closed after
 // proxy.websocket.max_lifetime, after proxy.websocket.idle_timeout without
-// a byte either way, and within token_cache.ttl plus wsRecheckInterval of
-// the user's grant being revoked. The request's audit record is written when it closes, with the
+// a byte either way, and within token_cache.ttl plus
+// proxy.websocket.revocation_check of the user's grant being revoked. The request's audit record is written when it closes, with the
 // bytes each way and the duration.
 
-// wsRecheckInterval is how often an open WebSocket checks that the grant
-// it was opened with still exists (through the token cache, so a revoked
-// grant is noticed within token_cache.ttl plus this), and at most how long
-// a shutting-down sidecar takes to close it: the token cache's default
-// bound on revocation.
-const wsRecheckInterval = 10 * time.Second
+// wsWatchMax is the longest a relay's watchdog sleeps: a shutting-down
+// sidecar closes its WebSockets within it.
+const wsWatchMax = 10 * time.Second
 
 // errWSUnscrubbable ends a relay whose API frames the sidecar cannot read
 // (masked, or using an extension it did not negotiate).
@@ -165,7 +162,7 @@ const (
 func (s *Server) watchWebSocket(ctx context.Context, ex *exchange, r *wsRelay, done <-chan struct{}) string {
 	lifetime := time.NewTimer(s.cfg.WebSocket.MaxLifetime)
 	defer lifetime.Stop()
-	tick := time.NewTicker(min(s.cfg.WebSocket.IdleTimeout/4, wsRecheckInterval))
+	tick := time.NewTicker(min(s.cfg.WebSocket.IdleTimeout/4, s.cfg.WebSocket.RevocationCheck, wsWatchMax))
 	defer tick.Stop()
 	lastCheck := time.Now()
 	for {
@@ -187,7 +184,7 @@ func (s *Server) watchWebSocket(ctx context.Context, ex *exchange, r *wsRelay, d
 				r.sendClose(wsCloseGoingAway, "onbehalf: idle timeout")
 				return "closed by the sidecar: proxy.websocket.idle_timeout reached"
 			}
-			if now.Sub(lastCheck) < wsRecheckInterval {
+			if now.Sub(lastCheck) < s.cfg.WebSocket.RevocationCheck {
 				continue
 			}
 			lastCheck = now

@@ -376,3 +376,44 @@ func TestWebSocketClients(t *testing.T) {
 		}
 	}
 }
+
+// TestWebSocketRevoked: revoking the user's grant closes an open WebSocket
+// (close code 1008) within token_cache.ttl plus
+// proxy.websocket.revocation_check, and the record says why.
+func TestWebSocketRevoked(t *testing.T) {
+	e, ws := wsEnv(t, func(c *sidecar.Config) {
+		c.TokenCache.TTL = 200 * time.Millisecond
+		c.Proxy.WebSocket.RevocationCheck = 200 * time.Millisecond
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, resp, err := dialWS(ctx, e, wsURL(wsHost, ws.Port(), "/socket"), e.Assert(t, testenv.User))
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.CloseNow()
+	readText(t, ctx, c) // greeting
+	// Still open after several checks while the grant exists.
+	time.Sleep(700 * time.Millisecond)
+	if err := c.Write(ctx, websocket.MessageText, []byte("still there")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readText(t, ctx, c); got != "still there" {
+		t.Fatalf("echo %q", got)
+	}
+	if err := e.Store.Delete(ctx, testenv.Provider, testenv.User); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, _, err = c.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
+		t.Fatalf("close status %v (%v); want 1008", got, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("closed %v after the revocation; want within the cache TTL plus the check interval", d)
+	}
+	rec := e.WaitRecord(t, resp.Header.Get("Onbehalf-Decision-Id"))
+	if !strings.Contains(rec["reason"].(string), "grant_missing") {
+		t.Errorf("audit reason %q; want grant_missing", rec["reason"])
+	}
+}
