@@ -190,7 +190,7 @@ func DefaultConfig() Config {
 			MaxResets:            defaultMaxResets,
 		},
 		WebSocket: WebSocketConfig{
-			MaxLifetime: defaultWebSocketLifetime,
+			MaxLifetime:     defaultWebSocketLifetime,
 			IdleTimeout:     defaultWebSocketIdle,
 			RevocationCheck: defaultRevocationCheck,
 		},
