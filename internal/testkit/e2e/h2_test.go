@@ -417,3 +417,22 @@ func TestHTTP2RapidReset(t *testing.T) {
 		t.Error("metric onbehalf_h2_connections_closed_total{reason=\"rapid_reset\"} is not 1")
 	}
 }
+
+// TestHTTP2Disabled: with proxy.http2.enabled off the tunnel offers only
+// http/1.1, and a client that would speak HTTP/2 speaks HTTP/1.1.
+func TestHTTP2Disabled(t *testing.T) {
+	e := testenv.New(t, testenv.Options{Config: func(c *sidecar.Config) { c.Proxy.HTTP2.Enabled = false }})
+	req, _ := http.NewRequest("GET", e.APIURL("/api/h1-only"), nil)
+	req.Header.Set("Onbehalf-Assertion", e.Assert(t, testenv.User))
+	resp, err := h2Client(e, nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 1 {
+		t.Fatalf("got %s %d; want HTTP/1.1 200", resp.Proto, resp.StatusCode)
+	}
+	if rec := e.WaitRecord(t, resp.Header.Get("Onbehalf-Decision-Id")); rec["protocol"] != "http/1.1" {
+		t.Errorf("audit protocol %v; want http/1.1", rec["protocol"])
+	}
+}
