@@ -311,12 +311,13 @@ func (r *wsRelay) sendClose(code int, reason string) {
 // header whose name holds one.
 func scrubHeaderSecrets(h http.Header, secrets []string) int {
 	n := 0
+headers:
 	for name, vs := range h {
 		for _, sec := range secrets {
 			if len(sec) >= minSecretLen && strings.Contains(name, sec) {
 				delete(h, name)
 				n++
-				continue
+				continue headers
 			}
 		}
 		for i, v := range vs {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -225,4 +227,22 @@ func FuzzWSScrubber(f *testing.F) {
 			t.Fatalf("secret passed or length changed (%d → %d)", len(frame), len(out))
 		}
 	})
+}
+
+func TestScrubHeaderSecrets(t *testing.T) {
+	h := http.Header{
+		"X-Echo":               {"Bearer " + testSecret, "plain"},
+		"X-" + testSecret:      {"v"},
+		"Sec-Websocket-Accept": {"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="},
+	}
+	if n := scrubHeaderSecrets(h, []string{testSecret}); n != 2 {
+		t.Errorf("scrubbed %d; want 2", n)
+	}
+	want := http.Header{
+		"X-Echo":               {"Bearer " + replacement(len(testSecret)), "plain"},
+		"Sec-Websocket-Accept": {"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="},
+	}
+	if fmt.Sprint(h) != fmt.Sprint(want) {
+		t.Errorf("got %v; want %v", h, want)
+	}
 }
