@@ -231,6 +231,8 @@ func TestHTTP2TwoUsersOneTunnel(t *testing.T) {
 type rawH2 struct {
 	t   *testing.T
 	c   *tls.Conn
+	// settings holds what the server's SETTINGS frames said.
+	settings map[http2.SettingID]uint32
 	fr  *http2.Framer
 	buf bytes.Buffer
 	enc *hpack.Encoder
@@ -251,7 +253,7 @@ func dialRawH2(t *testing.T, e *testenv.Env, proxyAuth string) *rawH2 {
 	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("ALPN chose %q; want h2", p)
 	}
-	r := &rawH2{t: t, c: tc}
+	r := &rawH2{t: t, c: tc, settings: map[http2.SettingID]uint32{}}
 	r.enc = hpack.NewEncoder(&r.buf)
 	r.fr = http2.NewFramer(tc, tc)
 	r.fr.ReadMetaHeaders = hpack.NewDecoder(65536, nil)
@@ -272,7 +274,23 @@ func (r *rawH2) request(id uint32, fields ...string) error {
 	for i := 0; i+1 < len(fields); i += 2 {
 		r.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
 	}
-	return r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.buf.Bytes(), EndStream: true, EndHeaders: true})
+	// Blocks larger than the default frame size go on in CONTINUATION
+	// frames, as a conforming client sends them.
+	const maxFrame = 16 << 10
+	block := r.buf.Bytes()
+	first := block[:min(len(block), maxFrame)]
+	block = block[len(first):]
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: true, EndHeaders: len(block) == 0}); err != nil {
+		return err
+	}
+	for len(block) > 0 {
+		chunk := block[:min(len(block), maxFrame)]
+		block = block[len(chunk):]
+		if err := r.fr.WriteContinuation(id, len(block) == 0, chunk); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // statuses reads frames until every stream in want has a status (or a
@@ -300,6 +318,7 @@ func (r *rawH2) statuses(want int, timeout time.Duration) (map[uint32]string, er
 			got[f.StreamID] = "reset " + f.ErrCode.String()
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
+				_ = f.ForeachSetting(func(s http2.Setting) error { r.settings[s.ID] = s.Val; return nil })
 				_ = r.fr.WriteSettingsAck()
 			}
 		case *http2.GoAwayFrame:
@@ -434,5 +453,49 @@ func TestHTTP2Disabled(t *testing.T) {
 	}
 	if rec := e.WaitRecord(t, resp.Header.Get("Onbehalf-Decision-Id")); rec["protocol"] != "http/1.1" {
 		t.Errorf("audit protocol %v; want http/1.1", rec["protocol"])
+	}
+}
+
+// TestHTTP2Limits: the server advertises proxy.http2.max_concurrent_streams
+// and the header list size, refuses a stream with more header fields than
+// limits.max_header_count (431) and one whose header list is too large.
+func TestHTTP2Limits(t *testing.T) {
+	e := testenv.New(t, testenv.Options{Config: func(c *sidecar.Config) {
+		c.Proxy.HTTP2.MaxConcurrentStreams = 7
+		c.Proxy.Limits.MaxHeaderBytes = 16 << 10
+		c.Proxy.Limits.MaxHeaderCount = 30
+	}})
+	assertion := e.Assert(t, testenv.User)
+	port := e.Upstream.Addr()[strings.LastIndexByte(e.Upstream.Addr(), ':'):]
+	base := []string{":method", "GET", ":scheme", "https", ":authority", testenv.APIHost + port, ":path", "/api/limits", "onbehalf-assertion", assertion}
+	r := dialRawH2(t, e, "")
+	var many []string
+	for i := range 40 {
+		many = append(many, fmt.Sprintf("x-field-%d", i), "v")
+	}
+	if err := r.request(1, base...); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.request(3, append(append([]string{}, base...), many...)...); err != nil {
+		t.Fatal(err)
+	}
+	// Three fields of 7 KiB: each fits, the list does not. (One field
+	// longer than the whole limit is a connection error in x/net.)
+	big := strings.Repeat("a", 7<<10)
+	if err := r.request(5, append(append([]string{}, base...), "x-big-1", big, "x-big-2", big, "x-big-3", big)...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.statuses(3, 10*time.Second)
+	if err != nil {
+		t.Fatalf("after %v: %v", got, err)
+	}
+	if got[1] != "200 " || got[3] != "431 request_header_too_large" || !strings.HasPrefix(got[5], "431") {
+		t.Errorf("answers %v; want 200, 431 request_header_too_large (field count), 431 (header list size)", got)
+	}
+	if v := r.settings[http2.SettingMaxConcurrentStreams]; v != 7 {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d; want 7", v)
+	}
+	if v := r.settings[http2.SettingMaxHeaderListSize]; v < 16<<10 || v > 20<<10 {
+		t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d; want about 16 KiB", v)
 	}
 }
