@@ -229,13 +229,13 @@ func TestHTTP2TwoUsersOneTunnel(t *testing.T) {
 // rawH2 is an HTTP/2 client connection written frame by frame, to send
 // what ordinary clients refuse to.
 type rawH2 struct {
-	t   *testing.T
-	c   *tls.Conn
+	t *testing.T
+	c *tls.Conn
 	// settings holds what the server's SETTINGS frames said.
 	settings map[http2.SettingID]uint32
-	fr  *http2.Framer
-	buf bytes.Buffer
-	enc *hpack.Encoder
+	fr       *http2.Framer
+	buf      bytes.Buffer
+	enc      *hpack.Encoder
 }
 
 func dialRawH2(t *testing.T, e *testenv.Env, proxyAuth string) *rawH2 {
