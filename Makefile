@@ -104,10 +104,10 @@ chartcheck: build kube-apiserver kubectl ## the chart: lint/template and strict 
 	cd charts/chartcheck && ONBEHALF_BIN=$(CURDIR)/$(BIN) $(GO) test -race -tags integration -count=1 -timeout 20m ./...
 
 .PHONY: agents
-agents: ## install the example agents' dependencies (Node undici; the MCP TypeScript SDK)
+agents: ## install the Node dependencies of the example agents (undici; the MCP TypeScript SDK) and of the end-to-end test clients (ws, undici)
 	@cd examples/agents/node && { test -d node_modules/undici || npm ci --no-audit --no-fund --loglevel=error; }
 	@cd examples/agents/mcp && { test -d node_modules/@modelcontextprotocol/sdk || npm ci --no-audit --no-fund --loglevel=error; }
-
+	@cd internal/testkit/e2e/testdata/node && { test -d node_modules/ws || npm ci --no-audit --no-fund --loglevel=error; }
 .PHONY: axe
 axe: ## install axe-core for the connect server's browser tests (screenshots go to $$ONBEHALF_SCREENSHOTS or .cache/screenshots)
 	@cd internal/testkit/chromium/testdata/axe && { test -f node_modules/axe-core/axe.min.js || npm ci --no-audit --no-fund --loglevel=error; }
@@ -127,6 +127,8 @@ FUZZ_TARGETS := \
 	./proxy:FuzzCheckHead \
 	./proxy:FuzzBindTunnelRequest \
 	./proxy/mcp:FuzzParse \
+	./proxy:FuzzH2StreamBinding \
+	./proxy:FuzzWSScrubber \
 	./proxy/identity:FuzzPreparse \
 	./proxy/identity:FuzzCheckObject \
 	./proxy/identity:FuzzFromHeader \

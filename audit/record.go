@@ -131,7 +131,11 @@ type Record struct {
 	IdentityFingerprint string `json:"identity_fingerprint,omitempty"`
 	Method              string `json:"method,omitempty"`
 	Scheme              string `json:"scheme,omitempty"`
-	Host                string `json:"host,omitempty"`
+	// Protocol is what the agent spoke for this request: "http/1.1", "h2"
+	// (one HTTP/2 stream), "grpc" (a gRPC call over HTTP/2) or "websocket"
+	// (an upgraded connection; its record is written when it closes).
+	Protocol string `json:"protocol,omitempty"`
+	Host     string `json:"host,omitempty"`
 	// Path is the request's path and query (request-URI form). Credentials
 	// in the query are replaced by REDACTED on encoding (see [RedactPath]).
 	Path string `json:"path,omitempty"`
@@ -215,6 +219,7 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	addString(enc, "identity_fingerprint", r.IdentityFingerprint)
 	addString(enc, "method", r.Method)
 	addString(enc, "scheme", r.Scheme)
+	addString(enc, "protocol", r.Protocol)
 	addString(enc, "host", r.Host)
 	addString(enc, "path", RedactPath(r.Path))
 	addString(enc, "route", r.Route)

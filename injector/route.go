@@ -66,6 +66,11 @@ type RouteConfig struct {
 	// deciding, gives policy input.mcp, refuses with JSON-RPC errors and
 	// audits the method and tool (docs/design.md#mcp-routes).
 	MCP bool `yaml:"mcp"`
+	// WebSocket lets agents open WebSocket connections on this route (the
+	// upgrade request goes through the pipeline; after 101 the sidecar
+	// relays frames). Off by default: a relayed connection outlives the
+	// one decision that opened it.
+	WebSocket bool `yaml:"websocket"`
 }
 
 // Route is a compiled RouteConfig.
@@ -79,6 +84,8 @@ type Route struct {
 	AllowEncodedSlashes bool
 	// MCP is RouteConfig.MCP.
 	MCP bool
+	// WebSocket is RouteConfig.WebSocket.
+	WebSocket bool
 
 	wildcard bool   // Host is "*.suffix"
 	suffix   string // ".suffix" for wildcard routes
@@ -148,7 +155,7 @@ func pathsOrRoot(p []string) []string {
 func compileRoute(c RouteConfig) (*Route, error) {
 	var p config.Problems
 	host := NormalizeHost(c.Host)
-	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly, AllowEncodedSlashes: c.AllowEncodedSlashes, MCP: c.MCP}
+	r := &Route{Provider: c.Provider, Host: host, Port: c.Port, ReportOnly: c.ReportOnly, AllowEncodedSlashes: c.AllowEncodedSlashes, MCP: c.MCP, WebSocket: c.WebSocket}
 	switch {
 	case host == "":
 		p.Addf("host", "required")

@@ -35,6 +35,9 @@ type Input struct {
 	// MCP describes the JSON-RPC message of a request on an MCP route; it
 	// is absent elsewhere.
 	MCP *MCP `json:"mcp,omitempty"`
+	// Request says how the agent spoke: its protocol and the upgrade it
+	// asked for (docs/design.md#what-agents-speak).
+	Request RequestInfo `json:"request"`
 }
 
 // MCP is input.mcp: what a request on an MCP route carries
@@ -75,6 +78,25 @@ type MCPMessage struct {
 	// ID is the JSON-RPC id's JSON text (a string or a number), nil for a
 	// notification.
 	ID json.RawMessage `json:"id"`
+}
+
+// Protocols: what the agent spoke, as input.request.protocol, the audit
+// record's protocol field and the requests_total metric's label name it.
+const (
+	ProtocolHTTP1     = "http/1.1"
+	ProtocolH2        = "h2"
+	ProtocolGRPC      = "grpc"
+	ProtocolWebSocket = "websocket"
+)
+
+// RequestInfo is input.request.
+type RequestInfo struct {
+	// Protocol is one of the Protocol constants; empty in input built
+	// without InputArgs.Protocol means ProtocolHTTP1.
+	Protocol string `json:"protocol"`
+	// Upgrade is "websocket" for a WebSocket upgrade request on a route
+	// that allows them, empty otherwise.
+	Upgrade string `json:"upgrade"`
 }
 
 // Attributes mirrors Envoy's CheckRequest attributes.
@@ -149,6 +171,10 @@ type InputArgs struct {
 	// DropHeaders lists further headers to keep out of the input, such as
 	// the route's credential header.
 	DropHeaders []string
+	// Protocol is input.request.protocol; empty means ProtocolHTTP1.
+	Protocol string
+	// Upgrade is input.request.upgrade.
+	Upgrade string
 }
 
 // NewInput builds the policy input for r. Headers that carry credentials never
@@ -182,6 +208,10 @@ func NewInput(r *http.Request, a InputArgs) *Input {
 	now := a.Now
 	if now.IsZero() {
 		now = time.Now()
+	}
+	protocol := a.Protocol
+	if protocol == "" {
+		protocol = ProtocolHTTP1
 	}
 	assertion := a.AssertionHeader
 	if assertion == "" {
@@ -236,8 +266,9 @@ func NewInput(r *http.Request, a InputArgs) *Input {
 			Source: a.Subject.Source,
 			Claims: claims,
 		},
-		Route: a.Route,
-		Time:  formatTime(now),
+		Route:   a.Route,
+		Time:    formatTime(now),
+		Request: RequestInfo{Protocol: protocol, Upgrade: a.Upgrade},
 	}
 }
 
@@ -339,38 +370,40 @@ func normalizeHost(host, scheme string) string {
 // of an input value (it interns and shares terms itself), so every request's
 // input can share them.
 var (
-	keyAttributes  = ast.StringTerm("attributes")
-	keyRequest     = ast.StringTerm("request")
-	keyHTTP        = ast.StringTerm("http")
-	keyMethod      = ast.StringTerm("method")
-	keyHost        = ast.StringTerm("host")
-	keyPath        = ast.StringTerm("path")
-	keyScheme      = ast.StringTerm("scheme")
-	keyHeaders     = ast.StringTerm("headers")
-	keySource      = ast.StringTerm("source")
-	keyAddress     = ast.StringTerm("address")
-	keyParsedPath  = ast.StringTerm("parsed_path")
-	keyParsedQuery = ast.StringTerm("parsed_query")
-	keySubject     = ast.StringTerm("subject")
-	keyUser        = ast.StringTerm("user")
-	keyAgent       = ast.StringTerm("agent")
-	keyIssuer      = ast.StringTerm("issuer")
-	keySubjectSrc  = ast.StringTerm("source")
-	keyClaims      = ast.StringTerm("claims")
-	keyRoute       = ast.StringTerm("route")
-	keyProvider    = ast.StringTerm("provider")
-	keyName        = ast.StringTerm("name")
-	keyTime        = ast.StringTerm("time")
-	keyMCP         = ast.StringTerm("mcp")
-	keyKind        = ast.StringTerm("kind")
-	keyTool        = ast.StringTerm("tool")
-	keyResource    = ast.StringTerm("resource")
-	keyPrompt      = ast.StringTerm("prompt")
-	keyArgNames    = ast.StringTerm("argument_names")
-	keyID          = ast.StringTerm("id")
-	keySession     = ast.StringTerm("session")
-	keyProtocol    = ast.StringTerm("protocol_version")
-	keyBatch       = ast.StringTerm("batch")
+	keyAttributes      = ast.StringTerm("attributes")
+	keyRequest         = ast.StringTerm("request")
+	keyHTTP            = ast.StringTerm("http")
+	keyMethod          = ast.StringTerm("method")
+	keyHost            = ast.StringTerm("host")
+	keyPath            = ast.StringTerm("path")
+	keyScheme          = ast.StringTerm("scheme")
+	keyHeaders         = ast.StringTerm("headers")
+	keySource          = ast.StringTerm("source")
+	keyAddress         = ast.StringTerm("address")
+	keyParsedPath      = ast.StringTerm("parsed_path")
+	keyParsedQuery     = ast.StringTerm("parsed_query")
+	keySubject         = ast.StringTerm("subject")
+	keyUser            = ast.StringTerm("user")
+	keyAgent           = ast.StringTerm("agent")
+	keyIssuer          = ast.StringTerm("issuer")
+	keySubjectSrc      = ast.StringTerm("source")
+	keyClaims          = ast.StringTerm("claims")
+	keyRoute           = ast.StringTerm("route")
+	keyProvider        = ast.StringTerm("provider")
+	keyName            = ast.StringTerm("name")
+	keyTime            = ast.StringTerm("time")
+	keyMCP             = ast.StringTerm("mcp")
+	keyKind            = ast.StringTerm("kind")
+	keyTool            = ast.StringTerm("tool")
+	keyResource        = ast.StringTerm("resource")
+	keyPrompt          = ast.StringTerm("prompt")
+	keyArgNames        = ast.StringTerm("argument_names")
+	keyID              = ast.StringTerm("id")
+	keySession         = ast.StringTerm("session")
+	keyProtocolVersion = ast.StringTerm("protocol_version")
+	keyBatch           = ast.StringTerm("batch")
+	keyProtocol        = ast.StringTerm("protocol")
+	keyUpgrade         = ast.StringTerm("upgrade")
 )
 
 // Value returns the input as an OPA AST value, built field by field rather
@@ -409,6 +442,7 @@ func (in *Input) Value() (ast.Value, error) {
 		)),
 		ast.Item(keyRoute, ast.NewTerm(in.routeValue())),
 		ast.Item(keyTime, ast.StringTerm(in.Time)),
+		ast.Item(keyRequest, ast.NewTerm(in.requestValue())),
 	)
 	if in.MCP != nil {
 		obj.Insert(keyMCP, ast.NewTerm(in.MCP.value()))
@@ -424,7 +458,7 @@ func (m *MCP) value() ast.Value {
 	}
 	obj := m.MCPMessage.value().(ast.Object)
 	obj.Insert(keySession, ast.StringTerm(m.Session))
-	obj.Insert(keyProtocol, ast.StringTerm(m.ProtocolVersion))
+	obj.Insert(keyProtocolVersion, ast.StringTerm(m.ProtocolVersion))
 	obj.Insert(keyBatch, ast.ArrayTerm(batch...))
 	return obj
 }
@@ -464,6 +498,14 @@ func idValue(id json.RawMessage) ast.Value {
 		return ast.String(s)
 	}
 	return ast.Number(id)
+}
+
+// requestValue returns input.request.
+func (in *Input) requestValue() ast.Value {
+	return ast.NewObject(
+		ast.Item(keyProtocol, ast.StringTerm(in.Request.Protocol)),
+		ast.Item(keyUpgrade, ast.StringTerm(in.Request.Upgrade)),
+	)
 }
 
 func (in *Input) headersValue() ast.Value {
@@ -549,6 +591,8 @@ func (in *Input) valueAt(path []*ast.Term) ast.Value {
 			return nil
 		}
 		return valueAt(in.MCP.value(), rest)
+	case "request":
+		return valueAt(in.requestValue(), rest)
 	}
 	return nil
 }
@@ -753,6 +797,13 @@ func (in *Input) appendAt(b []byte, p inputPath) []byte {
 				return append(b, tagAbsent) // an array has no string keys
 			}
 			return appendStrings(b, m.ArgumentNames)
+		}
+	case "request":
+		switch key(1) {
+		case "protocol":
+			return leaf(in.Request.Protocol, 2)
+		case "upgrade":
+			return leaf(in.Request.Upgrade, 2)
 		}
 	case "parsed_path":
 		if len(k) == 1 {

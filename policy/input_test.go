@@ -49,6 +49,7 @@ func TestNewInput(t *testing.T) {
 		Subject:     Subject{User: "alice", Agent: "agent-7", Issuer: "https://orchestrator", Source: "orchestrator", Claims: map[string]any{"task_id": "T-1"}},
 		Route:       &Route{Provider: "slack", Host: "slack.com", Name: "slack"},
 		Time:        "2026-06-18T11:00:00Z",
+		Request:     RequestInfo{Protocol: ProtocolHTTP1},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("NewInput mismatch (-want +got):\n%s", diff)
@@ -64,7 +65,8 @@ func TestNewInputJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `{"attributes":{"request":{"http":{"method":"GET","host":"example.com","path":"/","scheme":"http","headers":{}}},"source":{"address":""}},` +
-		`"parsed_path":[""],"parsed_query":{},"subject":{"user":"","agent":"","issuer":"","source":"","claims":{}},"route":null,"time":"2026-06-18T06:00:00Z"}`
+		`"parsed_path":[""],"parsed_query":{},"subject":{"user":"","agent":"","issuer":"","source":"","claims":{}},"route":null,"time":"2026-06-18T06:00:00Z",` +
+		`"request":{"protocol":"http/1.1","upgrade":""}}`
 	if string(bs) != want {
 		t.Errorf("JSON = %s\nwant   %s", bs, want)
 	}

@@ -51,6 +51,43 @@ type Config struct {
 	ScrubResponses bool `yaml:"scrub_responses"`
 	// Limits bounds what one client can hold.
 	Limits Limits `yaml:"limits"`
+	// HTTP2 configures HTTP/2 between the agent and the sidecar inside
+	// intercepted tunnels (Upstream.HTTP2 is the sidecar-to-API side).
+	HTTP2 AgentHTTP2 `yaml:"http2"`
+	// WebSocket bounds WebSocket connections on routes that allow them.
+	WebSocket WebSocketConfig `yaml:"websocket"`
+}
+
+// AgentHTTP2 configures HTTP/2 from agents inside intercepted tunnels.
+// Every stream is one pass through the pipeline, bound to the tunnel's
+// target like an HTTP/1.1 request; the header list is bounded by
+// limits.max_header_bytes and limits.max_header_count.
+type AgentHTTP2 struct {
+	// Enabled offers h2 by ALPN on intercepted tunnels. On by default:
+	// gRPC clients and many SDKs speak only HTTP/2, and the others still
+	// pick http/1.1.
+	Enabled bool `yaml:"enabled"`
+	// MaxConcurrentStreams bounds the streams one connection has open at
+	// once (SETTINGS_MAX_CONCURRENT_STREAMS). Further streams wait.
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// MaxResets is how many streams a client may reset within ten
+	// seconds before the sidecar closes the connection (the rapid-reset
+	// attack, CVE-2023-44487: each reset stream has cost a pipeline pass).
+	MaxResets int `yaml:"max_resets"`
+}
+
+// WebSocketConfig bounds relayed WebSocket connections.
+type WebSocketConfig struct {
+	// MaxLifetime closes a WebSocket connection this long after it opened:
+	// the decision that allowed it is not taken again while it lasts.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+	// IdleTimeout closes a WebSocket connection on which nothing moved
+	// either way for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// RevocationCheck is how often an open WebSocket checks (through the
+	// token cache) that the grant it was opened with still exists; one
+	// whose grant was revoked or needs reconnecting is closed.
+	RevocationCheck time.Duration `yaml:"revocation_check"`
 }
 
 // UpstreamConfig configures the outbound transport.
@@ -136,6 +173,24 @@ const (
 	// defaultMaxIdleConnsPerHost: an agent talks to few hosts, often in
 	// parallel; Go's default of 2 would force new handshakes.
 	defaultMaxIdleConnsPerHost = 64
+	// defaultMaxConcurrentStreams: nginx's default (128) is of the same
+	// order; an agent rarely has more calls in flight to one host, and
+	// each stream may hold a pipeline pass.
+	defaultMaxConcurrentStreams = 100
+	// defaultMaxResets: a client cancelling calls now and then resets a
+	// few streams; 200 within ten seconds is an attack, not a client.
+	defaultMaxResets = 200
+	// defaultWebSocketLifetime: realtime sessions (model APIs, chat
+	// sockets) last minutes and reconnect on close; an hour bounds how
+	// long one decision is relied on.
+	defaultWebSocketLifetime = time.Hour
+	// defaultWebSocketIdle: WebSocket clients and servers ping every 20
+	// to 60 seconds; five minutes of silence is a dead connection.
+	defaultWebSocketIdle = 5 * time.Minute
+	// defaultRevocationCheck matches the token cache's default TTL, the
+	// bound on revocation for ordinary requests; each check is a cache
+	// lookup.
+	defaultRevocationCheck = 10 * time.Second
 )
 
 // DefaultConfig returns the proxy defaults.
@@ -160,6 +215,16 @@ func DefaultConfig() Config {
 			HandshakeTimeout:  defaultHandshakeTimeout,
 			IdleTimeout:       defaultIdleTimeout,
 			MaxConns:          defaultMaxConns,
+		},
+		HTTP2: AgentHTTP2{
+			Enabled:              true,
+			MaxConcurrentStreams: defaultMaxConcurrentStreams,
+			MaxResets:            defaultMaxResets,
+		},
+		WebSocket: WebSocketConfig{
+			MaxLifetime:     defaultWebSocketLifetime,
+			IdleTimeout:     defaultWebSocketIdle,
+			RevocationCheck: defaultRevocationCheck,
 		},
 	}
 }
@@ -195,6 +260,15 @@ func (c Config) Validate() error {
 	positive("limits.read_header_timeout", c.Limits.ReadHeaderTimeout)
 	positive("limits.handshake_timeout", c.Limits.HandshakeTimeout)
 	positive("limits.idle_timeout", c.Limits.IdleTimeout)
+	positive("websocket.max_lifetime", c.WebSocket.MaxLifetime)
+	positive("websocket.idle_timeout", c.WebSocket.IdleTimeout)
+	positive("websocket.revocation_check", c.WebSocket.RevocationCheck)
+	if c.HTTP2.MaxConcurrentStreams < 1 || c.HTTP2.MaxConcurrentStreams > 1000 {
+		p.Addf("http2.max_concurrent_streams", "must be between 1 and 1000")
+	}
+	if c.HTTP2.MaxResets < 1 {
+		p.Addf("http2.max_resets", "must be at least 1")
+	}
 	if c.Upstream.MaxIdleConnsPerHost < 1 {
 		p.Addf("upstream.max_idle_conns_per_host", "must be at least 1")
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
+	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 
@@ -55,6 +56,7 @@ func (s *Server) newExchange(method, scheme, host, path string) *exchange {
 		DecisionID: newDecisionID(),
 		Method:     method,
 		Scheme:     scheme,
+		Protocol:   policy.ProtocolHTTP1,
 		Host:       host,
 		Path:       path,
 	}
@@ -110,7 +112,7 @@ func (s *Server) finish(ex *exchange, status int, bytesOut int64) {
 	if ex.rec.Decision == "" {
 		ex.rec.Decision = decisionDeny
 	}
-	s.d.Metrics.Request(ex.rec.Route, ex.rec.Decision, ex.rec.ErrorCode, s.d.Now().Sub(ex.start))
+	s.d.Metrics.Request(ex.rec.Route, ex.rec.Decision, ex.rec.ErrorCode, ex.rec.Protocol, s.d.Now().Sub(ex.start))
 	// Nothing waits for the canonical record: the answer has gone out and,
 	// with fail-closed audit, the inject record was written before the
 	// token left. Submitting it lets it share the next batch's write(2);

@@ -73,6 +73,10 @@ func (s *Server) policyInput(req *http.Request, ex *exchange, scheme, hostport, 
 		Host:            hostport,
 		Now:             ex.start,
 		AssertionHeader: s.d.AssertionHeader,
+		Protocol:        ex.rec.Protocol,
+	}
+	if ex.rec.Protocol == policy.ProtocolWebSocket {
+		args.Upgrade = "websocket"
 	}
 	if ex.subject != nil {
 		args.Subject = policy.Subject{
@@ -137,11 +141,7 @@ func containsColon(s string) bool {
 // tokens come from token exchange.
 func (s *Server) fetchToken(ctx context.Context, ex *exchange) *Error {
 	ctx, st := s.startStage(ctx, metrics.StageToken)
-	req := injector.TokenRequest{Provider: ex.route.Provider, User: ex.subject.User}
-	if ex.subject.Source == identity.SourceIdP {
-		req.Identity = injector.SubjectToken{Issuer: ex.subject.Issuer, Type: ex.subject.Type, ID: ex.subject.ID, Value: ex.subject.Token()}
-	}
-	tok, err := s.d.Tokens.Token(ctx, req)
+	tok, err := s.d.Tokens.Token(ctx, tokenRequest(ex))
 	st.end()
 	if err != nil {
 		e := classify(err)
@@ -254,4 +254,15 @@ func (s *Server) startRequestSpan(ctx context.Context, ex *exchange) (context.Co
 		}
 		span.End()
 	}
+}
+
+// tokenRequest is what ex asks the token source for: its route's provider
+// and its user, and an IdP subject's token for a provider whose tokens
+// come from token exchange.
+func tokenRequest(ex *exchange) injector.TokenRequest {
+	req := injector.TokenRequest{Provider: ex.route.Provider, User: ex.subject.User}
+	if ex.subject.Source == identity.SourceIdP {
+		req.Identity = injector.SubjectToken{Issuer: ex.subject.Issuer, Type: ex.subject.Type, ID: ex.subject.ID, Value: ex.subject.Token()}
+	}
+	return req
 }

@@ -108,6 +108,10 @@ type Server struct {
 	// (all of them with upstream HTTP/2): transport itself, or with pool
 	// per_user a copy that keeps no connection after its request.
 	streamTransport *http.Transport
+	// h2Transport speaks only HTTP/2 upstream, for gRPC calls.
+	h2Transport *http.Transport
+	// h2 serves agents' HTTP/2 connections inside tunnels.
+	h2 h2Server
 	// upstream sends requests whose body is in memory over HTTP/1.1;
 	// nil when upstream HTTP/2 is on, and everything takes transport.
 	upstream *upstreamClient
@@ -153,6 +157,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		streamTransport: tr,
 		ids:             newSubjectCache(d.Identity, d.Now),
 		conns:           map[net.Conn]*connState{},
+		h2Transport:     newH2Transport(tr),
 	}
 	if !cfg.Upstream.HTTP2 {
 		s.upstream = newUpstreamClient(cfg.Upstream, tr.DialContext, tr.TLSClientConfig)
@@ -163,6 +168,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		s.streamTransport = tr.Clone()
 		s.streamTransport.DisableKeepAlives = true
 	}
+	s.h2 = s.newH2Server()
 	s.gp = s.newGoproxy()
 	s.srv = &http.Server{
 		Handler:           s.gp,
@@ -265,6 +271,7 @@ type connState struct {
 // use (they would otherwise live until upstream.idle_conn_timeout).
 func (s *Server) CloseIdleConnections() {
 	s.transport.CloseIdleConnections()
+	s.h2Transport.CloseIdleConnections()
 	if s.upstream != nil {
 		s.upstream.closeIdle()
 	}
@@ -274,6 +281,7 @@ func (s *Server) CloseIdleConnections() {
 // server is done with them.
 func (s *Server) closeUpstream() {
 	s.transport.CloseIdleConnections()
+	s.h2Transport.CloseIdleConnections()
 	if s.upstream != nil {
 		s.upstream.close()
 	}

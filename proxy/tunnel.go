@@ -21,6 +21,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
+	"github.com/onbehalf-dev/onbehalf/policy"
 )
 
 // maxBufferedBody is the largest request body read into memory before
@@ -65,6 +66,10 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 	}
 	_ = raw.SetDeadline(time.Time{})
 
+	if conn.ConnectionState().NegotiatedProtocol == "h2" {
+		s.serveH2(ctx, t, conn, st)
+		return
+	}
 	idle := &idleReader{conn: conn, idle: s.cfg.Limits.IdleTimeout}
 	hr := newHeadReader(idle, s.cfg.Limits.MaxHeaderBytes, s.cfg.Limits.MaxHeaderCount)
 	bw := bufio.NewWriterSize(conn, connBufferSize)
@@ -104,7 +109,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 func (s *Server) tunnelTLSConfig(t *tunnel) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
+		NextProtos: s.tunnelProtos(),
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			sni := injector.NormalizeHost(hello.ServerName)
 			// Clients send no SNI when the target is an IP address
@@ -115,6 +120,15 @@ func (s *Server) tunnelTLSConfig(t *tunnel) *tls.Config {
 			return s.d.Certs.Leaf(t.host)
 		},
 	}
+}
+
+// tunnelProtos are the protocols offered by ALPN inside intercepted
+// tunnels.
+func (s *Server) tunnelProtos() []string {
+	if s.cfg.HTTP2.Enabled {
+		return []string{"h2", "http/1.1"}
+	}
+	return []string{"http/1.1"}
 }
 
 func isIPLiteral(host string) bool { return net.ParseIP(strings.Trim(host, "[]")) != nil }
@@ -179,9 +193,13 @@ func reason(err error) string {
 
 // serveIntercepted runs one request from an intercepted tunnel through the
 // pipeline and writes the answer. It reports whether the connection may
-// carry another request.
+// carry another request. br reads the connection (a WebSocket relay
+// takes it over).
 func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn, idle *idleReader, br *bufio.Reader, req *http.Request, w *bufio.Writer) bool {
 	ex := s.newExchange(req.Method, "https", t.target, "")
+	if isWebSocketUpgrade(req) {
+		ex.rec.Protocol = policy.ProtocolWebSocket
+	}
 	ex.countBody(req)
 	cont := expectContinue(req, w)
 	body := &ownedBody{r: req.Body, closed: make(chan struct{})}
@@ -194,6 +212,15 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 	if cont != nil {
 		// No 100 Continue may follow the final response.
 		cont.stop()
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// Only an allowed WebSocket upgrade gets here: the connection
+		// is relayed until it closes, and never carries HTTP again. The
+		// relay keeps its own idle clock, for both directions.
+		idle.armed = false
+		s.relayWebSocket(ctx, ex, conn.(*tls.Conn), br, w, resp)
+		endSpan()
+		return false
 	}
 	keep := !req.Close && !resp.Close
 	// A body the client was never told to send is not waited for.
@@ -381,6 +408,9 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 			return fail(e)
 		}
 	}
+	if ex.rec.Protocol == policy.ProtocolWebSocket && !route.WebSocket {
+		return fail(newError(CodeBadRequest, "this route does not allow WebSocket connections (a route opts in with websocket: true); nothing was sent", nil))
+	}
 
 	// 4. Decide, before any grant is read (on an MCP route, once per
 	// message).
@@ -405,6 +435,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	if s.cfg.ScrubResponses {
 		narrowAcceptEncoding(out.Header)
 	}
+	rt := s.protocolTransport(ex, out.Header)
 
 	// 7. Audit before the token leaves (fail-closed), and note the use.
 	if e := s.auditInject(ex); e != nil {
@@ -434,7 +465,13 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	ex.forwarded = streamed && out.Body != http.NoBody
 	_, st := s.startStage(ctx, metrics.StageUpstream)
 	var resp *http.Response
-	if s.upstream != nil && !streamed {
+	if rt != nil {
+		// gRPC and WebSocket upgrades take a transport of their own.
+		if body != nil {
+			out.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		resp, err = rt.RoundTrip(out)
+	} else if s.upstream != nil && !streamed {
 		key := t.addr
 		if s.cfg.Upstream.Pool == PoolPerUser {
 			key = t.addr + "\x00" + ex.subject.User
@@ -450,9 +487,13 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		resp, err = s.streamTransport.RoundTrip(out)
 	}
 	st.end()
-	if err == nil && s.cfg.ScrubResponses {
-		// 9. Scrub: no secret of the grant reaches the agent, whatever
-		// the API echoes.
+	if err == nil {
+		err = checkSwitch(ex, resp)
+	}
+	// 9. Scrub: no secret of the grant reaches the agent, whatever the API
+	// echoes. A 101's connection is the WebSocket relay's, which scrubs the
+	// head and the frames itself.
+	if err == nil && s.cfg.ScrubResponses && resp.StatusCode != http.StatusSwitchingProtocols {
 		err = scrubResponse(resp, ex.token.ScrubSet(), &ex.scrubbed, &ex.scrub)
 	}
 	if err != nil {

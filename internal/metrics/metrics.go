@@ -49,6 +49,8 @@ type Metrics struct {
 	tunnels       prometheus.Gauge
 	scrubbed      prometheus.Counter
 	useRecords    *prometheus.CounterVec
+	websockets    prometheus.Gauge
+	h2Closed      *prometheus.CounterVec
 }
 
 // New registers the collectors (plus Go runtime and process collectors) in
@@ -57,8 +59,8 @@ func New() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "requests_total",
-		Help: "Requests handled, by route (empty when none matched), decision (allow, deny, would_deny) and error code (ok when none).",
-	}, []string{"route", "decision", "code"})
+		Help: "Requests handled, by route (empty when none matched), decision (allow, deny, would_deny), error code (ok when none) and the protocol the agent spoke (http/1.1, h2, grpc, websocket).",
+	}, []string{"route", "decision", "code", "protocol"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "request_duration_seconds",
 		Help:    "Time from reading a request to finishing its response, by route.",
@@ -123,6 +125,14 @@ func New() *Metrics {
 	for _, r := range []string{"written", "dropped", "failed"} {
 		m.useRecords.WithLabelValues(r)
 	}
+	m.websockets = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "websockets_open",
+		Help: "Open WebSocket connections relayed to routed hosts.",
+	})
+	m.h2Closed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "h2_connections_closed_total",
+		Help: "HTTP/2 connections from agents the sidecar closed for abuse, by reason (rapid_reset).",
+	}, []string{"reason"})
 	// The pipeline's stages are known: resolve their histograms once
 	// rather than hashing the label on every request.
 	m.stages = map[string]prometheus.Observer{}
@@ -130,7 +140,7 @@ func New() *Metrics {
 		m.stages[name] = m.stage.WithLabelValues(name)
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes, m.grantsLost, m.exchanges, m.fallbacks,
-		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels, m.scrubbed, m.useRecords,
+		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels, m.scrubbed, m.useRecords, m.websockets, m.h2Closed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -138,16 +148,41 @@ func New() *Metrics {
 // Registry is where the collectors live (served on /metrics).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Request records a finished request.
-func (m *Metrics) Request(route, decision, code string, d time.Duration) {
+// Request records a finished request; protocol is what the agent spoke
+// (empty means http/1.1).
+func (m *Metrics) Request(route, decision, code, protocol string, d time.Duration) {
 	if m == nil {
 		return
 	}
 	if code == "" {
 		code = "ok"
 	}
-	m.requests.WithLabelValues(route, decision, code).Inc()
+	if protocol == "" {
+		protocol = "http/1.1"
+	}
+	m.requests.WithLabelValues(route, decision, code, protocol).Inc()
 	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// WebSocketOpened and WebSocketClosed track relayed WebSocket connections.
+func (m *Metrics) WebSocketOpened() {
+	if m != nil {
+		m.websockets.Inc()
+	}
+}
+
+// WebSocketClosed is WebSocketOpened's pair.
+func (m *Metrics) WebSocketClosed() {
+	if m != nil {
+		m.websockets.Dec()
+	}
+}
+
+// H2Closed counts an agent HTTP/2 connection closed for abuse.
+func (m *Metrics) H2Closed(reason string) {
+	if m != nil {
+		m.h2Closed.WithLabelValues(reason).Inc()
+	}
 }
 
 // Stage records the time one pipeline stage took.

@@ -23,6 +23,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The test binary doubles as the gRPC client process of grpc_test.go,
+	// so that the client reads HTTPS_PROXY from a fresh environment.
+	if os.Getenv(grpcClientEnv) == "1" {
+		os.Exit(grpcClientMain())
+	}
 	code := m.Run()
 	stopVault()
 	if code == 0 {
