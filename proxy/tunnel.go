@@ -202,7 +202,7 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 	}
 	ex.countBody(req)
 	cont := expectContinue(req, w)
-	body := &ownedBody{r: req.Body, closed: make(chan struct{})}
+	body := &ownedBody{r: req.Body, closed: make(chan struct{}), eof: req.Body == http.NoBody}
 	req.Body = body
 	ctx, endSpan := s.startRequestSpan(ctx, ex)
 	ctx, cancel := context.WithCancel(ctx)
@@ -248,15 +248,23 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 	// response arrived (an upstream may answer before reading it all). The
 	// connection is reused only once the body is ours again and consumed;
 	// the record (with the bytes read) is written after that.
+	linger := false
 	if ex.forwarded && !body.waitClosed(bodyReleaseWait) {
 		_ = conn.SetReadDeadline(time.Now()) // unblock a read in progress
 		body.Close()
 		keep = false
-	} else if keep && !body.done() && !drain(body.r, maxDrain) {
-		keep = false
+	} else if !body.done() && (!keep || !drain(body.r, maxDrain)) {
+		// The client may still be sending a body nobody read (a refused
+		// request): close without resetting, so it reads the answer.
+		keep, linger = false, true
 	}
 	s.finish(ex, resp.StatusCode, n)
 	endSpan()
+	if linger && err == nil {
+		if tc, ok := conn.(*tls.Conn); ok {
+			lingerClose(tc)
+		}
+	}
 	return keep && err == nil
 }
 

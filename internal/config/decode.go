@@ -434,12 +434,14 @@ const EnvPrefix = "ONBEHALF_"
 // NotConfigEnv lists ONBEHALF_* variables that are not configuration
 // keys and that ApplyEnv therefore leaves alone: the ones the example
 // agents read (the sidecar's CA and the assertion) and the ones the
-// Makefile and tests set (the binary under test, the Vault test binary,
-// the browser tests' screenshot folder).
+// Makefile and tests set (the binary under test, the Vault, kube-apiserver
+// and kubectl test binaries, the browser tests' screenshot folder).
 var NotConfigEnv = []string{
 	"ONBEHALF_ASSERTION",
 	"ONBEHALF_BIN",
 	"ONBEHALF_CA",
+	"ONBEHALF_KUBECTL_BIN",
+	"ONBEHALF_KUBE_APISERVER_BIN",
 	"ONBEHALF_SCREENSHOTS",
 	"ONBEHALF_VAULT_BIN",
 }

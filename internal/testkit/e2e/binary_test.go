@@ -457,7 +457,7 @@ audit:
 	addr := busy.Addr().String()
 	busy.Close()
 	cmd := exec.Command(onbehalfBin(t), "connect-server", "--config", cfgPath, "--listen", addr)
-	var logs bytes.Buffer
+	var logs lockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
