@@ -21,6 +21,13 @@ import (
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 
+// stormTimeout bounds one storm request. Hundreds of new tunnels, each a
+// TLS handshake, start at once: under the race detector on a loaded
+// two-core machine the last of them can take longer than a client's usual
+// 15 s. The storm tests check correctness (one refresh, no reuse), not
+// speed; the benchmarks measure that.
+const stormTimeout = 60 * time.Second
+
 // storm sends n concurrent requests as alice, spread over clients, and
 // returns the statuses and the tokens the upstream received.
 func storm(t *testing.T, e *testenv.Env, clients []*http.Client, n int) (statuses map[int]int) {
@@ -36,7 +43,9 @@ func storm(t *testing.T, e *testenv.Env, clients []*http.Client, n int) (statuse
 			req, _ := http.NewRequest(http.MethodPost, e.APIURL(fmt.Sprintf("/api/storm/%d", i)), strings.NewReader(`{}`))
 			req.Header.Set(identity.DefaultHeader, assertion)
 			code := 0
-			resp, err := clients[i%len(clients)].Do(req)
+			c := *clients[i%len(clients)] // same transport, a storm's timeout
+			c.Timeout = stormTimeout
+			resp, err := c.Do(req)
 			if err == nil {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
