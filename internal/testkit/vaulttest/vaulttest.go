@@ -104,6 +104,10 @@ type Server struct {
 	client    *api.Client
 	tail      *tailBuffer
 	closed    bool
+
+	// member is set on a node of a Cluster (cluster.go): the server runs
+	// on integrated storage and joins its peers.
+	member *member
 }
 
 // BinaryPath returns the Vault binary to run: $ONBEHALF_VAULT_BIN when set
@@ -242,6 +246,13 @@ func (s *Server) launch() error {
 		}
 		args = []string{"server", "-config=" + cfgFile}
 	}
+	if s.member != nil {
+		cfgFile, err := s.writeRaftConfig()
+		if err != nil {
+			return err
+		}
+		args = []string{"server", "-config=" + cfgFile}
+	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	// A scrubbed environment: nothing from the parent's VAULT_* or proxy
@@ -283,6 +294,9 @@ func (s *Server) launch() error {
 	wait := s.waitReady
 	if s.opts.Persistent {
 		wait = s.waitPersistent
+	}
+	if s.member != nil {
+		wait = s.waitMember
 	}
 	if err := wait(keyCh, exited); err != nil {
 		s.kill()

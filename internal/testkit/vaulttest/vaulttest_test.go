@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -220,5 +221,78 @@ func TestPersistentRestartKeepsData(t *testing.T) {
 	}
 	if _, err := vaulttest.Start(vaulttest.Options{Persistent: true, TLS: true}); err == nil {
 		t.Errorf("Start with Persistent and TLS succeeded")
+	}
+}
+
+// TestCluster starts a three-node Raft cluster, kills the active node
+// (SIGKILL), waits for another node to take over, restarts the killed node
+// and checks that data written before and during the outage is served by
+// every node.
+func TestCluster(t *testing.T) {
+	var outs []*logWriter
+	c, err := vaulttest.StartCluster(vaulttest.ClusterOptions{Output: func(int) io.Writer {
+		w := &logWriter{}
+		outs = append(outs, w)
+		return w
+	}})
+	if err != nil {
+		t.Fatalf("StartCluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if t.Failed() {
+			for i, w := range outs {
+				w.mu.Lock()
+				t.Logf("node %d output:\n%s", i, w.b.String())
+				w.mu.Unlock()
+			}
+		}
+	})
+	if got := len(c.Addrs()); got != 3 {
+		t.Fatalf("got %d nodes; want 3", got)
+	}
+	voters, err := c.Voters(ctx(t))
+	if err != nil || len(voters) != 3 {
+		t.Fatalf("voters: got %v, %v; want 3", voters, err)
+	}
+	first, err := c.WaitActive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A standby serves reads and writes too: it forwards them to the
+	// active node.
+	standby := c.Nodes[(first+1)%3]
+	if _, err := standby.Client().Logical().WriteWithContext(ctx(t), "secret/data/ha", map[string]any{"data": map[string]any{"v": "before"}}); err != nil {
+		t.Fatalf("write through a standby: %v", err)
+	}
+
+	killed := time.Now()
+	c.Nodes[first].Stop()
+	next, err := c.WaitActive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node %d killed; node %d active after %s", first, next, time.Since(killed).Round(time.Millisecond))
+	if next == first {
+		t.Fatalf("got active node %d; want another than the killed one", next)
+	}
+	if _, err := c.Nodes[next].Client().Logical().WriteWithContext(ctx(t), "secret/data/ha2", map[string]any{"data": map[string]any{"v": "during"}}); err != nil {
+		t.Fatalf("write after the failover: %v", err)
+	}
+	if err := c.Nodes[first].Restart(); err != nil {
+		t.Fatalf("restart node %d: %v", first, err)
+	}
+	for i, n := range c.Nodes {
+		for _, p := range []string{"secret/data/ha", "secret/data/ha2"} {
+			s, err := n.Client().Logical().ReadWithContext(ctx(t), p)
+			if err != nil || s == nil {
+				t.Errorf("node %d: read %s: %v, %v; want the entry", i, p, s, err)
+			}
+		}
+	}
+	if i := c.Active(ctx(t)); i != next {
+		t.Errorf("active node after the restart: got %d; want %d (a restarted node rejoins as a standby)", i, next)
 	}
 }
