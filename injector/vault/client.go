@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"go.uber.org/zap"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/internal/outbound"
@@ -46,8 +47,10 @@ var errPermissionDenied = errors.New("permission denied")
 // Vault token), trusts the system roots plus cfg.CAFile, never follows
 // redirects (one could carry the token to another host) and bounds every
 // phase. Vault's address is the operator's, so the egress guard is not
-// applied.
-func newHTTPClient(cfg Config) (*http.Client, error) {
+// applied. With several addresses (a cluster's nodes), requests go through
+// failover, which moves to another node when one is down, sealed or
+// redirecting.
+func newHTTPClient(cfg Config, log *zap.Logger) (*http.Client, error) {
 	o := outbound.DefaultOptions()
 	o.CAFile, o.CAFileKey = cfg.CAFile, "ca_file"
 	o.DialTimeout = dialTimeout
@@ -57,7 +60,18 @@ func newHTTPClient(cfg Config) (*http.Client, error) {
 	// A backstop: each operation's context already carries the timeout.
 	o.Timeout = cfg.Timeout
 	o.CheckRedirect = outbound.RefuseRedirect
-	return outbound.Client(o)
+	hc, err := outbound.Client(o)
+	if err != nil {
+		return nil, err
+	}
+	if addrs := cfg.Endpoints(); len(addrs) > 1 {
+		f, err := newFailover(hc.Transport, addrs, log)
+		if err != nil {
+			return nil, err
+		}
+		hc.Transport = f
+	}
+	return hc, nil
 }
 
 // newAPIClient builds a Vault API client over hc that sends token ("" for
@@ -68,7 +82,7 @@ func newHTTPClient(cfg Config) (*http.Client, error) {
 // calls api.NewClient again and drops DisableRedirects.
 func newAPIClient(hc *http.Client, cfg Config, token string) (*api.Client, error) {
 	ac := &api.Config{
-		Address:    strings.TrimSuffix(cfg.Address, "/"),
+		Address:    strings.TrimSuffix(cfg.Endpoints()[0], "/"),
 		HttpClient: hc,
 		// Zero on purpose: with a Timeout, Logical().WriteRawWithContext
 		// cancels its context when it returns, before the caller has read
@@ -141,6 +155,12 @@ func request(ctx context.Context, c *api.Client, method, path string, body, out 
 			_ = decodeBody(resp.Body, out)
 		}
 		return status, classify(ctx, err)
+	}
+	if status >= 300 && status < 400 {
+		// The API client treats a redirect as success. A Vault CE standby
+		// answers 307 when it cannot forward to the active node; it is
+		// never followed (see failover), and the operation fails.
+		return status, fmt.Errorf("%w: vault answered %d: a standby that could not forward the request to the active node", store.ErrUnavailable, status)
 	}
 	if out != nil {
 		if err := decodeBody(resp.Body, out); err != nil {

@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -16,6 +17,9 @@ const (
 	// five seconds rides out a leader election yet leaves a proxied request
 	// time to answer 503 before the agent's own deadline.
 	DefaultTimeout = 5 * time.Second
+	// maxAddresses caps addresses: Raft clusters have three or five
+	// voters, and every address may be tried within one operation.
+	maxAddresses = 9
 	// maxTimeout caps timeout: a request waiting longer than this on its
 	// grant store has already failed its caller.
 	maxTimeout = time.Minute
@@ -47,6 +51,12 @@ type Config struct {
 	// Address is Vault's URL. It must be https unless the host is a
 	// loopback address (a local Vault agent or a test server).
 	Address string `yaml:"address"`
+	// Addresses lists the API addresses of a Vault cluster's nodes, in
+	// order of preference, instead of Address. Requests go to one node
+	// and move to the next when it is down, sealed or cannot forward to
+	// the active node (see failover.go); a standby with a live active node
+	// forwards requests itself. Each entry follows Address's rules.
+	Addresses []string `yaml:"addresses"`
 	// CAFile is a PEM bundle trusted in addition to the system roots.
 	CAFile string `yaml:"ca_file"`
 	// Mount is the KV v2 secrets engine's mount path.
@@ -122,7 +132,26 @@ func DefaultConfig() Config {
 // (`auth.role_id: required for method approle`).
 func (c Config) Validate() error {
 	var p config.Problems
-	validateAddress(&p, c.Address)
+	switch {
+	case c.Address != "" && len(c.Addresses) > 0:
+		p.Addf("addresses", "set address (one Vault address, or a load balancer in front of a cluster) or addresses (a cluster's nodes), not both")
+	case len(c.Addresses) > 0:
+		seen := map[string]bool{}
+		for i, a := range c.Addresses {
+			path := fmt.Sprintf("addresses[%d]", i)
+			validateAddress(&p, path, a)
+			if k := strings.TrimSuffix(strings.ToLower(a), "/"); seen[k] {
+				p.Addf(path, "duplicate address %q", a)
+			} else {
+				seen[k] = true
+			}
+		}
+		if len(c.Addresses) > maxAddresses {
+			p.Addf("addresses", "at most %d addresses, got %d", maxAddresses, len(c.Addresses))
+		}
+	default:
+		validateAddress(&p, "address", c.Address)
+	}
 	checkMountPath(&p, "mount", c.Mount)
 	checkMountPath(&p, "prefix", c.Prefix)
 	if c.Timeout <= 0 || c.Timeout > maxTimeout {
@@ -165,23 +194,32 @@ func (c Config) Validate() error {
 	return p.Err()
 }
 
+// Endpoints returns the configured Vault addresses: Addresses, or Address
+// alone.
+func (c Config) Endpoints() []string {
+	if len(c.Addresses) > 0 {
+		return c.Addresses
+	}
+	return []string{c.Address}
+}
+
 // validateAddress checks that addr is an absolute http(s) URL without
 // credentials, query or path, and https unless the host is loopback.
-func validateAddress(p *config.Problems, addr string) {
+func validateAddress(p *config.Problems, path, addr string) {
 	if addr == "" {
-		p.Addf("address", "required: Vault's URL, e.g. https://vault.example:8200")
+		p.Addf(path, "required: Vault's URL, e.g. https://vault.example:8200")
 		return
 	}
 	u, err := url.Parse(addr)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		p.Addf("address", "must be an absolute https URL, e.g. https://vault.example:8200")
+		p.Addf(path, "must be an absolute https URL, e.g. https://vault.example:8200")
 		return
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
-		p.Addf("address", "must be scheme://host[:port] only, without credentials, path or query")
+		p.Addf(path, "must be scheme://host[:port] only, without credentials, path or query")
 	}
 	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		p.Addf("address", "must be an https URL: plain http is allowed only to a loopback address")
+		p.Addf(path, "must be an https URL: plain http is allowed only to a loopback address")
 	}
 }
 

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -65,6 +66,21 @@ func TestConfigValidate(t *testing.T) {
 			c.Auth = AuthConfig{Method: AuthAppRole, AppRoleMount: ""}
 			c.Transit = TransitConfig{Enabled: true, Mount: "", Key: "bad/key"}
 		}, []string{"address", "auth.approle_mount", "auth.role_id", "auth.secret_id_file", "mount", "prefix", "timeout", "transit.key", "transit.mount"}},
+		{"valid cluster addresses", func(c *Config) {
+			c.Address = ""
+			c.Addresses = []string{"https://vault-0.example:8200", "https://vault-1.example:8200", "http://127.0.0.1:8200"}
+		}, nil},
+		{"address and addresses", func(c *Config) { c.Addresses = []string{"https://vault-0.example:8200"} }, []string{"addresses"}},
+		{"bad and duplicate cluster addresses", func(c *Config) {
+			c.Address = ""
+			c.Addresses = []string{"https://vault-0.example:8200", "http://vault-1.example:8200", "https://VAULT-0.example:8200/", ""}
+		}, []string{"addresses[1]", "addresses[2]", "addresses[3]"}},
+		{"too many cluster addresses", func(c *Config) {
+			c.Address = ""
+			for i := range 10 {
+				c.Addresses = append(c.Addresses, fmt.Sprintf("https://vault-%d.example:8200", i))
+			}
+		}, []string{"addresses"}},
 		{"token without file", func(c *Config) { c.Auth = AuthConfig{Method: AuthToken} }, []string{"auth.token_file"}},
 		{"kubernetes without role or file", func(c *Config) {
 			c.Auth = AuthConfig{Method: AuthKubernetes, KubernetesMount: "kubernetes"}

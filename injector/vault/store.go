@@ -107,7 +107,7 @@ func Open(ctx context.Context, cfg Config, o Options) (*Store, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	hc, err := newHTTPClient(cfg)
+	hc, err := newHTTPClient(cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("open vault store: %w", err)
 	}
