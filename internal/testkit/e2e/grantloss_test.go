@@ -64,13 +64,18 @@ type faultEnv struct {
 	dir     string
 	prov    *oauthtest.Server
 	up      *upstreamtest.Server
-	vault   *vaulttest.Server // nil with the embedded store
-	dbPath  string            // the embedded store's file
-	st      store.Store       // the test's own handle on the store
-	key     any               // the orchestrator's signing key
-	roots   *x509.CertPool    // trusts the sidecars' interception CA
-	nodes   []*node
-	summary []string
+	vault   *vaulttest.Server  // nil with the embedded store
+	cluster *vaulttest.Cluster // set with backendVaultHA
+	vlogs   []*lockedBuffer    // the cluster nodes' output
+	// cacheTTL is the sidecars' token cache bound (0: every request
+	// reads the store).
+	cacheTTL time.Duration
+	dbPath   string         // the embedded store's file
+	st       store.Store    // the test's own handle on the store
+	key      any            // the orchestrator's signing key
+	roots    *x509.CertPool // trusts the sidecars' interception CA
+	nodes    []*node
+	summary  []string
 }
 
 // node is one sidecar process.
@@ -108,7 +113,14 @@ func (l *lockedBuffer) String() string {
 // sidecar processes.
 func newFaultEnv(t *testing.T, backend string) *faultEnv {
 	t.Helper()
-	f := &faultEnv{t: t, name: backend, dir: t.TempDir()}
+	return newFaultEnvCache(t, backend, 0)
+}
+
+// newFaultEnvCache is newFaultEnv with the sidecars' token cache bounded by
+// cacheTTL instead of off.
+func newFaultEnvCache(t *testing.T, backend string, cacheTTL time.Duration) *faultEnv {
+	t.Helper()
+	f := &faultEnv{t: t, name: backend, dir: t.TempDir(), cacheTTL: cacheTTL}
 	f.prov = testenv.StartProvider(t, oauthtest.Options{})
 	up, err := upstreamtest.Start(upstreamtest.Options{})
 	if err != nil {
@@ -145,6 +157,15 @@ func newFaultEnv(t *testing.T, backend string) *faultEnv {
 		storeYAML = fmt.Sprintf("store:\n  backend: vault\n  vault:\n    address: %s\n    timeout: 2s\n    auth: {method: token, token_file: vault-token}\n", v.Addr())
 		vc := vault.DefaultConfig()
 		vc.Address, vc.Timeout = v.Addr(), 2*time.Second
+		vc.Auth.Method, vc.Auth.TokenFile = vault.AuthToken, f.path("vault-token")
+		f.st, err = sidecar.OpenStore(context.Background(), sidecar.StoreConfig{Backend: sidecar.BackendVault, Vault: vc}, zap.NewNop())
+		must(t, err)
+	case backendVaultHA:
+		f.startCluster()
+		addrs := f.cluster.Addrs()
+		storeYAML = fmt.Sprintf("store:\n  backend: vault\n  vault:\n    addresses: [%s]\n    timeout: 2s\n    auth: {method: token, token_file: vault-token}\n", strings.Join(addrs, ", "))
+		vc := vault.DefaultConfig()
+		vc.Addresses, vc.Timeout = addrs, 2*time.Second
 		vc.Auth.Method, vc.Auth.TokenFile = vault.AuthToken, f.path("vault-token")
 		f.st, err = sidecar.OpenStore(context.Background(), sidecar.StoreConfig{Backend: sidecar.BackendVault, Vault: vc}, zap.NewNop())
 		must(t, err)
@@ -223,7 +244,7 @@ identity:
   audience: %s
   issuers: [%s]
   keys: [{id: orch, file: orch.pub}]
-token_cache: {ttl: 0s}
+token_cache: {ttl: %s}
 routes:
   - host: localhost
     port: %d
@@ -248,7 +269,7 @@ audit:
   file: {path: audit-%d.log}
   fingerprint_key_file: fingerprint.key
 log: {level: debug}
-`, n.proxyPort, n.adminPort, testenv.Audience, testenv.Issuer, f.up.Port(), testenv.Provider, testenv.Provider,
+`, n.proxyPort, n.adminPort, testenv.Audience, testenv.Issuer, f.cacheTTL, f.up.Port(), testenv.Provider, testenv.Provider,
 		f.prov.TokenURL(), testenv.ProviderClientID, faultProviderWait, faultLeaseTTL, faultTakeoverAfter, faultAnswer,
 		n.journalDir, storeYAML, n.i)
 }
@@ -297,6 +318,7 @@ func (f *faultEnv) signal(n *node, sig syscall.Signal) {
 // result is one request's outcome.
 type result struct {
 	node   int
+	sent   time.Time
 	at     time.Time
 	status int
 	code   string
@@ -378,8 +400,9 @@ func (f *faultEnv) request(n *node, assertion, path string) result {
 	req, _ := http.NewRequest(http.MethodGet, f.up.URL("localhost", path), nil)
 	req.Header.Set(identity.DefaultHeader, assertion)
 	req.Header.Set("Authorization", "Bearer agent-invented") // must be replaced, never forwarded
+	sent := time.Now()
 	resp, err := n.client.Do(req)
-	r := result{node: n.i, at: time.Now()}
+	r := result{node: n.i, sent: sent, at: time.Now()}
 	if err != nil {
 		r.code = "client gave up" // faultClientTimeout, while the sidecar waits for a peer's refresh
 		return r
@@ -558,6 +581,9 @@ func (f *faultEnv) heal() {
 		if err := f.vault.Restart(); err != nil {
 			f.t.Errorf("restart Vault: %v", err)
 		}
+	}
+	if f.cluster != nil {
+		f.healCluster()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -434,4 +435,43 @@ func (c *Cluster) Close() error {
 	}
 	errs = append(errs, os.RemoveAll(c.dir))
 	return errors.Join(errs...)
+}
+
+// Running reports whether the server's process runs (it was not stopped).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
+
+// Shutdown stops the server gracefully, as an operator's `systemctl stop`
+// would (SIGTERM; an active node gives up leadership on the way out), and
+// waits for it to exit, at most StartTimeout before it is killed. Restart
+// brings it back.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(StartTimeout):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// StepDown asks node i, which must be the active node, to give up
+// leadership (`vault operator step-down`); another node takes over.
+func (c *Cluster) StepDown(i int) error {
+	ctx, cancel := adminCtx()
+	defer cancel()
+	if err := c.Nodes[i].Client().Sys().StepDownWithContext(ctx); err != nil {
+		return fmt.Errorf("step down node %d: %w", i, err)
+	}
+	return nil
 }
