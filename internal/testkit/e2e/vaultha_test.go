@@ -298,6 +298,7 @@ func TestVaultRollingRestart(t *testing.T) {
 	t0 := time.Now()
 	l.on(true, f.nodes...)
 	f.waitAllOK(t, l, t0) // every sidecar has the token cached
+	must(t, f.cluster.WaitHealthy())
 	start := time.Now()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -313,28 +314,30 @@ func TestVaultRollingRestart(t *testing.T) {
 		}
 	}
 	var steps []string
-	for _, i := range order {
+	// restart stops node i gracefully, starts it and waits until autopilot
+	// reports every voter healthy again, as an operator would before
+	// touching the next node.
+	restart := func(i int, what string) {
 		st := time.Now()
 		f.cluster.Nodes[i].Shutdown()
+		stopped := time.Since(st)
 		if err := f.cluster.Nodes[i].Restart(); err != nil {
 			t.Fatalf("restart vault node %d: %v", i, err)
 		}
-		steps = append(steps, fmt.Sprintf("standby %d restarted in %s", i, time.Since(st).Round(time.Millisecond)))
+		up := time.Since(st)
+		must(t, f.cluster.WaitHealthy())
+		steps = append(steps, fmt.Sprintf("%s %d: stopped in %s, unsealed after %s, cluster healthy after %s",
+			what, i, stopped.Round(time.Millisecond), up.Round(time.Millisecond), time.Since(st).Round(time.Millisecond)))
+	}
+	for _, i := range order {
+		restart(i, "standby")
 	}
 	st := time.Now()
 	must(t, f.cluster.StepDown(active))
 	next, err := f.cluster.WaitActive()
 	must(t, err)
 	steps = append(steps, fmt.Sprintf("node %d stepped down, node %d active after %s", active, next, time.Since(st).Round(time.Millisecond)))
-	st = time.Now()
-	f.cluster.Nodes[active].Shutdown()
-	if err := f.cluster.Nodes[active].Restart(); err != nil {
-		t.Fatalf("restart vault node %d: %v", active, err)
-	}
-	steps = append(steps, fmt.Sprintf("node %d restarted in %s", active, time.Since(st).Round(time.Millisecond)))
-	if _, err := f.cluster.WaitActive(); err != nil {
-		t.Fatal(err)
-	}
+	restart(active, "former active")
 	took := time.Since(start)
 	time.Sleep(500 * time.Millisecond)
 	res := l.end()

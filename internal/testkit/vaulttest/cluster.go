@@ -475,3 +475,34 @@ func (c *Cluster) StepDown(i int) error {
 	}
 	return nil
 }
+
+// WaitHealthy waits (at most ElectionTimeout) until autopilot reports the
+// cluster healthy: every voter up, caught up with the leader's log and in
+// contact with it (`vault operator raft autopilot state`). An operator
+// restarting nodes in turn waits for this before the next one, so that the
+// cluster never loses its quorum.
+func (c *Cluster) WaitHealthy() error {
+	ctx, cancel := context.WithTimeout(context.Background(), ElectionTimeout)
+	defer cancel()
+	var last error
+	for {
+		if i := c.Active(ctx); i >= 0 {
+			st, err := c.Nodes[i].Client().Sys().RaftAutopilotStateWithContext(ctx)
+			switch {
+			case err != nil:
+				last = err
+			case st == nil:
+				last = errors.New("no autopilot state")
+			case st.Healthy && len(st.Voters) == len(c.Nodes):
+				return nil
+			default:
+				last = fmt.Errorf("autopilot: healthy %v, voters %v, failure tolerance %d", st.Healthy, st.Voters, st.FailureTolerance)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("vault cluster: not healthy within %s: %w", ElectionTimeout, errors.Join(last, ctx.Err()))
+		case <-time.After(pollInterval):
+		}
+	}
+}
