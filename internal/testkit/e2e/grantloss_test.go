@@ -70,12 +70,15 @@ type faultEnv struct {
 	// cacheTTL is the sidecars' token cache bound (0: every request
 	// reads the store).
 	cacheTTL time.Duration
-	dbPath   string         // the embedded store's file
-	st       store.Store    // the test's own handle on the store
-	key      any            // the orchestrator's signing key
-	roots    *x509.CertPool // trusts the sidecars' interception CA
-	nodes    []*node
-	summary  []string
+	// unavailable counts the 503 store_unavailable answers the HA runs
+	// measured.
+	unavailable int
+	dbPath      string         // the embedded store's file
+	st          store.Store    // the test's own handle on the store
+	key         any            // the orchestrator's signing key
+	roots       *x509.CertPool // trusts the sidecars' interception CA
+	nodes       []*node
+	summary     []string
 }
 
 // node is one sidecar process.

@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -180,6 +182,7 @@ func (f *faultEnv) failoverCheck(t *testing.T, l *load, name string, killed int,
 	}
 	time.Sleep(haSettle)
 	o := l.outageSince(t0)
+	f.unavailable += o.codes["503 store_unavailable"]
 	for code := range o.codes {
 		if code != "503 store_unavailable" {
 			t.Errorf("during the election: %d × %q; want only 503 store_unavailable", o.codes[code], code)
@@ -276,6 +279,37 @@ func TestVaultFailover(t *testing.T) {
 		return f.failoverCheck(t, l, "refresh storm, killed at its start", killed, at)
 	})
 
+	// What operators see: every refusal counted in the metrics and
+	// audited with its code, and no refreshed grant left unwritten.
+	var metric, audited, pending float64
+	for _, n := range f.nodes {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", n.adminPort))
+		must(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for line := range strings.SplitSeq(string(b), "\n") {
+			name, val, ok := strings.Cut(line, " ")
+			if !ok {
+				continue
+			}
+			v, _ := strconv.ParseFloat(val, 64)
+			switch {
+			case strings.HasPrefix(name, "onbehalf_requests_total{") && strings.Contains(name, `code="store_unavailable"`):
+				metric += v
+			case strings.HasPrefix(name, "onbehalf_refresh_writes_pending"):
+				pending += v
+			}
+		}
+		trail, err := os.ReadFile(f.path(fmt.Sprintf("audit-%d.log", n.i)))
+		must(t, err)
+		audited += float64(strings.Count(string(trail), `"error_code":"store_unavailable"`))
+	}
+	if metric != float64(f.unavailable) || audited != float64(f.unavailable) {
+		t.Errorf("store_unavailable: agents got %d, onbehalf_requests_total counts %v, the audit trail %v; want all equal", f.unavailable, metric, audited)
+	}
+	if pending != 0 {
+		t.Errorf("onbehalf_refresh_writes_pending: got %v after the runs; want 0", pending)
+	}
 	for _, line := range f.summary {
 		t.Log(line)
 	}
