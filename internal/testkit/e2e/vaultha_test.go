@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -281,7 +282,7 @@ func TestVaultFailover(t *testing.T) {
 
 	// What operators see: every refusal counted in the metrics and
 	// audited with its code, and no refreshed grant left unwritten.
-	var metric, audited, pending float64
+	var metric, storeErrors, audited, pending float64
 	for _, n := range f.nodes {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", n.adminPort))
 		must(t, err)
@@ -296,13 +297,33 @@ func TestVaultFailover(t *testing.T) {
 			switch {
 			case strings.HasPrefix(name, "onbehalf_requests_total{") && strings.Contains(name, `code="store_unavailable"`):
 				metric += v
+			case name == "onbehalf_store_errors_total":
+				storeErrors += v
 			case strings.HasPrefix(name, "onbehalf_refresh_writes_pending"):
 				pending += v
 			}
 		}
 		trail, err := os.ReadFile(f.path(fmt.Sprintf("audit-%d.log", n.i)))
 		must(t, err)
-		audited += float64(strings.Count(string(trail), `"error_code":"store_unavailable"`))
+		for line := range strings.SplitSeq(strings.TrimSpace(string(trail)), "\n") {
+			var rec struct {
+				Event     string `json:"event"`
+				Decision  string `json:"decision"`
+				Status    int    `json:"status"`
+				ErrorCode string `json:"error_code"`
+			}
+			must(t, json.Unmarshal([]byte(line), &rec))
+			if rec.ErrorCode != "store_unavailable" {
+				continue
+			}
+			audited++
+			if rec.Event != "request" || rec.Decision != "allow" || rec.Status != 503 {
+				t.Errorf("audit record of a refusal: event %q, decision %q, status %d; want request, allow, 503", rec.Event, rec.Decision, rec.Status)
+			}
+		}
+	}
+	if storeErrors < float64(f.unavailable) {
+		t.Errorf("onbehalf_store_errors_total: got %v; want at least %d", storeErrors, f.unavailable)
 	}
 	if metric != float64(f.unavailable) || audited != float64(f.unavailable) {
 		t.Errorf("store_unavailable: agents got %d, onbehalf_requests_total counts %v, the audit trail %v; want all equal", f.unavailable, metric, audited)
