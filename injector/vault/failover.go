@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -18,6 +19,12 @@ import (
 // maxRequestBytes bounds a request body kept for a resend to another node;
 // a grant write or a Transit batch is far below it.
 const maxRequestBytes = 8 << 20
+
+// nodeDownFor is how long a node that refused a connection (or could not
+// be reached within the dial timeout) is tried only after the others: long
+// enough that a dead node does not cost every request a dial, short enough
+// that a restarted node is used again within seconds.
+const nodeDownFor = 5 * time.Second
 
 // peekBytes bounds how much of a 500 or 503 answer is read to tell a
 // sealed node or a standby without an active node from other failures;
@@ -48,14 +55,19 @@ const peekBytes = 4 << 10
 // served as they are.
 //
 // The preferred address sticks until a node fails, so a healthy cluster
-// sees one connection pool. Requests run under the operation's context:
+// sees one connection pool. A node that could not be reached is tried last
+// for nodeDownFor, so a dead node does not cost every request a dial
+// timeout. Requests run under the operation's context:
 // trying every node never outlasts the store timeout.
 type failover struct {
 	next  http.RoundTripper
 	addrs []*url.URL
 	// cur is the index of the preferred address.
 	cur atomic.Uint32
-	log *zap.Logger
+	// down holds, per address, until when (Unix nanoseconds) it is tried
+	// only after the others: its node could not be reached.
+	down []atomic.Int64
+	log  *zap.Logger
 }
 
 // newFailover returns a RoundTripper over next for the given addresses
@@ -72,6 +84,7 @@ func newFailover(next http.RoundTripper, addrs []string, log *zap.Logger) (*fail
 	if len(f.addrs) == 0 {
 		return nil, errors.New("no vault address")
 	}
+	f.down = make([]atomic.Int64, len(f.addrs))
 	return f, nil
 }
 
@@ -91,25 +104,30 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = b
 	}
 	start := f.cur.Load()
+	order := f.order(start)
 	var (
 		resp *http.Response
 		err  error
 	)
-	for i := range n {
-		idx := (start + i) % n
+	for i, idx := range order {
 		resp, err = f.next.RoundTrip(f.target(req, idx, body))
 		reason := notProcessed(req, resp, err)
+		if reason == "unreachable" {
+			f.down[idx].Store(time.Now().Add(nodeDownFor).UnixNano())
+		} else {
+			f.down[idx].Store(0)
+		}
 		if reason == "" {
 			if err != nil || resp.StatusCode >= 500 {
 				// Maybe processed: not resent, but the next operation
 				// starts at the next node.
 				f.move(idx, n, "vault node failed", err, resp)
-			} else if i > 0 {
+			} else if idx != start {
 				f.cur.CompareAndSwap(start, idx)
 			}
 			return resp, err
 		}
-		if i == n-1 || req.Context().Err() != nil {
+		if i == len(order)-1 || req.Context().Err() != nil {
 			f.move(idx, n, reason, err, resp)
 			return resp, err
 		}
@@ -120,6 +138,25 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		f.log.Debug("vault node skipped", zap.String("node", f.addrs[idx].Host), zap.String("reason", reason))
 	}
 	return resp, err
+}
+
+// order returns the node indexes to try, starting at start: the nodes not
+// marked down first, in address order, then those marked down (they may be
+// back).
+func (f *failover) order(start uint32) []uint32 {
+	n := uint32(len(f.addrs))
+	now := time.Now().UnixNano()
+	up := make([]uint32, 0, n)
+	var down []uint32
+	for i := range n {
+		idx := (start + i) % n
+		if f.down[idx].Load() > now {
+			down = append(down, idx)
+		} else {
+			up = append(up, idx)
+		}
+	}
+	return append(up, down...)
 }
 
 // move makes the address after idx the preferred one, unless another

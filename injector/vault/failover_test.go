@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -150,5 +151,46 @@ func TestFailoverRedirectIsUnavailable(t *testing.T) {
 	status, err := request(t.Context(), c, http.MethodGet, "secret/data/x", nil, &out)
 	if status != http.StatusTemporaryRedirect || !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "standby") {
 		t.Errorf("got %d, %v; want 307 and a store-unavailable error", status, err)
+	}
+}
+
+// recorder is a RoundTripper that records the hosts it was asked for.
+type recorder struct {
+	next  http.RoundTripper
+	hosts []string
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.hosts = append(r.hosts, req.URL.Host)
+	return r.next.RoundTrip(req)
+}
+
+// TestFailoverDeadNodeLast checks that a node that refused a connection is
+// tried after the others for a while, even when every node failed (an
+// election): a dead node must not cost every request a dial.
+func TestFailoverDeadNodeLast(t *testing.T) {
+	dead := deadAddr(t)
+	r1 := newFakeNode(t, http.StatusTemporaryRedirect, "")
+	r2 := newFakeNode(t, http.StatusInternalServerError, `{"errors":["local node not active but active cluster node not found"]}`)
+	rec := &recorder{next: http.DefaultTransport.(*http.Transport).Clone()}
+	f, err := newFailover(rec, []string{dead, r1.srv.URL, r2.srv.URL}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := func(u string) string { return strings.TrimPrefix(u, "http://") }
+	for call := range 2 {
+		rec.hosts = nil
+		req, _ := http.NewRequest(http.MethodGet, dead+"/v1/secret/data/x", nil)
+		resp, err := f.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		want := []string{host(r1.srv.URL), host(r2.srv.URL), host(dead)}
+		if call == 0 {
+			want = []string{host(dead), host(r1.srv.URL), host(r2.srv.URL)}
+		}
+		if !slices.Equal(rec.hosts, want) {
+			t.Errorf("call %d tried %v; want %v", call, rec.hosts, want)
+		}
 	}
 }
