@@ -50,6 +50,8 @@ const peekBytes = 4 << 10
 // lost, timed out or was another error) is never resent here: its error goes
 // to the store operation, which answers ErrUnavailable (503
 // store_unavailable to the agent); the next request starts at the next node.
+// When every node fails (an election), the last answer is returned and the
+// preference stays.
 // An unsealed standby with a live active node forwards requests itself
 // (Vault CE request forwarding over the cluster port), so its answers are
 // served as they are.
@@ -108,6 +110,7 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 	var (
 		resp *http.Response
 		err  error
+		why  string // why the first node tried was skipped
 	)
 	for i, idx := range order {
 		resp, err = f.next.RoundTrip(f.target(req, idx, body))
@@ -122,18 +125,27 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 				// Maybe processed: not resent, but the next operation
 				// starts at the next node.
 				f.move(idx, n, "vault node failed", err, resp)
-			} else if idx != start {
-				f.cur.CompareAndSwap(start, idx)
+			} else if idx != start && f.cur.CompareAndSwap(start, idx) {
+				f.log.Info("vault: using another node", zap.String("node", f.addrs[idx].Host),
+					zap.String("previous", f.addrs[start].Host), zap.String("reason", why))
 			}
 			return resp, err
 		}
 		if i == len(order)-1 || req.Context().Err() != nil {
-			f.move(idx, n, reason, err, resp)
+			// Every node failed (an election): the preference stays;
+			// nodes that could not be reached are tried last anyway.
+			f.log.Debug("vault: no node could serve", zap.String("last", f.addrs[idx].Host), zap.String("reason", reason))
 			return resp, err
 		}
 		if resp != nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, peekBytes))
 			_ = resp.Body.Close()
+		}
+		if why == "" {
+			why = reason
+			if idx != start {
+				why = "preferred node unreachable"
+			}
 		}
 		f.log.Debug("vault node skipped", zap.String("node", f.addrs[idx].Host), zap.String("reason", reason))
 	}
@@ -173,7 +185,7 @@ func (f *failover) move(idx, n uint32, reason string, err error, resp *http.Resp
 		if resp != nil {
 			fields = append(fields, zap.Int("status", resp.StatusCode))
 		}
-		f.log.Info("vault: moving to the next node", fields...)
+		f.log.Info("vault: node failed; the next request goes to the next node", fields...)
 	}
 }
 
