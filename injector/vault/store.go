@@ -30,6 +30,11 @@
 // fails to decrypt (store.ErrDecrypt). Without Transit, a token is stored as
 // a JSON string, or as {"base64": …} when it is not valid UTF-8.
 //
+// A Vault cluster is reached through one address or through every node's
+// (Config.Addresses): requests move past nodes that are down, sealed,
+// redirecting or without an active node (failover.go), and fail with
+// store.ErrUnavailable while the cluster elects a new active node.
+//
 // The store logs in with a token file, AppRole or Kubernetes auth, keeps the
 // token alive with the API's lifetime watcher, and logs in again when renewal
 // ends or a request is denied (see session). The HTTP client ignores proxy
