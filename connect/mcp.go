@@ -171,10 +171,25 @@ func (s *Server) mcpProvider(ctx context.Context, p *oauth.Provider) (*oauth.Pro
 	}
 	d := &discovery{s: s, fl: &fetchLog{}}
 	d.c = d.fl.client(s.mcpClient)
-	nreg, merr := d.run(ctx, p)
-	if merr != nil {
-		return nil, merr
+	// One discovery per MCP server at a time in this process: people
+	// connecting at the same moment share its result (and one client at
+	// the authorization server). Replicas are kept to one registration by
+	// the compare-and-swap below.
+	v, err, _ := s.mcpFlight.Do(p.Name(), func() (any, error) {
+		nreg, merr := d.run(ctx, p)
+		if merr != nil {
+			return nil, merr
+		}
+		return nreg, nil
+	})
+	if err != nil {
+		var merr *mcpError
+		if errors.As(err, &merr) {
+			return nil, merr
+		}
+		return nil, mcpFail(mcpUnavailable, "The MCP server could not be discovered.", err)
 	}
+	nreg := v.(*store.Registration).Clone()
 	if _, err := regs.PutRegistration(ctx, nreg, ver); err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			return nil, mcpFail(mcpStoreFailed, "The client registration could not be stored.", err)

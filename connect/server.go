@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
@@ -118,6 +119,7 @@ type Server struct {
 	now         func() time.Time
 	handler     http.Handler
 	mcpClient   *http.Client
+	mcpFlight   singleflight.Group // discoveries in progress, by provider
 
 	mu       sync.Mutex
 	httpSrvs []*http.Server
