@@ -318,6 +318,23 @@ func TestMCPConnectByURL(t *testing.T) {
 	}
 	callWhoami(m.mcpSession(t, "bob"), "bob")
 
+	// Alice revokes from her apps page: the grant is gone and its tokens
+	// are revoked at the discovered revocation endpoint, as the
+	// registered client.
+	revocations := m.as.Stats().Revocations
+	if _, err := b.Revoke(m.base+"/", mcpByURL); err != nil {
+		t.Fatalf("revoke in the browser: %v", err)
+	}
+	if _, _, err := m.Store.Get(ctx, mcpByURL, testenv.User); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("alice's grant after revoking: %v; want none", err)
+	}
+	if got := m.as.Stats().Revocations; got <= revocations {
+		t.Error("the authorization server saw no revocation")
+	}
+	if _, ok := m.as.IntrospectToken(g2.AccessToken); ok {
+		t.Error("alice's access token is still active after revoking")
+	}
+
 	// Canary: no token or client secret in any trail or log.
 	trail, err := os.ReadFile(m.audit)
 	if err != nil {
