@@ -534,7 +534,9 @@ func (fl *fetchLog) classify(err error) *mcpError {
 	switch {
 	case forbidden != nil:
 		return mcpFail(mcpForbiddenAddress, "A discovered address leads to a network onbehalf may not reach.", forbidden)
-	case errors.Is(err, egress.ErrForbidden):
+	case errors.Is(err, egress.ErrForbidden),
+		// The go-sdk refuses a private IP literal itself, before any dial.
+		err != nil && strings.Contains(err.Error(), "refers to a non-public address"):
 		return mcpFail(mcpForbiddenAddress, "A discovered address leads to a network onbehalf may not reach.", err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return mcpFail(mcpUnavailable, "The MCP server or its authorization server did not answer in time.", context.DeadlineExceeded)

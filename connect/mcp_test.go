@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -227,5 +228,35 @@ func TestMCPOperatorClient(t *testing.T) {
 	}
 	if f.registrations.Load() != 0 || rp.OAuth2Config().ClientSecret != "ops-secret" {
 		t.Errorf("%d registrations, secret kept %t", f.registrations.Load(), rp.OAuth2Config().ClientSecret == "ops-secret")
+	}
+}
+
+// TestMCPClassifyFetch: refusals by the egress guard (recorded by the
+// transport, or in the error) and by the go-sdk's own check of IP
+// literals are destination_forbidden; a timeout is unavailable; anything
+// else is left to the caller. Pure error values: no address is dialled.
+func TestMCPClassifyFetch(t *testing.T) {
+	guard := &egress.ForbiddenError{Host: "10.0.0.1:443", Reason: "private address"}
+	tests := []struct {
+		name     string
+		recorded error
+		err      error
+		want     string
+	}{
+		{"recorded by the transport", guard, errors.New("GetAuthServerMeta: flattened"), mcpForbiddenAddress},
+		{"in the error", nil, fmt.Errorf("dial: %w", guard), mcpForbiddenAddress},
+		{"sdk ip literal check", nil, errors.New(`metadataURL: URL "https://10.0.0.1/x" refers to a non-public address`), mcpForbiddenAddress},
+		{"timeout", nil, fmt.Errorf("get: %w", context.DeadlineExceeded), mcpUnavailable},
+		{"other", nil, errors.New("bad content type"), ""},
+	}
+	for _, tt := range tests {
+		fl := &fetchLog{forbidden: tt.recorded}
+		got := fl.classify(tt.err)
+		switch {
+		case tt.want == "" && got != nil:
+			t.Errorf("%s: %v; want nil", tt.name, got)
+		case tt.want != "" && (got == nil || got.code != tt.want):
+			t.Errorf("%s: %v; want %s", tt.name, got, tt.want)
+		}
 	}
 }

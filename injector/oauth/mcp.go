@@ -104,7 +104,6 @@ func (p *Provider) WithRegistration(reg *store.Registration) (*Provider, error) 
 		return nil, fmt.Errorf("provider %s: the stored registration names client %q, the configuration %q", p.name, reg.ClientID, p.cfg.ClientID)
 	}
 	q.oauth.Endpoint.AuthStyle = q.cfg.AuthStyle.oauth2Style()
-	q.refreshClient = p.refreshClient
 	return &q, nil
 }
 
