@@ -144,6 +144,11 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if l := sess.pendingLink(p.Name()); l != nil {
 		d.Agent = l.Agent
 	}
+	if p.IsMCP() {
+		if u, err := url.Parse(ap.Config().AuthorizationURL); err == nil {
+			d.SignInAt = u.Host
+		}
+	}
 	if g, _, err := s.st.Get(r.Context(), p.Name(), user); err == nil {
 		v := s.view(p.Name(), g, store.Activity{})
 		d.Existing = &v

@@ -306,7 +306,16 @@ func TestMCPConnectByURL(t *testing.T) {
 
 	// Bob connects in a browser of his own: the registration is reused.
 	b2 := chromium.NewBrowser(t, chromium.Trust{URL: m.as.URL(), Roots: m.as.CertPool()})
-	if _, err := b2.Connect(m.link(t, "bob", mcpByURL), "bob", "bob"); err != nil {
+	bobLink := m.link(t, "bob", mcpByURL)
+	// The confirmation page says where the person signs in: a host
+	// nobody configured, which the MCP server's metadata named.
+	if err := b2.Open(bobLink, "confirm"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b2.Text("sign-in-at"); err != nil || "https://"+got != m.as.URL() {
+		t.Errorf("sign-in host on the confirmation page %q (%v); want %s", got, err, m.as.URL())
+	}
+	if _, err := b2.Connect(bobLink, "bob", "bob"); err != nil {
 		t.Fatalf("connect bob in the browser: %v", err)
 	}
 	if got := m.as.Stats().Registrations; got != 1 {
