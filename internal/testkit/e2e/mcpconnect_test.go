@@ -54,10 +54,21 @@ type mcpConnectEnv struct {
 	audit    string
 }
 
-// newMCPConnectEnv starts the environment; extra are further providers,
-// and trustPEM further CAs the connect server trusts for MCP servers.
-func newMCPConnectEnv(t *testing.T, extra map[string]oauth.ProviderConfig, trustPEM ...[]byte) *mcpConnectEnv {
+// mcpConnectOptions tune an mcpConnectEnv.
+type mcpConnectOptions struct {
+	// extra are further providers.
+	extra map[string]oauth.ProviderConfig
+	// trustPEM are further CAs the connect server trusts for MCP servers.
+	trustPEM [][]byte
+	// vault puts the grants and registrations in the shared real Vault,
+	// with the Transit envelope.
+	vault bool
+}
+
+// newMCPConnectEnv starts the environment.
+func newMCPConnectEnv(t *testing.T, o mcpConnectOptions) *mcpConnectEnv {
 	t.Helper()
+	extra, trustPEM := o.extra, o.trustPEM
 	m := &mcpConnectEnv{}
 	// The MCP server is the environment's upstream; it is built once the
 	// authorization server is up, which needs the upstream's port for the
@@ -65,7 +76,7 @@ func newMCPConnectEnv(t *testing.T, extra map[string]oauth.ProviderConfig, trust
 	var srv *mcptest.Server
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { srv.Handler().ServeHTTP(w, r) })
 	caFile := filepath.Join(t.TempDir(), "as-ca.pem")
-	e := testenv.New(t, testenv.Options{
+	to := testenv.Options{
 		NoGrant:  true,
 		Upstream: upstreamtest.Options{Handler: handler},
 		Config: func(c *sidecar.Config) {
@@ -96,7 +107,11 @@ func newMCPConnectEnv(t *testing.T, extra map[string]oauth.ProviderConfig, trust
 			// expired one is refreshed at the next call.
 			c.TokenCache.TTL = 0
 		},
-	})
+	}
+	if o.vault {
+		to.Vault, to.Transit = sharedVault(t), true
+	}
+	e := testenv.New(t, to)
 	m.Env, m.mcp = e, srv
 
 	dir := t.TempDir()
@@ -226,7 +241,15 @@ func (m *mcpConnectEnv) mcpSession(t *testing.T, user string) *mcp.ClientSession
 // at the discovered token endpoint as the registered client, for the same
 // resource, and a second person's connection reuses the registration.
 func TestMCPConnectByURL(t *testing.T) {
-	m := newMCPConnectEnv(t, nil)
+	for _, tt := range []struct {
+		name  string
+		vault bool
+	}{{"embedded", false}, {"vault-transit", true}} {
+		t.Run(tt.name, func(t *testing.T) { testMCPConnectByURL(t, newMCPConnectEnv(t, mcpConnectOptions{vault: tt.vault})) })
+	}
+}
+
+func testMCPConnectByURL(t *testing.T, m *mcpConnectEnv) {
 	ctx := context.Background()
 	regs := m.Store.(store.RegistrationStore)
 
@@ -403,7 +426,7 @@ func TestMCPConnectBadMetadata(t *testing.T) {
 		pc.MCPServer = url(name)
 		extra[name] = pc
 	}
-	m := newMCPConnectEnv(t, extra, srv.CACertPEM())
+	m := newMCPConnectEnv(t, mcpConnectOptions{extra: extra, trustPEM: [][]byte{srv.CACertPEM()}})
 	_, asPort, _ := net.SplitHostPort(strings.TrimPrefix(m.as.Issuer(), "https://"))
 	mu.Lock()
 	bad["wrong-resource"] = &meta{resource: "https://other.mcp.test/mcp", issuer: m.as.Issuer()}
