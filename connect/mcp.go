@@ -263,6 +263,11 @@ func (d *discovery) run(ctx context.Context, p *oauth.Provider) (*store.Registra
 		RevocationEndpoint: asm.RevocationEndpoint, RegistrationEndpoint: asm.RegistrationEndpoint,
 		Scopes: cfg.Scopes, RedirectURI: d.s.redirectURI, DiscoveredAt: now,
 	}
+	// Without configured scopes, the MCP specification's choice: the
+	// challenge's scope, else the metadata's scopes_supported, else none.
+	if len(reg.Scopes) == 0 {
+		reg.Scopes = strings.Fields(d.challengeScope)
+	}
 	if len(reg.Scopes) == 0 {
 		reg.Scopes = prm.ScopesSupported
 	}
@@ -326,7 +331,8 @@ func (d *discovery) resourceMetadata(ctx context.Context, resource string) (*oau
 
 // probe sends the unauthenticated request every MCP client starts with
 // (an initialize) and returns the resource_metadata URL of the 401's
-// Bearer challenge, or "" when the challenge names none.
+// Bearer challenge, or "" when the challenge names none; it keeps the
+// challenge's scope.
 func (d *discovery) probe(ctx context.Context, resource string) (string, *mcpError) {
 	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"onbehalf-connect","version":"1"}}}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, resource, strings.NewReader(body))
@@ -355,7 +361,8 @@ func (d *discovery) probe(ctx context.Context, resource string) (string, *mcpErr
 		return "", nil // a malformed challenge: fall back to the well-known locations
 	}
 	for _, c := range chs {
-		if c.Scheme == "bearer" && c.Params["resource_metadata"] != "" {
+		if c.Scheme == "bearer" {
+			d.challengeScope = c.Params["scope"]
 			return c.Params["resource_metadata"], nil
 		}
 	}
@@ -491,6 +498,9 @@ type discovery struct {
 	s  *Server
 	c  *http.Client
 	fl *fetchLog
+	// challengeScope is the scope of the probe's Bearer challenge, the
+	// first choice when the configuration names none.
+	challengeScope string
 }
 
 // fetchLog remembers the first request of a discovery that the egress

@@ -29,6 +29,8 @@ type fakeMCP struct {
 	// hint names the metadata in the 401's challenge; otherwise discovery
 	// must use the well-known location.
 	hint string
+	// scope is the challenge's scope parameter.
+	scope string
 	// probeStatus is the MCP endpoint's answer (401 by default).
 	probeStatus int
 	// asAt is the one metadata location the authorization server answers.
@@ -62,11 +64,14 @@ func fakeJSON(w http.ResponseWriter, status int, v any) {
 func (f *fakeMCP) serve(w http.ResponseWriter, r *http.Request) {
 	switch p := r.URL.Path; {
 	case p == "/mcp":
+		ch := `Bearer realm="mcp"`
 		if f.hint != "" {
-			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", resource_metadata="`+f.hint+`"`)
-		} else {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="mcp"`)
+			ch += `, resource_metadata="` + f.hint + `"`
 		}
+		if f.scope != "" {
+			ch += `, scope="` + f.scope + `"`
+		}
+		w.Header().Set("WWW-Authenticate", ch)
 		w.WriteHeader(f.probeStatus)
 	case p == "/.well-known/oauth-protected-resource/mcp":
 		fakeJSON(w, 200, map[string]any{"resource": f.resource(), "authorization_servers": []string{f.issuer()}, "scopes_supported": []string{"issues:read"}})
@@ -258,5 +263,34 @@ func TestMCPClassifyFetch(t *testing.T) {
 		case tt.want != "" && (got == nil || got.code != tt.want):
 			t.Errorf("%s: %v; want %s", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestMCPScopeChoice: without configured scopes the challenge's scope wins
+// over the metadata's scopes_supported, as the MCP specification says;
+// configured scopes win over both.
+func TestMCPScopeChoice(t *testing.T) {
+	for _, tt := range []struct {
+		name, challenge string
+		configured      []string
+		want            string
+	}{
+		{"challenge", "issues:read issues:write", nil, "issues:read issues:write"},
+		{"metadata", "", nil, "issues:read"},
+		{"configured", "issues:write", []string{"repo"}, "repo"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeMCP(t)
+			f.hint = f.srv.URL + "/.well-known/oauth-protected-resource/mcp"
+			f.scope = tt.challenge
+			s, p, st := newMCPServer(t, f, func(c *oauth.ProviderConfig) { c.Scopes = tt.configured })
+			if _, merr := s.mcpProvider(context.Background(), p); merr != nil {
+				t.Fatal(merr)
+			}
+			reg, _, err := st.Registration(context.Background(), "issues")
+			if err != nil || strings.Join(reg.Scopes, " ") != tt.want {
+				t.Errorf("scopes %v (%v); want %s", reg.Scopes, err, tt.want)
+			}
+		})
 	}
 }
