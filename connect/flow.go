@@ -484,6 +484,16 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			s.pageFor(w, sess, msgProviderConf, f.Provider)
 			return
 		}
+		// RFC 9207: an authorization server that names itself in the
+		// answer must be the one the flow went to. The server was found
+		// by discovery, not configured, so a mix-up is worth refusing.
+		if iss := q.Get("iss"); iss != "" && iss != rp.Issuer() {
+			s.log.Warn("callback refused: the answer names another authorization server", zap.String("provider", f.Provider),
+				zap.String("user", f.User), zap.String("want_issuer", rp.Issuer()))
+			s.auditConnect(f, outcomeRefused, "issuer_mismatch", nil, "")
+			s.pageFor(w, sess, msgCodeRefused, f.Provider)
+			return
+		}
 		p = rp
 	}
 	g, m, err := s.finish(ctx, p, f, code)

@@ -50,6 +50,11 @@ func (p *Provider) IsMCP() bool { return p.resource != "" }
 // for other providers.
 func (p *Provider) Resource() string { return p.resource }
 
+// Issuer returns the issuer identifier of the authorization server an MCP
+// server's registration names (RFC 8414), or "" for other providers and an
+// unresolved MCP server.
+func (p *Provider) Issuer() string { return p.issuer }
+
 // Resolved reports whether p can talk to its authorization server: any
 // provider but an MCP server's template, whose endpoints are only known
 // from its registration.
@@ -69,6 +74,7 @@ func (p *Provider) WithRegistration(reg *store.Registration) (*Provider, error) 
 	}
 	q := *p
 	q.mcp = nil
+	q.issuer = reg.Issuer
 	q.cfg = p.Config()
 	q.cfg.AuthorizationURL = reg.AuthorizationEndpoint
 	q.cfg.TokenURL = reg.TokenEndpoint

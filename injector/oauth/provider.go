@@ -66,6 +66,9 @@ type Provider struct {
 	// provider (its canonical URL), sent in authorization and token
 	// requests; "" for other providers.
 	resource string
+	// issuer is the authorization server's issuer of a provider resolved
+	// from an MCP server's registration; "" otherwise.
+	issuer string
 	// mcp caches the provider resolved from an MCP server's registration
 	// (nil for other providers and for resolved ones; see Resolve).
 	mcp *mcpCache

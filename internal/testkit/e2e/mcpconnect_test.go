@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/net/html"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
 	"github.com/onbehalf-dev/onbehalf/connect"
@@ -419,19 +421,19 @@ func TestMCPConnectBadMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	url := func(name string) string { return srv.URL("127.0.0.1", "/"+name) }
+	mcpURL := func(name string) string { return srv.URL("127.0.0.1", "/"+name) }
 	extra := map[string]oauth.ProviderConfig{}
 	for _, name := range []string{"wrong-resource", "http-issuer", "private-issuer"} {
 		pc := oauth.DefaultProviderConfig()
-		pc.MCPServer = url(name)
+		pc.MCPServer = mcpURL(name)
 		extra[name] = pc
 	}
 	m := newMCPConnectEnv(t, mcpConnectOptions{extra: extra, trustPEM: [][]byte{srv.CACertPEM()}})
 	_, asPort, _ := net.SplitHostPort(strings.TrimPrefix(m.as.Issuer(), "https://"))
 	mu.Lock()
 	bad["wrong-resource"] = &meta{resource: "https://other.mcp.test/mcp", issuer: m.as.Issuer()}
-	bad["http-issuer"] = &meta{resource: url("http-issuer"), issuer: "http://127.0.0.1:" + asPort}
-	bad["private-issuer"] = &meta{resource: url("private-issuer"), issuer: "https://127.0.0.2:" + asPort}
+	bad["http-issuer"] = &meta{resource: mcpURL("http-issuer"), issuer: "http://127.0.0.1:" + asPort}
+	bad["private-issuer"] = &meta{resource: mcpURL("private-issuer"), issuer: "https://127.0.0.2:" + asPort}
 	mu.Unlock()
 
 	want := map[string]string{
@@ -482,4 +484,135 @@ func (m *mcpConnectEnv) openConnect(t *testing.T, user, provider string) (int, s
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// TestMCPConnectIssuerMixUp refuses a callback whose RFC 9207 iss names
+// another authorization server than the one the MCP server's metadata
+// named: nothing is stored, and the refusal is audited.
+func TestMCPConnectIssuerMixUp(t *testing.T) {
+	m := newMCPConnectEnv(t, mcpConnectOptions{})
+	c, callback := m.flowToCallback(t, "dave")
+	resp, err := c.Get(callback + "&iss=" + url.QueryEscape("https://attacker.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "Nothing was connected") {
+		t.Errorf("callback with another issuer: %d %s; want the refusal page", resp.StatusCode, body)
+	}
+	if _, _, err := m.Store.Get(context.Background(), mcpByURL, "dave"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("grant after a mix-up: %v; want none", err)
+	}
+	trail, err := os.ReadFile(m.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(trail), `"error_code":"issuer_mismatch"`) {
+		t.Error("the connect trail has no issuer_mismatch record")
+	}
+}
+
+// flowToCallback runs a connection of the MCP server for user with a plain
+// HTTP client, up to the authorization server's redirect back: the link,
+// the confirmation, the consent (approved as user). It returns the client
+// (with the session cookie) and the callback URL, not yet opened.
+func (m *mcpConnectEnv) flowToCallback(t *testing.T, user string) (*http.Client, string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{
+		Jar: jar, Timeout: 30 * time.Second,
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: m.as.CertPool()}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	// step sends req and checks the answer's status.
+	step := func(req *http.Request, want int) (*http.Response, string) {
+		t.Helper()
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s %s: %d; want %d\n%s", req.Method, req.URL.Path, resp.StatusCode, want, body)
+		}
+		return resp, string(body)
+	}
+	get := func(u string) *http.Request {
+		req, err := http.NewRequest(http.MethodGet, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	post := func(u string, form url.Values) *http.Request {
+		req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return req
+	}
+	resp, _ := step(get(m.link(t, user, mcpByURL)), http.StatusSeeOther)
+	_, page := step(get(resolveURL(t, m.base+"/", resp.Header.Get("Location"))), http.StatusOK)
+	action, fields := pageForm(t, page, "confirm-form")
+	resp, _ = step(post(resolveURL(t, m.base+"/", action), fields), http.StatusSeeOther)
+	authURL := resp.Header.Get("Location")
+	_, page = step(get(authURL), http.StatusOK)
+	action, fields = pageForm(t, page, "consent")
+	fields.Set("user", user)
+	fields.Set("approve", "yes")
+	resp, _ = step(post(resolveURL(t, authURL, action), fields), http.StatusSeeOther)
+	return c, resp.Header.Get("Location")
+}
+
+func resolveURL(t *testing.T, base, ref string) string {
+	t.Helper()
+	b, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.Parse(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.String()
+}
+
+// pageForm returns the action and the input fields of the form with id in
+// page.
+func pageForm(t *testing.T, page, id string) (string, url.Values) {
+	t.Helper()
+	doc, err := html.Parse(strings.NewReader(page))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attr := func(n *html.Node, key string) string {
+		for _, a := range n.Attr {
+			if a.Key == key {
+				return a.Val
+			}
+		}
+		return ""
+	}
+	var form *html.Node
+	vals := url.Values{}
+	var walk func(n *html.Node, in bool)
+	walk = func(n *html.Node, in bool) {
+		if n.Type == html.ElementNode && n.Data == "form" && attr(n, "id") == id {
+			form, in = n, true
+		}
+		if in && n.Type == html.ElementNode && n.Data == "input" && attr(n, "name") != "" {
+			vals.Add(attr(n, "name"), attr(n, "value"))
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c, in)
+		}
+	}
+	walk(doc, false)
+	if form == nil {
+		t.Fatalf("no form %q in page:\n%s", id, page)
+	}
+	return attr(form, "action"), vals
 }
