@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 )
 
@@ -104,7 +105,7 @@ func (s *Server) baseView(provider string) appView {
 		name = displayName(p)
 	}
 	v := appView{Provider: provider, DisplayName: name, Mark: markFor(provider, name)}
-	if p != nil && s.idp != nil && p.Config().AuthorizationURL != "" {
+	if p != nil && s.idp != nil && connectable(p) {
 		v.ReconnectHref = connectPath(provider, "")
 	}
 	return v
@@ -143,7 +144,7 @@ func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.canStart(sess) {
 		for _, name := range s.names {
-			if p := s.providers[name]; p.Config().AuthorizationURL != "" {
+			if p := s.providers[name]; connectable(p) {
 				d.Connectable = append(d.Connectable, providerView{Name: name, DisplayName: displayName(p), Mark: markFor(name, displayName(p))})
 			}
 		}
@@ -312,4 +313,11 @@ func (s *Server) handleAdminList(w http.ResponseWriter, r *http.Request) {
 // handleAdminRevoke is DELETE /admin/api/grants/{provider}/{user}.
 func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 	s.revokeJSON(w, r, r.PathValue("provider"), r.PathValue("user"), ActorAdmin)
+}
+
+// connectable reports whether people can connect p here: it has an
+// authorization endpoint, or it is an MCP server known by its URL (whose
+// endpoint is discovered).
+func connectable(p *oauth.Provider) bool {
+	return p.IsMCP() || p.Config().AuthorizationURL != ""
 }

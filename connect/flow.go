@@ -129,27 +129,57 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		s.refuseConnect(w, sess, p.Name(), m)
 		return
 	}
-	if p.Config().AuthorizationURL == "" {
-		s.pageAs(w, sess, msgNoConnect)
+	ap, ok := s.authorizing(w, r, sess, p, user)
+	if !ok {
 		return
 	}
 	d := pageData{
 		User: sess.User, CSRF: sess.CSRF,
 		ForUser:  user,
 		Provider: p.Name(), DisplayName: displayName(p), Mark: markFor(p.Name(), displayName(p)),
-		Permissions:   permissions(p, p.Config().Scopes),
+		Permissions:   permissions(p, ap.Config().Scopes),
 		ReturnTo:      returnTo,
 		ConfirmAction: "/connect/" + p.Name() + "/confirm",
 	}
 	if l := sess.pendingLink(p.Name()); l != nil {
 		d.Agent = l.Agent
 	}
+	if p.IsMCP() {
+		if u, err := url.Parse(ap.Config().AuthorizationURL); err == nil {
+			d.SignInAt = u.Host
+		}
+	}
 	if g, _, err := s.st.Get(r.Context(), p.Name(), user); err == nil {
 		v := s.view(p.Name(), g, store.Activity{})
 		d.Existing = &v
 	}
-	securityHeaders(w.Header(), formActionSources(p))
+	securityHeaders(w.Header(), formActionSources(ap))
 	s.render(w, http.StatusOK, "confirm", d)
+}
+
+// authorizing returns the provider whose authorization endpoint a
+// connection of p goes to: p itself, or for an MCP server known by its URL
+// p resolved with its client registration, discovered and registered first
+// when there is none (see mcpProvider). Otherwise it renders the refusal,
+// audits a failed discovery and returns false.
+func (s *Server) authorizing(w http.ResponseWriter, r *http.Request, sess *session, p *oauth.Provider, user string) (*oauth.Provider, bool) {
+	if !p.IsMCP() {
+		if p.Config().AuthorizationURL == "" {
+			s.pageAs(w, sess, msgNoConnect)
+			return nil, false
+		}
+		return p, true
+	}
+	ap, merr := s.mcpProvider(r.Context(), p)
+	if merr != nil {
+		s.log.Warn("MCP server discovery failed", zap.String("provider", p.Name()), zap.String("user", user),
+			zap.String("error_code", merr.code), zap.Error(merr))
+		s.writeAudit(&audit.Record{Event: audit.EventConnect, User: user, Provider: p.Name(), ErrorCode: merr.code,
+			Extra: []zap.Field{zap.String(audit.ExtraOutcome, outcomeFailed)}})
+		s.pageFor(w, sess, merr.message(), p.Name())
+		return nil, false
+	}
+	return ap, true
 }
 
 // acceptLink verifies a connect link and keeps it in the session, pending,
@@ -322,8 +352,8 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 		s.refuseConnect(w, sess, p.Name(), m)
 		return
 	}
-	if p.Config().AuthorizationURL == "" {
-		s.pageAs(w, sess, msgNoConnect)
+	ap, ok := s.authorizing(w, r, sess, p, user)
+	if !ok {
 		return
 	}
 	agent := ""
@@ -348,7 +378,7 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 	state := rand.Text() + rand.Text() // 2 × 128 bits
 	verifier := oauth2.GenerateVerifier()
-	scopes := p.Config().Scopes
+	scopes := ap.Config().Scopes
 	sess.addFlow(flow{
 		StateHash: hashState(state),
 		Provider:  p.Name(),
@@ -359,7 +389,7 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 		Expiry:    now.Add(s.cfg.StateTTL),
 		Agent:     agent,
 	})
-	target := p.AuthCodeURL(state, oauth2.S256ChallengeFromVerifier(verifier), s.redirectURI, scopes, nil)
+	target := ap.AuthCodeURL(state, oauth2.S256ChallengeFromVerifier(verifier), s.redirectURI, scopes, nil)
 	if err := s.cookies.write(w, sess, now); err != nil {
 		s.log.Error("write session", zap.Error(err))
 		s.pageAs(w, sess, msgBusy)
@@ -444,6 +474,28 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), flowTimeout)
 	defer cancel()
+	if p.IsMCP() {
+		// The code was issued to the registered client: exchange it as
+		// that client, at the discovered token endpoint.
+		rp, err := s.mcpResolved(ctx, p)
+		if err != nil {
+			s.log.Error("MCP server registration unusable at the callback", zap.String("provider", f.Provider), zap.Error(err))
+			s.auditConnect(f, outcomeFailed, "provider_misconfigured", nil, "")
+			s.pageFor(w, sess, msgProviderConf, f.Provider)
+			return
+		}
+		// RFC 9207: an authorization server that names itself in the
+		// answer must be the one the flow went to. The server was found
+		// by discovery, not configured, so a mix-up is worth refusing.
+		if iss := q.Get("iss"); iss != "" && iss != rp.Issuer() {
+			s.log.Warn("callback refused: the answer names another authorization server", zap.String("provider", f.Provider),
+				zap.String("user", f.User), zap.String("want_issuer", rp.Issuer()))
+			s.auditConnect(f, outcomeRefused, "issuer_mismatch", nil, "")
+			s.pageFor(w, sess, msgCodeRefused, f.Provider)
+			return
+		}
+		p = rp
+	}
 	g, m, err := s.finish(ctx, p, f, code)
 	if err != nil {
 		s.pageFor(w, sess, m, f.Provider)

@@ -79,6 +79,10 @@ type pageData struct {
 	Existing              *appView
 	ReturnTo              string
 	ConfirmAction         string
+	// SignInAt is the host of the authorization server an MCP server
+	// known by its URL names: where the person is sent next, which
+	// nobody configured, so the page says it.
+	SignInAt string
 
 	// Apps page. Revoked lists apps revoked within revokedShown that are
 	// not connected again.

@@ -388,7 +388,15 @@ func (r *Revoker) revokeAtProvider(ctx context.Context, item *retryItem) string 
 func (r *Revoker) attempt(ctx context.Context, p *oauth.Provider, item *retryItem) string {
 	ctx, cancel := context.WithTimeout(ctx, providerRevokeTimeout)
 	defer cancel()
-	err := p.RevokeGrant(ctx, item.accessToken, item.refresh)
+	// An MCP server's revocation endpoint and client are its stored
+	// registration's.
+	regs, _ := r.st.(store.RegistrationStore)
+	p, err := p.Resolve(ctx, regs)
+	if err == nil {
+		err = p.RevokeGrant(ctx, item.accessToken, item.refresh)
+	} else if errors.Is(err, store.ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", injector.ErrProviderUnavailable, err)
+	}
 	switch {
 	case err == nil:
 		return ProviderRevoked

@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/proxy/egress"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
 )
 
@@ -87,6 +89,12 @@ type Deps struct {
 	// Revoker revokes grants; nil makes New build one from the store,
 	// providers, audit and the retry configuration (closed by Shutdown).
 	Revoker *Revoker
+	// MCPClient is the HTTP client for MCP servers connected by their URL
+	// and the authorization servers their metadata names (discovery and
+	// dynamic registration). Its dials must pass the egress guard (see
+	// NewMCPClient); nil means NewMCPClient with the default guard (no
+	// private address) and the system roots.
+	MCPClient *http.Client
 	// Now is the clock of sessions and flows; nil means time.Now.
 	Now func() time.Time
 }
@@ -110,6 +118,8 @@ type Server struct {
 	adminHash   *[sha256.Size]byte // nil: admin API disabled
 	now         func() time.Time
 	handler     http.Handler
+	mcpClient   *http.Client
+	mcpFlight   singleflight.Group // discoveries in progress, by provider
 
 	mu       sync.Mutex
 	httpSrvs []*http.Server
@@ -174,6 +184,11 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	for name := range d.Providers {
 		s.names = append(s.names, name)
+	}
+	if s.mcpClient = d.MCPClient; s.mcpClient == nil {
+		if s.mcpClient, err = NewMCPClient(egress.DefaultConfig(), nil); err != nil {
+			return nil, fmt.Errorf("new connect server: %w", err)
+		}
 	}
 	slices.Sort(s.names)
 	if cfg.Admin.TokenFile != "" {

@@ -190,7 +190,7 @@ func connectableProvider(cfg sidecar.Config, configPath, name string) error {
 		}
 		return usageError{fmt.Errorf("--provider %q: the providers section of %s does not name it%s", name, configPath, hint)}
 	}
-	if r, err := pc.Resolve(); err == nil && r.AuthorizationURL == "" {
+	if r, err := pc.Resolve(); err == nil && r.AuthorizationURL == "" && !pc.IsMCP() {
 		return usageError{fmt.Errorf("--provider %q: it has no authorization_url, so people cannot connect it", name)}
 	}
 	return nil
@@ -239,9 +239,13 @@ func buildConnect(ctx context.Context, cfg sidecar.Config, writer string) (_ *co
 	if err != nil {
 		return nil, err
 	}
+	mcpClient, err := sidecar.MCPClient(cfg, roots)
+	if err != nil {
+		return nil, err
+	}
 	p.revoker = connect.NewRevoker(st, providers, p.aud, p.log.Named("revoke"), cfg.Connect.RevocationRetry)
 	closers = append(closers, func() { p.revoker.Close() })
-	p.deps = connect.Deps{Store: st, Providers: providers, Audit: p.aud, Logger: p.log, Revoker: p.revoker}
+	p.deps = connect.Deps{Store: st, Providers: providers, Audit: p.aud, Logger: p.log, Revoker: p.revoker, MCPClient: mcpClient}
 	return p, nil
 }
 

@@ -32,6 +32,7 @@ func linkConfig(t *testing.T, issuers string) (cfgPath, keyPath string) {
 providers:
   github: {preset: github, client_id: abc, client_secret_file: gh.secret}
   internal: {token_url: "https://sso.example.com/token", client_id: abc, client_secret_file: s, auth_style: header}
+  issues-mcp: {mcp_server: "https://mcp.example.com/mcp"}
 store: {embedded: {path: grants.db, key_file: grants.key}}
 audit: {sink: file, file: {path: audit.log}, fingerprint_key_file: fp.key}
 `
@@ -75,6 +76,20 @@ func TestConnectLink(t *testing.T) {
 	}
 }
 
+// TestConnectLinkMCP: an MCP server known only by its URL has no
+// authorization endpoint in the configuration, yet people can connect it
+// (the connect server discovers it), so links are minted for it.
+func TestConnectLinkMCP(t *testing.T) {
+	cfgPath, keyPath := linkConfig(t, "[https://orchestrator.example.com]")
+	out, _, err := cli(t, "", "connect", "link", "--config", cfgPath, "--key", keyPath, "--user", "alice", "--provider", "issues-mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(strings.TrimSpace(out), "https://connect.example.com/connect/issues-mcp?link=") {
+		t.Errorf("printed %q; want a link to /connect/issues-mcp", out)
+	}
+}
+
 func TestConnectLinkRefusals(t *testing.T) {
 	cfgPath, keyPath := linkConfig(t, "[https://a.example.com, https://b.example.com]")
 	base := []string{"connect", "link", "--config", cfgPath, "--key", keyPath, "--iss", "https://a.example.com"}
@@ -86,7 +101,7 @@ func TestConnectLinkRefusals(t *testing.T) {
 		{"no user", []string{"--provider", "github"}, "are required"},
 		{"bad user", []string{"--user", "alice smith", "--provider", "github"}, "--user:"},
 		{"misspelt provider", []string{"--user", "alice", "--provider", "githbu"}, `(did you mean "github"?)`},
-		{"unknown provider", []string{"--user", "alice", "--provider", "zzzzzz"}, "(it names github, internal)"},
+		{"unknown provider", []string{"--user", "alice", "--provider", "zzzzzz"}, "(it names github, internal, issues-mcp)"},
 		{"provider without authorization", []string{"--user", "alice", "--provider", "internal"}, "no authorization_url"},
 		{"issuer not accepted", []string{"--user", "alice", "--provider", "github", "--iss", "https://c.example.com"}, "not one of connect.links.issuers"},
 		{"ttl too long", []string{"--user", "alice", "--provider", "github", "--ttl", "1h"}, "at most connect.links.max_lifetime (4m0s)"},

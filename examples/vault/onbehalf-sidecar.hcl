@@ -30,6 +30,21 @@ path "secret/data/onbehalf/revocations/*" {
 path "secret/metadata/onbehalf/revocations/*" {
   capabilities = ["read", "list", "delete"]
 }
+# MCP servers connected by their URL: the discovered authorization server
+# and the OAuth client registered there (its secret Transit-encrypted like
+# grant tokens). The connect server creates and replaces them and, when it
+# must register anew, deletes them by a tombstone and destroys the older
+# versions; sidecars only read them (a sidecar-only policy may grant "read"
+# on the data path alone).
+path "secret/data/onbehalf/registrations/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "secret/metadata/onbehalf/registrations/*" {
+  capabilities = ["read"]
+}
+path "secret/destroy/onbehalf/registrations/*" {
+  capabilities = ["update"]
+}
 # Provider client secrets (ReadSecret).
 path "secret/data/onbehalf/providers/*" {
   capabilities = ["read"]

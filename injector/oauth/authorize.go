@@ -19,7 +19,8 @@ import (
 // prompt=consent, for example) are added, then extra (login_hint, say),
 // which wins over them; an empty extra value removes a parameter. Neither
 // can replace the parameters the flow sets itself (see
-// ProviderConfig.AuthParams): those are ignored in extra.
+// ProviderConfig.AuthParams): those are ignored in extra. An MCP server's
+// provider adds resource (RFC 8707), its URL.
 func (p *Provider) AuthCodeURL(state, codeChallenge, redirectURI string, scopes []string, extra map[string]string) string {
 	if p.cfg.AuthorizationURL == "" {
 		return ""
@@ -56,6 +57,9 @@ func (p *Provider) AuthCodeURL(state, codeChallenge, redirectURI string, scopes 
 	}
 	if state != "" {
 		q.Set("state", state)
+	}
+	if p.resource != "" {
+		q.Set("resource", p.resource)
 	}
 	if codeChallenge != "" && p.PKCE() {
 		q.Set("code_challenge", codeChallenge)

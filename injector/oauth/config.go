@@ -181,7 +181,22 @@ type ProviderConfig struct {
 	// exchange with the identity provider instead of (or, with fallback
 	// grant, before) the stored grant (see ExchangeConfig).
 	Exchange *ExchangeConfig `yaml:"exchange"`
+
+	// MCPServer makes the provider a remote MCP server known by its URL
+	// alone (https, no query or fragment): its authorization server and
+	// endpoints are discovered when a person first connects it (RFC 9728,
+	// then RFC 8414 or OpenID Connect discovery), and without ClientID a
+	// client is registered there (RFC 7591); tokens are requested for the
+	// URL as RFC 8707 resource. The endpoint fields, Preset, Tenant,
+	// AccountField and Exchange must then be empty; ClientID (with a
+	// secret and AuthStyle, or alone for a public client) names a client
+	// the operator registered instead. Discovery requires PKCE S256. See
+	// docs/design.md#connecting-an-mcp-server-by-its-url.
+	MCPServer string `yaml:"mcp_server"`
 }
+
+// IsMCP reports whether c describes an MCP server known by its URL.
+func (c ProviderConfig) IsMCP() bool { return c.MCPServer != "" }
 
 // DefaultProviderConfig returns a ProviderConfig with the refresh defaults
 // filled in. TokenURL, ClientID, AuthStyle and a client secret source must
@@ -206,6 +221,9 @@ func (c *ProviderConfig) SetDefaults() { *c = DefaultProviderConfig() }
 // based on a preset need not repeat the preset's endpoints; an unknown
 // preset and a placeholder without a tenant are reported too.
 func (c ProviderConfig) Validate() error {
+	if c.IsMCP() {
+		return c.validateMCP()
+	}
 	var p config.Problems
 	raw := c
 	c, rerr := c.Resolve()
@@ -261,6 +279,29 @@ func (c ProviderConfig) Validate() error {
 			p.Addf("client_secret_vault", "%s", msg)
 		}
 	}
+	c.validateShared(&p, raw)
+	if c.AccountField != "" && !validAccountField(c.AccountField) {
+		p.Addf("account_field", `must be a field name or a dotted path of field names ("data.email")`)
+	}
+	switch c.AuthStyle {
+	case AuthStyleHeader, AuthStyleParams:
+	case "":
+		if presetKnown { // an unknown preset was reported; its style is unknown
+			p.Addf("auth_style", "required: %q (client_secret_basic) or %q (client_secret_post)", AuthStyleHeader, AuthStyleParams)
+		}
+	default:
+		p.Addf("auth_style", "must be %q or %q", AuthStyleHeader, AuthStyleParams)
+	}
+	if c.Exchange != nil {
+		p.Add("exchange", c.Exchange.Validate())
+	}
+	return p.Err()
+}
+
+// validateShared reports the problems of the fields every provider has:
+// scopes and their separator and descriptions, authorization parameters
+// and the refresh timing. raw is c before Resolve.
+func (c ProviderConfig) validateShared(p *config.Problems, raw ProviderConfig) {
 	for i, s := range c.Scopes {
 		if !validScope(s) {
 			p.Addf(fmt.Sprintf("scopes[%d]", i), "must be a non-empty RFC 6749 scope token")
@@ -294,18 +335,6 @@ func (c ProviderConfig) Validate() error {
 			p.Addf(path, "must be a description of 1 to %d characters on one line", maxScopeDescription)
 		}
 	}
-	if c.AccountField != "" && !validAccountField(c.AccountField) {
-		p.Addf("account_field", `must be a field name or a dotted path of field names ("data.email")`)
-	}
-	switch c.AuthStyle {
-	case AuthStyleHeader, AuthStyleParams:
-	case "":
-		if presetKnown { // an unknown preset was reported; its style is unknown
-			p.Addf("auth_style", "required: %q (client_secret_basic) or %q (client_secret_post)", AuthStyleHeader, AuthStyleParams)
-		}
-	default:
-		p.Addf("auth_style", "must be %q or %q", AuthStyleHeader, AuthStyleParams)
-	}
 	if c.RefreshSkew < minRefreshSkew || c.RefreshSkew > maxRefreshSkew {
 		p.Addf("refresh_skew", "must be between %s and %s", minRefreshSkew, maxRefreshSkew)
 	}
@@ -318,10 +347,6 @@ func (c ProviderConfig) Validate() error {
 	if c.RefreshReuseGrace < 0 || c.RefreshReuseGrace > maxReuseGrace {
 		p.Addf("refresh_reuse_grace", "must be between 0 (the provider has no grace period) and %s", maxReuseGrace)
 	}
-	if c.Exchange != nil {
-		p.Add("exchange", c.Exchange.Validate())
-	}
-	return p.Err()
 }
 
 // checkEndpoint returns what is wrong with an endpoint URL, or "". An
@@ -392,4 +417,51 @@ func ReadSecretFile(path string) (string, error) {
 		return "", fmt.Errorf("read client secret %s: %w", path, ErrEmptySecret)
 	}
 	return secret, nil
+}
+
+// validateMCP reports every problem of an MCP server's configuration: its
+// URL, what discovery fills in (and so must not be configured), and an
+// operator's client when one is named.
+func (c ProviderConfig) validateMCP() error {
+	var p config.Problems
+	if _, err := CanonicalResource(c.MCPServer); err != nil {
+		p.Addf("mcp_server", "%v", err)
+	}
+	for _, f := range []struct{ key, val string }{
+		{"token_url", c.TokenURL}, {"authorization_url", c.AuthorizationURL},
+		{"revocation_url", c.RevocationURL}, {"userinfo_url", c.UserinfoURL},
+		{"preset", c.Preset}, {"tenant", c.Tenant}, {"account_field", c.AccountField},
+	} {
+		if f.val != "" {
+			p.Addf(f.key, "must not be set with mcp_server: the MCP server's authorization server is discovered")
+		}
+	}
+	if c.Exchange != nil {
+		p.Addf("exchange", "must not be set with mcp_server")
+	}
+	if c.PKCE != nil && !*c.PKCE {
+		p.Addf("pkce", "must not be false with mcp_server: the MCP authorization specification requires PKCE")
+	}
+	secret := c.ClientSecretFile != "" || c.ClientSecretVault != ""
+	switch {
+	case c.ClientID == "" && (secret || c.AuthStyle != ""):
+		p.Addf("client_id", "required with a client secret or auth_style (without all three, a client is registered dynamically)")
+	case c.ClientSecretFile != "" && c.ClientSecretVault != "":
+		p.Addf("client_secret_vault", "must not be set together with client_secret_file")
+	case c.ClientSecretVault != "":
+		if msg := checkVaultRef(c.ClientSecretVault); msg != "" {
+			p.Addf("client_secret_vault", "%s", msg)
+		}
+	}
+	switch {
+	case !secret && c.AuthStyle != "" && c.ClientID != "":
+		p.Addf("auth_style", "must be empty for a client without a secret (a public client)")
+	case secret && c.AuthStyle == "":
+		p.Addf("auth_style", "required: %q (client_secret_basic) or %q (client_secret_post)", AuthStyleHeader, AuthStyleParams)
+	case secret && c.AuthStyle != AuthStyleHeader && c.AuthStyle != AuthStyleParams:
+		p.Addf("auth_style", "must be %q or %q", AuthStyleHeader, AuthStyleParams)
+	}
+	r, _ := c.Resolve() // without a preset or placeholders nothing can fail
+	r.validateShared(&p, c)
+	return p.Err()
 }

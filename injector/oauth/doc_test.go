@@ -77,6 +77,10 @@ func renderProvidersDoc() string {
 	w("\n`ProviderConfig.Routes` returns a preset's default routes (the hosts, and paths, its token is injected for), for use ")
 	w("when the configuration lists no routes for that provider. Custom providers get the standard behaviour: RFC 6749 token ")
 	w("requests, RFC 7009 revocation with client authentication, and a GET of the identity endpoint with the access token.\n\n")
+	w("A remote MCP server needs no preset and no endpoints: `mcp_server: https://mcp.example.com/mcp` (and optionally `scopes`) ")
+	w("is enough. The connect server discovers its authorization server and registers a client there the first time someone ")
+	w("connects it, tokens are requested for that URL (RFC 8707 `resource`), and its route is the URL's host, port and path ")
+	w("with `mcp: true` (README, \"Connect by URL\").\n\n")
 
 	w("## Presets\n\n")
 	w("| Preset | Provider | Client auth | Scope separator | PKCE | Rotates refresh tokens | Default routes | Notes |\n")

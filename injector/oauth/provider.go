@@ -62,6 +62,16 @@ type Provider struct {
 	// refresh token and crashed; a fresh connection costs one handshake
 	// per refresh and removes the doubt.
 	refreshClient *http.Client
+	// resource is the RFC 8707 resource indicator of an MCP server's
+	// provider (its canonical URL), sent in authorization and token
+	// requests; "" for other providers.
+	resource string
+	// issuer is the authorization server's issuer of a provider resolved
+	// from an MCP server's registration; "" otherwise.
+	issuer string
+	// mcp caches the provider resolved from an MCP server's registration
+	// (nil for other providers and for resolved ones; see Resolve).
+	mcp *mcpCache
 }
 
 // NewProvider validates name and cfg and returns the provider for the
@@ -79,7 +89,10 @@ func NewProvider(name string, cfg ProviderConfig, clientSecret string, client *h
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new provider %s: %w", name, err)
 	}
-	if clientSecret == "" {
+	// An MCP server's client may be registered when someone connects it
+	// (its secret is in the store) or be a public client.
+	mcpNoSecret := cfg.IsMCP() && cfg.ClientSecretFile == "" && cfg.ClientSecretVault == ""
+	if clientSecret == "" && !mcpNoSecret {
 		return nil, fmt.Errorf("new provider %s: %w", name, ErrEmptySecret)
 	}
 	if client == nil {
@@ -119,7 +132,7 @@ func NewProvider(name string, cfg ProviderConfig, clientSecret string, client *h
 		u.Path, u.RawPath, u.RawQuery = q.refreshPath, "", ""
 		refreshURL = u.String()
 	}
-	return &Provider{
+	p := &Provider{
 		name:       name,
 		cfg:        cfg,
 		q:          q,
@@ -136,7 +149,16 @@ func NewProvider(name string, cfg ProviderConfig, clientSecret string, client *h
 		},
 		client:        client,
 		refreshClient: withoutKeepAlive(client),
-	}, nil
+	}
+	if cfg.IsMCP() {
+		p.resource, _ = CanonicalResource(cfg.MCPServer) // validated above
+		p.mcp = &mcpCache{}
+		p.cfg.PKCE = ptr(true) // the MCP authorization specification requires it
+		if cfg.ClientID != "" && mcpNoSecret {
+			p.cfg.AuthStyle = authStyleNone // the operator's public client
+		}
+	}
+	return p, nil
 }
 
 // withoutKeepAlive returns a copy of c whose transport opens a connection

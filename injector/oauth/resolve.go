@@ -36,6 +36,7 @@ var placeholderPattern = regexp.MustCompile(`\{[^{}]*\}`)
 // override them (a configured redirect_uri or code_challenge would defeat
 // the flow's checks).
 var reservedAuthParams = map[string]bool{
+	"resource":              true, // RFC 8707: an MCP server's URL, set by the flow
 	"response_type":         true,
 	"client_id":             true,
 	"redirect_uri":          true,
@@ -180,9 +181,16 @@ func unknownPlaceholder(u string) string {
 
 // Routes returns the default routes of c's preset with Provider set to
 // providerName: the hosts (and paths) the sidecar injects this provider's
-// token for unless the configuration lists its own routes. It returns nil
-// for a custom provider or an unknown preset.
+// token for unless the configuration lists its own routes. For an MCP
+// server (MCPServer) it is one MCP route: the URL's host, port and path.
+// It returns nil for a custom provider or an unknown preset.
 func (c ProviderConfig) Routes(providerName string) []injector.RouteConfig {
+	if c.IsMCP() {
+		if res, err := CanonicalResource(c.MCPServer); err == nil {
+			return mcpRoute(res, providerName)
+		}
+		return nil
+	}
 	e, ok := lookupEntry(c.Preset)
 	if !ok {
 		return nil

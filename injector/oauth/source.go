@@ -186,6 +186,7 @@ func (f *flight) markSlow() { f.once.Do(func() { close(f.slow) }) }
 // safe for concurrent use; one Source is one "replica" for the lease.
 type Source struct {
 	st        store.Store
+	regs      store.RegistrationStore // nil when st keeps no MCP registrations
 	providers map[string]*Provider
 	holder    string
 	log       *zap.Logger
@@ -229,8 +230,10 @@ func NewSource(st store.Store, providers map[string]*Provider, o Options) *Sourc
 			ps[name] = p
 		}
 	}
+	regs, _ := st.(store.RegistrationStore)
 	return &Source{
 		st:        st,
+		regs:      regs,
 		providers: ps,
 		holder:    holder,
 		log:       log,
@@ -283,7 +286,11 @@ func (s *Source) Token(ctx context.Context, provider, user string) (injector.Tok
 	if err != nil {
 		return tok, err
 	}
-	if p := s.providers[provider]; p != nil && p.oauth.ClientSecret != "" {
+	p := s.providers[provider]
+	if p != nil && p.IsMCP() {
+		p = p.cached() // the registered client's secret, once resolved
+	}
+	if p != nil && p.oauth.ClientSecret != "" {
 		// A full slice expression: the append never writes into an
 		// array another copy of the token shares.
 		tok.Secrets = append(tok.Secrets[:len(tok.Secrets):len(tok.Secrets)], p.oauth.ClientSecret)
@@ -504,6 +511,17 @@ func (s *Source) refresh(p *Provider, k grantKey, f *flight) (injector.Token, er
 	if tok, done, err := s.decide(p, g); done {
 		return tok, err // a previous flight finished in the meantime
 	}
+	// An MCP server's token endpoint and client are its stored
+	// registration's (the connect server wrote it when someone connected
+	// it); every other provider is resolved already.
+	rp, err := p.Resolve(ctx, s.regs)
+	if err != nil {
+		if usable(g) {
+			return tokenOf(g), nil
+		}
+		return injector.Token{}, fmt.Errorf("token %s/%s: %w", k.provider, k.user, storeError(err))
+	}
+	p = rp
 
 	// Step 2: the lease (kept alive by a heartbeat), or a peer's result.
 	kp, other, maybeSpent, err := s.acquireLease(ctx, p, g)

@@ -69,6 +69,9 @@ func (p *Provider) Exchange(ctx context.Context, code, codeVerifier, redirectURI
 	if codeVerifier != "" && p.PKCE() {
 		form.Set("code_verifier", codeVerifier)
 	}
+	if p.resource != "" {
+		form.Set("resource", p.resource)
+	}
 	tok, err := p.tokenCall(ctx, p.cfg.TokenURL, form, ErrInvalidCode)
 	if err != nil {
 		return nil, fmt.Errorf("exchange code: %w", err)
@@ -134,6 +137,9 @@ func (p *Provider) present(ctx context.Context, refreshToken string, answerDeadl
 	})
 	defer timer.Stop()
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
+	if p.resource != "" {
+		form.Set("resource", p.resource) // RFC 8707: the token is for this MCP server only
+	}
 	tok, status, err := p.post(ctx, p.refreshClient, p.refreshURL, form, errInvalidGrant)
 	if err != nil {
 		if errors.Is(context.Cause(ctx), errNotSent) {
@@ -202,10 +208,16 @@ var errUnusableResponse = errors.New("unusable or incomplete token response")
 // a form body, or a JSON object for presets that want one. A nil params
 // sends no body.
 func (p *Provider) newClientRequest(ctx context.Context, method, endpoint string, params url.Values, clientAuth bool) (*http.Request, error) {
-	if clientAuth && p.cfg.AuthStyle == AuthStyleParams {
+	switch {
+	case clientAuth && p.cfg.AuthStyle == AuthStyleParams:
 		params = cloneValues(params)
 		params.Set("client_id", p.oauth.ClientID)
 		params.Set("client_secret", p.oauth.ClientSecret)
+	case clientAuth && p.cfg.AuthStyle == authStyleNone:
+		// A public client identifies itself and proves nothing (RFC
+		// 6749 section 3.2.1); PKCE binds the code to the flow.
+		params = cloneValues(params)
+		params.Set("client_id", p.oauth.ClientID)
 	}
 	var body io.Reader
 	contentType := ""

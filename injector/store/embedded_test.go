@@ -49,6 +49,59 @@ func TestEmbeddedConformance(t *testing.T) {
 	})
 }
 
+func TestEmbeddedRegistrationConformance(t *testing.T) {
+	storetest.RunRegistrations(t, func(t *testing.T) store.Store {
+		return open(t, testConfig(t))
+	})
+}
+
+// TestEmbeddedRegistrationSealed checks that an MCP server's client secret
+// is sealed in the file like a grant's tokens, and that a sealed secret
+// moved to another server's entry does not open.
+func TestEmbeddedRegistrationSealed(t *testing.T) {
+	cfg := testConfig(t)
+	s := open(t, cfg)
+	reg := func(provider string) *store.Registration {
+		return &store.Registration{
+			Provider: provider, Resource: "https://mcp.example.com/" + provider, Issuer: "https://auth.example.com",
+			AuthorizationEndpoint: "https://auth.example.com/authorize", TokenEndpoint: "https://auth.example.com/token",
+			ClientID: "client-of-" + provider, ClientSecret: "CANARY-CLIENT-SECRET-" + provider,
+			AuthMethod: store.AuthMethodBasic, Dynamic: true,
+		}
+	}
+	if _, err := s.PutRegistration(t.Context(), reg("notes"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutRegistration(t.Context(), reg("tickets"), 0); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte("client-of-notes")) {
+		t.Fatalf("database file does not contain the client id; wrong file?")
+	}
+	if bytes.Contains(raw, []byte("CANARY")) {
+		t.Error("database file contains a client secret; it must be sealed")
+	}
+
+	notes := rawRecord(t, cfg.Path, "registrations", "notes")
+	tickets := rawRecord(t, cfg.Path, "registrations", "tickets")
+	tickets["client_secret"] = notes["client_secret"]
+	writeRaw(t, cfg.Path, "registrations", "tickets", tickets)
+	_, _, err = s.Registration(t.Context(), "tickets")
+	if !errors.Is(err, store.ErrDecrypt) {
+		t.Fatalf("Registration with a secret moved from another server: %v; want ErrDecrypt", err)
+	}
+	if strings.Contains(err.Error(), "CANARY") {
+		t.Errorf("error %q contains the secret", err)
+	}
+	if got, _, err := s.Registration(t.Context(), "notes"); err != nil || got.ClientSecret != "CANARY-CLIENT-SECRET-notes" {
+		t.Errorf("Registration(notes) = %v, %v; want its own secret", got, err)
+	}
+}
+
 func TestEmbeddedActivityConformance(t *testing.T) {
 	storetest.RunActivity(t, func(t *testing.T) store.Store {
 		return open(t, testConfig(t))

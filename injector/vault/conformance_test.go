@@ -22,6 +22,18 @@ func TestActivityConformance(t *testing.T) {
 	})
 }
 
+func TestRegistrationConformance(t *testing.T) {
+	storetest.RunRegistrations(t, func(t *testing.T) store.Store {
+		return open(t, tokenConfig(t, shared))
+	})
+}
+
+func TestRegistrationConformanceTransit(t *testing.T) {
+	storetest.RunRegistrations(t, func(t *testing.T) store.Store {
+		return open(t, withTransit(tokenConfig(t, shared)))
+	})
+}
+
 func TestConformanceTransit(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return open(t, withTransit(tokenConfig(t, shared)))
@@ -48,4 +60,5 @@ func TestConformanceLeastPrivilege(t *testing.T) {
 	}
 	storetest.Run(t, newStore)
 	t.Run("Activity", func(t *testing.T) { storetest.RunActivity(t, newStore) })
+	t.Run("Registrations", func(t *testing.T) { storetest.RunRegistrations(t, newStore) })
 }

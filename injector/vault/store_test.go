@@ -159,6 +159,79 @@ func TestTransitStoresNoPlaintext(t *testing.T) {
 	}
 }
 
+// TestTransitRegistrationSealed checks that an MCP server's client secret
+// is Transit ciphertext in every stored version, bound to its server.
+func TestTransitRegistrationSealed(t *testing.T) {
+	s := open(t, withTransit(tokenConfig(t, shared)))
+	reg := func(provider string) *store.Registration {
+		return &store.Registration{
+			Provider: provider, Resource: "https://mcp.example.com/" + provider, Issuer: "https://auth.example.com",
+			AuthorizationEndpoint: "https://auth.example.com/authorize", TokenEndpoint: "https://auth.example.com/token",
+			ClientID: "client-of-" + provider, ClientSecret: canaryAccess + "-secret-" + provider,
+			AuthMethod: store.AuthMethodPost, Dynamic: true,
+		}
+	}
+	v, err := s.PutRegistration(ctx(t), reg("notes"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutRegistration(ctx(t), reg("notes"), v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutRegistration(ctx(t), reg("tickets"), 0); err != nil {
+		t.Fatal(err)
+	}
+	l := shared.Client().Logical()
+	path := s.kvPath("data", registrationKey("notes"))
+	for _, version := range []string{"1", "2"} {
+		sec, err := l.ReadWithDataWithContext(ctx(t), path, map[string][]string{"version": {version}})
+		if err != nil || sec == nil {
+			t.Fatalf("raw read %s version %s: %v", path, version, err)
+		}
+		b, _ := json.Marshal(sec)
+		noCanary(t, "raw KV "+path+" version "+version, string(b))
+		data, _ := sec.Data["data"].(map[string]any)
+		if v, _ := data["client_secret"].(string); !strings.HasPrefix(v, "vault:v1:") {
+			t.Errorf("stored client_secret = %q; want a transit ciphertext", v)
+		}
+	}
+	// Moved to another server's entry, the ciphertext does not decrypt.
+	sec, err := l.ReadWithContext(ctx(t), path)
+	if err != nil || sec == nil {
+		t.Fatal(err)
+	}
+	notes, _ := sec.Data["data"].(map[string]any)
+	sec, err = l.ReadWithContext(ctx(t), s.kvPath("data", registrationKey("tickets")))
+	if err != nil || sec == nil {
+		t.Fatal(err)
+	}
+	tickets, _ := sec.Data["data"].(map[string]any)
+	tickets["client_secret"] = notes["client_secret"]
+	if _, err := l.WriteWithContext(ctx(t), s.kvPath("data", registrationKey("tickets")), map[string]any{"data": tickets}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.Registration(ctx(t), "tickets")
+	if !errors.Is(err, store.ErrDecrypt) {
+		t.Fatalf("Registration with another server's ciphertext: %v; want ErrDecrypt", err)
+	}
+	noCanary(t, "error", err.Error())
+	got, _, err := s.Registration(ctx(t), "notes")
+	if err != nil || got.ClientSecret != canaryAccess+"-secret-notes" {
+		t.Errorf("Registration(notes) = %v, %v; want its secret", got, err)
+	}
+	// Deleting destroys the versions that held the secret.
+	if err := s.DeleteRegistration(ctx(t), "notes"); err != nil {
+		t.Fatal(err)
+	}
+	sec, err = l.ReadWithDataWithContext(ctx(t), path, map[string][]string{"version": {"1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec != nil && sec.Data["data"] != nil {
+		t.Errorf("version 1 still readable after DeleteRegistration: %v", sec.Data["data"])
+	}
+}
+
 func TestTransitCopiedCiphertextDoesNotDecrypt(t *testing.T) {
 	s := open(t, withTransit(tokenConfig(t, shared)))
 	for _, u := range []string{"alice", "bob"} {

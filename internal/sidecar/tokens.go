@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"net/http"
 	"sort"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/connect"
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/journal"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
@@ -185,20 +187,46 @@ func BuildProviders(ctx context.Context, cfg Config, roots *x509.CertPool, st an
 	if err != nil {
 		return nil, err
 	}
+	var mcpClient *http.Client
 	providers := make(map[string]*oauth.Provider, len(names))
 	for _, name := range names {
 		pc := cfg.Providers[name]
-		secret, err := clientSecret(ctx, pc.ClientSecretFile, pc.ClientSecretVault, secrets)
-		if err != nil {
-			return nil, fmt.Errorf("providers.%s: %w", name, err)
+		c, secret := client, ""
+		if pc.IsMCP() {
+			// An MCP server's token endpoint was discovered, not
+			// configured: its dials pass the egress guard.
+			if mcpClient == nil {
+				if mcpClient, err = MCPClient(cfg, roots); err != nil {
+					return nil, err
+				}
+			}
+			c = mcpClient
 		}
-		p, err := oauth.NewProvider(name, pc, secret, client)
+		if pc.ClientSecretFile != "" || pc.ClientSecretVault != "" || !pc.IsMCP() {
+			if secret, err = clientSecret(ctx, pc.ClientSecretFile, pc.ClientSecretVault, secrets); err != nil {
+				return nil, fmt.Errorf("providers.%s: %w", name, err)
+			}
+		}
+		p, err := oauth.NewProvider(name, pc, secret, c)
 		if err != nil {
 			return nil, fmt.Errorf("providers.%s: %w", name, err)
 		}
 		providers[name] = p
 	}
 	return providers, nil
+}
+
+// MCPClient returns the HTTP client for what MCP servers' metadata names:
+// their authorization servers' token, revocation and registration
+// endpoints, and (for the connect server) the discovery documents. Unlike
+// configured endpoints these are chosen by a remote server, so every dial
+// passes an egress guard built from cfg.Egress; roots verify TLS.
+func MCPClient(cfg Config, roots *x509.CertPool) (*http.Client, error) {
+	c, err := connect.NewMCPClient(cfg.Egress, roots)
+	if err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
+	return c, nil
 }
 
 // secretReader reads a secret kept in the grant store's backend (Vault KV),
