@@ -21,6 +21,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+	"github.com/onbehalf-dev/onbehalf/proxy/ratelimit"
 )
 
 // Verifier checks an assertion and names the acting user.
@@ -94,6 +95,10 @@ type Deps struct {
 	// Uses, when set, is told of every injected request (which grant, for
 	// which agent), so that people can see when each grant was last used.
 	Uses UseRecorder
+	// Limiter, when set, applies rate limits (configured and policy's)
+	// after the decision and remembers the back-offs providers ask for;
+	// nil limits nothing.
+	Limiter *ratelimit.Limiter
 }
 
 // Server is the sidecar's proxy listener.

@@ -25,6 +25,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/proxy"
 	"github.com/onbehalf-dev/onbehalf/proxy/egress"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+	"github.com/onbehalf-dev/onbehalf/proxy/ratelimit"
 )
 
 // Config is the sidecar's configuration file.
@@ -48,7 +49,12 @@ type Config struct {
 	Store   StoreConfig   `yaml:"store"`
 	Egress  egress.Config `yaml:"egress"`
 	Audit   audit.Config  `yaml:"audit"`
-	Log     LogConfig     `yaml:"log"`
+	// RateLimits are the limits on how often the agent may act: token
+	// buckets per user, agent, route, method, path or MCP tool, shared
+	// across replicas through Redis when configured, and the back-offs
+	// providers ask for.
+	RateLimits ratelimit.Config `yaml:"rate_limits"`
+	Log        LogConfig        `yaml:"log"`
 	// Tracing exports OpenTelemetry spans over OTLP/HTTP; off when no
 	// endpoint is set.
 	Tracing tracing.Config `yaml:"tracing"`
@@ -165,6 +171,7 @@ func DefaultConfig() Config {
 		Store:      StoreConfig{Backend: BackendEmbedded, Embedded: store.DefaultEmbeddedConfig(), Vault: vault.DefaultConfig()},
 		Egress:     egress.DefaultConfig(),
 		Audit:      audit.DefaultConfig(),
+		RateLimits: ratelimit.DefaultConfig(),
 		Log:        LogConfig{Level: "info", Format: "json"},
 		Connect:    connect.DefaultConfig(),
 		Tracing:    tracing.DefaultConfig(),
@@ -273,6 +280,8 @@ func (c *Config) ResolvePaths(dir string) {
 	abs(&c.Store.Embedded.Path)
 	abs(&c.Store.Embedded.KeyFile)
 	abs(&c.Store.Vault.CAFile)
+	abs(&c.RateLimits.Redis.PasswordFile)
+	abs(&c.RateLimits.Redis.CAFile)
 	abs(&c.Store.Vault.Auth.TokenFile)
 	abs(&c.Store.Vault.Auth.SecretIDFile)
 	abs(&c.Store.Vault.Auth.KubernetesTokenFile)
@@ -346,6 +355,7 @@ func (c Config) Validate() error {
 	c.validateStore(&p)
 	p.Add("egress", c.Egress.Validate())
 	p.Add("audit", c.Audit.Validate())
+	p.Add("rate_limits", c.RateLimits.Validate())
 	p.Add("tracing", c.Tracing.Validate())
 	c.validateLog(&p)
 	return p.Err()
