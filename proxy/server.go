@@ -123,6 +123,8 @@ type Server struct {
 	ids      *subjectCache
 	// policyRoutes maps each *injector.Route to its *policyRoute.
 	policyRoutes sync.Map
+	// listCache holds per-item decisions of MCP list filtering.
+	listCache *listCache
 
 	mu      sync.Mutex
 	conns   map[net.Conn]*connState // hijacked tunnel connections
@@ -158,6 +160,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		cfg:             cfg,
 		d:               d,
 		log:             d.Logger.Named("proxy"),
+		listCache:       newListCache(),
 		transport:       tr,
 		streamTransport: tr,
 		ids:             newSubjectCache(d.Identity, d.Now),

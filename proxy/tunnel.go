@@ -510,6 +510,13 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	if err == nil && s.cfg.ScrubResponses && resp.StatusCode != http.StatusSwitchingProtocols {
 		err = scrubResponse(resp, ex.token.ScrubSet(), &ex.scrubbed, &ex.scrub)
 	}
+	// 10. On an MCP route, list responses lose what policy would refuse
+	// this user and agent to call.
+	if err == nil && ex.mcp != nil {
+		if f := s.newListFilter(ex, in, route.ReportOnly); f != nil {
+			err = f.apply(ctx, resp)
+		}
+	}
 	if err != nil {
 		e := classify(err)
 		s.logFailure(ex, e)
