@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
@@ -339,8 +341,10 @@ func (c Config) Validate() error {
 		p.Addf("routes", "at least one route is required (or a provider with a preset): without routes nothing is ever injected")
 	} else if _, err := injector.NewTable(c.Routes); err != nil {
 		p.Add("routes", err)
-	} else if _, err := injector.NewTable(routes); err != nil {
+	} else if t, err := injector.NewTable(routes); err != nil {
 		p.Add("providers", fmt.Errorf("preset default routes: %w", err))
+	} else {
+		c.validateLimitRoutes(&p, t.Names(), routes)
 	}
 	if c.TokenCache.TTL < 0 || c.TokenCache.TTL > maxTokenCacheTTL {
 		p.Addf("token_cache.ttl", "must be between 0 (no cache) and %s: it bounds how long a revoked grant keeps working", maxTokenCacheTTL)
@@ -359,6 +363,27 @@ func (c Config) Validate() error {
 	p.Add("tracing", c.Tracing.Validate())
 	c.validateLog(&p)
 	return p.Err()
+}
+
+// validateLimitRoutes checks that the routes and providers rate-limit
+// rules name exist: a misspelt one would make its rule match nothing.
+func (c Config) validateLimitRoutes(p *config.Problems, names []string, routes []injector.RouteConfig) {
+	var providers []string
+	for _, r := range routes {
+		providers = append(providers, r.Provider)
+	}
+	for i, r := range c.RateLimits.Rules {
+		for j, rn := range r.Routes {
+			if rn != "" && !slices.Contains(names, rn) {
+				p.Addf(fmt.Sprintf("rate_limits.rules[%d].routes[%d]", i, j), "no route is named %q (routes: %s)%s", rn, strings.Join(names, ", "), config.Suggest(rn, names))
+			}
+		}
+		for j, pn := range r.Providers {
+			if pn != "" && !slices.Contains(providers, pn) {
+				p.Addf(fmt.Sprintf("rate_limits.rules[%d].providers[%d]", i, j), "no route has provider %q%s", pn, config.Suggest(pn, providers))
+			}
+		}
+	}
 }
 
 func (c Config) validateProviders(p *config.Problems) {
