@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -11,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/mcptest"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/upstreamtest"
@@ -241,5 +245,48 @@ func TestUpstreamBackoff(t *testing.T) {
 	if got := scrapeMetrics(t, e); !strings.Contains(got, `onbehalf_upstream_backoffs_total{provider="`+testenv.Provider+`"} 2`) ||
 		!strings.Contains(got, `onbehalf_rate_limited_total{reason="upstream",route="chat-api"} 2`) {
 		t.Errorf("metrics lack the back-offs and refusals:\n%s", grepLines(got, "onbehalf_rate_limited_total", "onbehalf_upstream_backoffs_total"))
+	}
+}
+
+// TestMCPRateLimited: a limit per user and tool on an MCP route refuses the
+// call over it as a JSON-RPC error (-31429, rate_limited in data) the Go
+// SDK client hands back as the call's error; other tools and the session
+// go on working, and the refused call never reaches the server.
+func TestMCPRateLimited(t *testing.T) {
+	e := newMCPEnv(t, func(c *sidecar.Config) {
+		c.RateLimits.Rules = []ratelimit.RuleConfig{{
+			Name: "search", Rate: "2/h", By: []string{ratelimit.DimUser, ratelimit.DimTool}, Tools: []string{"search_*"},
+		}}
+	})
+	cs := e.mcpClient(t, mcptest.PathMCP, "2025-11-25", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	search := func() error {
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "search_issues", Arguments: map[string]any{"query": "bug"}})
+		return err
+	}
+	for i := 0; i < 2; i++ {
+		if err := search(); err != nil {
+			t.Fatalf("search %d: %v", i+1, err)
+		}
+	}
+	we, body := rpcRefusal(t, search())
+	if we.Code != -31429 || body.Error != "rate_limited" || !strings.Contains(we.Message, `"search:alice:search_issues"`) {
+		t.Errorf("refusal %d %q %+v; want -31429 rate_limited naming the bucket", we.Code, we.Message, body)
+	}
+	if rec := e.WaitRecord(t, body.DecisionID); rec["limit_key"] != "search:alice:search_issues" || rec["mcp_tool"] != "search_issues" || rec["status"] != float64(200) {
+		t.Errorf("record %v; want limit_key search:alice:search_issues, status 200 (a JSON-RPC error)", rec)
+	}
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"}); err != nil {
+		t.Errorf("whoami (not limited): %v", err)
+	}
+	n := 0
+	for _, c := range e.mcp.Calls() {
+		if c.Tool == "search_issues" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("the server ran search_issues %d times; want 2", n)
 	}
 }
