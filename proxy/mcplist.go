@@ -104,7 +104,11 @@ type listFilter struct {
 	in *policy.Input
 	// lists maps the ids (JSON text) of the request's list requests to
 	// what they list.
-	lists      map[string]mcpList
+	lists map[string]mcpList
+	// anyID filters any response whose result carries a list, whatever
+	// its id: on the GET stream, where a server may replay the events of
+	// an earlier POST to a resuming client (Last-Event-ID).
+	anyID      bool
 	reportOnly bool
 	mu         sync.Mutex // guards hidden against the stream's goroutine
 }
@@ -112,7 +116,13 @@ type listFilter struct {
 // newListFilter returns the filter of ex's list requests, or nil when it
 // holds none.
 func (s *Server) newListFilter(ex *exchange, in *policy.Input, reportOnly bool) *listFilter {
-	if ex.mcp == nil || ex.mcp.call == nil {
+	if ex.mcp == nil {
+		return nil
+	}
+	if ex.mcp.kind == mcpKindStream {
+		return &listFilter{s: s, ex: ex, in: in, anyID: true, reportOnly: reportOnly}
+	}
+	if ex.mcp.call == nil {
 		return nil
 	}
 	var f *listFilter
@@ -209,12 +219,15 @@ func (f *listFilter) filterMessage(ctx context.Context, b []byte) ([]byte, bool)
 	if !ok || msg["result"] == nil {
 		return nil, false
 	}
-	l, ok := f.lists[compactJSON(id)]
-	if !ok {
-		return nil, false
-	}
 	var result map[string]json.RawMessage
 	if json.Unmarshal(msg["result"], &result) != nil {
+		return nil, false
+	}
+	l, ok := f.lists[compactJSON(id)]
+	if !ok && f.anyID {
+		l, ok = listIn(result)
+	}
+	if !ok {
 		return nil, false
 	}
 	var items []json.RawMessage
@@ -248,6 +261,17 @@ func (f *listFilter) filterMessage(ctx context.Context, b []byte) ([]byte, bool)
 	}
 	out, err := json.Marshal(msg)
 	return out, err == nil
+}
+
+// listIn returns the list a result carries (its tools, prompts or
+// resources array), when it carries one.
+func listIn(result map[string]json.RawMessage) (mcpList, bool) {
+	for _, l := range mcpLists {
+		if v := bytes.TrimSpace(result[l.member]); len(v) > 0 && v[0] == '[' {
+			return l, true
+		}
+	}
+	return mcpList{}, false
 }
 
 // allowed asks policy whether the user and agent may use the item name

@@ -172,6 +172,23 @@ func TestListFilter(t *testing.T) {
 			t.Errorf("ToolsHidden = %d; want 3", ex.rec.ToolsHidden)
 		}
 	})
+	t.Run("replayed on the GET stream", func(t *testing.T) {
+		s := &Server{d: Deps{Policy: &listPolicy{revision: "r"}, Now: time.Now}, listCache: newListCache()}
+		ex := &exchange{subject: &identity.Subject{User: "alice"}, mcp: &mcpExchange{kind: mcpKindStream}}
+		f := s.newListFilter(ex, &policy.Input{}, false)
+		if f == nil {
+			t.Fatal("no filter on the GET stream")
+		}
+		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}},
+			Body: io.NopCloser(strings.NewReader("id: 3\ndata: " + strings.Replace(listTools, `"id":1`, `"id":"earlier-post"`, 1) + "\n\n"))}
+		if err := f.apply(ctx, resp); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if strings.Contains(string(b), "delete_repository") || ex.rec.ToolsHidden != 1 {
+			t.Errorf("replayed list not filtered (%d hidden): %s", ex.rec.ToolsHidden, b)
+		}
+	})
 	t.Run("report mode hides nothing", func(t *testing.T) {
 		_, _, f := newListTest(t, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, &listPolicy{revision: "r", report: true})
 		if out, ok := f.filterPayload(ctx, []byte(listTools)); ok {
