@@ -337,17 +337,53 @@ func (r *rule) key(req *Request, prefix, tool string) string {
 		case DimTool:
 			v = tool
 		}
-		vals[i] = keyPart(v)
-		n += 1 + len(vals[i])
+		if len(v) > maxKeyPart {
+			v = keyPart(v)
+		}
+		vals[i] = v
+		n += 1 + len(v) + 2*specials(v)
 	}
+	// One allocation: values are escaped as they are written.
 	var b strings.Builder
 	b.Grow(n)
 	b.WriteString(r.name)
 	for _, v := range vals[:len(r.by)] {
 		b.WriteByte(':')
-		b.WriteString(v)
+		writeEscaped(&b, v)
 	}
 	return b.String()
+}
+
+// specials counts the bytes of v that keys escape (":" and "%").
+func specials(v string) int {
+	n := 0
+	for i := 0; i < len(v); i++ {
+		if v[i] == ':' || v[i] == '%' {
+			n++
+		}
+	}
+	return n
+}
+
+// writeEscaped writes v to b with ":" and "%" percent-encoded, as keyPart
+// does.
+func writeEscaped(b *strings.Builder, v string) {
+	start := 0
+	for i := 0; i < len(v); i++ {
+		var esc string
+		switch v[i] {
+		case ':':
+			esc = "%3A"
+		case '%':
+			esc = "%25"
+		default:
+			continue
+		}
+		b.WriteString(v[start:i])
+		b.WriteString(esc)
+		start = i + 1
+	}
+	b.WriteString(v[start:])
 }
 
 // maxKeyPart bounds one value in a key; longer values (a tool name an
@@ -360,23 +396,16 @@ func keyPart(v string) string {
 		sum := sha256.Sum256([]byte(v))
 		return "sha256-" + hex.EncodeToString(sum[:12])
 	}
-	if !needsEscape(v) {
+	if specials(v) == 0 {
 		return v
 	}
-	return strings.NewReplacer("%", "%25", ":", "%3A").Replace(v)
+	return keyEscaper.Replace(v)
 }
 
-// needsEscape reports whether v holds ":" or "%"; a byte loop, because
-// strings.ContainsAny's general path is several times slower on the short
-// values keys are made of (BenchmarkCheck).
-func needsEscape(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if v[i] == ':' || v[i] == '%' {
-			return true
-		}
-	}
-	return false
-}
+// keyEscaper escapes the values of keys. Built once: route names, which
+// keys often hold, contain ":" by default ("provider:host:port"), and a
+// replacer costs far more to build than to use.
+var keyEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
 
 // upstreamKey names a provider back-off in audit records.
 func upstreamKey(provider, user string) string {

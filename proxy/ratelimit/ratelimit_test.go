@@ -418,7 +418,9 @@ func BenchmarkCheck(b *testing.B) {
 	l := newLimiter(b, withRules(RuleConfig{Name: "per-user", Rate: "1000000000/s", By: []string{DimUser, DimRoute}}))
 	users := make([]Request, 256)
 	for i := range users {
-		users[i] = Request{User: "user-" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Route: "slack", Provider: "slack", Method: "POST", Path: "/api/chat.postMessage"}
+		// The route's name as the sidecar names an unnamed route
+		// (provider:host:port): a value that needs escaping.
+		users[i] = Request{User: "user-" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Route: "slack:slack.com:443", Provider: "slack", Method: "POST", Path: "/api/chat.postMessage"}
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
