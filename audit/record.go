@@ -149,6 +149,10 @@ type Record struct {
 	MCPMethod   string `json:"mcp_method,omitempty"`
 	MCPTool     string `json:"mcp_tool,omitempty"`
 	MCPResource string `json:"mcp_resource,omitempty"`
+	// ToolsHidden is how many tools, prompts and resources a list
+	// response on an MCP route lost because policy would refuse them to
+	// this user and agent.
+	ToolsHidden int `json:"tools_hidden,omitempty"`
 	// Decision is allow, deny or would_deny.
 	Decision string `json:"decision,omitempty"`
 	// Reason is the policy's reason for the decision.
@@ -173,6 +177,11 @@ type Record struct {
 	// was replaced in the response before it reached the agent (an API
 	// that echoes credentials).
 	Scrubbed int `json:"scrubbed,omitempty"`
+	// LimitKey names the rate-limit bucket (or provider back-off) that
+	// refused the request with rate_limited: the rule's name and the values
+	// it is keyed by ("per-user:alice"), "policy:" and the key the policy
+	// named, or "upstream:PROVIDER:USER".
+	LimitKey string `json:"limit_key,omitempty"`
 	// ErrorCode is the agent-facing error code of a request record
 	// (docs/design.md#error-codes); other events put their own failure codes
 	// here.
@@ -227,6 +236,9 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	addString(enc, "mcp_method", r.MCPMethod)
 	addString(enc, "mcp_tool", r.MCPTool)
 	addString(enc, "mcp_resource", r.MCPResource)
+	if r.ToolsHidden != 0 {
+		enc.AddInt("tools_hidden", r.ToolsHidden)
+	}
 	addString(enc, "decision", r.Decision)
 	addString(enc, "reason", r.Reason)
 	addString(enc, "policy_revision", r.PolicyRevision)
@@ -252,6 +264,7 @@ func (r *Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if r.Scrubbed != 0 {
 		enc.AddInt("scrubbed", r.Scrubbed)
 	}
+	addString(enc, "limit_key", capField(r.LimitKey))
 	addString(enc, "error_code", r.ErrorCode)
 	if len(r.Extra) > 0 {
 		return enc.AddObject(keyExtra, extraFields(r.Extra))

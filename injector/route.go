@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -228,6 +229,21 @@ func compileRoute(c RouteConfig) (*Route, error) {
 		}
 	}
 	return r, p.Err()
+}
+
+// Names returns the names of the table's routes, sorted.
+func (t *Table) Names() []string {
+	var names []string
+	for _, rs := range t.exact {
+		for _, r := range rs {
+			names = append(names, r.Name)
+		}
+	}
+	for _, r := range t.wildcard {
+		names = append(names, r.Name)
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // HostRouted reports whether any route covers host on any port. A routed

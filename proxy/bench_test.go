@@ -14,6 +14,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/upstreamtest"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+	"github.com/onbehalf-dev/onbehalf/proxy/ratelimit"
 )
 
 // cpuTime is this process's user+system CPU time.
@@ -28,9 +29,27 @@ func cpuTime() time.Duration {
 // sidecar's steady state. The process runs client, sidecar and upstream, so
 // cpu-µs/op is an upper bound on the sidecar's own CPU per request;
 // BenchmarkDirect gives the client and upstream share to subtract.
-func BenchmarkServeCacheHit(b *testing.B) {
+func BenchmarkServeCacheHit(b *testing.B) { serveCacheHit(b, nil) }
+
+// BenchmarkServeCacheHitLimited is BenchmarkServeCacheHit with two rate
+// limits every request takes from (per user and route, per user and path
+// prefix) and the provider back-off check: the limiter's share of a
+// request is the difference.
+func BenchmarkServeCacheHitLimited(b *testing.B) {
+	serveCacheHit(b, func(c *sidecar.Config) {
+		c.RateLimits.Rules = []ratelimit.RuleConfig{
+			{Name: "per-user", Rate: "1000000000/s", By: []string{ratelimit.DimUser, ratelimit.DimRoute}},
+			{Name: "posts", Rate: "1000000000/s", By: []string{ratelimit.DimUser, ratelimit.DimPath}, Methods: []string{"POST"}, Paths: []string{"/api"}},
+		}
+	})
+}
+
+func serveCacheHit(b *testing.B, edit func(*sidecar.Config)) {
 	e := testenv.New(b, testenv.Options{Config: func(c *sidecar.Config) {
 		c.Log.Level = "info"
+		if edit != nil {
+			edit(c)
+		}
 	}})
 	client := e.Client()
 	assertion := e.Assert(b, testenv.User)

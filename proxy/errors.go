@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
@@ -44,6 +45,7 @@ const (
 	CodeBadRequest           Code = "bad_request"
 	CodeHeaderTooLarge       Code = "request_header_too_large"
 	CodeBodyTooLarge         Code = "request_body_too_large"
+	CodeRateLimited          Code = "rate_limited"
 	CodeInternal             Code = "internal_error"
 )
 
@@ -64,6 +66,8 @@ func (c Code) Status() int {
 		return http.StatusRequestHeaderFieldsTooLarge
 	case CodeBodyTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -88,6 +92,9 @@ type Error struct {
 	ConnectURL string
 	// Cause is the underlying error, for logs (never sent to the agent).
 	Cause error
+	// RetryAfter is when the agent may try again, for rate_limited: sent
+	// as Retry-After, in whole seconds.
+	RetryAfter time.Duration
 	// RPCCode is the JSON-RPC error code of a refusal on an MCP route
 	// when the JSON-RPC layer names one (a parse error, a header
 	// mismatch); zero means the code's own (Code.JSONRPC).
@@ -217,6 +224,7 @@ func (e *Error) response(req *http.Request, decisionID string, connect bool) *ht
 	if decisionID != "" {
 		h.Set(headerDecisionID, decisionID)
 	}
+	e.setRetryAfter(h)
 	switch {
 	case status == http.StatusProxyAuthRequired:
 		h.Set("Proxy-Authenticate", `Bearer realm="onbehalf"`)
@@ -233,6 +241,14 @@ func (e *Error) response(req *http.Request, decisionID string, connect bool) *ht
 		Body:          io.NopCloser(bytes.NewReader(body)),
 		ContentLength: int64(len(body)),
 		Request:       req,
+	}
+}
+
+// setRetryAfter sets Retry-After on a refusal that says when to try
+// again.
+func (e *Error) setRetryAfter(h http.Header) {
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
 	}
 }
 

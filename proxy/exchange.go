@@ -11,6 +11,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+	"github.com/onbehalf-dev/onbehalf/proxy/ratelimit"
 )
 
 // Decisions as the audit record spells them.
@@ -45,6 +46,8 @@ type exchange struct {
 	scrub    scrubBody
 	// mcp is set on an MCP route: refusals are JSON-RPC errors.
 	mcp *mcpExchange
+	// limits are the rate-limit buckets the policy's decisions named.
+	limits []ratelimit.Bucket
 }
 
 func (s *Server) newExchange(method, scheme, host, path string) *exchange {

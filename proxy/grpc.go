@@ -60,7 +60,9 @@ func grpcCode(c Code) int {
 		return grpcPermissionDenied
 	case CodeBadRequest:
 		return grpcInvalidArgument
-	case CodeHeaderTooLarge:
+	case CodeHeaderTooLarge, CodeRateLimited:
+		// RESOURCE_EXHAUSTED is gRPC's "per-user quota" status, which
+		// rate-limited gRPC APIs answer; clients back off on it.
 		return grpcResourceExhausted
 	case CodeStoreUnavailable, CodeProviderUnavailable, CodeProviderMisconfig, CodeAuditUnavailable,
 		CodeUpstreamTLS, CodeUpstreamUnreachable:
@@ -87,6 +89,7 @@ func writeGRPCStatus(w http.ResponseWriter, e *Error, decisionID string) {
 	h.Set("Grpc-Status", strconv.Itoa(grpcCode(e.Code)))
 	h.Set("Grpc-Message", grpcPercentEncode(msg))
 	h.Set(headerError, string(e.Code))
+	e.setRetryAfter(h)
 	if decisionID != "" {
 		h.Set(headerDecisionID, decisionID)
 	}

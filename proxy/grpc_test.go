@@ -55,7 +55,7 @@ func TestGRPCCodes(t *testing.T) {
 	for code, want := range map[Code]int{
 		CodeIdentityRequired: 16, CodeIdentityInvalid: 16, CodeGrantMissing: 16, CodeReconnectRequired: 16,
 		CodePolicyDenied: 7, CodeNoRoute: 7, CodeDestinationForbidden: 7,
-		CodeBadRequest: 3, CodeHeaderTooLarge: 8,
+		CodeBadRequest: 3, CodeHeaderTooLarge: 8, CodeRateLimited: 8,
 		CodeStoreUnavailable: 14, CodeAuditUnavailable: 14, CodeUpstreamUnreachable: 14, CodeUpstreamTLS: 14,
 		CodeInternal: 13,
 	} {

@@ -227,6 +227,7 @@ func (s *Server) mcpRefusal(req *http.Request, ex *exchange, e *Error) *http.Res
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set(headerError, string(e.Code))
 	h.Set(headerDecisionID, id)
+	e.setRetryAfter(h)
 	return &http.Response{
 		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
 		StatusCode:    status,

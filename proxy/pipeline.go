@@ -50,10 +50,10 @@ func (s *Server) decide(ctx context.Context, ex *exchange, in *policy.Input, rep
 	switch {
 	case d.Allow:
 		ex.rec.Decision = decisionAllow
-		return nil
+		return s.policyLimits(ex, &d)
 	case d.ReportOnly || reportOnly:
 		ex.rec.Decision = decisionWouldDeny
-		return nil
+		return s.policyLimits(ex, &d)
 	}
 	ex.rec.Decision = decisionDeny
 	msg := "policy denied this request"

@@ -21,6 +21,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+	"github.com/onbehalf-dev/onbehalf/proxy/ratelimit"
 )
 
 // Verifier checks an assertion and names the acting user.
@@ -94,6 +95,10 @@ type Deps struct {
 	// Uses, when set, is told of every injected request (which grant, for
 	// which agent), so that people can see when each grant was last used.
 	Uses UseRecorder
+	// Limiter, when set, applies rate limits (configured and policy's)
+	// after the decision and remembers the back-offs providers ask for;
+	// nil limits nothing.
+	Limiter *ratelimit.Limiter
 }
 
 // Server is the sidecar's proxy listener.
@@ -118,6 +123,8 @@ type Server struct {
 	ids      *subjectCache
 	// policyRoutes maps each *injector.Route to its *policyRoute.
 	policyRoutes sync.Map
+	// listCache holds per-item decisions of MCP list filtering.
+	listCache *listCache
 
 	mu      sync.Mutex
 	conns   map[net.Conn]*connState // hijacked tunnel connections
@@ -153,6 +160,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		cfg:             cfg,
 		d:               d,
 		log:             d.Logger.Named("proxy"),
+		listCache:       newListCache(),
 		transport:       tr,
 		streamTransport: tr,
 		ids:             newSubjectCache(d.Identity, d.Now),

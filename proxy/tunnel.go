@@ -430,6 +430,11 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	if e := decide(ctx, ex, in, route.ReportOnly); e != nil {
 		return fail(e)
 	}
+	// 4a. Rate limits: configured, the policy's, and the provider's own
+	// back-offs; a refused request reads no grant and sends nothing.
+	if e := s.limit(ctx, ex, req.Method, path); e != nil {
+		return fail(e)
+	}
 
 	// 5. Fetch the grant's token.
 	if e := s.fetchToken(ctx, ex); e != nil {
@@ -496,6 +501,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	}
 	st.end()
 	if err == nil {
+		s.observeUpstream(ex, resp)
 		err = checkSwitch(ex, resp)
 	}
 	// 9. Scrub: no secret of the grant reaches the agent, whatever the API
@@ -503,6 +509,13 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	// head and the frames itself.
 	if err == nil && s.cfg.ScrubResponses && resp.StatusCode != http.StatusSwitchingProtocols {
 		err = scrubResponse(resp, ex.token.ScrubSet(), &ex.scrubbed, &ex.scrub)
+	}
+	// 10. On an MCP route, list responses lose what policy would refuse
+	// this user and agent to call.
+	if err == nil && ex.mcp != nil {
+		if f := s.newListFilter(ex, in, route.ReportOnly); f != nil {
+			err = f.apply(ctx, resp)
+		}
 	}
 	if err != nil {
 		e := classify(err)

@@ -53,6 +53,10 @@ type Preset struct {
 	// Routes are the default routes: hosts (and paths) the token is
 	// injected for. Provider is left empty; ProviderConfig.Routes fills it.
 	Routes []injector.RouteConfig
+	// RateLimitHeaders are the response headers through which the API
+	// says a user's quota is spent, when it has its own beside
+	// Retry-After.
+	RateLimitHeaders *RateLimitHeaders
 	// Notes are quirks a user must know, including what the documentation
 	// leaves unclear.
 	Notes string
@@ -66,6 +70,10 @@ func (p Preset) clone() Preset {
 	p.AuthParams = maps.Clone(p.AuthParams)
 	p.ScopeDescriptions = maps.Clone(p.ScopeDescriptions)
 	p.Routes = cloneRoutes(p.Routes)
+	if p.RateLimitHeaders != nil {
+		h := *p.RateLimitHeaders
+		p.RateLimitHeaders = &h
+	}
 	return p
 }
 
@@ -250,6 +258,8 @@ var catalog = []entry{
 		AccountField:         "login",
 		RotatesRefreshTokens: true,
 		Routes:               []injector.RouteConfig{route("api.github.com"), route("uploads.github.com")},
+		// https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+		RateLimitHeaders: &RateLimitHeaders{Remaining: "X-RateLimit-Remaining", Reset: "X-RateLimit-Reset", ResetFormat: "epoch_seconds"},
 		Notes: "OAuth apps get tokens that do not expire and no refresh token, and need scopes (for example " +
 			"`repo read:user`); GitHub Apps ignore scopes (their permissions are set on the app) and, with expiring " +
 			"user tokens, issue 8-hour access tokens and 6-month refresh tokens that rotate on every use. The token " +

@@ -275,6 +275,7 @@ func TestResolve(t *testing.T) {
 				ScopeSeparator:   " ",
 				AccountField:     "login",
 				PKCE:             ptr(true),
+				RateLimitHeaders: &RateLimitHeaders{Remaining: "X-RateLimit-Remaining", Reset: "X-RateLimit-Reset", ResetFormat: "epoch_seconds"},
 			},
 		},
 		{

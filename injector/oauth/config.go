@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/oauth2"
 
 	"github.com/onbehalf-dev/onbehalf/internal/config"
@@ -193,6 +194,42 @@ type ProviderConfig struct {
 	// the operator registered instead. Discovery requires PKCE S256. See
 	// docs/design.md#connecting-an-mcp-server-by-its-url.
 	MCPServer string `yaml:"mcp_server"`
+	// RateLimitHeaders name the response headers through which the
+	// provider's API says a user's quota is spent; nil means the preset's
+	// (GitHub's x-ratelimit-remaining and x-ratelimit-reset, for one).
+	// The sidecar then refuses that user's further requests to the
+	// provider until the reset (rate_limits.upstream). Retry-After on a
+	// 429 or 503 is read whatever this says.
+	RateLimitHeaders *RateLimitHeaders `yaml:"rate_limit_headers"`
+}
+
+// RateLimitHeaders are a provider's rate-limit response headers: when
+// Remaining is "0", the quota refills at the time Reset says, written in
+// ResetFormat.
+type RateLimitHeaders struct {
+	Remaining string `yaml:"remaining"`
+	Reset     string `yaml:"reset"`
+	// ResetFormat is epoch_seconds (Unix seconds, GitHub's), epoch_millis,
+	// delta_seconds (seconds from now) or http_date.
+	ResetFormat string `yaml:"reset_format"`
+}
+
+// ResetFormats are the values of RateLimitHeaders.ResetFormat.
+var ResetFormats = []string{"epoch_seconds", "epoch_millis", "delta_seconds", "http_date"}
+
+// Validate reports what keeps h from being read.
+func (h RateLimitHeaders) Validate() error {
+	var p config.Problems
+	if h.Remaining == "" || !httpguts.ValidHeaderFieldName(h.Remaining) {
+		p.Addf("remaining", "must be a header name, got %q", h.Remaining)
+	}
+	if h.Reset == "" || !httpguts.ValidHeaderFieldName(h.Reset) {
+		p.Addf("reset", "must be a header name, got %q", h.Reset)
+	}
+	if !slices.Contains(ResetFormats, h.ResetFormat) {
+		p.Addf("reset_format", "must be one of %s, got %q", strings.Join(ResetFormats, ", "), h.ResetFormat)
+	}
+	return p.Err()
 }
 
 // IsMCP reports whether c describes an MCP server known by its URL.
@@ -313,6 +350,9 @@ func (c ProviderConfig) validateShared(p *config.Problems, raw ProviderConfig) {
 	case " ", ",":
 	default:
 		p.Addf("scope_separator", `must be " " or ","`)
+	}
+	if c.RateLimitHeaders != nil {
+		p.Add("rate_limit_headers", c.RateLimitHeaders.Validate())
 	}
 	for _, k := range slices.Sorted(maps.Keys(c.AuthParams)) {
 		path := config.JoinPath("auth_params", k)

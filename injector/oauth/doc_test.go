@@ -108,6 +108,9 @@ func renderProvidersDoc() string {
 			w("- Authorization parameters: %s\n", strings.Join(kv, ", "))
 		}
 		w("- Default routes: %s\n", routesText(p))
+		if h := p.RateLimitHeaders; h != nil {
+			w("- Rate-limit headers: `%s` at 0 means the user's quota is spent until `%s` (%s); the sidecar then holds the user's requests (`rate_limits.upstream`)\n", h.Remaining, h.Reset, h.ResetFormat)
+		}
 		if len(p.ScopeDescriptions) > 0 {
 			w("- Scopes described in plain words on the connect pages: %s\n", listOrNone(slices.Sorted(maps.Keys(p.ScopeDescriptions))))
 		}

@@ -127,6 +127,9 @@ func fill(r *ProviderConfig, pre Preset) {
 	if r.PKCE == nil {
 		r.PKCE = ptr(pre.PKCE)
 	}
+	if r.RateLimitHeaders == nil && pre.RateLimitHeaders != nil {
+		r.RateLimitHeaders = ptr(*pre.RateLimitHeaders)
+	}
 	if len(pre.AuthParams) > 0 {
 		merged := maps.Clone(pre.AuthParams)
 		maps.Copy(merged, r.AuthParams) // the configuration wins

@@ -51,6 +51,7 @@ type Metrics struct {
 	useRecords    *prometheus.CounterVec
 	websockets    prometheus.Gauge
 	h2Closed      *prometheus.CounterVec
+	rl            *rateLimitMetrics
 }
 
 // New registers the collectors (plus Go runtime and process collectors) in
@@ -133,6 +134,7 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "h2_connections_closed_total",
 		Help: "HTTP/2 connections from agents the sidecar closed for abuse, by reason (rapid_reset).",
 	}, []string{"reason"})
+	m.rl = newRateLimitMetrics(m.reg)
 	// The pipeline's stages are known: resolve their histograms once
 	// rather than hashing the label on every request.
 	m.stages = map[string]prometheus.Observer{}

@@ -20,6 +20,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/internal/keyfile"
 	"github.com/onbehalf-dev/onbehalf/policy"
 	"github.com/onbehalf-dev/onbehalf/proxy/certs"
+	"github.com/onbehalf-dev/onbehalf/proxy/ratelimit"
 )
 
 // maxCheckedFileBytes bounds how much of a credential or CA file CheckFiles
@@ -88,6 +89,14 @@ func CheckFiles(ctx context.Context, cfg Config) error {
 	}
 	if f := cfg.Tracing.CAFile; f != "" {
 		p.Add("tracing.ca_file", checkCertBundle(f))
+	}
+	if r := cfg.RateLimits; r.Store == ratelimit.StoreRedis {
+		if r.Redis.PasswordFile != "" {
+			p.Add("rate_limits.redis.password_file", checkSecretFile(r.Redis.PasswordFile))
+		}
+		if r.Redis.TLS && r.Redis.CAFile != "" {
+			p.Add("rate_limits.redis.ca_file", checkCertBundle(r.Redis.CAFile))
+		}
 	}
 	return p.Err()
 }

@@ -104,6 +104,8 @@ func TestCheckFilesReportsEach(t *testing.T) {
 	writeFile(t, cfg.Store.Embedded.KeyFile, "short", 0o600)
 	writeFile(t, cfg.Audit.FingerprintKeyFile, "short", 0o600)
 	cfg.Proxy.Upstream.CAFile = filepath.Join(dir, "missing-upstream-ca.pem")
+	cfg.RateLimits.Store = "redis"
+	cfg.RateLimits.Redis.PasswordFile = filepath.Join(dir, "missing-redis-password")
 
 	err := CheckFiles(context.Background(), cfg)
 	if err == nil {
@@ -117,6 +119,7 @@ func TestCheckFilesReportsEach(t *testing.T) {
 		"policy.paths: no policy loaded: ",
 		"store.embedded.key_file: key file " + cfg.Store.Embedded.KeyFile,
 		"audit.fingerprint_key_file: ",
+		"rate_limits.redis.password_file: ",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("got:\n%s\nwant a line containing %q", got, want)
@@ -125,8 +128,8 @@ func TestCheckFilesReportsEach(t *testing.T) {
 	if strings.Contains(got, "ca: ") {
 		t.Errorf("got:\n%s\nwant no certificate check while the key is missing", got)
 	}
-	if n := len(config.Flatten(err)); n != 6 {
-		t.Errorf("got %d problems:\n%s\nwant 6", n, got)
+	if n := len(config.Flatten(err)); n != 7 {
+		t.Errorf("got %d problems:\n%s\nwant 7", n, got)
 	}
 }
 

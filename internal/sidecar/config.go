@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
@@ -25,6 +27,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/proxy"
 	"github.com/onbehalf-dev/onbehalf/proxy/egress"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+	"github.com/onbehalf-dev/onbehalf/proxy/ratelimit"
 )
 
 // Config is the sidecar's configuration file.
@@ -48,7 +51,12 @@ type Config struct {
 	Store   StoreConfig   `yaml:"store"`
 	Egress  egress.Config `yaml:"egress"`
 	Audit   audit.Config  `yaml:"audit"`
-	Log     LogConfig     `yaml:"log"`
+	// RateLimits are the limits on how often the agent may act: token
+	// buckets per user, agent, route, method, path or MCP tool, shared
+	// across replicas through Redis when configured, and the back-offs
+	// providers ask for.
+	RateLimits ratelimit.Config `yaml:"rate_limits"`
+	Log        LogConfig        `yaml:"log"`
 	// Tracing exports OpenTelemetry spans over OTLP/HTTP; off when no
 	// endpoint is set.
 	Tracing tracing.Config `yaml:"tracing"`
@@ -165,6 +173,7 @@ func DefaultConfig() Config {
 		Store:      StoreConfig{Backend: BackendEmbedded, Embedded: store.DefaultEmbeddedConfig(), Vault: vault.DefaultConfig()},
 		Egress:     egress.DefaultConfig(),
 		Audit:      audit.DefaultConfig(),
+		RateLimits: ratelimit.DefaultConfig(),
 		Log:        LogConfig{Level: "info", Format: "json"},
 		Connect:    connect.DefaultConfig(),
 		Tracing:    tracing.DefaultConfig(),
@@ -273,6 +282,8 @@ func (c *Config) ResolvePaths(dir string) {
 	abs(&c.Store.Embedded.Path)
 	abs(&c.Store.Embedded.KeyFile)
 	abs(&c.Store.Vault.CAFile)
+	abs(&c.RateLimits.Redis.PasswordFile)
+	abs(&c.RateLimits.Redis.CAFile)
 	abs(&c.Store.Vault.Auth.TokenFile)
 	abs(&c.Store.Vault.Auth.SecretIDFile)
 	abs(&c.Store.Vault.Auth.KubernetesTokenFile)
@@ -330,8 +341,10 @@ func (c Config) Validate() error {
 		p.Addf("routes", "at least one route is required (or a provider with a preset): without routes nothing is ever injected")
 	} else if _, err := injector.NewTable(c.Routes); err != nil {
 		p.Add("routes", err)
-	} else if _, err := injector.NewTable(routes); err != nil {
+	} else if t, err := injector.NewTable(routes); err != nil {
 		p.Add("providers", fmt.Errorf("preset default routes: %w", err))
+	} else {
+		c.validateLimitRoutes(&p, t.Names(), routes)
 	}
 	if c.TokenCache.TTL < 0 || c.TokenCache.TTL > maxTokenCacheTTL {
 		p.Addf("token_cache.ttl", "must be between 0 (no cache) and %s: it bounds how long a revoked grant keeps working", maxTokenCacheTTL)
@@ -346,9 +359,31 @@ func (c Config) Validate() error {
 	c.validateStore(&p)
 	p.Add("egress", c.Egress.Validate())
 	p.Add("audit", c.Audit.Validate())
+	p.Add("rate_limits", c.RateLimits.Validate())
 	p.Add("tracing", c.Tracing.Validate())
 	c.validateLog(&p)
 	return p.Err()
+}
+
+// validateLimitRoutes checks that the routes and providers rate-limit
+// rules name exist: a misspelt one would make its rule match nothing.
+func (c Config) validateLimitRoutes(p *config.Problems, names []string, routes []injector.RouteConfig) {
+	var providers []string
+	for _, r := range routes {
+		providers = append(providers, r.Provider)
+	}
+	for i, r := range c.RateLimits.Rules {
+		for j, rn := range r.Routes {
+			if rn != "" && !slices.Contains(names, rn) {
+				p.Addf(fmt.Sprintf("rate_limits.rules[%d].routes[%d]", i, j), "no route is named %q (routes: %s)%s", rn, strings.Join(names, ", "), config.Suggest(rn, names))
+			}
+		}
+		for j, pn := range r.Providers {
+			if pn != "" && !slices.Contains(providers, pn) {
+				p.Addf(fmt.Sprintf("rate_limits.rules[%d].providers[%d]", i, j), "no route has provider %q%s", pn, config.Suggest(pn, providers))
+			}
+		}
+	}
 }
 
 func (c Config) validateProviders(p *config.Problems) {

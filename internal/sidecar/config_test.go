@@ -12,6 +12,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/internal/config"
+	"github.com/onbehalf-dev/onbehalf/proxy/ratelimit"
 )
 
 // TestExampleConfigIsValid keeps the documented example config loadable:
@@ -250,5 +251,28 @@ func TestValidateExchanges(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v; want a problem %q", err, want)
 		}
+	}
+}
+
+func TestValidateRateLimits(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Routes = []injector.RouteConfig{{Name: "slack", Host: "slack.com", Provider: "slack"}}
+	cfg.RateLimits.Rules = []ratelimit.RuleConfig{
+		{Name: "ok", Rate: "60/m", Routes: []string{"slack"}, Providers: []string{"slack"}},
+		{Name: "typo", Rate: "60/m", Routes: []string{"slak"}, Providers: []string{"github"}},
+		{Name: "bad", Rate: "sixty"},
+	}
+	err := cfg.Validate()
+	for _, want := range []string{
+		`rate_limits.rules[1].routes[0]: no route is named "slak" (routes: slack) (did you mean "slack"?)`,
+		`rate_limits.rules[1].providers[0]: no route has provider "github"`,
+		`rate_limits.rules[2].rate: must be COUNT/PERIOD`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v\nwant it to contain %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "rules[0]") {
+		t.Errorf("Validate() = %v; rules[0] is valid", err)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/proxy/certs"
 	"github.com/onbehalf-dev/onbehalf/proxy/egress"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
+	"github.com/onbehalf-dev/onbehalf/proxy/ratelimit"
 )
 
 // shutdownGrace is how long in-flight requests get to finish when the
@@ -83,6 +84,7 @@ type Sidecar struct {
 	// are waited for at shutdown.
 	tokens    *tokenSource
 	providers map[string]*oauth.Provider
+	limiter   *ratelimit.Limiter
 	proxyLn   net.Listener
 	adminLn   net.Listener
 }
@@ -180,6 +182,13 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		s.uses = injector.NewUseRecorder(as, injector.UseOptions{Logger: s.log.Named("uses"), Observe: s.metrics.UseRecord})
 		uses = s.uses
 	}
+	if s.limiter, err = ratelimit.New(cfg.RateLimits, ratelimit.Options{
+		Logger:    s.log,
+		Metrics:   s.metrics,
+		Providers: rateLimitHeaders(cfg.Providers),
+	}); err != nil {
+		return nil, fmt.Errorf("rate limits: %w", err)
+	}
 	s.proxy, err = proxy.New(cfg.Proxy, proxy.Deps{
 		Logger:          s.log,
 		Identity:        s.verifier,
@@ -196,6 +205,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 		Metrics:         s.metrics,
 		Tracer:          tracer,
 		Uses:            uses,
+		Limiter:         s.limiter,
 	})
 	if err != nil {
 		return nil, err
@@ -326,6 +336,9 @@ func (s *Sidecar) close() {
 		s.uses.Close(ctx)
 		cancel()
 	}
+	if s.limiter != nil {
+		_ = s.limiter.Close()
+	}
 	if s.store != nil && s.ownStore {
 		s.store.Close()
 	}
@@ -377,4 +390,17 @@ func configHash(c Config) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
+}
+
+// rateLimitHeaders returns the rate-limit headers of each configured
+// provider (its own, or its preset's).
+func rateLimitHeaders(providers map[string]oauth.ProviderConfig) map[string]ratelimit.ProviderHeaders {
+	out := map[string]ratelimit.ProviderHeaders{}
+	for name, pc := range providers {
+		r, _ := pc.Resolve() // validated
+		if h := r.RateLimitHeaders; h != nil {
+			out[name] = ratelimit.ProviderHeaders{Remaining: h.Remaining, Reset: h.Reset, ResetFormat: h.ResetFormat}
+		}
+	}
+	return out
 }

@@ -113,6 +113,9 @@ type options struct {
 	// heapprofile, when set, is where onbehalf's heap profile at rest
 	// (after the first request) is written.
 	heapprofile string
+	// rateLimits configures onbehalf with rate limits every request takes
+	// from (never refusing), to measure what limiting costs.
+	rateLimits bool
 	// command is how the run was invoked, for the report.
 	command string
 }
@@ -156,6 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (configs, logs, audit file) for inspection")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write onbehalf's CPU profile over the saturation phase to this file (go tool pprof)")
 	fs.StringVar(&o.heapprofile, "heapprofile", "", "write onbehalf's heap profile at rest, after its first request, to this file (go tool pprof)")
+	fs.BoolVar(&o.rateLimits, "rate-limits", false, "configure onbehalf with two rate limits every request takes from (set far above the load): what limiting costs")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

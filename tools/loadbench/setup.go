@@ -277,6 +277,15 @@ audit:
 log: {level: info, format: json}
 `
 
+// benchRateLimits are the limits of --rate-limits: one bucket per user and
+// route, one per user and path prefix for POSTs; far above any rate the
+// harness reaches, so that every request takes tokens and none is refused.
+const benchRateLimits = `rate_limits:
+  rules:
+    - {name: per-user, rate: 100000000/s, by: [user, route]}
+    - {name: posts, rate: 100000000/s, by: [user, path], methods: [POST], paths: [/]}
+`
+
 // prepareOnbehalf creates the CA, keys, configuration and grant once per
 // run, the way an operator would with the CLI.
 func (b *bench) prepareOnbehalf(ctx context.Context) error {
@@ -328,6 +337,9 @@ func (b *bench) writeOnbehalfConfig(port, admin int) (string, error) {
 	path := filepath.Join(b.obDir, "onbehalf.yaml")
 	text := fmt.Sprintf(onbehalfConfig, port, b.up.caFile, admin, b.opts.cpuprofile != "" || b.opts.heapprofile != "", benchAudience, benchIssuer,
 		b.up.port, benchProvider, benchDomain, b.up.port, benchProvider, b.obPolicy)
+	if b.opts.rateLimits {
+		text += benchRateLimits
+	}
 	return path, os.WriteFile(path, []byte(text), 0o600)
 }
 

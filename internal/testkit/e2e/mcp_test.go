@@ -148,7 +148,10 @@ func TestMCPGoClient(t *testing.T) {
 				names = append(names, tool.Name)
 			}
 			slices.Sort(names)
-			if want := []string{"count_slowly", "delete_repository", "search_issues", "whoami"}; !slices.Equal(names, want) {
+			// delete_repository is destructive: policy would refuse the
+			// call, so the list does not show it (the call below is
+			// still refused on its own).
+			if want := []string{"count_slowly", "search_issues", "whoami"}; !slices.Equal(names, want) {
 				t.Errorf("tools %v; want %v", names, want)
 			}
 
@@ -589,9 +592,23 @@ func TestMCPTypeScriptClient(t *testing.T) {
 	}
 	e := newMCPEnv(t, func(c *sidecar.Config) { c.TokenCache.TTL = 0 })
 
+	// The list shows only the tools policy lets alice call: the
+	// destructive one is hidden, and its absence audited.
 	lines := runTSAgent(t, e)
-	if len(lines) != 1 || !slices.Equal(lines[0].Tools, []string{"count_slowly", "delete_repository", "search_issues", "whoami"}) {
-		t.Fatalf("tools/list printed %+v", lines)
+	if len(lines) != 1 || !slices.Equal(lines[0].Tools, []string{"count_slowly", "search_issues", "whoami"}) {
+		t.Fatalf("tools/list printed %+v; want the three allowed tools", lines)
+	}
+	hidden := 0
+	for _, r := range e.AuditRecords(t) {
+		if r["event"] == "request" && r["mcp_method"] == "tools/list" {
+			if r["tools_hidden"] != float64(1) {
+				t.Errorf("tools/list record %v; want tools_hidden 1", r)
+			}
+			hidden++
+		}
+	}
+	if hidden == 0 {
+		t.Error("no audit record of the tools/list")
 	}
 
 	lines = runTSAgent(t, e, "count_slowly", `{"n":3,"interval_ms":60}`)

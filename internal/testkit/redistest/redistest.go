@@ -1,0 +1,160 @@
+// Package redistest starts a real Redis server (Debian's redis-server) on a
+// loopback port for tests. Nothing is mocked.
+//
+// The server listens on 127.0.0.1 only, keeps nothing on disk (no RDB, no
+// AOF), runs in a temporary directory with a scrubbed environment, and is
+// always killed by Close. Kill stops it as a crash would; Restart brings up
+// an empty one on the same address.
+//
+// This package does not import testing: tests and benchmarks pass a writer
+// for the server's output. A Server's methods must not race with each
+// other.
+package redistest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// StartTimeout bounds the wait for a started server to answer PING: it is
+// ready within milliseconds; ten seconds rides out a loaded CI machine.
+const StartTimeout = 10 * time.Second
+
+// Server is a running redis-server.
+type Server struct {
+	dir  string
+	port int
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+}
+
+// Start launches redis-server on a free port of 127.0.0.1. A missing
+// binary is an error saying how to install it.
+func Start() (*Server, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, errors.New("redistest: redis-server not found: install Debian's redis-server (apt-get install redis-server; .ci/run does)")
+	}
+	dir, err := os.MkdirTemp("", "redistest-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{dir: dir, out: &lockedBuffer{}}
+	var lastErr error
+	for range 5 { // a freed port can be taken before redis binds it
+		if s.port, err = freePort(); err != nil {
+			return nil, err
+		}
+		if lastErr = s.launch(); lastErr == nil {
+			return s, nil
+		}
+	}
+	os.RemoveAll(dir)
+	return nil, lastErr
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (s *Server) launch() error {
+	s.cmd = exec.Command("redis-server",
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
+		"--loglevel", "warning")
+	s.cmd.Dir = s.dir
+	s.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.dir}
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("redistest: start redis-server: %w", err)
+	}
+	s.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(s.cmd, s.done)
+	c := s.Client()
+	defer c.Close()
+	deadline := time.Now().Add(StartTimeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			return fmt.Errorf("redistest: redis-server exited at start: %s", s.out.String())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.Kill()
+	return fmt.Errorf("redistest: redis-server did not answer PING within %s: %s", StartTimeout, s.out.String())
+}
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// Client returns a new client of the server.
+func (s *Server) Client() *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr: s.Addr(), MaxRetries: -1, DisableIdentity: true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
+}
+
+// Kill stops the server with SIGKILL, as a crash would, and waits for it.
+func (s *Server) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// Restart starts an empty server on the same address after Kill.
+func (s *Server) Restart() error {
+	s.Kill()
+	return s.launch()
+}
+
+// Output returns what the server printed.
+func (s *Server) Output() string { return s.out.String() }
+
+// Close kills the server and removes its directory.
+func (s *Server) Close() error {
+	s.Kill()
+	return os.RemoveAll(s.dir)
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
