@@ -83,6 +83,19 @@ func TestParseStatus(t *testing.T) {
 	}
 }
 
+func TestParsePss(t *testing.T) {
+	in := "55d0-7ffc ---p 00000000 00:00 0   [rollup]\nRss:    1644 kB\nPss:     279 kB\nPss_Dirty:  116 kB\n"
+	if got, err := parsePss([]byte(in)); err != nil || got != 279<<10 {
+		t.Errorf("got %d, %v; want %d", got, err, 279<<10)
+	}
+	if _, err := parsePss([]byte("Rss: 1 kB\n")); err == nil {
+		t.Error("got no error for a rollup without Pss")
+	}
+	if _, err := parsePss([]byte("Pss: 1 MB\n")); err == nil {
+		t.Error("got no error for an odd unit")
+	}
+}
+
 // TestProcessTreeSelf reads this process's own figures: the parsers agree
 // with the running kernel's /proc.
 func TestProcessTreeSelf(t *testing.T) {
@@ -90,9 +103,12 @@ func TestProcessTreeSelf(t *testing.T) {
 	if got := tree.pids(); len(got) == 0 || got[0] != os.Getpid() {
 		t.Fatalf("pids: got %v; want this process first", got)
 	}
-	rss, hwm := tree.mem()
-	if rss <= 0 || hwm < rss/2 {
-		t.Errorf("mem: got rss %d, hwm %d; want both positive", rss, hwm)
+	rss, anon, hwm := tree.mem()
+	if rss <= 0 || hwm < rss/2 || anon <= 0 || anon > rss {
+		t.Errorf("mem: got rss %d, anon %d, hwm %d; want all positive, anon within rss", rss, anon, hwm)
+	}
+	if m := tree.memory(); m.pss <= 0 || m.pss > m.rss {
+		t.Errorf("memory: got pss %d, rss %d; want a positive pss within rss", m.pss, m.rss)
 	}
 	if m := tree.memStatus(); m.anon <= 0 || m.file <= 0 || m.anon+m.file > 2*m.rss {
 		t.Errorf("memStatus: got anon %d, file %d, rss %d; want a positive split of about rss", m.anon, m.file, m.rss)
