@@ -64,6 +64,9 @@ type endpoint struct {
 	// header is added to every request (the assertion for onbehalf, the
 	// token itself when direct).
 	header http.Header
+	// vary, when set, adds each request's own headers after header (the
+	// many-users workload's user and assertion).
+	vary func(http.Header)
 }
 
 func (e *endpoint) dial(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -115,6 +118,9 @@ func (e *endpoint) do(ctx context.Context, c *http.Client, host string) error {
 	}
 	for k, v := range e.header {
 		req.Header[k] = v
+	}
+	if e.vary != nil {
+		e.vary(req.Header)
 	}
 	req.Header["Content-Type"] = []string{"application/json"}
 	resp, err := c.Do(req)
