@@ -179,12 +179,13 @@ func (c *CachedSource) add(key cacheKey, tok Token) {
 		}
 	}
 	e := cacheEntry{tok: tok, until: until, size: entrySize(key, tok)}
-	if e.size > c.maxBytes {
-		return
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lru.Remove(key) // its bytes leave with it (the eviction callback)
+	if e.size > c.maxBytes {
+		// Served, never cached; nor is the token it replaces kept.
+		return
+	}
 	c.lru.Add(key, e)
 	c.bytes += e.size
 	for c.bytes > c.maxBytes {

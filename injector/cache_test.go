@@ -200,6 +200,17 @@ func TestCachedSourceBoundedByBytes(t *testing.T) {
 	if st := big.Stats(); st.Entries != 0 || st.Bytes != 0 {
 		t.Errorf("oversized token: %+v; want nothing cached", st)
 	}
+	// An oversized token replacing an expired one frees the old entry.
+	now := time.Unix(1000, 0)
+	grow := &countingSource{tok: Token{Value: "small"}}
+	gc := NewCachedSource(grow, CacheConfig{TTL: time.Minute, MaxEntries: 10, MaxBytes: 1024}, func() time.Time { return now })
+	gc.Token(context.Background(), "p", "u")
+	now = now.Add(2 * time.Minute)
+	grow.tok = Token{Value: string(make([]byte, 2048))}
+	gc.Token(context.Background(), "p", "u")
+	if st := gc.Stats(); st.Entries != 0 || st.Bytes != 0 {
+		t.Errorf("oversized replacement: %+v; want nothing cached", st)
+	}
 	// Replacing an entry keeps the count right.
 	c.Forget("p", "u0024")
 	if st := c.Stats(); st.Bytes != int64(st.Entries)*per {
