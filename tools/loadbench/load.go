@@ -17,10 +17,13 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/onbehalf-dev/onbehalf/policy"
 )
 
 // Client-side limits. None of them is reached by a healthy setup; they
@@ -146,9 +149,17 @@ func statusError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	_, _ = io.Copy(io.Discard, resp.Body)
 	var e struct {
-		Error string `json:"error"`
+		Error   string `json:"error"`
+		Message string `json:"message"`
 	}
 	if json.Unmarshal(b, &e) == nil && e.Error != "" && len(e.Error) < 64 {
+		// A deny the policy engine made on its own account (a timeout
+		// under load, an error) names its fixed reason: say which.
+		for _, r := range []string{policy.ReasonTimeout, policy.ReasonCanceled, policy.ReasonError, policy.ReasonNotLoaded} {
+			if e.Error == "policy_denied" && strings.Contains(e.Message, ": "+r) {
+				return fmt.Errorf("status %d %s (%s)", resp.StatusCode, e.Error, r)
+			}
+		}
 		return fmt.Errorf("status %d %s", resp.StatusCode, e.Error)
 	}
 	return fmt.Errorf("status %d", resp.StatusCode)
