@@ -128,6 +128,7 @@ func TestSmokeUsers(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run(ctx, []string{
 		"--smoke", "--users", "30",
+		"--rate", "100", // as in TestSmoke: a rate a loaded machine keeps
 		"--onbehalf", onbehalfBinary(t),
 		"--policy", filepath.Join(repoRoot(t), "examples", "policies", "default"),
 		"--vault-policy", filepath.Join(repoRoot(t), "examples", "vault", "onbehalf-sidecar.hcl"),
