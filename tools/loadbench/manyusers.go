@@ -391,15 +391,27 @@ func (r *usersReport) targets(b *bytes.Buffer) {
 	}
 	p1, pn := percentile(one.rate.latencies, 99), percentile(many.rate.latencies, 99)
 	verdict := "met"
-	if pn-p1 > targetManyUsersP99 {
+	switch {
+	case p1 > quietP99:
+		// A one-user tail this long is the machine's (other work on
+		// the cores), not the sidecar's: a difference of two such
+		// tails says nothing about a 2 ms target.
+		verdict = fmt.Sprintf("not judged: the one-user p99 is over %s ms, the machine was busy", ms(quietP99))
+	case pn-p1 > targetManyUsersP99:
 		verdict = "**missed**"
 	}
-	fmt.Fprintf(b, "\n| target (issue 20) | measured | |\n|---|---|---|\n| p99 at %d req/s, %d Zipf users on Vault, within 2 ms of one user | %s ms vs %s ms (+%s ms) | %s |\n",
-		r.opts.rate, many.users, ms(pn), ms(p1), ms(pn-p1), verdict)
+	fmt.Fprintf(b, "\n| target (issue 20) | measured | |\n|---|---|---|\n| p99 at %d req/s, %d Zipf users on Vault, within 2 ms of one user | %s ms vs %s ms (%+.2f ms); p50 %s ms vs %s ms | %s |\n",
+		r.opts.rate, many.users, ms(pn), ms(p1), float64(pn-p1)/float64(time.Millisecond),
+		ms(percentile(many.rate.latencies, 50)), ms(percentile(one.rate.latencies, 50)), verdict)
 }
 
 // targetManyUsersP99 is how much higher the p99 over many users may be.
 const targetManyUsersP99 = 2 * time.Millisecond
+
+// quietP99 is the longest one-user p99 at the fixed rate that still
+// reflects the sidecar rather than other work on the machine: on a quiet
+// machine it is a millisecond or two.
+const quietP99 = 10 * time.Millisecond
 
 // requiredFailures names the cases that failed.
 func (r *usersReport) requiredFailures() []string {
