@@ -376,7 +376,10 @@ func (r *usersReport) markdown() string {
 func (r *usersReport) targets(b *bytes.Buffer) {
 	var one, many *usersCase
 	for _, c := range r.cases {
-		if c.store != storeVault || c.failed(r.opts.rate) {
+		// The target is on the fixed-rate phase: a case counts when that
+		// phase kept up, whatever happened in the others (they are
+		// reported in the table).
+		if c.store != storeVault || c.err != "" || c.rate.ok == 0 || rateFails(&phaseResult{load: c.rate}, r.opts.rate) != "" {
 			continue
 		}
 		switch {
