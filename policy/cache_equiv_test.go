@@ -95,7 +95,9 @@ func TestDecisionCacheEqualsEvaluation(t *testing.T) {
 	r := rand.New(rand.NewPCG(20, 26))
 	pick := func(s ...string) string { return s[r.IntN(len(s))] }
 	n := 300
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
+		// The race detector slows evaluation tenfold; the cache's
+		// concurrency is not what this test is about.
 		n = 100
 	}
 	for range n {
