@@ -336,7 +336,7 @@ func (r *usersReport) markdown() string {
 		if c.users > 1 {
 			mem += " → " + mb(c.filled.anon)
 			per = kb(c.perCachedUser())
-			if int(c.entries) < c.users {
+			if int(c.entries) < c.users-c.fill.failed {
 				per += " " + n.add("%s, %d users: %.0f tokens cached after one request per user (token_cache.max_entries or max_bytes)", c.store, c.users, c.entries)
 			}
 		}
