@@ -2,9 +2,11 @@ package injector
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -14,9 +16,24 @@ const (
 	// revoked or replaced grant stops being injected by every sidecar
 	// within this time (docs/security.md, invariant 10).
 	DefaultCacheTTL = 10 * time.Second
-	// DefaultCacheSize bounds memory; a sidecar serves one agent acting for
-	// a handful of users.
+	// DefaultCacheSize bounds the number of cached tokens: one per user
+	// and provider the sidecar acted for within the TTL. A sidecar in
+	// front of a shared agent service serves thousands of people.
 	DefaultCacheSize = 10000
+	// DefaultCacheBytes bounds the cache's memory: 10,000 entries of
+	// tokens up to about 1.3 KB each (OAuth access tokens are usually
+	// under 100 bytes; JWT access tokens of some providers reach 2 KB).
+	DefaultCacheBytes = 16 << 20
+	// entryOverhead is what one cached token costs beyond the bytes of
+	// its strings: the list element, the map slot, the key and entry
+	// structs and the string and slice headers, as measured with
+	// BenchmarkCacheMemory (about 310 bytes an entry on amd64), rounded up.
+	entryOverhead = 384
+	// lookupTimeout bounds a lookup shared by concurrent callers. It runs
+	// on a context detached from them, so that the caller that happened to
+	// start it giving up does not fail the others; the store's and the
+	// refresh's own time limits end it well before this.
+	lookupTimeout = time.Minute
 )
 
 // Source hands out a user's access token for a provider.
@@ -31,11 +48,15 @@ type CacheConfig struct {
 	TTL time.Duration `yaml:"ttl"`
 	// MaxEntries bounds the number of cached tokens.
 	MaxEntries int `yaml:"max_entries"`
+	// MaxBytes bounds the memory the cached tokens take, estimated from
+	// the sizes of their tokens and secrets plus a fixed overhead per
+	// entry. The least recently used tokens are dropped first.
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // DefaultCacheConfig returns the defaults.
 func DefaultCacheConfig() CacheConfig {
-	return CacheConfig{TTL: DefaultCacheTTL, MaxEntries: DefaultCacheSize}
+	return CacheConfig{TTL: DefaultCacheTTL, MaxEntries: DefaultCacheSize, MaxBytes: DefaultCacheBytes}
 }
 
 type cacheKey struct{ provider, user string }
@@ -43,18 +64,36 @@ type cacheKey struct{ provider, user string }
 type cacheEntry struct {
 	tok   Token
 	until time.Time
+	size  int64
+}
+
+// entrySize estimates the memory one cached token takes.
+func entrySize(k cacheKey, tok Token) int64 {
+	n := entryOverhead + len(k.provider) + len(k.user) + len(tok.Value) + len(tok.Source) + 16*len(tok.Secrets)
+	for _, s := range tok.Secrets {
+		n += len(s)
+	}
+	return int64(n)
 }
 
 // CachedSource keeps tokens from another Source in memory for a bounded
 // time, so a cache hit costs no store read, and collapses concurrent
-// misses for one (provider, user) into a single lookup. Errors are never
-// cached. It is safe for concurrent use.
+// misses for one (provider, user) into a single lookup that runs detached
+// from the callers. Errors are never cached. The cache holds at most
+// MaxEntries tokens and MaxBytes of them, dropping the least recently used
+// first. It is safe for concurrent use.
 type CachedSource struct {
-	next  Source
-	ttl   time.Duration
-	now   func() time.Time
-	cache *lru.Cache[cacheKey, cacheEntry]
-	group singleflight.Group
+	next     Source
+	ttl      time.Duration
+	now      func() time.Time
+	maxBytes int64
+
+	mu    sync.Mutex
+	lru   *simplelru.LRU[cacheKey, cacheEntry]
+	bytes int64
+
+	group   singleflight.Group
+	lookups atomic.Uint64
 	// observe, when set, is told whether each lookup hit.
 	observe func(hit bool)
 }
@@ -67,7 +106,7 @@ func (c *CachedSource) Observe(f func(hit bool)) *CachedSource {
 }
 
 // NewCachedSource wraps next. With a zero TTL it returns a cache that
-// always asks next.
+// always asks next (concurrent lookups for one grant still share one).
 func NewCachedSource(next Source, c CacheConfig, now func() time.Time) *CachedSource {
 	if now == nil {
 		now = time.Now
@@ -76,48 +115,104 @@ func NewCachedSource(next Source, c CacheConfig, now func() time.Time) *CachedSo
 	if size < 1 {
 		size = DefaultCacheSize
 	}
-	cache, _ := lru.New[cacheKey, cacheEntry](size) // size is positive
-	return &CachedSource{next: next, ttl: c.TTL, now: now, cache: cache}
+	maxBytes := c.MaxBytes
+	if maxBytes < 1 {
+		maxBytes = DefaultCacheBytes
+	}
+	cs := &CachedSource{next: next, ttl: c.TTL, now: now, maxBytes: maxBytes}
+	cs.lru, _ = simplelru.NewLRU[cacheKey, cacheEntry](size, func(_ cacheKey, e cacheEntry) { cs.bytes -= e.size }) // size is positive
+	return cs
 }
 
 // Token returns the cached token when it is younger than the TTL and not
-// about to expire, else asks the wrapped source.
+// about to expire, else asks the wrapped source: concurrent callers for
+// one (provider, user) share one lookup, and each stops waiting for it
+// when its own ctx ends.
 func (c *CachedSource) Token(ctx context.Context, provider, user string) (Token, error) {
-	if c.ttl <= 0 {
-		return c.next.Token(ctx, provider, user)
-	}
 	key := cacheKey{provider, user}
-	now := c.now()
-	if e, ok := c.cache.Get(key); ok && now.Before(e.until) {
-		if c.observe != nil {
-			c.observe(true)
+	if c.ttl > 0 {
+		now := c.now()
+		c.mu.Lock()
+		e, ok := c.lru.Get(key)
+		c.mu.Unlock()
+		if ok && now.Before(e.until) {
+			if c.observe != nil {
+				c.observe(true)
+			}
+			return e.tok, nil
 		}
-		return e.tok, nil
+		if c.observe != nil {
+			c.observe(false)
+		}
 	}
-	if c.observe != nil {
-		c.observe(false)
-	}
-	v, err, _ := c.group.Do(provider+"\x00"+user, func() (any, error) {
-		tok, err := c.next.Token(ctx, provider, user)
+	ch := c.group.DoChan(provider+"\x00"+user, func() (any, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+		defer cancel()
+		c.lookups.Add(1)
+		tok, err := c.next.Token(lctx, provider, user)
 		if err != nil {
 			return Token{}, err
 		}
-		until := c.now().Add(c.ttl)
-		if !tok.Expiry.IsZero() {
-			if limit := tok.Expiry.Add(-expirySkew); limit.Before(until) {
-				until = limit
-			}
+		if c.ttl > 0 {
+			c.add(key, tok)
 		}
-		c.cache.Add(key, cacheEntry{tok: tok, until: until})
 		return tok, nil
 	})
-	if err != nil {
-		return Token{}, err
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, r.Err
+		}
+		return r.Val.(Token), nil
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
 	}
-	return v.(Token), nil
+}
+
+// add caches tok under key, then drops the least recently used tokens
+// while the cache holds more than its bytes allow.
+func (c *CachedSource) add(key cacheKey, tok Token) {
+	until := c.now().Add(c.ttl)
+	if !tok.Expiry.IsZero() {
+		if limit := tok.Expiry.Add(-expirySkew); limit.Before(until) {
+			until = limit
+		}
+	}
+	e := cacheEntry{tok: tok, until: until, size: entrySize(key, tok)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lru.Remove(key) // its bytes leave with it (the eviction callback)
+	if e.size > c.maxBytes {
+		// Served, never cached; nor is the token it replaces kept.
+		return
+	}
+	c.lru.Add(key, e)
+	c.bytes += e.size
+	for c.bytes > c.maxBytes {
+		c.lru.RemoveOldest()
+	}
 }
 
 // Forget drops a cached token, for this process's own revocations.
 func (c *CachedSource) Forget(provider, user string) {
-	c.cache.Remove(cacheKey{provider, user})
+	c.mu.Lock()
+	c.lru.Remove(cacheKey{provider, user})
+	c.mu.Unlock()
+}
+
+// CacheStats are a token cache's counters.
+type CacheStats struct {
+	// Entries and Bytes are what the cache holds now (Bytes estimated).
+	Entries int
+	Bytes   int64
+	// Lookups counts the lookups that went to the wrapped source: one per
+	// miss, less the misses that joined a lookup already in flight.
+	Lookups uint64
+}
+
+// Stats returns the cache's counters.
+func (c *CachedSource) Stats() CacheStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return CacheStats{Entries: c.lru.Len(), Bytes: c.bytes, Lookups: c.lookups.Load()}
 }

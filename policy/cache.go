@@ -10,9 +10,13 @@ import (
 )
 
 // decisionCacheSize bounds the decision cache per loaded policy. An agent
-// repeats a small set of calls (same user, route, method and path), so a
-// few thousand entries hold its working set.
-const decisionCacheSize = 4096
+// repeats a small set of calls (same user, route, method and path) for
+// each user it acts for; a sidecar in front of a shared agent service acts
+// for thousands of people, so the bound matches the token cache's
+// (injector.DefaultCacheSize): one entry per active user at the least. An
+// entry is its key (bounded by maxKeyBytes, usually under 200 bytes) and a
+// Decision, a few hundred bytes in all.
+const decisionCacheSize = 10000
 
 // maxKeyBytes bounds one cache key. A policy that reads a large part of the
 // input (every header, a long path) makes keys as large as that part; such

@@ -109,7 +109,10 @@ func (s *Server) handleConnect(target string, ctx *goproxy.ProxyCtx) (*goproxy.C
 	if s.d.Routes.Intercepts(host, port) {
 		return &goproxy.ConnectAction{
 			Action: goproxy.ConnectHijack,
-			Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) { s.serveTunnel(t, client) },
+			// The tunnel gets a goroutine of its own, which starts with
+			// a small stack: the one that parsed the CONNECT ends here
+			// (see onOwnStack).
+			Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) { go s.serveTunnel(t, client) },
 		}, target
 	}
 	if s.d.Routes.HostRouted(host) {

@@ -14,9 +14,12 @@ import (
 // many calls pays for one signature check, not one per request (an Ed25519
 // or ECDSA verification costs more than the rest of the pipeline).
 const (
-	// subjectCacheSize bounds memory: a sidecar serves one agent, which
-	// holds a handful of live assertions.
-	subjectCacheSize = 4096
+	// subjectCacheSize bounds memory: a sidecar in front of a shared
+	// agent service holds a live assertion or two for each of thousands
+	// of users, as many as the token cache holds tokens
+	// (injector.DefaultCacheSize). An entry is a hash and a verified
+	// Subject, well under 1 KB.
+	subjectCacheSize = 10000
 	// subjectCacheTTL bounds how long a cached verification is trusted,
 	// whatever the assertion's own expiry, so rotated-out signing keys stop
 	// being honoured quickly.

@@ -36,6 +36,10 @@ type upstreamClient struct {
 	maxIdlePerHost        int
 	maxIdle               int // over all keys
 	maxHeaderBytes        int64
+	// sessions holds TLS sessions to resume, under the pool key and the
+	// server name (keyedSessions), so a new connection to a host the
+	// sidecar has talked to costs an abbreviated handshake.
+	sessions tls.ClientSessionCache
 
 	mu      sync.Mutex
 	idle    map[string][]*upConn // by pool key, most recently used last
@@ -63,6 +67,12 @@ type upConn struct {
 // pool per_user each user of each host has a key.
 const maxIdleFactor = 16
 
+// upstreamSessionCacheSize bounds the TLS sessions kept for resumption,
+// one per pool key (host, or host and user with pool per_user) at the
+// most recent: an agent talks to a few hosts, for at most thousands of
+// users, and a session is a few hundred bytes.
+const upstreamSessionCacheSize = 4096
+
 // upstreamBufferSize sizes each connection's read and write buffers: a
 // request or response head fits, as do the small bodies of most API calls.
 const upstreamBufferSize = 4 << 10
@@ -80,6 +90,10 @@ func newUpstreamClient(c UpstreamConfig, dial func(ctx context.Context, network,
 		maxIdle:               c.MaxIdleConnsPerHost * maxIdleFactor,
 		maxHeaderBytes:        int64(c.MaxResponseHeaderBytes),
 		idle:                  map[string][]*upConn{},
+		sessions:              conf.ClientSessionCache,
+	}
+	if u.sessions == nil {
+		u.sessions = tls.NewLRUClientSessionCache(upstreamSessionCacheSize)
 	}
 	u.janitor = time.AfterFunc(time.Hour, u.closeExpired)
 	u.janitor.Stop()
@@ -266,7 +280,7 @@ func (u *upstreamClient) get(ctx context.Context, addr, key string) (uc *upConn,
 		}
 		uc.conn.Close()
 	}
-	uc, err = u.connect(ctx, addr)
+	uc, err = u.connect(ctx, addr, key)
 	if uc != nil {
 		uc.key = key
 	}
@@ -274,8 +288,8 @@ func (u *upstreamClient) get(ctx context.Context, addr, key string) (uc *upConn,
 }
 
 // connect dials addr (through the egress guard) and completes a verified
-// TLS handshake.
-func (u *upstreamClient) connect(ctx context.Context, addr string) (*upConn, error) {
+// TLS handshake, resuming a session of the pool key when it holds one.
+func (u *upstreamClient) connect(ctx context.Context, addr, key string) (*upConn, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("upstream address %s: %w", addr, err)
@@ -286,6 +300,7 @@ func (u *upstreamClient) connect(ctx context.Context, addr string) (*upConn, err
 	}
 	conf := u.tls.Clone()
 	conf.ServerName = host
+	conf.ClientSessionCache = keyedSessions{u.sessions, key}
 	rec := &recordConn{Conn: raw}
 	conn := tls.Client(rec, conf)
 	hctx, cancel := context.WithTimeout(ctx, u.handshakeTimeout)
@@ -593,4 +608,24 @@ func (b *upBody) Close() error {
 	}
 	b.uc.conn.Close()
 	return err
+}
+
+// keyedSessions files a connection's TLS sessions under its pool key as
+// well as the server name crypto/tls keys them by. With pool per_user a
+// session is then resumed only by the user whose connection received it:
+// the upstream cannot link two users' connections by their session
+// tickets, as it cannot by a shared connection. A resumed session is
+// checked as Go checks every one: the certificate it was established
+// with must not have expired and must be valid for the server name.
+type keyedSessions struct {
+	cache tls.ClientSessionCache
+	key   string
+}
+
+func (k keyedSessions) Get(sessionKey string) (*tls.ClientSessionState, bool) {
+	return k.cache.Get(k.key + "\x00" + sessionKey)
+}
+
+func (k keyedSessions) Put(sessionKey string, cs *tls.ClientSessionState) {
+	k.cache.Put(k.key+"\x00"+sessionKey, cs)
 }

@@ -315,6 +315,29 @@ func (m *Metrics) TunnelClosed() {
 	}
 }
 
+// RegisterTokenCache exposes the token cache's size and the lookups that
+// went past it to the grant store (or refresh): stats returns entries,
+// estimated bytes and lookups so far.
+func (m *Metrics) RegisterTokenCache(stats func() (entries int, bytes int64, lookups uint64)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "token_cache_entries",
+			Help: "Access tokens in the token cache.",
+		}, func() float64 { n, _, _ := stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "token_cache_bytes",
+			Help: "Estimated memory of the tokens in the token cache (bounded by token_cache.max_bytes).",
+		}, func() float64 { _, b, _ := stats(); return float64(b) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "grant_lookups_total",
+			Help: "Token lookups that went past the token cache to the stored grant (one grant store read each, plus a refresh when due); concurrent misses for one grant share one.",
+		}, func() float64 { _, _, l := stats(); return float64(l) }),
+	)
+}
+
 // RegisterCertCache exposes the leaf-certificate cache size and signings.
 func (m *Metrics) RegisterCertCache(size func() int, signings func() uint64) {
 	if m == nil {

@@ -154,6 +154,11 @@ type LogConfig struct {
 // everywhere within minutes at worst.
 const maxTokenCacheTTL = 5 * time.Minute
 
+// minTokenCacheBytes is the smallest token_cache.max_bytes: below it a
+// cache holds too few tokens of common sizes to be worth having, and a
+// value in the hundreds is likely a unit mistake.
+const minTokenCacheBytes = 64 << 10
+
 // Store backends.
 const (
 	BackendEmbedded = "embedded"
@@ -351,6 +356,9 @@ func (c Config) Validate() error {
 	}
 	if c.TokenCache.MaxEntries < 1 {
 		p.Addf("token_cache.max_entries", "must be at least 1")
+	}
+	if c.TokenCache.MaxBytes < minTokenCacheBytes {
+		p.Addf("token_cache.max_bytes", "must be at least %d (64 KiB)", minTokenCacheBytes)
 	}
 	c.validateProviders(&p)
 	c.validateRefresh(&p)

@@ -21,7 +21,6 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/injector/vault"
-	"github.com/onbehalf-dev/onbehalf/internal/memtrim"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/internal/tracing"
 	"github.com/onbehalf-dev/onbehalf/policy"
@@ -256,15 +255,6 @@ func (s *Sidecar) CACertPEM() []byte { return s.ca.CertPEM() }
 // everything. It returns the first listener error, if any.
 func (s *Sidecar) Run(ctx context.Context) error {
 	defer s.close()
-	// Start-up (package initialisation, policy compilation) leaves garbage
-	// and code pages behind that requests never use: hand them back once,
-	// before the first request, so the sidecar's resident size reflects
-	// what it keeps.
-	if released, err := memtrim.Release(); err != nil {
-		s.log.Warn("start-up memory not released", zap.Error(err))
-	} else {
-		s.log.Debug("start-up memory released", zap.Int64("executable_bytes", released))
-	}
 	s.auditLifecycle(audit.EventStart)
 	s.log.Info("sidecar started",
 		zap.String("proxy", s.ProxyAddr()),

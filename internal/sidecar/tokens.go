@@ -131,6 +131,10 @@ func (s *Sidecar) buildTokens(ctx context.Context, cfg Config, roots *x509.CertP
 	}
 	grants := &grantSource{refreshing: refreshing, configured: configured, plain: injector.NewStoreSource(s.store)}
 	cached := injector.NewCachedSource(grants, cfg.TokenCache, nil).Observe(s.metrics.TokenCache)
+	s.metrics.RegisterTokenCache(func() (int, int64, uint64) {
+		st := cached.Stats()
+		return st.Entries, st.Bytes, st.Lookups
+	})
 	exchangers, err := s.buildExchangers(cfg, providers)
 	if err != nil {
 		return nil, nil, err

@@ -17,10 +17,13 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/onbehalf-dev/onbehalf/policy"
 )
 
 // Client-side limits. None of them is reached by a healthy setup; they
@@ -64,6 +67,9 @@ type endpoint struct {
 	// header is added to every request (the assertion for onbehalf, the
 	// token itself when direct).
 	header http.Header
+	// vary, when set, adds each request's own headers after header (the
+	// many-users workload's user and assertion).
+	vary func(http.Header)
 }
 
 func (e *endpoint) dial(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -116,6 +122,9 @@ func (e *endpoint) do(ctx context.Context, c *http.Client, host string) error {
 	for k, v := range e.header {
 		req.Header[k] = v
 	}
+	if e.vary != nil {
+		e.vary(req.Header)
+	}
 	req.Header["Content-Type"] = []string{"application/json"}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -140,9 +149,17 @@ func statusError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	_, _ = io.Copy(io.Discard, resp.Body)
 	var e struct {
-		Error string `json:"error"`
+		Error   string `json:"error"`
+		Message string `json:"message"`
 	}
 	if json.Unmarshal(b, &e) == nil && e.Error != "" && len(e.Error) < 64 {
+		// A deny the policy engine made on its own account (a timeout
+		// under load, an error) names its fixed reason: say which.
+		for _, r := range []string{policy.ReasonTimeout, policy.ReasonCanceled, policy.ReasonError, policy.ReasonNotLoaded} {
+			if e.Error == "policy_denied" && strings.Contains(e.Message, ": "+r) {
+				return fmt.Errorf("status %d %s (%s)", resp.StatusCode, e.Error, r)
+			}
+		}
 		return fmt.Errorf("status %d %s", resp.StatusCode, e.Error)
 	}
 	return fmt.Errorf("status %d", resp.StatusCode)

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"io"
+	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -83,6 +85,19 @@ func TestParseStatus(t *testing.T) {
 	}
 }
 
+func TestParsePss(t *testing.T) {
+	in := "55d0-7ffc ---p 00000000 00:00 0   [rollup]\nRss:    1644 kB\nPss:     279 kB\nPss_Dirty:  116 kB\n"
+	if got, err := parsePss([]byte(in)); err != nil || got != 279<<10 {
+		t.Errorf("got %d, %v; want %d", got, err, 279<<10)
+	}
+	if _, err := parsePss([]byte("Rss: 1 kB\n")); err == nil {
+		t.Error("got no error for a rollup without Pss")
+	}
+	if _, err := parsePss([]byte("Pss: 1 MB\n")); err == nil {
+		t.Error("got no error for an odd unit")
+	}
+}
+
 // TestProcessTreeSelf reads this process's own figures: the parsers agree
 // with the running kernel's /proc.
 func TestProcessTreeSelf(t *testing.T) {
@@ -90,9 +105,12 @@ func TestProcessTreeSelf(t *testing.T) {
 	if got := tree.pids(); len(got) == 0 || got[0] != os.Getpid() {
 		t.Fatalf("pids: got %v; want this process first", got)
 	}
-	rss, hwm := tree.mem()
-	if rss <= 0 || hwm < rss/2 {
-		t.Errorf("mem: got rss %d, hwm %d; want both positive", rss, hwm)
+	rss, anon, hwm := tree.mem()
+	if rss <= 0 || hwm < rss/2 || anon <= 0 || anon > rss {
+		t.Errorf("mem: got rss %d, anon %d, hwm %d; want all positive, anon within rss", rss, anon, hwm)
+	}
+	if m := tree.memory(); m.pss <= 0 || m.pss > m.rss {
+		t.Errorf("memory: got pss %d, rss %d; want a positive pss within rss", m.pss, m.rss)
 	}
 	if m := tree.memStatus(); m.anon <= 0 || m.file <= 0 || m.anon+m.file > 2*m.rss {
 		t.Errorf("memStatus: got anon %d, file %d, rss %d; want a positive split of about rss", m.anon, m.file, m.rss)
@@ -157,7 +175,7 @@ func TestSpliceSection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := spliceSection(tt.doc, section)
+			got, err := spliceSection(tt.doc, section, beginMarker, endMarker)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("got error %v; want error %v", err, tt.wantErr)
 			}
@@ -204,6 +222,12 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad numbers", args: []string{"--rate", "0", "--workers", "0", "--duration", "0s"}, wantErr: "--rate"},
 		{name: "phases too long for one assertion", args: []string{"--duration", "5m"}, wantErr: "--duration"},
 		{name: "stray argument", args: []string{"now"}, wantErr: "unexpected argument"},
+		{name: "users", args: []string{"--users", "1000, 10000", "--stores", "vault"}, wantOnly: []string{"direct", "onbehalf", "squid", "mitmproxy"}},
+		{name: "bad user count", args: []string{"--users", "1000,lots"}, wantErr: `--users: "lots"`},
+		{name: "unknown store", args: []string{"--users", "10", "--stores", "redis"}, wantErr: `--stores: unknown "redis"`},
+		{name: "unknown spread", args: []string{"--users", "10", "--dists", "pareto"}, wantErr: `--dists: unknown "pareto"`},
+		{name: "zipf exponent", args: []string{"--users", "10", "--zipf-s", "1"}, wantErr: "--zipf-s"},
+		{name: "rotation longer than an assertion lives", args: []string{"--users", "10", "--rotate", "5m"}, wantErr: "--rotate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -232,18 +256,25 @@ func TestParseFlags(t *testing.T) {
 func TestAPIHandler(t *testing.T) {
 	h := apiHandler("tok-1")
 	tests := []struct {
-		auth string
-		want int
+		auth, user string
+		want       int
 	}{
-		{"Bearer tok-1", http.StatusOK},
-		{"", http.StatusUnauthorized},
-		{"Bearer tok-2", http.StatusUnauthorized},
-		{"bearer tok-1", http.StatusUnauthorized},
+		{"Bearer tok-1", "", http.StatusOK},
+		{"", "", http.StatusUnauthorized},
+		{"Bearer tok-2", "", http.StatusUnauthorized},
+		{"bearer tok-1", "", http.StatusUnauthorized},
+		{"Bearer " + userToken("tok-1", "u00007"), "u00007", http.StatusOK},
+		{"Bearer " + userToken("tok-1", "u00007"), "u00008", http.StatusUnauthorized},
+		{"Bearer tok-1", "u00007", http.StatusUnauthorized},
+		{"Bearer " + userToken("tok-2", "u00007"), "u00007", http.StatusUnauthorized},
 	}
 	for _, tt := range tests {
 		req := httptest.NewRequest(http.MethodPost, apiPath, strings.NewReader(string(requestBody)))
 		if tt.auth != "" {
 			req.Header.Set("Authorization", tt.auth)
+		}
+		if tt.user != "" {
+			req.Header.Set(benchUserHeader, tt.user)
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
@@ -289,5 +320,66 @@ func TestLoopsAgainstHandler(t *testing.T) {
 	}
 	for _, c := range clients {
 		c.CloseIdleConnections()
+	}
+}
+
+// TestZipf: the sampler follows its distribution (user i drawn with
+// probability ∝ 1/(1+i)^s), and the default exponent gives the shape the
+// constant's comment describes.
+func TestZipf(t *testing.T) {
+	const n, draws = 10000, 200000
+	z := newZipf(rand.New(rand.NewPCG(1, 2)), defaultZipfS, n)
+	if got := z.share(1); got < 0.13 || got > 0.17 {
+		t.Errorf("first user's share = %.3f; want about 0.15", got)
+	}
+	if got := z.share(100); got < 0.6 || got > 0.7 {
+		t.Errorf("first 100 users' share = %.3f; want about two thirds", got)
+	}
+	if got := 1 - z.share(1000); got < 0.13 || got > 0.2 {
+		t.Errorf("last 9,000 users' share = %.3f; want about a sixth", got)
+	}
+	counts := make([]int, n)
+	for range draws {
+		i := z.next()
+		if i < 0 || i >= n {
+			t.Fatalf("drew %d; want 0..%d", i, n-1)
+		}
+		counts[i]++
+	}
+	for _, k := range []int{1, 10, 100, 1000} {
+		got := 0
+		for _, c := range counts[:k] {
+			got += c
+		}
+		if share, want := float64(got)/draws, z.share(k); math.Abs(share-want) > 0.01 {
+			t.Errorf("first %d users drawn %.3f of the time; want %.3f", k, share, want)
+		}
+	}
+}
+
+// TestRotationSpread: over one rotation period every user's assertion is
+// rotated exactly once, at times spread over the period.
+func TestRotationSpread(t *testing.T) {
+	const n = 1000
+	u := &users{rotate: 30 * time.Second, names: make([]string, n), start: time.Unix(1700000000, 0)}
+	perTick := map[int64]int{}
+	for i := range n {
+		e0 := u.epochOf(i, u.start)
+		e1 := u.epochOf(i, u.start.Add(u.rotate))
+		if e1-e0 != 1 {
+			t.Fatalf("user %d rotated %d times in one period; want 1", i, e1-e0)
+		}
+		// The moment within the period the user's epoch changes.
+		for s := int64(1); s <= 30; s++ {
+			if u.epochOf(i, u.start.Add(time.Duration(s)*time.Second)) != e0 {
+				perTick[s]++
+				break
+			}
+		}
+	}
+	for s, c := range perTick {
+		if c > 2*n/30 {
+			t.Errorf("%d of %d users rotated in second %d; want them spread (about %d a second)", c, n, s, n/30)
+		}
 	}
 }

@@ -24,6 +24,16 @@
 //	go run ./tools/loadbench [--only direct,onbehalf,squid,mitmproxy] [--duration 10s] [--rate 500]
 //	    [--workers 32] [--idle-conns 1000] [--onbehalf bin/onbehalf] [--write docs/benchmarks.md] [--smoke]
 //
+// With --users it runs the many-users workload instead (users.go,
+// manyusers.go): one onbehalf sidecar acting for thousands of people, each
+// with a grant and an assertion of their own that the harness rotates as
+// an orchestrator would, requests spread over them uniformly or
+// Zipf-skewed, on the embedded store and on a real Vault (the pinned test
+// binary, with the example's least-privilege sidecar policy):
+//
+//	go run ./tools/loadbench --users 1000,10000 [--stores embedded,vault] [--dists uniform,zipf]
+//	    [--zipf-s 1.1] [--rotate 30s] [--write docs/benchmarks.md]
+//
 // A competitor that is not installed, does not start or fails under load
 // is reported as such in the table; only direct and onbehalf failing makes
 // the exit status non-zero.
@@ -46,6 +56,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -118,6 +129,16 @@ type options struct {
 	rateLimits bool
 	// command is how the run was invoked, for the report.
 	command string
+
+	// The many-users workload (--users): user counts, stores,
+	// distributions, the Zipf exponent and the assertion rotation period.
+	users  []int
+	stores []string
+	dists  []string
+	zipfS  float64
+	rotate time.Duration
+	// vaultPolicy is the sidecar's Vault policy file.
+	vaultPolicy string
 }
 
 // limits are the per-phase bounds derived from the options.
@@ -160,6 +181,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write onbehalf's CPU profile over the saturation phase to this file (go tool pprof)")
 	fs.StringVar(&o.heapprofile, "heapprofile", "", "write onbehalf's heap profile at rest, after its first request, to this file (go tool pprof)")
 	fs.BoolVar(&o.rateLimits, "rate-limits", false, "configure onbehalf with two rate limits every request takes from (set far above the load): what limiting costs")
+	usersFlag := fs.String("users", "", "run the many-users workload instead, with these user counts (e.g. 1000,10000), onbehalf only")
+	storesFlag := fs.String("stores", storeEmbedded+","+storeVault, "many-users workload: grant stores to run on")
+	distsFlag := fs.String("dists", distUniform+","+distZipf, "many-users workload: how requests spread over users")
+	fs.Float64Var(&o.zipfS, "zipf-s", defaultZipfS, "many-users workload: Zipf exponent (> 1)")
+	fs.DurationVar(&o.rotate, "rotate", defaultRotate, "many-users workload: how often each user's assertion is minted anew")
+	fs.StringVar(&o.vaultPolicy, "vault-policy", filepath.Join("examples", "vault", "onbehalf-sidecar.hcl"), "many-users workload: the Vault policy the sidecar runs with")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -205,8 +232,44 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.idleConns < 1 || o.idleConns > 10000 {
 		errs = append(errs, errors.New("--idle-conns must be between 1 and 10000"))
 	}
+	if *usersFlag != "" {
+		for _, f := range strings.Split(*usersFlag, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > maxUsers {
+				errs = append(errs, fmt.Errorf("--users: %q is not a count between 1 and %d", f, maxUsers))
+				continue
+			}
+			o.users = append(o.users, n)
+		}
+		o.stores = listFlag(*storesFlag, "--stores", []string{storeEmbedded, storeVault}, &errs)
+		o.dists = listFlag(*distsFlag, "--dists", []string{distUniform, distZipf}, &errs)
+		if o.zipfS <= 1 {
+			errs = append(errs, errors.New("--zipf-s must be greater than 1"))
+		}
+		if o.rotate < time.Second || o.rotate > assertionLifetime/2 {
+			errs = append(errs, fmt.Errorf("--rotate must be between 1s and %s", assertionLifetime/2))
+		}
+	}
 	o.command = commandLine(args)
 	return o, errors.Join(errs...)
+}
+
+// maxUsers bounds --users: the harness mints and holds an assertion per
+// user, and fills the store with a grant per user.
+const maxUsers = 100000
+
+// listFlag splits a comma-separated flag and checks each item is known.
+func listFlag(v, name string, known []string, errs *[]error) []string {
+	var out []string
+	for _, it := range strings.Split(v, ",") {
+		it = strings.TrimSpace(it)
+		if !slices.Contains(known, it) {
+			*errs = append(*errs, fmt.Errorf("%s: unknown %q (want some of %s)", name, it, strings.Join(known, ",")))
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
 }
 
 // commandLine reconstructs the invocation for the report: `go run` builds
@@ -230,6 +293,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if len(o.users) > 0 {
+		return runUsers(ctx, o, stdout, stderr)
+	}
 	rep, err := execute(ctx, o, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "loadbench:", err)
@@ -237,7 +303,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stdout, rep.markdown())
 	if o.write != "" {
-		if err := writeReport(o.write, rep); err != nil {
+		if err := writeReport(o.write, rep.markdown(), beginMarker, endMarker); err != nil {
 			fmt.Fprintln(stderr, "loadbench:", err)
 			return 1
 		}
@@ -245,6 +311,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if bad := rep.requiredFailures(); len(bad) > 0 {
 		fmt.Fprintf(stderr, "loadbench: %s did not complete every phase\n", strings.Join(bad, ", "))
+		return 1
+	}
+	return 0
+}
+
+// runUsers is run for the many-users workload.
+func runUsers(ctx context.Context, o options, stdout, stderr io.Writer) int {
+	rep, err := executeUsers(ctx, o, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadbench:", err)
+		return 1
+	}
+	fmt.Fprint(stdout, rep.markdown())
+	if o.write != "" {
+		if err := writeReport(o.write, rep.markdown(), beginUsersMarker, endUsersMarker); err != nil {
+			fmt.Fprintln(stderr, "loadbench:", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "loadbench: results written to %s\n", o.write)
+	}
+	if bad := rep.requiredFailures(); len(bad) > 0 {
+		fmt.Fprintf(stderr, "loadbench: %s did not complete\n", strings.Join(bad, ", "))
 		return 1
 	}
 	return 0
@@ -276,6 +364,8 @@ type bench struct {
 
 	// obDir holds the onbehalf CA, keys, store, config and audit file.
 	obDir, obPolicy string
+	// many, when set, is the store of the many-users workload's sidecars.
+	many *manyState
 }
 
 // execute runs every selected setup and returns the report.

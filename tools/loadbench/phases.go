@@ -12,7 +12,7 @@ import (
 
 // Phases of one setup, in the order they run.
 const (
-	phaseIdle       = "idle"       // fresh instance: RSS at rest, then per idle connection
+	phaseIdle       = "idle"       // fresh instance: memory at rest, then per idle connection
 	phaseSaturation = "saturation" // closed loop, keep-alive
 	phaseRate       = "rate"       // open loop at --rate, keep-alive
 	phaseNewConn    = "newconn"    // closed loop, a new connection per request, one host
@@ -32,19 +32,18 @@ type phaseResult struct {
 	proxyCPU, upstreamCPU, harnessCPU time.Duration
 	// peakRSS is the proxy's peak resident memory up to the end of the
 	// phase (its own high-water mark, or the sampled sum over its process
-	// tree when larger).
-	peakRSS int64
+	// tree when larger); peakAnon is the largest sampled private memory.
+	peakRSS, peakAnon int64
 	// exited is set when the proxy process died during the phase.
 	exited bool
 
-	// Idle phase only: RSS after start and one request, RSS growth per
-	// idle connection, how many were opened.
-	idleRSS int64
-	// idleAnon and idleFile split idleRSS (see memStatus).
-	idleAnon, idleFile int64
-	perConn            int64
-	idleOpened         int
-	idleErr            string
+	// Idle phase only: memory after start and one request (rest); the
+	// growth per idle connection of private memory (perConn) and of
+	// VmRSS (perConnRSS); how many were opened.
+	rest                memStatus
+	perConn, perConnRSS int64
+	idleOpened          int
+	idleErr             string
 }
 
 // failed reports whether the phase ran and went wrong.
@@ -206,7 +205,7 @@ func (b *bench) measure(ctx context.Context, inst *instance, load func() loadRes
 	p0, u0, h0 := inst.tree.cpu(), up.cpu(), selfCPU()
 	res := &phaseResult{load: load()}
 	res.proxyCPU, res.upstreamCPU, res.harnessCPU = inst.tree.cpu()-p0, up.cpu()-u0, selfCPU()-h0
-	res.peakRSS = rss.finish()
+	res.peakRSS, res.peakAnon = rss.finish()
 	select {
 	case <-inst.exited:
 		res.exited = true
@@ -220,9 +219,7 @@ func (b *bench) measure(ctx context.Context, inst *instance, load func() loadRes
 // request.
 func (b *bench) idle(ctx context.Context, inst *instance) *phaseResult {
 	res := &phaseResult{}
-	rest := inst.tree.memStatus()
-	before := rest.rss
-	res.idleRSS, res.idleAnon, res.idleFile = rest.rss, rest.anon, rest.file
+	res.rest = inst.tree.memory()
 	if b.opts.heapprofile != "" && inst.admin != "" {
 		if err := fetchProfile(ctx, inst.admin+"/debug/pprof/heap", 30*time.Second, b.opts.heapprofile); err != nil {
 			fmt.Fprintf(os.Stderr, "loadbench: %v\n", err)
@@ -241,10 +238,11 @@ func (b *bench) idle(ctx context.Context, inst *instance) *phaseResult {
 		res.idleErr = fmt.Sprintf("%d of %d connections failed; first: %v", b.opts.idleConns-len(conns), b.opts.idleConns, err)
 	}
 	_ = sleepContext(ctx, idleSettle)
-	after, hwm := inst.tree.mem()
-	res.peakRSS = max(after, hwm)
+	after, anon, hwm := inst.tree.mem()
+	res.peakRSS, res.peakAnon = max(after, hwm), anon
 	if len(conns) > 0 {
-		res.perConn = (after - before) / int64(len(conns))
+		res.perConn = (anon - res.rest.anon) / int64(len(conns))
+		res.perConnRSS = (after - res.rest.rss) / int64(len(conns))
 	}
 	select {
 	case <-inst.exited:

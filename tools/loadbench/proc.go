@@ -66,17 +66,24 @@ func readStat(pid int) (procStat, error) {
 	return parseStat(b)
 }
 
-// memStatus is resident memory from /proc/<pid>/status, in bytes.
+// memStatus is a process's memory from /proc/<pid>/status and
+// /proc/<pid>/smaps_rollup, in bytes.
 type memStatus struct {
 	rss int64 // VmRSS
 	hwm int64 // VmHWM, the peak of VmRSS over the process's life
-	// anon and file split VmRSS: private memory (heap, stacks) and pages
-	// of mapped files (the executable, libraries), which every process
-	// mapping the same file shares. Zero when the kernel does not say.
+	// anon and file split VmRSS: private memory (RssAnon: heap, stacks,
+	// what a pod's memory limit is charged for and no other process
+	// shares) and pages of mapped files (RssFile: the executable,
+	// libraries), which every process mapping the same file shares. Zero
+	// when the kernel does not say.
 	anon, file int64
+	// pss is the proportional set size (smaps_rollup's Pss): private pages
+	// plus each shared page divided by the number of processes mapping it.
+	// Zero when smaps_rollup cannot be read.
+	pss int64
 }
 
-// parseStatus reads VmRSS and VmHWM from the contents of
+// parseStatus reads VmRSS, VmHWM, RssAnon and RssFile from the contents of
 // /proc/<pid>/status.
 func parseStatus(b []byte) (memStatus, error) {
 	var m memStatus
@@ -86,11 +93,7 @@ func parseStatus(b []byte) (memStatus, error) {
 		if !ok || (name != "VmRSS" && name != "VmHWM" && name != "RssAnon" && name != "RssFile") {
 			continue
 		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return m, fmt.Errorf("parse status: odd %s line %q", name, line)
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
+		kb, err := kbField(name, line, rest)
 		if err != nil {
 			return m, fmt.Errorf("parse status: %w", err)
 		}
@@ -113,12 +116,49 @@ func parseStatus(b []byte) (memStatus, error) {
 	return m, nil
 }
 
+// kbField parses the value of a "Name:   123 kB" line of /proc.
+func kbField(name, line, rest string) (int64, error) {
+	f := strings.Fields(rest)
+	if len(f) != 2 || f[1] != "kB" {
+		return 0, fmt.Errorf("odd %s line %q", name, line)
+	}
+	return strconv.ParseInt(f[0], 10, 64)
+}
+
+// parsePss reads Pss from the contents of /proc/<pid>/smaps_rollup.
+func parsePss(b []byte) (int64, error) {
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
+			kb, err := kbField("Pss", line, rest)
+			if err != nil {
+				return 0, fmt.Errorf("parse smaps_rollup: %w", err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("parse smaps_rollup: no Pss line")
+}
+
 func readStatus(pid int) (memStatus, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	dir := filepath.Join("/proc", strconv.Itoa(pid))
+	b, err := os.ReadFile(filepath.Join(dir, "status"))
 	if err != nil {
 		return memStatus{}, errNoProcess
 	}
 	return parseStatus(b)
+}
+
+// readPss is the process's proportional set size, or 0 when it cannot be
+// read (a kernel before 4.14, or no permission). Reading smaps_rollup walks
+// every mapping under the process's memory lock, so only the memory
+// phases read it, never the sampler that runs beside a load phase.
+func readPss(pid int) int64 {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "smaps_rollup"))
+	if err != nil {
+		return 0
+	}
+	pss, _ := parsePss(b)
+	return pss
 }
 
 // processTree is a measured process and, at each reading, its descendants
@@ -165,14 +205,24 @@ func (t processTree) cpu() time.Duration {
 	return sum
 }
 
-// mem is the tree's summed VmRSS, and the root's VmHWM.
-func (t processTree) mem() (rss, rootHWM int64) {
+// mem is the tree's summed VmRSS and RssAnon, and the root's VmHWM.
+func (t processTree) mem() (rss, anon, rootHWM int64) {
 	m := t.memStatus()
-	return m.rss, m.hwm
+	return m.rss, m.anon, m.hwm
 }
 
-// memStatus sums the tree's resident memory; hwm is the root's.
+// memStatus sums the tree's resident memory; hwm is the root's. PSS is
+// not read (see memory).
 func (t processTree) memStatus() memStatus {
+	return t.sum(false)
+}
+
+// memory is memStatus with the tree's PSS.
+func (t processTree) memory() memStatus {
+	return t.sum(true)
+}
+
+func (t processTree) sum(pss bool) memStatus {
 	var sum memStatus
 	for _, pid := range t.pids() {
 		m, err := readStatus(pid)
@@ -182,6 +232,9 @@ func (t processTree) memStatus() memStatus {
 		sum.rss += m.rss
 		sum.anon += m.anon
 		sum.file += m.file
+		if pss {
+			sum.pss += readPss(pid)
+		}
 		if pid == t.root {
 			sum.hwm = m.hwm
 		}
@@ -189,15 +242,15 @@ func (t processTree) memStatus() memStatus {
 	return sum
 }
 
-// rssSampler follows a tree's resident memory in the background and keeps
-// the peak. It is safe for concurrent use.
+// rssSampler follows a tree's resident and private memory in the
+// background and keeps their peaks. It is safe for concurrent use.
 type rssSampler struct {
 	tree processTree
 	stop chan struct{}
 	done chan struct{}
 
-	mu   sync.Mutex
-	peak int64
+	mu             sync.Mutex
+	peak, peakAnon int64
 }
 
 // sampleRSS starts sampling t.
@@ -221,20 +274,23 @@ func sampleRSS(t processTree) *rssSampler {
 }
 
 func (s *rssSampler) sample() {
-	rss, hwm := s.tree.mem()
+	rss, anon, hwm := s.tree.mem()
 	s.mu.Lock()
 	s.peak = max(s.peak, rss, hwm)
+	s.peakAnon = max(s.peakAnon, anon)
 	s.mu.Unlock()
 }
 
-// finish stops sampling and returns the peak: the largest sampled tree
+// finish stops sampling and returns the peaks: the largest sampled tree
 // RSS, or the root's own high-water mark when that is larger (it sees
-// peaks between samples).
-func (s *rssSampler) finish() int64 {
+// peaks between samples), and the largest sampled private memory (the
+// kernel keeps no high-water mark of it, so a peak between samples is
+// missed).
+func (s *rssSampler) finish() (rss, anon int64) {
 	close(s.stop)
 	<-s.done
 	s.sample()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.peak
+	return s.peak, s.peakAnon
 }

@@ -111,3 +111,59 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("written file:\n%s", doc)
 	}
 }
+
+// TestSmokeUsers runs the many-users workload end to end in smoke mode: a
+// few dozen users, each with a grant and an assertion of their own, on the
+// embedded store and on a real Vault, each user's request accepted by the
+// upstream only with that user's token. It checks that every case ran with
+// no failed request and that the table was printed and written beside the
+// one-user table. It asserts nothing about timing.
+func TestSmokeUsers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), smokeTimeout)
+	defer cancel()
+	out := filepath.Join(t.TempDir(), "benchmarks.md")
+	if err := os.WriteFile(out, []byte("# Benchmarks\n\n"+beginMarker+"\nthe one-user table\n"+endMarker+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{
+		"--smoke", "--users", "30",
+		"--rate", "100", // as in TestSmoke: a rate a loaded machine keeps
+		"--onbehalf", onbehalfBinary(t),
+		"--policy", filepath.Join(repoRoot(t), "examples", "policies", "default"),
+		"--vault-policy", filepath.Join(repoRoot(t), "examples", "vault", "onbehalf-sidecar.hcl"),
+		"--write", out,
+	}, &stdout, &stderr)
+	report := stdout.String()
+	if code != 0 {
+		t.Fatalf("loadbench exited %d\nstderr:\n%s\nstdout:\n%s", code, stderr.String(), report)
+	}
+	for _, want := range []string{
+		"| store | users | spread |",
+		"| embedded | 1 | one | ",
+		"| embedded | 30 | uniform | ",
+		"| embedded | 30 | zipf | ",
+		"| vault | 1 | one | ",
+		"| vault | 30 | uniform | ",
+		"| vault | 30 | zipf | ",
+		"Smoke run",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	for _, bad := range []string{"fails", "failed"} {
+		if strings.Contains(report, bad) {
+			t.Errorf("report says %q:\n%s", bad, report)
+		}
+	}
+	written, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(written)
+	if !strings.Contains(doc, "the one-user table") || !strings.Contains(doc, beginUsersMarker) ||
+		!strings.Contains(doc, endUsersMarker) || !strings.Contains(doc, "| vault | 30 | zipf | ") {
+		t.Errorf("written file:\n%s", doc)
+	}
+}

@@ -3,7 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -57,10 +60,28 @@ var okBody = []byte(`{"ok":true,"channel":"C0123456789","ts":"1700000000.000100"
 // deniedBody answers a request without the expected credential.
 var deniedBody = []byte(`{"ok":false,"error":"not_authed"}` + "\n")
 
+// benchUserHeader names the user a many-users request acts for. The load
+// generator sets it beside the user's assertion; the proxy forwards it as an
+// ordinary header, and the upstream checks that the injected token is that
+// user's (userToken), so a token injected for the wrong user fails the
+// request.
+const benchUserHeader = "X-Bench-User"
+
+// userToken is the access token stored in user's grant for a many-users
+// run: derived from the run's token, so the upstream needs no table of
+// thousands of tokens.
+func userToken(runToken, user string) string {
+	m := hmac.New(sha256.New, []byte(runToken))
+	m.Write([]byte(user))
+	return "lbu-" + hex.EncodeToString(m.Sum(nil)[:16])
+}
+
 // apiHandler answers 200 only when the request carries exactly
-// "Authorization: Bearer <token>", so a run counts as successful only when
-// every request had the credential injected. It reads and discards the body
-// and records nothing: the upstream must cost as little as possible.
+// "Authorization: Bearer <token>", or, on a request naming a user in
+// benchUserHeader, exactly that user's token, so a run counts as
+// successful only when every request had the right credential injected.
+// It reads and discards the body and records nothing: the upstream must
+// cost as little as possible.
 func apiHandler(token string) http.Handler {
 	want := "Bearer " + token
 	okLen := strconv.Itoa(len(okBody))
@@ -69,7 +90,11 @@ func apiHandler(token string) http.Handler {
 		_, _ = io.Copy(io.Discard, r.Body)
 		h := w.Header()
 		h["Content-Type"] = []string{"application/json"}
-		if r.Header.Get("Authorization") != want {
+		expect := want
+		if u := r.Header[benchUserHeader]; len(u) == 1 {
+			expect = "Bearer " + userToken(token, u[0])
+		}
+		if r.Header.Get("Authorization") != expect {
 			h["Content-Length"] = []string{deniedLen}
 			w.WriteHeader(http.StatusUnauthorized)
 			_, _ = w.Write(deniedBody)

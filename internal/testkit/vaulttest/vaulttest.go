@@ -711,6 +711,17 @@ func (s *Server) Unseal() error {
 	}
 }
 
+// PID is the server process's id, or 0 while it is stopped (for reading
+// its CPU time from /proc).
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Stop kills the server process (SIGKILL) and waits for it to exit, as a
 // crash would. The address stays reserved for Restart.
 func (s *Server) Stop() {
