@@ -54,12 +54,12 @@ type usersCase struct {
 	rest, filled memStatus
 	entries      float64
 
-	fill, sat, rate     loadResult
-	satCtr, rateCtr     sidecarCounters
-	rateVaultCPU        time.Duration
-	satProxyCPU         time.Duration
-	rotatedPerSec       float64
-	satExited, rateExit bool
+	fill, sat, rate loadResult
+	satCtr, rateCtr sidecarCounters
+	rateVaultCPU    time.Duration
+	satProxyCPU     time.Duration
+	rotatedPerSec   float64
+	satExited       bool
 }
 
 // usersReport is a many-users run's results.

@@ -373,13 +373,6 @@ func (c *Cluster) WaitActive() (int, error) {
 	}
 }
 
-// raftServer is one entry of sys/storage/raft/configuration.
-type raftServer struct {
-	NodeID string `json:"node_id"`
-	Voter  bool   `json:"voter"`
-	Leader bool   `json:"leader"`
-}
-
 // Voters returns the node ids of the Raft configuration's voters, as the
 // active node reports them.
 func (c *Cluster) Voters(ctx context.Context) ([]string, error) {
