@@ -138,7 +138,7 @@ func FuzzDecisionCache(f *testing.F) {
 		x := equivInput{method: method, host: host, path: path, query: query, provider: provider, user: user, agent: agent,
 			team: team, channel: channel, claimProviders: claimProviders, readOnly: readOnly, unattended: unattended, day: day, hour: hour, tool: tool}
 		if !validFuzzInput(x) {
-			t.Skip()
+			return // not a request the sidecar could see: nothing to compare
 		}
 		checkEquiv(t, pairs, x)
 	})
