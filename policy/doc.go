@@ -10,8 +10,9 @@
 // (http.send, net.lookup_ip_addr, opa.runtime) are removed from the
 // capabilities, so a policy using them fails to load.
 //
-// [Test] runs a policy's own Rego unit tests with OPA's tester (for
-// `onbehalf policy test`) and [EvalFile] evaluates one input document (for
+// [Test] runs a policy's own Rego unit tests with `opa test`'s semantics
+// (for `onbehalf policy test`; the runner is this package's own, so the
+// binary links no Go test code) and [EvalFile] evaluates one input document (for
 // `onbehalf policy eval`). The example policy library lives in
 // examples/policies.
 //

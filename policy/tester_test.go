@@ -56,6 +56,75 @@ func TestTest(t *testing.T) {
 			t.Errorf("Test = %v, %v; want false and an error wrapping ErrDisabledBuiltin", passed, err)
 		}
 	})
+	t.Run("failure line", func(t *testing.T) {
+		var out bytes.Buffer
+		if _, err := Test(context.Background(), []string{"testdata/failing_tests"}, &out, false); err != nil {
+			t.Fatalf("Test: %v", err)
+		}
+		want := "FAILURES\n" + strings.Repeat("-", 80) + "\ndata.onbehalf.authz_test.test_denies_everything: FAIL ("
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks the failures section %q:\n%s", want, out.String())
+		}
+		if !strings.Contains(out.String(), "policy_test.rego:9:\n    not authz.decision.allow\n") {
+			t.Errorf("report does not say where the test failed:\n%s", out.String())
+		}
+	})
+	t.Run("opa test semantics", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "policy_test.rego"), `package onbehalf.semantics_test
+
+test_same_name if true
+
+# A second rule of one name runs as a test of its own: Rego alone would
+# merge the two, and the first body would make the pair pass.
+test_same_name if false
+
+todo_test_later if false
+
+test_prints if {
+	print("hello from rego")
+	true
+}
+
+test_not_true := 7
+
+conflict := 1
+
+conflict := 2 if true
+
+test_error if conflict == 1
+
+test_cases[name] if {
+	some name in ["a", "b"]
+}
+`)
+		var out bytes.Buffer
+		passed, err := Test(context.Background(), []string{dir}, &out, true)
+		if err != nil {
+			t.Fatalf("Test: %v", err)
+		}
+		if passed {
+			t.Errorf("passed = true; want false")
+		}
+		report := out.String()
+		for _, want := range []string{
+			"data.onbehalf.semantics_test.test_same_name: PASS",
+			"data.onbehalf.semantics_test[\"test_same_name#01\"]: FAIL",
+			"data.onbehalf.semantics_test.todo_test_later: SKIPPED\n",
+			"data.onbehalf.semantics_test.test_prints: PASS",
+			"\n  hello from rego\n",
+			"data.onbehalf.semantics_test.test_not_true: FAIL",
+			"data.onbehalf.semantics_test.test_error: ERROR",
+			"conflicting values",
+			"data.onbehalf.semantics_test.test_cases: ERROR",
+			"parameterised test rule",
+			"PASS: 2/7\nFAIL: 2/7\nSKIPPED: 1/7\nERROR: 2/7\n",
+		} {
+			if !strings.Contains(report, want) {
+				t.Errorf("report lacks %q:\n%s", want, report)
+			}
+		}
+	})
 	t.Run("missing path", func(t *testing.T) {
 		passed, err := Test(context.Background(), []string{"testdata/missing"}, &bytes.Buffer{}, false)
 		if passed || err == nil {
