@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/onbehalf-dev/onbehalf/internal/flock"
 )
 
 const (
@@ -85,7 +87,10 @@ func openAppend(path string) (file, bool, int64, error) {
 		// truncate, fsync or lock.
 		return f, false, 0, nil
 	}
-	if err := lockFile(f); err != nil {
+	if err := flock.TryLock(f); err != nil {
+		if errors.Is(err, flock.ErrLocked) {
+			err = ErrFileInUse
+		}
 		f.Close()
 		return nil, false, 0, fmt.Errorf("lock %s: %w", path, err)
 	}

@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
+	"github.com/onbehalf-dev/onbehalf/internal/flock"
 	"github.com/onbehalf-dev/onbehalf/internal/keyfile"
 )
 
@@ -169,7 +170,10 @@ func newJournal(dir string, key []byte) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
-	if err := lockFile(lock); err != nil {
+	if err := flock.TryLock(lock); err != nil {
+		if errors.Is(err, flock.ErrLocked) {
+			err = ErrInUse
+		}
 		lock.Close()
 		return nil, fmt.Errorf("open journal %s: %w", dir, err)
 	}

@@ -359,35 +359,45 @@ func (e *Embedded) Put(ctx context.Context, g *Grant, cas Version) (Version, err
 	rec.AccessToken, rec.RefreshToken = sealedToken(at), sealedToken(rt)
 	key := entryKey(g.Provider, g.User)
 	err = e.withDB(ctx, true, func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketGrants)
-		if err != nil {
-			return fmt.Errorf("%w: bucket: %w", ErrUnavailable, err)
-		}
-		cur, err := storedVersion(b.Get(key))
-		if err != nil {
-			return err
-		}
-		if cur != cas {
-			return fmt.Errorf("%w: stored version %d, cas %d", ErrConflict, cur, cas)
-		}
-		seq, err := b.NextSequence()
-		if err != nil {
-			return fmt.Errorf("%w: next version: %w", ErrUnavailable, err)
-		}
-		rec.Version = Version(seq)
-		v, err := json.Marshal(rec)
-		if err != nil {
-			return fmt.Errorf("encode record: %w", err)
-		}
-		if err := b.Put(key, v); err != nil {
-			return fmt.Errorf("%w: write: %w", ErrUnavailable, err)
-		}
-		return nil
+		return casPut(tx, bucketGrants, key, cas, func(v Version) ([]byte, error) {
+			rec.Version = v
+			return json.Marshal(rec)
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("put grant %s/%s: %w", g.Provider, g.User, err)
 	}
 	return rec.Version, nil
+}
+
+// casPut writes the record encode returns for a version under key in
+// bucket, when the version stored there is cas (0: none). The version is
+// the bucket's next sequence, which survives deletes, so no key ever has a
+// version twice.
+func casPut(tx *bolt.Tx, bucket, key []byte, cas Version, encode func(Version) ([]byte, error)) error {
+	b, err := tx.CreateBucketIfNotExists(bucket)
+	if err != nil {
+		return fmt.Errorf("%w: bucket: %w", ErrUnavailable, err)
+	}
+	cur, err := storedVersion(b.Get(key))
+	if err != nil {
+		return err
+	}
+	if cur != cas {
+		return fmt.Errorf("%w: stored version %d, cas %d", ErrConflict, cur, cas)
+	}
+	seq, err := b.NextSequence()
+	if err != nil {
+		return fmt.Errorf("%w: next version: %w", ErrUnavailable, err)
+	}
+	v, err := encode(Version(seq))
+	if err != nil {
+		return fmt.Errorf("encode record: %w", err)
+	}
+	if err := b.Put(key, v); err != nil {
+		return fmt.Errorf("%w: write: %w", ErrUnavailable, err)
+	}
+	return nil
 }
 
 // storedVersion returns the version of a stored record, 0 for none.

@@ -64,33 +64,10 @@ func (e *Embedded) PutRegistration(ctx context.Context, r *Registration, cas Ver
 	}
 	rec.ClientSecret = sealedToken(sealed)
 	err = e.withDB(ctx, true, func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketRegistrations)
-		if err != nil {
-			return fmt.Errorf("%w: bucket: %w", ErrUnavailable, err)
-		}
-		key := []byte(r.Provider)
-		cur, err := storedVersion(b.Get(key))
-		if err != nil {
-			return err
-		}
-		if cur != cas {
-			return fmt.Errorf("%w: stored version %d, cas %d", ErrConflict, cur, cas)
-		}
-		// The bucket's sequence survives DeleteRegistration, so a version
-		// is never reused for a key.
-		seq, err := b.NextSequence()
-		if err != nil {
-			return fmt.Errorf("%w: next version: %w", ErrUnavailable, err)
-		}
-		rec.Version = Version(seq)
-		v, err := json.Marshal(rec)
-		if err != nil {
-			return fmt.Errorf("encode registration: %w", err)
-		}
-		if err := b.Put(key, v); err != nil {
-			return fmt.Errorf("%w: write: %w", ErrUnavailable, err)
-		}
-		return nil
+		return casPut(tx, bucketRegistrations, []byte(r.Provider), cas, func(v Version) ([]byte, error) {
+			rec.Version = v
+			return json.Marshal(rec)
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("put registration %s: %w", r.Provider, err)

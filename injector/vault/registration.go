@@ -147,42 +147,8 @@ func (s *Store) DeleteRegistration(ctx context.Context, provider string) error {
 	if err := store.ValidateProvider(provider); err != nil {
 		return fmt.Errorf("delete registration: %w", err)
 	}
-	op := "delete registration " + provider
-	ctx, cancel, c, err := s.begin(ctx)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	defer cancel()
-	key := registrationKey(provider)
-	path := s.kvPath("data", key)
-	for range maxCASAttempts {
-		cur, err := c.readKV(ctx, path)
-		if err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		_, live, err := decodeRegistration(cur)
-		if err != nil {
-			live = true
-		}
-		if !live {
-			if cur.data != nil {
-				if err := c.destroyVersions(ctx, s.kvPath("metadata", key), s.kvPath("destroy", key), cur.version); err != nil {
-					return fmt.Errorf("%s: destroy old versions: %w", op, err)
-				}
-			}
-			return fmt.Errorf("%s: %w", op, store.ErrNotFound)
-		}
-		t, err := c.writeKV(ctx, path, cur.version, tombstone{Deleted: true})
-		if errors.Is(err, errCASMismatch) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		if err := c.destroyVersions(ctx, s.kvPath("metadata", key), s.kvPath("destroy", key), t); err != nil {
-			return fmt.Errorf("%s: registration deleted, but its stored versions were not destroyed (delete again to finish): %w", op, err)
-		}
-		return nil
-	}
-	return fmt.Errorf("%s: %w: registration kept changing", op, store.ErrConflict)
+	return s.deleteEntry(ctx, "delete registration "+provider, registrationKey(provider), "registration", func(e kvEntry) (bool, error) {
+		_, live, err := decodeRegistration(e)
+		return live, err
+	})
 }

@@ -376,28 +376,40 @@ func (s *Store) Delete(ctx context.Context, provider, user string) error {
 	if err := validateNames(provider, user); err != nil {
 		return fmt.Errorf("delete grant: %w", err)
 	}
-	op := "delete grant " + provider + "/" + user
+	return s.deleteEntry(ctx, "delete grant "+provider+"/"+user, grantKey(provider, user), "grant", func(e kvEntry) (bool, error) {
+		_, live, err := decodeGrant(e)
+		return live, err
+	})
+}
+
+// deleteEntry deletes the KV entry at key as Delete describes. what names
+// the entry in errors ("grant"); live decodes an entry and reports whether
+// it holds data rather than a tombstone (an entry that fails to decode is
+// deleted like any other).
+func (s *Store) deleteEntry(ctx context.Context, op, key, what string, live func(kvEntry) (bool, error)) error {
 	ctx, cancel, c, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	defer cancel()
-	key := grantKey(provider, user)
 	path := s.kvPath("data", key)
+	destroy := func(upTo uint64) error {
+		return c.destroyVersions(ctx, s.kvPath("metadata", key), s.kvPath("destroy", key), upTo)
+	}
 	for range maxCASAttempts {
 		cur, err := c.readKV(ctx, path)
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		_, live, err := decodeGrant(cur)
+		ok, err := live(cur)
 		if err != nil {
-			live = true // corrupt entries are deleted like any other
+			ok = true // corrupt entries are deleted like any other
 		}
-		if !live {
+		if !ok {
 			if cur.data != nil {
 				// A tombstone still readable: its destruction did not
 				// finish.
-				if err := c.destroyVersions(ctx, s.kvPath("metadata", key), s.kvPath("destroy", key), cur.version); err != nil {
+				if err := destroy(cur.version); err != nil {
 					return fmt.Errorf("%s: destroy old versions: %w", op, err)
 				}
 			}
@@ -410,12 +422,12 @@ func (s *Store) Delete(ctx context.Context, provider, user string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		if err := c.destroyVersions(ctx, s.kvPath("metadata", key), s.kvPath("destroy", key), t); err != nil {
-			return fmt.Errorf("%s: grant deleted, but its stored versions were not destroyed (delete again to finish): %w", op, err)
+		if err := destroy(t); err != nil {
+			return fmt.Errorf("%s: %s deleted, but its stored versions were not destroyed (delete again to finish): %w", op, what, err)
 		}
 		return nil
 	}
-	return fmt.Errorf("%s: %w: grant kept changing", op, store.ErrConflict)
+	return fmt.Errorf("%s: %w: %s kept changing", op, store.ErrConflict, what)
 }
 
 // List implements store.Store: one metadata LIST per provider folder (plus
