@@ -228,6 +228,10 @@ func TestParseFlags(t *testing.T) {
 		{name: "unknown spread", args: []string{"--users", "10", "--dists", "pareto"}, wantErr: `--dists: unknown "pareto"`},
 		{name: "zipf exponent", args: []string{"--users", "10", "--zipf-s", "1"}, wantErr: "--zipf-s"},
 		{name: "rotation longer than an assertion lives", args: []string{"--users", "10", "--rotate", "5m"}, wantErr: "--rotate"},
+		{name: "versus", args: []string{"--versus", "scrub", "--rounds", "4"}, wantOnly: []string{"direct", "onbehalf", "squid", "mitmproxy"}},
+		{name: "unknown versus feature", args: []string{"--versus", "tracing"}, wantErr: `--versus: unknown feature "tracing"`},
+		{name: "versus runs alone", args: []string{"--versus", "scrub", "--rate-limits"}, wantErr: "--versus runs alone"},
+		{name: "rounds", args: []string{"--versus", "scrub", "--rounds", "0"}, wantErr: "--rounds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -249,6 +253,10 @@ func TestParseFlags(t *testing.T) {
 	o, _ := parseFlags([]string{"--smoke"}, io.Discard)
 	if o.duration != smokeDuration || o.idleConns != smokeIdleConns {
 		t.Errorf("smoke: got duration %v, idle %d; want %v, %d", o.duration, o.idleConns, smokeDuration, smokeIdleConns)
+	}
+	o, _ = parseFlags([]string{"--versus", "rate-limits"}, io.Discard)
+	if o.duration != defaultVersusSlice || o.rounds != defaultVersusRounds {
+		t.Errorf("versus: got duration %v, rounds %d; want %v, %d", o.duration, o.rounds, defaultVersusSlice, defaultVersusRounds)
 	}
 }
 

@@ -121,12 +121,19 @@ type options struct {
 	// cpuprofile, when set, is where the CPU profile of onbehalf over the
 	// saturation phase is written.
 	cpuprofile string
+	// newHostProfile, when set, is where the CPU profile of onbehalf over
+	// the first-seen-host phase is written.
+	newHostProfile string
 	// heapprofile, when set, is where onbehalf's heap profile at rest
 	// (after the first request) is written.
 	heapprofile string
 	// rateLimits configures onbehalf with rate limits every request takes
 	// from (never refusing), to measure what limiting costs.
 	rateLimits bool
+	// versus, when set, names the feature of the --versus workload;
+	// rounds is its number of rounds.
+	versus string
+	rounds int
 	// command is how the run was invoked, for the report.
 	command string
 
@@ -179,8 +186,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.smoke, "smoke", false, "a few hundred requests per phase, direct and onbehalf only: checks the harness works, measures nothing")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (configs, logs, audit file) for inspection")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write onbehalf's CPU profile over the saturation phase to this file (go tool pprof)")
+	fs.StringVar(&o.newHostProfile, "newhost-cpuprofile", "", "write onbehalf's CPU profile over the first-seen-host phase to this file (go tool pprof)")
 	fs.StringVar(&o.heapprofile, "heapprofile", "", "write onbehalf's heap profile at rest, after its first request, to this file (go tool pprof)")
 	fs.BoolVar(&o.rateLimits, "rate-limits", false, "configure onbehalf with two rate limits every request takes from (set far above the load): what limiting costs")
+	fs.StringVar(&o.versus, "versus", "", "run the side-by-side workload instead: two onbehalf instances, with and without this feature (scrub, rate-limits), taking turns")
+	fs.IntVar(&o.rounds, "rounds", defaultVersusRounds, "--versus: rounds, each a saturation and a fixed-rate slice of --duration per instance")
 	usersFlag := fs.String("users", "", "run the many-users workload instead, with these user counts (e.g. 1000,10000), onbehalf only")
 	storesFlag := fs.String("stores", storeEmbedded+","+storeVault, "many-users workload: grant stores to run on")
 	distsFlag := fs.String("dists", distUniform+","+distZipf, "many-users workload: how requests spread over users")
@@ -197,6 +207,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
 	if o.smoke && !durationSet {
 		o.duration = smokeDuration
+	}
+	if o.versus != "" && !durationSet {
+		o.duration = defaultVersusSlice
 	}
 	if o.smoke && o.idleConns == defaultIdleConns {
 		o.idleConns = smokeIdleConns
@@ -231,6 +244,17 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.idleConns < 1 || o.idleConns > 10000 {
 		errs = append(errs, errors.New("--idle-conns must be between 1 and 10000"))
+	}
+	if o.versus != "" {
+		if _, ok := features[o.versus]; !ok {
+			errs = append(errs, fmt.Errorf("--versus: unknown feature %q (want scrub or rate-limits)", o.versus))
+		}
+		if *usersFlag != "" || o.rateLimits || o.smoke {
+			errs = append(errs, errors.New("--versus runs alone: drop --users, --rate-limits and --smoke"))
+		}
+	}
+	if o.rounds < 1 || o.rounds > 100 {
+		errs = append(errs, errors.New("--rounds must be between 1 and 100"))
 	}
 	if *usersFlag != "" {
 		for _, f := range strings.Split(*usersFlag, ",") {
@@ -295,6 +319,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if len(o.users) > 0 {
 		return runUsers(ctx, o, stdout, stderr)
+	}
+	if o.versus != "" {
+		return runVersus(ctx, o, stdout, stderr)
 	}
 	rep, err := execute(ctx, o, stderr)
 	if err != nil {
@@ -366,6 +393,8 @@ type bench struct {
 	obDir, obPolicy string
 	// many, when set, is the store of the many-users workload's sidecars.
 	many *manyState
+	// variant, when set, is the --versus instance started next.
+	variant *variant
 }
 
 // execute runs every selected setup and returns the report.

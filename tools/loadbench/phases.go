@@ -121,21 +121,9 @@ func (b *bench) runPhases(ctx context.Context, s setup) *setupResult {
 	lim := b.lim
 
 	r.phases[phaseSaturation] = b.measure(ctx, inst, func() loadResult {
-		if b.opts.cpuprofile == "" || inst.admin == "" {
+		return b.profiled(ctx, inst, b.opts.cpuprofile, func() loadResult {
 			return inst.ep.closedLoop(ctx, clients, b.opts.duration, lim.requests, localhost)
-		}
-		// The profile covers the measured window; fetching it costs the
-		// proxy a little CPU, so profiled figures are for reading, not
-		// for the report.
-		done := make(chan error, 1)
-		go func() { done <- cpuProfile(ctx, inst.admin, b.opts.duration, b.opts.cpuprofile) }()
-		res := inst.ep.closedLoop(ctx, clients, b.opts.duration, lim.requests, localhost)
-		if err := <-done; err != nil {
-			fmt.Fprintf(os.Stderr, "loadbench: %v\n", err)
-		} else {
-			fmt.Fprintf(os.Stderr, "loadbench: onbehalf CPU profile written to %s\n", b.opts.cpuprofile)
-		}
-		return res
+		})
 	}, func() { inst.ep.closedLoop(ctx, clients, lim.warmup, lim.warmupReqs, localhost) })
 
 	r.phases[phaseRate] = b.measure(ctx, inst, func() loadResult {
@@ -180,9 +168,29 @@ func (b *bench) runPhases(ctx context.Context, s setup) *setupResult {
 		hostLimit = min(hostLimit, lim.connections)
 	}
 	r.phases[phaseNewHost] = b.measure(ctx, inst, func() loadResult {
-		return inst.ep.closedLoop(ctx, freshClients, b.opts.duration, hostLimit, newHost)
+		return b.profiled(ctx, inst, b.opts.newHostProfile, func() loadResult {
+			return inst.ep.closedLoop(ctx, freshClients, b.opts.duration, hostLimit, newHost)
+		})
 	}, nil)
 	return r
+}
+
+// profiled runs load, writing onbehalf's CPU profile over it to path when
+// path is set. Fetching the profile costs the proxy a little CPU, so
+// profiled figures are for reading, not for the report.
+func (b *bench) profiled(ctx context.Context, inst *instance, path string, load func() loadResult) loadResult {
+	if path == "" || inst.admin == "" {
+		return load()
+	}
+	done := make(chan error, 1)
+	go func() { done <- cpuProfile(ctx, inst.admin, b.opts.duration, path) }()
+	res := load()
+	if err := <-done; err != nil {
+		fmt.Fprintf(os.Stderr, "loadbench: %v\n", err)
+	} else {
+		fmt.Fprintf(os.Stderr, "loadbench: onbehalf CPU profile written to %s\n", path)
+	}
+	return res
 }
 
 // measure runs warm (when not nil, unmeasured) and then load, reading the

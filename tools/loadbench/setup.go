@@ -276,7 +276,7 @@ store: %s
 egress: {allow: [127.0.0.1/32]}
 audit:
   sink: file
-  file: {path: audit.log, durability: write}
+  file: {path: %s, durability: write}
   fail_closed: true
   fingerprint_key_file: fingerprint.key
 log: {level: info, format: json}
@@ -339,14 +339,20 @@ func (b *bench) initOnbehalf(ctx context.Context) error {
 }
 
 func (b *bench) writeOnbehalfConfig(port, admin int) (string, error) {
-	path := filepath.Join(b.obDir, "onbehalf.yaml")
+	// A --versus instance has a configuration and audit file of its own:
+	// two instances run at once, and an audit file has one writer.
+	name, auditFile, limits := "onbehalf.yaml", "audit.log", b.opts.rateLimits
+	if v := b.variant; v != nil {
+		name, auditFile, limits = "onbehalf-"+v.name+".yaml", "audit-"+v.name+".log", v.rateLimits
+	}
+	path := filepath.Join(b.obDir, name)
 	cacheTTL, storeYAML := "1m", embeddedStoreYAML
 	if b.many != nil {
 		cacheTTL, storeYAML = manyUsersCacheTTL, b.many.storeYAML
 	}
-	text := fmt.Sprintf(onbehalfConfig, port, b.up.caFile, admin, b.opts.cpuprofile != "" || b.opts.heapprofile != "", benchAudience, benchIssuer,
-		cacheTTL, b.up.port, benchProvider, benchDomain, b.up.port, benchProvider, b.obPolicy, storeYAML)
-	if b.opts.rateLimits {
+	text := fmt.Sprintf(onbehalfConfig, port, b.up.caFile, admin, b.opts.cpuprofile != "" || b.opts.newHostProfile != "" || b.opts.heapprofile != "", benchAudience, benchIssuer,
+		cacheTTL, b.up.port, benchProvider, benchDomain, b.up.port, benchProvider, b.obPolicy, storeYAML, auditFile)
+	if limits {
 		text += benchRateLimits
 	}
 	return path, os.WriteFile(path, []byte(text), 0o600)
@@ -394,7 +400,11 @@ func startOnbehalf(ctx context.Context, b *bench) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := b.launch(filepath.Join(b.obDir, "onbehalf.log"), minimalEnv(), b.opts.onbehalf, "serve", "--config", cfg)
+	logName, env := "onbehalf.log", minimalEnv()
+	if v := b.variant; v != nil {
+		logName, env = "onbehalf-"+v.name+".log", minimalEnv(v.env...)
+	}
+	p, err := b.launch(filepath.Join(b.obDir, logName), env, b.opts.onbehalf, "serve", "--config", cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -167,3 +167,37 @@ func TestSmokeUsers(t *testing.T) {
 		t.Errorf("written file:\n%s", doc)
 	}
 }
+
+// TestSmokeVersus runs the side-by-side workload for each feature with two
+// short rounds: two onbehalf instances, with and without the feature,
+// taking turns, every request succeeding. It asserts nothing about timing.
+func TestSmokeVersus(t *testing.T) {
+	for _, feat := range []string{"scrub", "rate-limits"} {
+		t.Run(feat, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), smokeTimeout)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			code := run(ctx, []string{
+				"--versus", feat, "--rounds", "2", "--duration", "300ms",
+				"--rate", "100", // as in TestSmoke: a rate a loaded machine keeps
+				"--onbehalf", onbehalfBinary(t),
+				"--policy", filepath.Join(repoRoot(t), "examples", "policies", "default"),
+			}, &stdout, &stderr)
+			report := stdout.String()
+			if code != 0 {
+				t.Fatalf("loadbench exited %d\nstderr:\n%s\nstdout:\n%s", code, stderr.String(), report)
+			}
+			for _, want := range []string{
+				"### " + feat + " on and off",
+				"| round | off req/s | on req/s | on ÷ off |",
+				"| 1 | ", "| 2 | ", "| all | ",
+				"| off | ", "| on | ",
+				"Added p50 at 100 req/s",
+			} {
+				if !strings.Contains(report, want) {
+					t.Errorf("report lacks %q:\n%s", want, report)
+				}
+			}
+		})
+	}
+}
