@@ -24,7 +24,8 @@ import (
 // reports a takeover of a refresh lease on g's generation, whose holder may
 // have spent the refresh token this Source is about to present.
 func (s *Source) acquireLease(ctx context.Context, p *Provider, g *store.Grant) (kp *keeper, other *store.Grant, maybeSpent bool, err error) {
-	deadline := time.Now().Add(maxLeaseWait)
+	start := time.Now()
+	deadline := start.Add(maxLeaseWait)
 	delay := leasePollMin
 	k := grantKey{g.Provider, g.User}
 	for {
@@ -69,7 +70,9 @@ func (s *Source) acquireLease(ctx context.Context, p *Provider, g *store.Grant) 
 			t.Stop()
 			return nil, nil, false, fmt.Errorf("waiting for a peer's refresh: %w: %w", injector.ErrProviderUnavailable, ctx.Err())
 		}
-		delay = min(2*delay, leasePollMax)
+		if time.Since(start) >= leasePollFastFor {
+			delay = min(2*delay, leasePollMax)
+		}
 		cur, _, err := s.st.Get(ctx, g.Provider, g.User)
 		if err != nil {
 			return nil, nil, false, readError(k, err)

@@ -21,12 +21,18 @@ import (
 
 // Refresh timing that is not configurable.
 const (
-	// leasePollMin and leasePollMax bound the interval between two looks at
-	// a lease held by a peer (doubling, with jitter): a peer's refresh takes
-	// one provider round trip, usually tens of milliseconds, and one look
-	// costs a store read plus a lease attempt per waiting replica.
-	leasePollMin = 20 * time.Millisecond
-	leasePollMax = 100 * time.Millisecond
+	// leasePollMin is the interval between two looks at a lease held by a
+	// peer (with jitter) for the first leasePollFastFor of the wait, after
+	// which it doubles up to leasePollMax. A peer's refresh takes one
+	// provider round trip, usually tens of milliseconds: looking every
+	// 10 ms during it lets a waiting replica answer within about 10 ms of
+	// the peer's result (where a doubling schedule could leave it waiting
+	// as long again as the refresh took), and one look costs a store read
+	// plus a lease attempt per waiting replica. A refresh that outlasts
+	// the fast phase is slow anyway; then looks thin out.
+	leasePollMin     = 10 * time.Millisecond
+	leasePollFastFor = 500 * time.Millisecond
+	leasePollMax     = 100 * time.Millisecond
 	// maxLeaseWait bounds how long one flight waits for a peer's lease
 	// before it gives up (the next call starts a new flight): long enough
 	// for a peer's refresh, short enough that a flight detached from its

@@ -160,23 +160,7 @@ func (c Config) Validate() error {
 			p.Addf(idx("issuers", i), "duplicate issuer %q", iss)
 		}
 	}
-	var allowed algSet
-	if len(c.Algorithms) == 0 {
-		p.Addf("algorithms", "at least one algorithm is required")
-	}
-	for i, name := range c.Algorithms {
-		a := algorithmFromName(name)
-		switch {
-		case a == algNone:
-			p.Addf(idx("algorithms", i), "none is never allowed")
-		case !a.configurable():
-			p.Addf(idx("algorithms", i), "unsupported algorithm %q (want one of EdDSA, ES256, ES384, RS256, RS384, RS512, PS256, HS256)", name)
-		case allowed.has(a):
-			p.Addf(idx("algorithms", i), "duplicate algorithm %s", name)
-		default:
-			allowed.add(a)
-		}
-	}
+	allowed := validateAlgorithms(&p, c.Algorithms, true)
 	for i, k := range c.Keys {
 		path := idx("keys", i)
 		if k.File == "" {
@@ -270,6 +254,37 @@ func (c Config) IdP(issuer string) (IdPConfig, bool) {
 		}
 	}
 	return IdPConfig{}, false
+}
+
+// validateAlgorithms checks an algorithms allow-list (config key
+// "algorithms") into p and returns the valid ones as a set. withHMAC says
+// whether HS256 may be listed: only orchestrator keys, which are shared
+// secrets, can use it; an IdP publishes public keys.
+func validateAlgorithms(p *config.Problems, names []string, withHMAC bool) algSet {
+	want := "EdDSA, ES256, ES384, RS256, RS384, RS512, PS256"
+	if withHMAC {
+		want += ", HS256"
+	}
+	var allowed algSet
+	if len(names) == 0 {
+		p.Addf("algorithms", "at least one algorithm is required")
+	}
+	for i, name := range names {
+		a := algorithmFromName(name)
+		switch {
+		case a == algNone:
+			p.Addf(idx("algorithms", i), "none is never allowed")
+		case a == algHS256 && !withHMAC:
+			p.Addf(idx("algorithms", i), "HS256 needs a shared secret; an IdP publishes public keys")
+		case !a.configurable():
+			p.Addf(idx("algorithms", i), "unsupported algorithm %q (want one of %s)", name, want)
+		case allowed.has(a):
+			p.Addf(idx("algorithms", i), "duplicate algorithm %s", name)
+		default:
+			allowed.add(a)
+		}
+	}
+	return allowed
 }
 
 // allowedSet returns the validated allow-list as a set.

@@ -176,25 +176,7 @@ func (c IdPConfig) Validate() error {
 			p.Addf(idx("token_types", i), "duplicate token type %s", typ)
 		}
 	}
-	var allowed algSet
-	if len(c.Algorithms) == 0 {
-		p.Addf("algorithms", "at least one algorithm is required")
-	}
-	for i, name := range c.Algorithms {
-		a := algorithmFromName(name)
-		switch {
-		case a == algNone:
-			p.Addf(idx("algorithms", i), "none is never allowed")
-		case a == algHS256:
-			p.Addf(idx("algorithms", i), "HS256 needs a shared secret; an IdP publishes public keys")
-		case !a.configurable():
-			p.Addf(idx("algorithms", i), "unsupported algorithm %q (want one of EdDSA, ES256, ES384, RS256, RS384, RS512, PS256)", name)
-		case allowed.has(a):
-			p.Addf(idx("algorithms", i), "duplicate algorithm %s", name)
-		default:
-			allowed.add(a)
-		}
-	}
+	validateAlgorithms(&p, c.Algorithms, false)
 	if c.UserClaim == "" {
 		p.Addf("user_claim", "required")
 	} else if !validClaimPath(c.UserClaim) {

@@ -17,10 +17,7 @@ import (
 // outlive its deletion and converge under concurrent writers. newStore is
 // as for Run; the store it returns must implement store.ActivityStore.
 func RunActivity(t *testing.T, newStore func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s store.Store, a store.ActivityStore)
-	}{
+	runOptional(t, newStore, []optionalCase[store.ActivityStore]{
 		{"Missing", testActivityMissing},
 		{"MergeKeepsNewerFacts", testActivityMerge},
 		{"GrantUntouched", testActivityGrantUntouched},
@@ -28,17 +25,7 @@ func RunActivity(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentWritersConverge", testActivityConcurrent},
 		{"InvalidNamesRejectedFirst", testActivityInvalidNames},
 		{"LongNamesCut", testActivityLongNames},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t)
-			a, ok := s.(store.ActivityStore)
-			if !ok {
-				t.Fatalf("%T does not implement store.ActivityStore", s)
-			}
-			tt.fn(t, s, a)
-		})
-	}
+	})
 }
 
 // at is a fixed time plus d, in a zone other than UTC so that stores are

@@ -17,27 +17,14 @@ import (
 // and created again, never touching grants. newStore is as for Run; the
 // store it returns must implement store.RegistrationStore.
 func RunRegistrations(t *testing.T, newStore func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s store.Store, r store.RegistrationStore)
-	}{
+	runOptional(t, newStore, []optionalCase[store.RegistrationStore]{
 		{"Missing", testRegistrationMissing},
 		{"CreateReadReplace", testRegistrationCAS},
 		{"SecretRoundTrip", testRegistrationSecrets},
 		{"DeleteAndRecreate", testRegistrationDelete},
 		{"ApartFromGrants", testRegistrationApart},
 		{"InvalidRejectedFirst", testRegistrationInvalid},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t)
-			r, ok := s.(store.RegistrationStore)
-			if !ok {
-				t.Fatalf("%T does not implement store.RegistrationStore", s)
-			}
-			tt.fn(t, s, r)
-		})
-	}
+	})
 }
 
 // sampleRegistration returns a fully populated registration of provider

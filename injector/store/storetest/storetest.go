@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -1019,4 +1020,25 @@ func sortedUsers(gs []*store.Grant) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// optionalCase is one test of the suite of an optional store interface T.
+type optionalCase[T any] struct {
+	name string
+	fn   func(t *testing.T, s store.Store, x T)
+}
+
+// runOptional runs the suite of an optional store interface T, each test on
+// a new store that must implement T.
+func runOptional[T any](t *testing.T, newStore func(t *testing.T) store.Store, tests []optionalCase[T]) {
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			x, ok := s.(T)
+			if !ok {
+				t.Fatalf("%T does not implement %s", s, reflect.TypeFor[T]())
+			}
+			tt.fn(t, s, x)
+		})
+	}
 }

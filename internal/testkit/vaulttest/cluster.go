@@ -240,18 +240,8 @@ func (s *Server) waitMember(_ <-chan string, exited <-chan struct{}) error {
 		}); err != nil {
 			return fmt.Errorf("autopilot configuration: %w", err)
 		}
-		// KV v2 upgrades its storage after a mount; writes fail until it is
-		// done.
-		for {
-			_, err := c.Logical().WriteWithContext(ctx, "secret/data/vaulttest-ready", map[string]any{"data": map[string]any{"ok": true}})
-			if err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("secret/ not writable within %s: %w", StartTimeout, err)
-			case <-time.After(pollInterval):
-			}
+		if err := waitWritable(ctx, c); err != nil {
+			return err
 		}
 	}
 	s.mu.Lock()

@@ -394,12 +394,22 @@ func (s *Server) waitPersistent(_ <-chan string, exited <-chan struct{}) error {
 			return fmt.Errorf("mount secret/: %w", err)
 		}
 	}
-	// KV v2 upgrades its storage after a mount or an unseal; writes fail
-	// until it is done.
+	if err := waitWritable(ctx, c); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.client = c
+	s.mu.Unlock()
+	return nil
+}
+
+// waitWritable waits until secret/ takes a write: KV v2 upgrades its
+// storage after a mount or an unseal, and writes fail until it is done.
+func waitWritable(ctx context.Context, c *api.Client) error {
 	for {
 		_, err := c.Logical().WriteWithContext(ctx, "secret/data/vaulttest-ready", map[string]any{"data": map[string]any{"ok": true}})
 		if err == nil {
-			break
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -407,10 +417,6 @@ func (s *Server) waitPersistent(_ <-chan string, exited <-chan struct{}) error {
 		case <-time.After(pollInterval):
 		}
 	}
-	s.mu.Lock()
-	s.client = c
-	s.mu.Unlock()
-	return nil
 }
 
 // scanOutput copies the server's output to out and sends the unseal key
