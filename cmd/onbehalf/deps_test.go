@@ -39,12 +39,6 @@ var forbiddenPackages = []string{
 	"github.com/onbehalf-dev/onbehalf/internal/testkit",
 }
 
-// testingAllowedVia names the only packages allowed to import "testing":
-// OPA's Rego test runner, behind `onbehalf policy test`, calls
-// testing.Benchmark for `--bench`-style results. It runs no Go tests and
-// links no test kit.
-var testingAllowedVia = []string{"github.com/open-policy-agent/opa/v1/tester"}
-
 // TestProductionDependencies fails when the production binary links a test
 // kit, or a module that testdata/modules.txt does not list.
 func TestProductionDependencies(t *testing.T) {
