@@ -47,6 +47,8 @@ func FuzzBindTunnelRequest(f *testing.F) {
 	f.Add("GET //evil.example.com/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
 	f.Add("GET /a%2f..%2fb HTTP/1.1\r\nHost: api.example.com.\r\n\r\n")
 	f.Add("OPTIONS * HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+	// Sub-delimiters leave as they came, not re-escaped (%21, %2A).
+	f.Add("GET /v1/a!b*c('d') HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
 	tun := newTunnel("api.example.com", 443, "")
 	f.Fuzz(func(t *testing.T, raw string) {
 		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))

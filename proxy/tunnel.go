@@ -591,12 +591,11 @@ func refusePath(err error) *Error {
 	return newError(CodeBadRequest, "nothing was sent: "+err.Error(), err)
 }
 
-// setPath makes u's path the canonical escaped path.
+// setPath makes u's path the canonical escaped path. RawPath is kept even
+// without escapes: net/http would otherwise re-escape characters such as
+// "!" or "*" on the way out, and the API would get a path other than the
+// one policy decided on (RFC 3986 does not make "%21" and "!" equal).
 func setPath(u *url.URL, escaped string) {
-	if strings.IndexByte(escaped, '%') < 0 {
-		u.Path, u.RawPath = escaped, ""
-		return
-	}
 	dec, err := url.PathUnescape(escaped)
 	if err != nil { // CanonicalPath only returns valid escapes
 		dec = escaped
