@@ -115,29 +115,10 @@ func (s *Store) PutRegistration(ctx context.Context, r *store.Registration, cas 
 		}
 		rec.ClientSecret, _ = json.Marshal(ct[0])
 	}
-	path := s.kvPath("data", registrationKey(r.Provider))
-	cur, err := c.readKV(ctx, path)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", op, err)
-	}
-	_, live, err := decodeRegistration(cur)
-	if err != nil {
-		live = true // a corrupt entry is overwritten by CAS on its version, never created over
-	}
-	switch {
-	case live && uint64(cas) != cur.version:
-		return 0, fmt.Errorf("%s: %w: stored version %d, cas %d", op, store.ErrConflict, cur.version, cas)
-	case !live && cas != 0:
-		return 0, fmt.Errorf("%s: %w: no registration stored, cas %d", op, store.ErrConflict, cas)
-	}
-	v, err := c.writeKV(ctx, path, cur.version, rec)
-	if errors.Is(err, errCASMismatch) {
-		return 0, fmt.Errorf("%s: %w: changed concurrently", op, store.ErrConflict)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", op, err)
-	}
-	return store.Version(v), nil
+	return c.putCAS(ctx, op, s.kvPath("data", registrationKey(r.Provider)), "registration", cas, rec, func(e kvEntry) (bool, error) {
+		_, live, err := decodeRegistration(e)
+		return live, err
+	})
 }
 
 // DeleteRegistration implements store.RegistrationStore as Delete does for

@@ -338,22 +338,31 @@ func (s *Store) Put(ctx context.Context, g *store.Grant, cas store.Version) (sto
 		rec.AccessToken, _ = json.Marshal(ct[0])
 		rec.RefreshToken, _ = json.Marshal(ct[1])
 	}
-	path := s.kvPath("data", grantKey(g.Provider, g.User))
+	return c.putCAS(ctx, op, s.kvPath("data", grantKey(g.Provider, g.User)), "grant", cas, rec, func(e kvEntry) (bool, error) {
+		_, live, err := decodeGrant(e)
+		return live, err
+	})
+}
+
+// putCAS writes rec at path by KV CAS on the version read first, with
+// Put's semantics: live decodes the entry read and reports whether it holds
+// data rather than a tombstone (missing or a tombstone: cas must be 0; an
+// entry that fails to decode is still an entry, overwritten by a CAS on its
+// version, never created over). what names the entry in errors ("grant").
+func (c *conn) putCAS(ctx context.Context, op, path, what string, cas store.Version, rec any, live func(kvEntry) (bool, error)) (store.Version, error) {
 	cur, err := c.readKV(ctx, path)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
-	_, live, err := decodeGrant(cur)
+	ok, err := live(cur)
 	if err != nil {
-		// A corrupt entry is still an entry: it can be overwritten by a
-		// CAS on its version, never created over.
-		live = true
+		ok = true
 	}
 	switch {
-	case live && uint64(cas) != cur.version:
+	case ok && uint64(cas) != cur.version:
 		return 0, fmt.Errorf("%s: %w: stored version %d, cas %d", op, store.ErrConflict, cur.version, cas)
-	case !live && cas != 0:
-		return 0, fmt.Errorf("%s: %w: no grant stored, cas %d", op, store.ErrConflict, cas)
+	case !ok && cas != 0:
+		return 0, fmt.Errorf("%s: %w: no %s stored, cas %d", op, store.ErrConflict, what, cas)
 	}
 	v, err := c.writeKV(ctx, path, cur.version, rec)
 	if errors.Is(err, errCASMismatch) {
