@@ -27,6 +27,11 @@ const (
 	// SecretMountPath holds the interception CA (SecretCertKey,
 	// SecretKeyKey) and the audit fingerprint key (AuditKeyKey).
 	SecretMountPath = "/etc/onbehalf/secret"
+	// SidecarSecretMountPath holds the operator's Secret for the sidecar
+	// (SidecarConfig.SidecarSecret): the credentials its configuration
+	// names as files, such as rate_limits.redis.password_file or
+	// store.vault.auth.secret_id_file.
+	SidecarSecretMountPath = "/etc/onbehalf/sidecar-secret"
 	// TmpMountPath is the sidecar's only writable directory (an emptyDir
 	// that survives container restarts); the chart puts the refresh
 	// journal there.
@@ -156,6 +161,10 @@ type SidecarConfig struct {
 	// AuditSecret names a Secret with the audit fingerprint key (key
 	// fingerprint.key), mounted into the sidecar only; empty mounts none.
 	AuditSecret string `yaml:"audit_secret"`
+	// SidecarSecret names a Secret of the operator's whose keys are
+	// mounted as files in SidecarSecretMountPath, in the sidecar only;
+	// empty mounts none.
+	SidecarSecret string `yaml:"sidecar_secret"`
 	// VaultToken configures the projected service-account token the
 	// sidecar presents to Vault's Kubernetes auth method.
 	VaultToken VaultTokenConfig `yaml:"vault_token"`
@@ -333,6 +342,7 @@ func (s SidecarConfig) validate() error {
 	checkName(&p, "policy_config_map", s.PolicyConfigMap, false)
 	checkName(&p, "ca_secret", s.CASecret, true)
 	checkName(&p, "audit_secret", s.AuditSecret, false)
+	checkName(&p, "sidecar_secret", s.SidecarSecret, false)
 	if v := s.VaultToken; v.Enabled {
 		if v.Audience == "" || strings.ContainsFunc(v.Audience, isSpaceOrControl) {
 			p.Addf("vault_token.audience", "required, without white space")
@@ -426,7 +436,7 @@ func checkName(p *config.Problems, key, name string, required bool) {
 // reservedDir returns the sidecar mount that dir is, is inside or contains,
 // or "".
 func reservedDir(dir string) string {
-	for _, r := range []string{ConfigMountPath, PolicyMountPath, SecretMountPath, TmpMountPath} {
+	for _, r := range []string{ConfigMountPath, PolicyMountPath, SecretMountPath, SidecarSecretMountPath, TmpMountPath} {
 		if dir == r || strings.HasPrefix(dir, r+"/") || strings.HasPrefix(r, dir+"/") {
 			return r
 		}

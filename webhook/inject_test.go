@@ -217,6 +217,7 @@ func checkInjected(t *testing.T, in *Injector, original, patched []byte) {
 	if native && sc["restartPolicy"] != "Always" {
 		t.Errorf("native sidecar restartPolicy: got %v; want Always", sc["restartPolicy"])
 	}
+	checkSidecarSecret(t, cfg.Sidecar.SidecarSecret, m(doc, "spec"), sc)
 
 	// Fields the webhook does not know survive untouched.
 	var orig map[string]any
@@ -464,5 +465,36 @@ func TestAdmitIgnoresOtherRequests(t *testing.T) {
 				t.Errorf("got %s (%v); want %s", got.Outcome, got.Err, tc.want)
 			}
 		})
+	}
+}
+
+// checkSidecarSecret asserts that the operator's sidecar Secret, when
+// configured, is a secret volume mounted read-only at
+// SidecarSecretMountPath in the sidecar (checkInjected already asserts that
+// no agent mounts it), and that nothing is mounted there otherwise.
+func checkSidecarSecret(t *testing.T, name string, spec, sidecar map[string]any) {
+	t.Helper()
+	var mounted bool
+	for _, v := range sidecar["volumeMounts"].([]any) {
+		mnt := v.(map[string]any)
+		if mnt["name"] != volSidecarSecret {
+			continue
+		}
+		mounted = true
+		if mnt["mountPath"] != SidecarSecretMountPath || mnt["readOnly"] != true {
+			t.Errorf("sidecar mounts %s at %v (readOnly %v); want %s read-only", volSidecarSecret, mnt["mountPath"], mnt["readOnly"], SidecarSecretMountPath)
+		}
+	}
+	var secretName any
+	for _, v := range s(spec, "volumes") {
+		if vol := v.(map[string]any); vol["name"] == volSidecarSecret {
+			secretName = m(vol, "secret")["secretName"]
+		}
+	}
+	switch {
+	case name == "" && (mounted || secretName != nil):
+		t.Errorf("no sidecar_secret configured, but the pod has %s (mounted %v, secret %v)", volSidecarSecret, mounted, secretName)
+	case name != "" && (!mounted || secretName != name):
+		t.Errorf("sidecar_secret %s: sidecar mounts it %v, volume's secretName %v; want mounted from %s", name, mounted, secretName, name)
 	}
 }

@@ -9,17 +9,18 @@ import (
 // not yet injected may not use them, and no agent container may mount the
 // sidecar's.
 const (
-	volTrust      = "onbehalf-trust"
-	volConfig     = "onbehalf-config"
-	volPolicy     = "onbehalf-policy"
-	volSecret     = "onbehalf-secret"
-	volVaultToken = "onbehalf-vault-token"
-	volTmp        = "onbehalf-tmp"
+	volTrust         = "onbehalf-trust"
+	volConfig        = "onbehalf-config"
+	volPolicy        = "onbehalf-policy"
+	volSecret        = "onbehalf-secret"
+	volSidecarSecret = "onbehalf-sidecar-secret"
+	volVaultToken    = "onbehalf-vault-token"
+	volTmp           = "onbehalf-tmp"
 )
 
 // sidecarOnlyVolumes are mounted into the sidecar and must never be
 // mounted into an agent container.
-var sidecarOnlyVolumes = []string{volConfig, volPolicy, volSecret, volVaultToken, volTmp}
+var sidecarOnlyVolumes = []string{volConfig, volPolicy, volSecret, volSidecarSecret, volVaultToken, volTmp}
 
 // serviceAccountPath is where the ServiceAccount admission plugin mounts the
 // pod's API token in every container.
@@ -117,6 +118,11 @@ type outVolume struct {
 	EmptyDir  *outEmptyDir  `json:"emptyDir,omitempty"`
 	ConfigMap *outConfigMap `json:"configMap,omitempty"`
 	Projected *outProjected `json:"projected,omitempty"`
+	Secret    *outSecret    `json:"secret,omitempty"`
+}
+
+type outSecret struct {
+	SecretName string `json:"secretName"`
 }
 
 type outEmptyDir struct {
@@ -213,6 +219,9 @@ func (in *Injector) sidecarContainer(o podOptions) outContainer {
 	if o.policyMap != "" {
 		c.VolumeMounts = append(c.VolumeMounts, outMount{Name: volPolicy, ReadOnly: true, MountPath: PolicyMountPath})
 	}
+	if s.SidecarSecret != "" {
+		c.VolumeMounts = append(c.VolumeMounts, outMount{Name: volSidecarSecret, ReadOnly: true, MountPath: SidecarSecretMountPath})
+	}
 	if s.VaultToken.Enabled {
 		c.VolumeMounts = append(c.VolumeMounts, outMount{Name: volVaultToken, ReadOnly: true, MountPath: path.Dir(s.VaultToken.Path)})
 	}
@@ -244,6 +253,9 @@ func (in *Injector) podVolumes(o podOptions) []outVolume {
 		}})
 	}
 	vols = append(vols, outVolume{Name: volSecret, Projected: secret})
+	if s.SidecarSecret != "" {
+		vols = append(vols, outVolume{Name: volSidecarSecret, Secret: &outSecret{SecretName: s.SidecarSecret}})
+	}
 	if s.VaultToken.Enabled {
 		vols = append(vols, outVolume{Name: volVaultToken, Projected: &outProjected{Sources: []outProjection{{
 			ServiceAccountToken: &outTokenProjection{

@@ -62,6 +62,7 @@ var valueSets = []valueSet{
 	{name: "old-cluster", files: []string{examplesDir + "/values.yaml"}, kube: "v1.27.3"},
 	{name: "connect-ingress", files: []string{"testdata/values/connect-ingress.yaml"}, kube: "v1.31.0"},
 	{name: "idps", files: []string{"testdata/values/minimal.yaml", "testdata/values/idps.yaml"}, kube: "v1.31.0"},
+	{name: "ha-redis", files: []string{"testdata/values/minimal.yaml", "testdata/values/ha-redis.yaml"}, kube: "v1.33.1"},
 }
 
 // rendered is one value set's output.

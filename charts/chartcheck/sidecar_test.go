@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ type webhookSettings struct {
 		PolicyConfigMap string `json:"policy_config_map"`
 		CASecret        string `json:"ca_secret"`
 		AuditSecret     string `json:"audit_secret"`
+		SidecarSecret   string `json:"sidecar_secret"`
 		VaultToken      struct {
 			Enabled bool   `json:"enabled"`
 			Path    string `json:"path"`
@@ -135,6 +137,20 @@ func sidecarMounts(t *testing.T, r *rendered, ns, root string) string {
 		}
 	}
 	kubeletMount(t, filepath.Join(root, "etc/onbehalf/secret"), secretFiles, 0o644)
+	if s.Sidecar.SidecarSecret != "" {
+		// The operator's Secret: a stand-in key for each file the
+		// configuration names under its mount.
+		files := map[string][]byte{}
+		for _, v := range cm.Data {
+			for _, m := range sidecarSecretRef.FindAllStringSubmatch(v, -1) {
+				files[m[1]] = []byte("stand-in secret of " + m[1] + "\n")
+			}
+		}
+		if len(files) == 0 {
+			t.Errorf("the webhook mounts Secret %s/%s, but the sidecar configuration names no file in it", ns, s.Sidecar.SidecarSecret)
+		}
+		kubeletMount(t, filepath.Join(root, "etc/onbehalf/sidecar-secret"), files, 0o644)
+	}
 	if s.Sidecar.VaultToken.Enabled {
 		kubeletMount(t, filepath.Join(root, filepath.Dir(s.Sidecar.VaultToken.Path)),
 			map[string][]byte{filepath.Base(s.Sidecar.VaultToken.Path): []byte("eyJhbGciOiJSUzI1NiJ9.e30.c2ln")}, 0o644)
@@ -145,6 +161,10 @@ func sidecarMounts(t *testing.T, r *rendered, ns, root string) string {
 	}
 	return filepath.Join(root, "etc/onbehalf/config", key)
 }
+
+// sidecarSecretRef matches a file of the operator's sidecar Secret named in
+// the rendered sidecar configuration.
+var sidecarSecretRef = regexp.MustCompile(`/etc/onbehalf/sidecar-secret/([-._a-zA-Z0-9]+)`)
 
 // checkInterceptionCA asserts what the sidecar requires of its CA: an ECDSA
 // P-256 CA certificate, valid now, with the matching key.
