@@ -232,6 +232,9 @@ func TestParseFlags(t *testing.T) {
 		{name: "unknown versus feature", args: []string{"--versus", "tracing"}, wantErr: `--versus: unknown feature "tracing"`},
 		{name: "versus runs alone", args: []string{"--versus", "scrub", "--rate-limits"}, wantErr: "--versus runs alone"},
 		{name: "rounds", args: []string{"--versus", "scrub", "--rounds", "0"}, wantErr: "--rounds"},
+		{name: "versus build", args: []string{"--versus", "build", "--baseline", "/tmp/old-onbehalf"}, wantOnly: []string{"direct", "onbehalf", "squid", "mitmproxy"}},
+		{name: "versus build needs a baseline", args: []string{"--versus", "build"}, wantErr: "--versus build needs it"},
+		{name: "baseline without versus build", args: []string{"--versus", "scrub", "--baseline", "/tmp/old-onbehalf"}, wantErr: "--baseline goes with --versus build"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

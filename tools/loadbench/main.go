@@ -130,6 +130,8 @@ type options struct {
 	// rateLimits configures onbehalf with rate limits every request takes
 	// from (never refusing), to measure what limiting costs.
 	rateLimits bool
+	// baseline is the earlier binary of --versus build.
+	baseline string
 	// versus, when set, names the feature of the --versus workload;
 	// rounds is its number of rounds.
 	versus string
@@ -189,7 +191,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.newHostProfile, "newhost-cpuprofile", "", "write onbehalf's CPU profile over the first-seen-host phase to this file (go tool pprof)")
 	fs.StringVar(&o.heapprofile, "heapprofile", "", "write onbehalf's heap profile at rest, after its first request, to this file (go tool pprof)")
 	fs.BoolVar(&o.rateLimits, "rate-limits", false, "configure onbehalf with two rate limits every request takes from (set far above the load): what limiting costs")
-	fs.StringVar(&o.versus, "versus", "", "run the side-by-side workload instead: two onbehalf instances, with and without this feature (scrub, rate-limits), taking turns")
+	fs.StringVar(&o.versus, "versus", "", "run the side-by-side workload instead: two onbehalf instances, with and without this feature (scrub, rate-limits; build: --baseline against --onbehalf), taking turns")
+	fs.StringVar(&o.baseline, "baseline", "", "--versus build: the earlier onbehalf binary the one of --onbehalf is compared with")
 	fs.IntVar(&o.rounds, "rounds", defaultVersusRounds, "--versus: rounds, each a saturation and a fixed-rate slice of --duration per instance")
 	usersFlag := fs.String("users", "", "run the many-users workload instead, with these user counts (e.g. 1000,10000), onbehalf only")
 	storesFlag := fs.String("stores", storeEmbedded+","+storeVault, "many-users workload: grant stores to run on")
@@ -247,7 +250,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.versus != "" {
 		if _, ok := features[o.versus]; !ok {
-			errs = append(errs, fmt.Errorf("--versus: unknown feature %q (want scrub or rate-limits)", o.versus))
+			errs = append(errs, fmt.Errorf("--versus: unknown feature %q (want scrub, rate-limits or build)", o.versus))
+		}
+		if (o.versus == "build") != (o.baseline != "") {
+			errs = append(errs, errors.New("--baseline goes with --versus build, and --versus build needs it"))
 		}
 		if *usersFlag != "" || o.rateLimits || o.smoke {
 			errs = append(errs, errors.New("--versus runs alone: drop --users, --rate-limits and --smoke"))

@@ -112,6 +112,11 @@ func describeMachine(o options) machine {
 		}
 		m.versions = append(m.versions, v+from)
 	}
+	if o.baseline != "" {
+		if v := firstLine(o.baseline, "--version"); v != "" {
+			m.versions = append(m.versions, "baseline "+v+builtFrom(o.baseline))
+		}
+	}
 	for _, s := range o.only {
 		switch s {
 		case "squid":

@@ -300,6 +300,11 @@ func (b *bench) prepareOnbehalf(ctx context.Context) error {
 	if _, err := os.Stat(b.opts.onbehalf); err != nil {
 		return fmt.Errorf("onbehalf binary %s: %w (run make build or pass --onbehalf)", b.opts.onbehalf, err)
 	}
+	if b.opts.baseline != "" {
+		if _, err := os.Stat(b.opts.baseline); err != nil {
+			return fmt.Errorf("--baseline binary %s: %w", b.opts.baseline, err)
+		}
+	}
 	policy, err := filepath.Abs(b.opts.policy)
 	if err != nil {
 		return err
@@ -400,11 +405,14 @@ func startOnbehalf(ctx context.Context, b *bench) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	logName, env := "onbehalf.log", minimalEnv()
+	logName, env, bin := "onbehalf.log", minimalEnv(), b.opts.onbehalf
 	if v := b.variant; v != nil {
 		logName, env = "onbehalf-"+v.name+".log", minimalEnv(v.env...)
+		if v.bin != "" {
+			bin = v.bin
+		}
 	}
-	p, err := b.launch(filepath.Join(b.obDir, logName), env, b.opts.onbehalf, "serve", "--config", cfg)
+	p, err := b.launch(filepath.Join(b.obDir, logName), env, bin, "serve", "--config", cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,9 @@ import (
 
 // The --versus workload measures what one feature of onbehalf costs: two
 // instances of the same binary, one with the feature and one without, run
-// side by side and take turns. Each round gives each instance a saturation
+// side by side and take turns. --versus build compares two builds instead:
+// the binary of --baseline (off) against that of --onbehalf (on), the way
+// to show what a speed-up gains. Each round gives each instance a saturation
 // slice and a fixed-rate slice, in ABBA order (the instance that went
 // second goes first in the next round), so a slow minute of the machine
 // falls on both alike. Separate runs, minutes apart, differ by more on a
@@ -25,6 +27,9 @@ type feature struct {
 	what          string   // for the report
 	offEnv, onEnv []string // ONBEHALF_* settings of each instance
 	onRateLimits  bool     // the instance with the feature gets benchRateLimits
+	// builds: off runs --baseline, on runs --onbehalf, with the same
+	// configuration.
+	builds bool
 }
 
 // features are the --versus choices.
@@ -38,6 +43,10 @@ var features = map[string]feature{
 		what:         "rate limits (two rules every request takes from, far above the load)",
 		onRateLimits: true,
 	},
+	"build": {
+		what:   "this build (--onbehalf, on) against an earlier one (--baseline, off)",
+		builds: true,
+	},
 }
 
 // variant is one instance of a --versus run: its name in file names and the
@@ -46,6 +55,7 @@ type variant struct {
 	name       string
 	env        []string
 	rateLimits bool
+	bin        string // the binary it runs; empty: --onbehalf
 }
 
 // Defaults of the --versus workload: short slices, many rounds.
@@ -119,6 +129,9 @@ func executeVersus(ctx context.Context, o options, progress io.Writer) (*versusR
 	variants := [2]variant{
 		{name: "off", env: feat.offEnv},
 		{name: "on", env: feat.onEnv, rateLimits: feat.onRateLimits},
+	}
+	if feat.builds {
+		variants[0].bin = o.baseline
 	}
 	for i, v := range variants {
 		b.variant = &v
@@ -215,9 +228,13 @@ func (r *versusReport) markdown() string {
 		fmt.Fprintf(&b, "- Versions: %s.\n", strings.Join(r.machine.versions, "; "))
 	}
 	fmt.Fprintf(&b, "- Command: `%s` (%s in all).\n", o.command, r.finished.Sub(r.started).Round(time.Second))
-	fmt.Fprintf(&b, "- Feature: %s. Two onbehalf instances of the same binary, one with it (on) and one without (off), side by side; "+
+	pair := "Two onbehalf instances of the same binary, one with it (on) and one without (off)"
+	if r.feat.builds {
+		pair = "Two onbehalf instances with the same configuration, one of each build"
+	}
+	fmt.Fprintf(&b, "- Feature: %s. %s, side by side; "+
 		"%d rounds, each giving each instance %s at saturation and %s at %d req/s, in ABBA order.\n",
-		r.feat.what, o.rounds, o.duration, o.duration, o.rate)
+		r.feat.what, pair, o.rounds, o.duration, o.duration, o.rate)
 	fmt.Fprintf(&b, "- Workload: POST of %d bytes of JSON over HTTPS, HTTP/1.1 through CONNECT, %d workers.\n\n", len(requestBody), o.workers)
 
 	b.WriteString("| round | off req/s | on req/s | on ÷ off | off CPU µs/req | on CPU µs/req |\n|--:|--:|--:|--:|--:|--:|\n")
