@@ -125,6 +125,9 @@ type Server struct {
 	policyRoutes sync.Map
 	// listCache holds per-item decisions of MCP list filtering.
 	listCache *listCache
+	// stacks runs tunnels' handshakes and requests off the tunnels' own
+	// goroutines.
+	stacks stacks
 
 	mu      sync.Mutex
 	conns   map[net.Conn]*connState // hijacked tunnel connections
@@ -278,6 +281,7 @@ type connState struct {
 // CloseIdleConnections closes pooled upstream connections that are not in
 // use (they would otherwise live until upstream.idle_conn_timeout).
 func (s *Server) CloseIdleConnections() {
+	s.stacks.closeIdle()
 	s.transport.CloseIdleConnections()
 	s.h2Transport.CloseIdleConnections()
 	if s.upstream != nil {
@@ -288,6 +292,7 @@ func (s *Server) CloseIdleConnections() {
 // closeUpstream closes every upstream connection not in use once the
 // server is done with them.
 func (s *Server) closeUpstream() {
+	s.stacks.close()
 	s.transport.CloseIdleConnections()
 	s.h2Transport.CloseIdleConnections()
 	if s.upstream != nil {

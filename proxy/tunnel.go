@@ -65,7 +65,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 	}
 	conn := tls.Server(raw, s.tunnelTLSConfig(t))
 	_ = raw.SetDeadline(time.Now().Add(s.cfg.Limits.HandshakeTimeout))
-	if err := onOwnStack(func() error { return conn.HandshakeContext(context.Background()) }); err != nil {
+	if err := onOwnStack(&s.stacks, func() error { return conn.HandshakeContext(context.Background()) }); err != nil {
 		if ce := s.log.Check(zap.DebugLevel, "tunnel handshake failed"); ce != nil {
 			ce.Write(zap.String(logHost, t.host), zapErr(err))
 		}
@@ -104,7 +104,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 			}
 			return
 		}
-		if !onOwnStack(func() bool { return s.serveIntercepted(ctx, t, conn, idle, hr.br, req, bw) }) {
+		if !onOwnStack(&s.stacks, func() bool { return s.serveIntercepted(ctx, t, conn, idle, hr.br, req, bw) }) {
 			return
 		}
 	}
@@ -753,30 +753,3 @@ func (b *flushingBody) Read(p []byte) (int, error) {
 }
 
 func (b *flushingBody) Close() error { return b.r.Close() }
-
-// onOwnStack runs f on a goroutine of its own and returns its result,
-// re-raising its panic here. A tunnel's goroutine lives as long as the
-// tunnel, mostly idle, waiting for the next request; the deep work of a
-// handshake and of a request (signatures, policy evaluation, the upstream
-// call) would grow its stack to tens of kilobytes, which an idle
-// goroutine keeps until garbage collections shrink it by halves. Done on a
-// goroutine that ends with it, that stack is freed at once, and an idle
-// intercepted connection costs its buffers and a small stack
-// (BenchmarkIdleTunnelMemory).
-func onOwnStack[T any](f func() T) T {
-	var (
-		out     T
-		panicky any
-		done    = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		defer func() { panicky = recover() }()
-		out = f()
-	}()
-	<-done
-	if panicky != nil {
-		panic(panicky)
-	}
-	return out
-}
