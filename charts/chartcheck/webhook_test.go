@@ -381,6 +381,11 @@ func checkIsolation(t *testing.T, r *rendered, pod *corev1.Pod, wantNative bool)
 			provided[v] = true
 		}
 	}
+	if sc, ok := r.values["sidecar"].(map[string]any); ok {
+		if v, _ := sc["secretName"].(string); v != "" {
+			provided[v] = true
+		}
+	}
 	check := func(kind, name string, exists bool) {
 		if !exists && !provided[name] {
 			t.Errorf("the pod mounts %s %s/%s, which the chart does not render", kind, pod.Namespace, name)
@@ -399,6 +404,19 @@ func checkIsolation(t *testing.T, r *rendered, pod *corev1.Pod, wantNative bool)
 				}
 			}
 		}
+		if v.Secret != nil {
+			_, ok := secrets[pod.Namespace+"/"+v.Secret.SecretName]
+			check("Secret", v.Secret.SecretName, ok)
+			if !sidecarOnly[v.Name] {
+				t.Errorf("secret volume %s is not the sidecar's", v.Name)
+			}
+		}
+	}
+	sidecarValues, _ := r.values["sidecar"].(map[string]any)
+	if sn, _ := sidecarValues["secretName"].(string); sn != "" {
+		if v, ok := vols["onbehalf-sidecar-secret"]; !ok || v.Secret == nil || v.Secret.SecretName != sn || !sidecarOnly[v.Name] {
+			t.Errorf("sidecar.secretName %s: the sidecar does not mount it as onbehalf-sidecar-secret", sn)
+		}
 	}
 }
 
@@ -411,6 +429,7 @@ func TestWebhookInjectsExampleAgent(t *testing.T) {
 		"native-off":       false,
 		"old-cluster":      false,
 		"webhook-url":      true,
+		"ha-redis":         true,
 	}
 	for _, set := range valueSets {
 		wantNative, ok := cases[set.name]
