@@ -343,19 +343,19 @@ func (s *sseFilter) event() ([]byte, error) {
 	var raw []byte
 	partial := false // the current line began in an earlier chunk
 	for {
-		line, err := s.r.ReadSlice('\n')
+		line, complete, err := readLine(s.r, partial)
 		raw = append(raw, line...)
 		if len(raw) > maxListBody {
 			return nil, errEventTooLarge
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			partial = true
-			continue
 		}
 		if err != nil {
 			// The stream's end (or failure): what came is relayed,
 			// filtered like a whole event.
 			return s.filterEvent(raw), err
+		}
+		if !complete {
+			partial = true
+			continue
 		}
 		if !partial && isBlankLine(line) {
 			return s.filterEvent(raw), nil
@@ -364,8 +364,76 @@ func (s *sseFilter) event() ([]byte, error) {
 	}
 }
 
+// readLine reads one line of an event stream with its line end: CRLF, LF
+// or a lone CR, all three of which the format allows. complete is false
+// when the line does not fit r's buffer (the rest follows) or the stream
+// ended inside it; continued says the line began in such a chunk. The
+// returned slice is valid until the next read from r, as with ReadSlice.
+//
+// A CR at the end of what has arrived is a line end whatever follows, but
+// it may be the first half of a CRLF whose LF is still on its way. A blank
+// line ends an event, so "\r" alone is taken at once rather than holding
+// the event back for a byte that may not come soon; a LF that then follows
+// reads as one more blank line, which dispatches nothing. After any other
+// line the event cannot end yet, and readLine waits for the next byte.
+func readLine(r *bufio.Reader, continued bool) (line []byte, complete bool, err error) {
+	take := func(n int) []byte {
+		b, _ := r.Peek(n)
+		_, _ = r.Discard(n)
+		return b
+	}
+	for {
+		buf, _ := r.Peek(r.Buffered())
+		if i := bytes.IndexAny(buf, "\r\n"); i >= 0 {
+			end := i + 1
+			if buf[i] == '\r' {
+				switch {
+				case i+1 < len(buf):
+					if buf[i+1] == '\n' {
+						end++
+					}
+				case i == 0 && !continued:
+				case len(buf) == r.Size():
+					// The CR ends a full buffer: the line up to it now,
+					// the CR with what follows it at the next read.
+					return take(i), false, nil
+				default:
+					if more, err := r.Peek(i + 2); err == nil && more[i+1] == '\n' {
+						end++
+					} // an error: the stream ended after a lone CR
+				}
+			}
+			return take(end), true, nil
+		}
+		if len(buf) == r.Size() {
+			return take(len(buf)), false, nil
+		}
+		if _, err := r.Peek(len(buf) + 1); err != nil {
+			return take(r.Buffered()), false, err
+		}
+	}
+}
+
 func isBlankLine(line []byte) bool {
 	return len(bytes.TrimRight(line, "\r\n")) == 0
+}
+
+// splitLines splits an event into its lines, each with its line end (CRLF,
+// LF or a lone CR; the last may have none).
+func splitLines(raw []byte) [][]byte {
+	var lines [][]byte
+	for len(raw) > 0 {
+		i := bytes.IndexAny(raw, "\r\n")
+		if i < 0 {
+			return append(lines, raw)
+		}
+		end := i + 1
+		if raw[i] == '\r' && end < len(raw) && raw[end] == '\n' {
+			end++
+		}
+		lines, raw = append(lines, raw[:end]), raw[end:]
+	}
+	return lines
 }
 
 // filterEvent returns raw, or the event rewritten with its data filtered
@@ -373,7 +441,7 @@ func isBlankLine(line []byte) bool {
 func (s *sseFilter) filterEvent(raw []byte) []byte {
 	var data [][]byte
 	var other [][]byte
-	for _, line := range bytes.SplitAfter(raw, []byte("\n")) {
+	for _, line := range splitLines(raw) {
 		t := bytes.TrimRight(line, "\r\n")
 		switch {
 		case len(t) == 0:

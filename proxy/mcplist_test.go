@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -216,3 +218,110 @@ func TestListFilter(t *testing.T) {
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestListFilterSSELineEnds feeds the event stream filter streams whose
+// lines end in a lone CR, as the event-stream format allows beside LF and
+// CRLF: the list response among them is filtered, every other event passes
+// unchanged, and an event is relayed as soon as its blank line has come.
+func TestListFilterSSELineEnds(t *testing.T) {
+	ctx := context.Background()
+	progress := "event: message\rdata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"name\":\"delete_x\"}}\r\r"
+	list := strings.Replace(listTools, `"id":1`, `"id":"a"`, 1)
+	for _, tc := range []struct{ name, stream string }{
+		{"lone CR", progress + "id: 7\revent: message\rdata: " + list + "\r\r" + progress},
+		{"mixed", progress + "id: 7\r\nevent: message\rdata: " + strings.Replace(list, `"tools":[`, "\"tools\":\ndata: [", 1) + "\r\n\r" + progress},
+	} {
+		for _, split := range []string{"whole", "one byte at a time"} {
+			t.Run(tc.name+"/"+split, func(t *testing.T) {
+				_, ex, f := newListTest(t, `{"jsonrpc":"2.0","id":"a","method":"tools/list"}`, &listPolicy{revision: "r"})
+				var src io.Reader = strings.NewReader(tc.stream)
+				if split != "whole" {
+					src = iotest.OneByteReader(src)
+				}
+				r := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(src)}
+				if err := f.apply(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := string(b)
+				if !strings.HasPrefix(out, progress+"id: 7\r") || !strings.HasSuffix(out, "\n\n"+progress) {
+					t.Errorf("other events or fields changed:\n%q", out)
+				}
+				data := out[strings.Index(out, "id: 7"):]
+				data = data[strings.Index(data, "data: ")+len("data: "):]
+				data = data[:strings.Index(data, "\n")]
+				if got := strings.Join(toolNames(t, data), ","); got != "search_issues,whoami" {
+					t.Errorf("tools %q; want search_issues,whoami", got)
+				}
+				if ex.rec.ToolsHidden != 1 {
+					t.Errorf("ToolsHidden = %d; want 1", ex.rec.ToolsHidden)
+				}
+			})
+		}
+	}
+
+	t.Run("an event ends at its blank line", func(t *testing.T) {
+		_, _, f := newListTest(t, `{"jsonrpc":"2.0","id":"a","method":"tools/list"}`, &listPolicy{revision: "r"})
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		r := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: pr}
+		if err := f.apply(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan string, 1)
+		go func() {
+			b := make([]byte, 4096)
+			n, _ := r.Body.Read(b)
+			got <- string(b[:n])
+		}()
+		// The server sends one event and then nothing: the blank line's
+		// CR may be the first half of a CRLF, but the event is complete.
+		go io.WriteString(pw, "data: "+list+"\r\r")
+		select {
+		case out := <-got:
+			if strings.Contains(out, "delete_repository") || !strings.Contains(out, "whoami") {
+				t.Errorf("event relayed unfiltered: %q", out)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the event was held back waiting for the byte after its blank line")
+		}
+	})
+}
+
+func TestReadLine(t *testing.T) {
+	// A 16-byte buffer (bufio's smallest): lines longer than it come in
+	// chunks, and a CRLF may straddle two fills.
+	for _, tc := range []struct {
+		in   string
+		want []string // lines; "+" marks an incomplete chunk
+	}{
+		{"a\nb\r\nc\rd", []string{"a\n", "b\r\n", "c\r", "+d"}},
+		{"\r\r\n\n", []string{"\r", "\r\n", "\n"}},
+		{"0123456789abcde\r\nx\n", []string{"+0123456789abcde", "\r\n", "x\n"}},
+		{"0123456789abcdef0123\r\n", []string{"+0123456789abcdef", "0123\r\n"}},
+	} {
+		r := bufio.NewReaderSize(iotest.HalfReader(strings.NewReader(tc.in)), 16)
+		var got []string
+		continued := false
+		for {
+			line, complete, err := readLine(r, continued)
+			if len(line) > 0 || err == nil {
+				s := string(line)
+				if !complete {
+					s = "+" + s
+				}
+				got = append(got, s)
+			}
+			if err != nil {
+				break
+			}
+			continued = !complete
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%q: got %q; want %q", tc.in, got, tc.want)
+		}
+	}
+}
