@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +101,35 @@ func (f *faultEnv) killActive(t *testing.T) (int, time.Time) {
 	return i, at
 }
 
+// hangActive stops (SIGSTOP) the cluster's active node, as a stalled
+// machine, a long pause or a partition would leave it: it holds its
+// connections and answers nothing. It returns the node's index, the time
+// of the stop and a function that resumes it (SIGCONT), which the run's
+// cleanup also calls.
+func (f *faultEnv) hangActive(t *testing.T) (int, time.Time, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	i := f.cluster.Active(ctx)
+	pid := 0
+	if i >= 0 {
+		pid = f.cluster.Nodes[i].PID()
+	}
+	if pid == 0 {
+		t.Fatal("no active vault node to stop")
+	}
+	at := time.Now()
+	must(t, syscall.Kill(pid, syscall.SIGSTOP))
+	var once sync.Once
+	resume := func() error {
+		var err error
+		once.Do(func() { err = syscall.Kill(pid, syscall.SIGCONT) })
+		return err
+	}
+	t.Cleanup(func() { _ = resume() })
+	return i, at, resume
+}
+
 // outage is what the agents saw after a kill.
 type outage struct {
 	// window runs from the kill to the sending of the last request that
@@ -149,13 +180,13 @@ func (l *load) outageSince(t0 time.Time) outage {
 	return o
 }
 
-// failoverCheck waits, after the active node was killed at t0, for the
-// cluster to elect a new one and for every sidecar to answer 200 again,
-// lets traffic run clean for haSettle, and checks what the agents saw:
-// failures only as 503 store_unavailable. It then restarts the killed node
-// (it rejoins as a standby) and checks that this costs no request. It
-// returns the time service was back.
-func (f *faultEnv) failoverCheck(t *testing.T, l *load, name string, killed int, t0 time.Time) time.Time {
+// failoverCheck waits, after the active node was killed (or hung) at t0,
+// for the cluster to elect a new one and for every sidecar to answer 200
+// again, lets traffic run clean for haSettle, and checks what the agents
+// saw: failures only as 503 store_unavailable. It then brings the node back
+// (rejoin; nil restarts a killed node) — it rejoins as a standby — and
+// checks that this costs no request. It returns the time service was back.
+func (f *faultEnv) failoverCheck(t *testing.T, l *load, name string, killed int, t0 time.Time, rejoin func() error) time.Time {
 	t.Helper()
 	next, err := f.cluster.WaitActive()
 	if err != nil {
@@ -190,15 +221,22 @@ func (f *faultEnv) failoverCheck(t *testing.T, l *load, name string, killed int,
 		}
 	}
 	back := time.Now()
-	line := fmt.Sprintf("%-8s %-48s vault node %d killed, node %d active after %s; window %s (first 200 after %s); failed %d of %d requests %v",
-		f.name, name, killed, next, elected.Round(time.Millisecond), o.window.Round(time.Millisecond), o.toFirstOK.Round(time.Millisecond), o.failed, o.requests, o.codes)
+	fault := "killed"
+	if rejoin != nil {
+		fault = "hung"
+	}
+	line := fmt.Sprintf("%-8s %-48s vault node %d %s, node %d active after %s; window %s (first 200 after %s); failed %d of %d requests %v",
+		f.name, name, killed, fault, next, elected.Round(time.Millisecond), o.window.Round(time.Millisecond), o.toFirstOK.Round(time.Millisecond), o.failed, o.requests, o.codes)
 	f.summary = append(f.summary, line)
 	t.Log(line)
 
-	// The killed node comes back as a standby without disturbing anyone.
+	// The node comes back as a standby without disturbing anyone.
 	t1 := time.Now()
-	if err := f.cluster.Nodes[killed].Restart(); err != nil {
-		t.Fatalf("restart vault node %d: %v", killed, err)
+	if rejoin == nil {
+		rejoin = f.cluster.Nodes[killed].Restart
+	}
+	if err := rejoin(); err != nil {
+		t.Fatalf("bring vault node %d back: %v", killed, err)
 	}
 	time.Sleep(500 * time.Millisecond)
 	if r := l.outageSince(t1); r.failed != 0 {
@@ -245,8 +283,10 @@ func (f *faultEnv) waitAllOK(t *testing.T, l *load, t0 time.Time) {
 // under three sidecars: under steady traffic (every request reads the
 // store), at the moment the provider rotated the refresh token during a
 // refresh storm (the new tokens cannot be stored until a new node is
-// active), and at the start of a refresh storm (no lease can be taken).
-// Each run checks no reuse, the grant refreshed and stored, only 503
+// active), and at the start of a refresh storm (no lease can be taken);
+// and stops it (SIGSTOP) under steady traffic, a node that holds its
+// connections and answers nothing, resumed after the failover. Each run
+// checks no reuse, the grant refreshed and stored, only 503
 // store_unavailable during the election, and service back by itself; the
 // unavailability window is logged. See docs/security.md, invariant 13.
 func TestVaultFailover(t *testing.T) {
@@ -258,7 +298,7 @@ func TestVaultFailover(t *testing.T) {
 		f.waitAllOK(t, l, t0) // the expired token was refreshed
 		time.Sleep(500 * time.Millisecond)
 		killed, at := f.killActive(t)
-		return f.failoverCheck(t, l, "steady traffic", killed, at)
+		return f.failoverCheck(t, l, "steady traffic", killed, at, nil)
 	})
 
 	f.run("f/active node killed at the rotation in a refresh storm", func(t *testing.T, l *load) time.Time {
@@ -270,14 +310,26 @@ func TestVaultFailover(t *testing.T) {
 		f.storm(t, l)
 		l.on(true, f.nodes...)
 		awaitFault(t, rotated, 10*time.Second, "the rotation")
-		return f.failoverCheck(t, l, "refresh storm, killed at the rotation", killed, at)
+		return f.failoverCheck(t, l, "refresh storm, killed at the rotation", killed, at, nil)
 	})
 
 	f.run("g/active node killed as a refresh storm starts", func(t *testing.T, l *load) time.Time {
 		killed, at := f.killActive(t)
 		f.storm(t, l)
 		l.on(true, f.nodes...)
-		return f.failoverCheck(t, l, "refresh storm, killed at its start", killed, at)
+		return f.failoverCheck(t, l, "refresh storm, killed at its start", killed, at, nil)
+	})
+
+	f.run("h/active node hung (SIGSTOP) under steady traffic", func(t *testing.T, l *load) time.Time {
+		t0 := time.Now()
+		l.on(true, f.nodes...)
+		f.waitAllOK(t, l, t0)
+		time.Sleep(500 * time.Millisecond)
+		// Requests waiting on the hung node end at the store timeout;
+		// the standbys forward to it until the others elect a leader.
+		// Resumed, it finds a newer term and steps down.
+		hung, at, resume := f.hangActive(t)
+		return f.failoverCheck(t, l, "steady traffic, active node hung", hung, at, resume)
 	})
 
 	// What operators see: every refusal counted in the metrics and
