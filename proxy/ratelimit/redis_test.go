@@ -5,6 +5,8 @@ package ratelimit
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,5 +209,110 @@ func BenchmarkCheckRedis(b *testing.B) {
 		if ref := l.Check(ctx, time.Now(), req, nil); ref != nil {
 			b.Fatal(ref)
 		}
+	}
+}
+
+// redisACLCommands are the commands the limiter's ACL user needs: the
+// script (EVALSHA, EVAL on a cache miss) and what it calls, the connection
+// handshake, and PING.
+const redisACLCommands = "-@all +evalsha +eval +time +get +set +hello +auth +ping"
+
+// TestRedisACL runs the shared limits on a Redis whose default user is off
+// and whose one ACL user may run only what the limiter needs, on its own
+// keys: replicas that log in with redis.username and password_file share
+// their buckets; a wrong password or a key prefix outside the user's keys
+// falls back to local buckets, logged without the password.
+func TestRedisACL(t *testing.T) {
+	const password = "canary-redis-password-7f3a"
+	r, err := redistest.StartWith(redistest.Options{
+		User: "onbehalf", Password: password, KeyPattern: defaultKeyPrefix + "*",
+		// What the limiter needs, as the README gives it.
+		Commands: redisACLCommands,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "password"), filepath.Join(dir, "wrong")
+	if err := os.WriteFile(good, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("not-the-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	limiter := func(passwordFile, prefix string) (*Limiter, *metrics.Metrics, func() string) {
+		var logs bytes.Buffer
+		var mu sync.Mutex
+		log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(lockedWriter{&mu, &logs}), zap.InfoLevel))
+		cfg := redisConfig(r.Addr(), RuleConfig{Name: "per-user", Rate: "5/h", By: []string{DimUser}})
+		cfg.Redis.Username, cfg.Redis.PasswordFile = "onbehalf", passwordFile
+		if prefix != "" {
+			cfg.Redis.KeyPrefix = prefix
+		}
+		m := metrics.New()
+		l, err := New(cfg, Options{Logger: log, Metrics: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l, m, func() string { mu.Lock(); defer mu.Unlock(); return logs.String() }
+	}
+	ctx := context.Background()
+	check := func(l *Limiter, user string) bool { return l.Check(ctx, time.Now(), &Request{User: user}, nil) == nil }
+
+	t.Run("shared", func(t *testing.T) {
+		a, am, alogs := limiter(good, "")
+		defer func() {
+			if t.Failed() {
+				t.Log(alogs())
+			}
+		}()
+		b, bm, _ := limiter(good, "")
+		passed := 0
+		for i := range 20 {
+			if check([]*Limiter{a, b}[i%2], "alice") {
+				passed++
+			}
+		}
+		if passed != 5 {
+			t.Errorf("%d of 20 passed across two replicas; want the shared bucket's 5", passed)
+		}
+		if f := gather(t, am, "onbehalf_rate_limit_fallbacks_total") + gather(t, bm, "onbehalf_rate_limit_fallbacks_total"); f != 0 {
+			t.Errorf("%v checks fell back; want 0", f)
+		}
+		c := r.Client()
+		defer c.Close()
+		if v, err := c.Get(ctx, defaultKeyPrefix+"per-user:alice").Result(); err != nil || v == "" {
+			t.Errorf("bucket in Redis: %q, %v; want it", v, err)
+		}
+	})
+
+	for _, tc := range []struct{ name, passwordFile, prefix string }{
+		{"wrong password", bad, ""},
+		{"keys outside the user's", good, "elsewhere:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, m, logs := limiter(tc.passwordFile, tc.prefix)
+			passed := 0
+			for range 8 {
+				if check(l, "bob") {
+					passed++
+				}
+			}
+			if passed != 5 {
+				t.Errorf("%d of 8 passed; want the local bucket's 5", passed)
+			}
+			if f := gather(t, m, "onbehalf_rate_limit_fallbacks_total"); f != 8 {
+				t.Errorf("fallbacks = %v; want 8", f)
+			}
+			out := logs()
+			if !strings.Contains(out, "the shared rate-limit store failed") {
+				t.Errorf("failure not logged:\n%s", out)
+			}
+			if strings.Contains(out, password) || strings.Contains(out, "not-the-password") {
+				t.Errorf("a password in the logs:\n%s", out)
+			}
+		})
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,14 +36,28 @@ const StartTimeout = 10 * time.Second
 type Server struct {
 	dir  string
 	port int
+	opts Options
 	cmd  *exec.Cmd
 	out  *lockedBuffer
 	done chan struct{}
 }
 
+// Options configure a server. The zero value is an open server, as Start
+// gives.
+type Options struct {
+	// User, when set, turns the default user off and lets only this ACL
+	// user in, with Password, on the keys matching KeyPattern (a Redis
+	// glob, default every key) and the commands of Commands (ACL rules,
+	// default "+@all").
+	User, Password, KeyPattern, Commands string
+}
+
 // Start launches redis-server on a free port of 127.0.0.1. A missing
 // binary is an error saying how to install it.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return StartWith(Options{}) }
+
+// StartWith is Start with options.
+func StartWith(o Options) (*Server, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, errors.New("redistest: redis-server not found: install Debian's redis-server (apt-get install redis-server; .ci/run does)")
 	}
@@ -50,7 +65,7 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir, out: &lockedBuffer{}}
+	s := &Server{dir: dir, opts: o, out: &lockedBuffer{}}
 	var lastErr error
 	for range 5 { // a freed port can be taken before redis binds it
 		if s.port, err = freePort(); err != nil {
@@ -74,10 +89,24 @@ func freePort() (int, error) {
 }
 
 func (s *Server) launch() error {
-	s.cmd = exec.Command("redis-server",
+	args := []string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--protected-mode", "yes",
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
-		"--loglevel", "warning")
+		"--loglevel", "warning",
+	}
+	if o := s.opts; o.User != "" {
+		keys, cmds := o.KeyPattern, o.Commands
+		if keys == "" {
+			keys = "*"
+		}
+		if cmds == "" {
+			cmds = "+@all"
+		}
+		args = append(args, "--user", "default", "off",
+			"--user", o.User, "on", ">"+o.Password, "~"+keys)
+		args = append(args, strings.Fields(cmds)...)
+	}
+	s.cmd = exec.Command("redis-server", args...)
 	s.cmd.Dir = s.dir
 	s.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.dir}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
@@ -110,10 +139,12 @@ func (s *Server) launch() error {
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
-// Client returns a new client of the server.
+// Client returns a new client of the server, as its ACL user if it has
+// one.
 func (s *Server) Client() *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr: s.Addr(), MaxRetries: -1, DisableIdentity: true,
+		Username: s.opts.User, Password: s.opts.Password,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
 }
