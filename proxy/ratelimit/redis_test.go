@@ -242,21 +242,12 @@ func TestRedisACL(t *testing.T) {
 		t.Fatal(err)
 	}
 	limiter := func(passwordFile, prefix string) (*Limiter, *metrics.Metrics, func() string) {
-		var logs bytes.Buffer
-		var mu sync.Mutex
-		log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(lockedWriter{&mu, &logs}), zap.InfoLevel))
 		cfg := redisConfig(r.Addr(), RuleConfig{Name: "per-user", Rate: "5/h", By: []string{DimUser}})
 		cfg.Redis.Username, cfg.Redis.PasswordFile = "onbehalf", passwordFile
 		if prefix != "" {
 			cfg.Redis.KeyPrefix = prefix
 		}
-		m := metrics.New()
-		l, err := New(cfg, Options{Logger: log, Metrics: m})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = l.Close() })
-		return l, m, func() string { mu.Lock(); defer mu.Unlock(); return logs.String() }
+		return loggedLimiter(t, cfg)
 	}
 	ctx := context.Background()
 	check := func(l *Limiter, user string) bool { return l.Check(ctx, time.Now(), &Request{User: user}, nil) == nil }
@@ -312,6 +303,87 @@ func TestRedisACL(t *testing.T) {
 			}
 			if strings.Contains(out, password) || strings.Contains(out, "not-the-password") {
 				t.Errorf("a password in the logs:\n%s", out)
+			}
+		})
+	}
+}
+
+// loggedLimiter is a limiter with its own metrics and a log the test reads.
+func loggedLimiter(t *testing.T, cfg Config) (*Limiter, *metrics.Metrics, func() string) {
+	t.Helper()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(lockedWriter{&mu, &logs}), zap.InfoLevel))
+	m := metrics.New()
+	l, err := New(cfg, Options{Logger: log, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l, m, func() string { mu.Lock(); defer mu.Unlock(); return logs.String() }
+}
+
+// TestRedisTLS runs the shared limits on a Redis that serves TLS only:
+// replicas with redis.tls and the server's CA in redis.ca_file share their
+// buckets; without the CA (system roots only) the certificate is refused,
+// and a replica without tls cannot talk to it: both fall back to local
+// buckets and say why.
+func TestRedisTLS(t *testing.T) {
+	r, err := redistest.StartWith(redistest.Options{TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	ctx := context.Background()
+	limiter := func(tls bool, caFile string) (*Limiter, *metrics.Metrics, func() string) {
+		cfg := redisConfig(r.Addr(), RuleConfig{Name: "per-user", Rate: "5/h", By: []string{DimUser}})
+		cfg.Redis.TLS, cfg.Redis.CAFile = tls, caFile
+		cfg.Redis.Timeout = 500 * time.Millisecond
+		return loggedLimiter(t, cfg)
+	}
+	check := func(l *Limiter, user string) bool { return l.Check(ctx, time.Now(), &Request{User: user}, nil) == nil }
+
+	t.Run("shared", func(t *testing.T) {
+		a, am, alogs := limiter(true, r.CAFile())
+		b, bm, _ := limiter(true, r.CAFile())
+		passed := 0
+		for i := range 20 {
+			if check([]*Limiter{a, b}[i%2], "alice") {
+				passed++
+			}
+		}
+		if passed != 5 {
+			t.Errorf("%d of 20 passed across two replicas; want the shared bucket's 5\n%s", passed, alogs())
+		}
+		if f := gather(t, am, "onbehalf_rate_limit_fallbacks_total") + gather(t, bm, "onbehalf_rate_limit_fallbacks_total"); f != 0 {
+			t.Errorf("%v checks fell back; want 0", f)
+		}
+	})
+	for _, tc := range []struct {
+		name    string
+		tls     bool
+		caFile  string
+		wantLog string
+	}{
+		{"untrusted certificate", true, "", "certificate"},
+		{"plain client", false, "", "the shared rate-limit store failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, m, logs := limiter(tc.tls, tc.caFile)
+			passed := 0
+			for range 8 {
+				if check(l, "bob") {
+					passed++
+				}
+			}
+			if passed != 5 {
+				t.Errorf("%d of 8 passed; want the local bucket's 5", passed)
+			}
+			if f := gather(t, m, "onbehalf_rate_limit_fallbacks_total"); f != 8 {
+				t.Errorf("fallbacks = %v; want 8", f)
+			}
+			if out := logs(); !strings.Contains(out, "the shared rate-limit store failed") || !strings.Contains(out, tc.wantLog) {
+				t.Errorf("log lacks the failure (%q):\n%s", tc.wantLog, out)
 			}
 		})
 	}

@@ -14,11 +14,15 @@ package redistest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +30,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testpki"
 )
 
 // StartTimeout bounds the wait for a started server to answer PING: it is
@@ -37,9 +43,11 @@ type Server struct {
 	dir  string
 	port int
 	opts Options
-	cmd  *exec.Cmd
-	out  *lockedBuffer
-	done chan struct{}
+	// roots trusts the server's certificate (with Options.TLS).
+	roots *x509.CertPool
+	cmd   *exec.Cmd
+	out   *lockedBuffer
+	done  chan struct{}
 }
 
 // Options configure a server. The zero value is an open server, as Start
@@ -50,6 +58,10 @@ type Options struct {
 	// glob, default every key) and the commands of Commands (ACL rules,
 	// default "+@all").
 	User, Password, KeyPattern, Commands string
+	// TLS serves TLS only (no plain port), with a certificate for
+	// 127.0.0.1 from a throwaway CA (CAFile); clients are not asked for
+	// certificates.
+	TLS bool
 }
 
 // Start launches redis-server on a free port of 127.0.0.1. A missing
@@ -66,6 +78,12 @@ func StartWith(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{dir: dir, opts: o, out: &lockedBuffer{}}
+	if o.TLS {
+		if err := s.writeTLSFiles(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	var lastErr error
 	for range 5 { // a freed port can be taken before redis binds it
 		if s.port, err = freePort(); err != nil {
@@ -89,11 +107,17 @@ func freePort() (int, error) {
 }
 
 func (s *Server) launch() error {
-	args := []string{
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+	port := []string{"--port", strconv.Itoa(s.port)}
+	if s.opts.TLS {
+		port = []string{"--port", "0", "--tls-port", strconv.Itoa(s.port),
+			"--tls-cert-file", s.path("tls.crt"), "--tls-key-file", s.path("tls.key"),
+			"--tls-ca-cert-file", s.CAFile(), "--tls-auth-clients", "no"}
+	}
+	args := append(port,
+		"--bind", "127.0.0.1", "--protected-mode", "yes",
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
 		"--loglevel", "warning",
-	}
+	)
 	if o := s.opts; o.User != "" {
 		keys, cmds := o.KeyPattern, o.Commands
 		if keys == "" {
@@ -140,13 +164,49 @@ func (s *Server) launch() error {
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
 // Client returns a new client of the server, as its ACL user if it has
-// one.
+// one, over TLS if it serves TLS.
 func (s *Server) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{
+	opt := &redis.Options{
 		Addr: s.Addr(), MaxRetries: -1, DisableIdentity: true,
 		Username: s.opts.User, Password: s.opts.Password,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	})
+	}
+	if s.opts.TLS {
+		opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: s.roots, ServerName: "127.0.0.1"}
+	}
+	return redis.NewClient(opt)
+}
+
+// CAFile is the PEM file of the CA that issued a TLS server's certificate.
+func (s *Server) CAFile() string { return s.path("ca.crt") }
+
+func (s *Server) path(name string) string { return filepath.Join(s.dir, name) }
+
+// writeTLSFiles writes the server's certificate, key and CA into its
+// directory.
+func (s *Server) writeTLSFiles() error {
+	ca, err := testpki.NewCA("redistest CA")
+	if err != nil {
+		return err
+	}
+	leaf, err := ca.Leaf("127.0.0.1")
+	if err != nil {
+		return err
+	}
+	var chain []byte
+	for _, der := range leaf.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
+	if err != nil {
+		return err
+	}
+	s.roots = ca.Pool()
+	return errors.Join(
+		os.WriteFile(s.path("tls.crt"), chain, 0o600),
+		os.WriteFile(s.path("tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600),
+		os.WriteFile(s.CAFile(), ca.CertPEM, 0o600),
+	)
 }
 
 // Kill stops the server with SIGKILL, as a crash would, and waits for it.
