@@ -193,13 +193,6 @@ func (c *CachedSource) add(key cacheKey, tok Token) {
 	}
 }
 
-// Forget drops a cached token, for this process's own revocations.
-func (c *CachedSource) Forget(provider, user string) {
-	c.mu.Lock()
-	c.lru.Remove(cacheKey{provider, user})
-	c.mu.Unlock()
-}
-
 // CacheStats are a token cache's counters.
 type CacheStats struct {
 	// Entries and Bytes are what the cache holds now (Bytes estimated).

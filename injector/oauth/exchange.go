@@ -247,11 +247,6 @@ func (e *Exchanger) Token(ctx context.Context, req injector.TokenRequest) (injec
 // Wait waits for exchanges in flight (tests and shutdown).
 func (e *Exchanger) Wait() { e.flights.Wait() }
 
-// Forget drops user's cached token.
-func (e *Exchanger) Forget(user string) {
-	e.cache.Remove(exchangeKey{user: user, provider: e.provider.name, scopes: e.scopeKey})
-}
-
 func (e *Exchanger) cached(key exchangeKey) (injector.Token, bool) {
 	if ent, ok := e.cache.Get(key); ok && e.o.Now().Before(ent.until) {
 		return ent.tok, true
