@@ -121,20 +121,8 @@ func TestListFilter(t *testing.T) {
 		resp := strings.Replace(strings.Replace(listTools, `"id":1`, `"id":"a"`, 1), `"tools":[`, "\"tools\":\r\ndata: [", 1)
 		stream := ": keep-alive\n\n" + progress + "id: 7\r\nevent: message\r\ndata: " + resp + "\r\n\r\n" + progress
 		for _, name := range []string{"whole", "one byte at a time"} {
-			var src io.Reader = strings.NewReader(stream)
-			if name != "whole" {
-				src = iotest.OneByteReader(src)
-			}
 			ex.rec.ToolsHidden = 0
-			r := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(src)}
-			if err := f.apply(ctx, r); err != nil {
-				t.Fatal(err)
-			}
-			b, err := io.ReadAll(r.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := string(b)
+			out := filterStream(t, f, stream, name != "whole")
 			if !strings.HasPrefix(out, ": keep-alive\n\n"+progress+"id: 7\r\nevent: message\r\ndata: ") || !strings.HasSuffix(out, "\n\n"+progress) {
 				t.Errorf("%s: other events or fields changed:\n%q", name, out)
 			}
@@ -217,6 +205,25 @@ func TestListFilter(t *testing.T) {
 	})
 }
 
+// filterStream runs an event stream through f, whole or one byte at a
+// time, and returns what the agent would read.
+func filterStream(t *testing.T, f *listFilter, stream string, oneByte bool) string {
+	t.Helper()
+	var src io.Reader = strings.NewReader(stream)
+	if oneByte {
+		src = iotest.OneByteReader(src)
+	}
+	r := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(src)}
+	if err := f.apply(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 // TestListFilterSSELineEnds feeds the event stream filter streams whose
@@ -234,19 +241,7 @@ func TestListFilterSSELineEnds(t *testing.T) {
 		for _, split := range []string{"whole", "one byte at a time"} {
 			t.Run(tc.name+"/"+split, func(t *testing.T) {
 				_, ex, f := newListTest(t, `{"jsonrpc":"2.0","id":"a","method":"tools/list"}`, &listPolicy{revision: "r"})
-				var src io.Reader = strings.NewReader(tc.stream)
-				if split != "whole" {
-					src = iotest.OneByteReader(src)
-				}
-				r := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(src)}
-				if err := f.apply(ctx, r); err != nil {
-					t.Fatal(err)
-				}
-				b, err := io.ReadAll(r.Body)
-				if err != nil {
-					t.Fatal(err)
-				}
-				out := string(b)
+				out := filterStream(t, f, tc.stream, split != "whole")
 				if !strings.HasPrefix(out, progress+"id: 7\r") || !strings.HasSuffix(out, "\n\n"+progress) {
 					t.Errorf("other events or fields changed:\n%q", out)
 				}
