@@ -265,18 +265,6 @@ func (s *Server) revokeJSON(w http.ResponseWriter, r *http.Request, provider, us
 	}
 }
 
-// grantView is a grant as the admin API shows it, without tokens.
-type grantView struct {
-	Provider        string   `json:"provider"`
-	User            string   `json:"user"`
-	Status          string   `json:"status"`
-	Scopes          []string `json:"scopes"`
-	ProviderAccount string   `json:"provider_account,omitempty"`
-	ConnectedAt     string   `json:"connected_at,omitempty"`
-	Expiry          string   `json:"expiry,omitempty"`
-	Generation      int64    `json:"generation"`
-}
-
 // handleAdminList is GET /admin/api/grants?provider=NAME.
 func (s *Server) handleAdminList(w http.ResponseWriter, r *http.Request) {
 	provider := r.URL.Query().Get("provider")
@@ -290,24 +278,7 @@ func (s *Server) handleAdminList(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "store_unavailable", "grants cannot be listed right now")
 		return
 	}
-	out := make([]grantView, 0, len(grants))
-	for _, g := range grants {
-		v := grantView{
-			Provider: g.Provider, User: g.User, Status: string(g.Status), Scopes: g.Scopes,
-			ProviderAccount: g.ProviderAccount, Generation: g.Generation,
-		}
-		if v.Scopes == nil {
-			v.Scopes = []string{}
-		}
-		if !g.ConnectedAt.IsZero() {
-			v.ConnectedAt = g.ConnectedAt.UTC().Format(time.RFC3339)
-		}
-		if !g.Expiry.IsZero() {
-			v.Expiry = g.Expiry.UTC().Format(time.RFC3339)
-		}
-		out = append(out, v)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"grants": out})
+	writeJSON(w, http.StatusOK, map[string]any{"grants": store.Views(grants)})
 }
 
 // handleAdminRevoke is DELETE /admin/api/grants/{provider}/{user}.

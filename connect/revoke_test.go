@@ -157,7 +157,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("list with the person's cookie: status %d; want 401", r.status)
 	}
 	r := call(http.MethodGet, "/admin/api/grants?provider=acme", testAdminToken)
-	var list struct{ Grants []grantView }
+	var list struct{ Grants []store.View }
 	if err := json.Unmarshal([]byte(r.body), &list); err != nil || r.status != http.StatusOK {
 		t.Fatalf("list: status %d, body %s", r.status, r.body)
 	}

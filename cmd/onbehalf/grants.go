@@ -147,7 +147,7 @@ next_after is absent on the last page.`,
 			}
 			page, next := pageGrants(grants, f.after, f.limit)
 			if f.output == "json" {
-				return printJSON(cmd.OutOrStdout(), grantsPage{Grants: grantViews(page), NextAfter: next})
+				return printJSON(cmd.OutOrStdout(), grantsPage{Grants: store.Views(page), NextAfter: next})
 			}
 			if err := writeGrants(cmd.OutOrStdout(), page); err != nil {
 				return err
@@ -214,43 +214,9 @@ func pageGrants(grants []*store.Grant, after string, limit int) ([]*store.Grant,
 
 // grantsPage is `grants list -o json`.
 type grantsPage struct {
-	Grants []grantJSON `json:"grants"`
+	Grants []store.View `json:"grants"`
 	// NextAfter is the --after of the next page; absent on the last.
 	NextAfter string `json:"next_after,omitempty"`
-}
-
-// grantJSON is a grant as `grants list -o json` prints it: no token.
-type grantJSON struct {
-	Provider        string   `json:"provider"`
-	User            string   `json:"user"`
-	Status          string   `json:"status"`
-	Scopes          []string `json:"scopes"`
-	ProviderAccount string   `json:"provider_account,omitempty"`
-	ConnectedAt     string   `json:"connected_at,omitempty"`
-	Expiry          string   `json:"expiry,omitempty"`
-	Generation      int64    `json:"generation"`
-}
-
-// grantViews returns the JSON form of grants.
-func grantViews(grants []*store.Grant) []grantJSON {
-	out := make([]grantJSON, 0, len(grants))
-	for _, g := range grants {
-		v := grantJSON{
-			Provider: g.Provider, User: g.User, Status: string(g.Status), Scopes: g.Scopes,
-			ProviderAccount: g.ProviderAccount, Generation: g.Generation,
-		}
-		if v.Scopes == nil {
-			v.Scopes = []string{}
-		}
-		if !g.ConnectedAt.IsZero() {
-			v.ConnectedAt = g.ConnectedAt.UTC().Format(time.RFC3339)
-		}
-		if !g.Expiry.IsZero() {
-			v.Expiry = g.Expiry.UTC().Format(time.RFC3339)
-		}
-		out = append(out, v)
-	}
-	return out
 }
 
 // writeGrants prints grants as a table; it shows no token.

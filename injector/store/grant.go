@@ -194,3 +194,39 @@ func ValidateGrant(g *Grant) error {
 	}
 	return nil
 }
+
+// View is a grant as the admin surfaces show it (the connect server's admin
+// API, `grants list -o json`): what it is and whose, never a token.
+type View struct {
+	Provider        string   `json:"provider"`
+	User            string   `json:"user"`
+	Status          string   `json:"status"`
+	Scopes          []string `json:"scopes"`
+	ProviderAccount string   `json:"provider_account,omitempty"`
+	ConnectedAt     string   `json:"connected_at,omitempty"`
+	Expiry          string   `json:"expiry,omitempty"`
+	Generation      int64    `json:"generation"`
+}
+
+// Views returns the views of grants, in order; times are RFC 3339 in UTC,
+// and missing scopes an empty list.
+func Views(grants []*Grant) []View {
+	out := make([]View, 0, len(grants))
+	for _, g := range grants {
+		v := View{
+			Provider: g.Provider, User: g.User, Status: string(g.Status), Scopes: g.Scopes,
+			ProviderAccount: g.ProviderAccount, Generation: g.Generation,
+		}
+		if v.Scopes == nil {
+			v.Scopes = []string{}
+		}
+		if !g.ConnectedAt.IsZero() {
+			v.ConnectedAt = g.ConnectedAt.UTC().Format(time.RFC3339)
+		}
+		if !g.Expiry.IsZero() {
+			v.Expiry = g.Expiry.UTC().Format(time.RFC3339)
+		}
+		out = append(out, v)
+	}
+	return out
+}

@@ -199,3 +199,28 @@ func TestStatusValid(t *testing.T) {
 		}
 	}
 }
+
+func TestViews(t *testing.T) {
+	at := time.Date(2026, 12, 3, 9, 0, 0, 0, time.FixedZone("CET", 3600))
+	grants := []*store.Grant{
+		{Provider: "slack", User: "alice", Status: store.StatusActive, AccessToken: "canary-access", RefreshToken: "canary-refresh",
+			Scopes: []string{"chat:write"}, ProviderAccount: "U1", ConnectedAt: at, Expiry: at.Add(time.Hour), Generation: 3},
+		{Provider: "github", User: "bob", Status: store.StatusReconnectRequired},
+	}
+	got := store.Views(grants)
+	want := []store.View{
+		{Provider: "slack", User: "alice", Status: "active", Scopes: []string{"chat:write"}, ProviderAccount: "U1",
+			ConnectedAt: "2026-12-03T08:00:00Z", Expiry: "2026-12-03T09:00:00Z", Generation: 3},
+		{Provider: "github", User: "bob", Status: "reconnect_required", Scopes: []string{}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Views (-want +got):\n%s", diff)
+	}
+	b, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "canary") {
+		t.Errorf("a token in the view: %s", b)
+	}
+}
