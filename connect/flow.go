@@ -586,6 +586,13 @@ func (s *Server) put(ctx context.Context, g *store.Grant) error {
 			return gerr
 		}
 		if _, err = s.st.Put(ctx, g, ver); err == nil {
+			if ver != 0 {
+				// Another connection's tokens replace the cached ones
+				// at the next read of the feed, not when they expire.
+				if err := store.RecordChange(ctx, s.st, g.Provider, g.User); err != nil {
+					s.log.Warn("grant replaced; sidecars keep the old token until it expires", zap.String("provider", g.Provider), zap.String("user", g.User), zap.Error(err))
+				}
+			}
 			return nil
 		}
 		if !errors.Is(err, store.ErrConflict) {

@@ -62,7 +62,12 @@ func DefaultCacheConfig() CacheConfig {
 type cacheKey struct{ provider, user string }
 
 type cacheEntry struct {
-	tok   Token
+	tok Token
+	// read is when the lookup that produced tok started.
+	read time.Time
+	// until is when tok stops being served whatever the change feed says:
+	// its expiry less the skew, and at most the TTL (no feed) or
+	// feedMaxAge (a feed) after read.
 	until time.Time
 	size  int64
 }
@@ -96,6 +101,9 @@ type CachedSource struct {
 	lookups atomic.Uint64
 	// observe, when set, is told whether each lookup hit.
 	observe func(hit bool)
+
+	// feed is what FollowChanges learnt from the change feed; under mu.
+	feed feedState
 }
 
 // Observe makes c report every lookup's result to f (for metrics). It must
@@ -134,8 +142,9 @@ func (c *CachedSource) Token(ctx context.Context, provider, user string) (Token,
 		now := c.now()
 		c.mu.Lock()
 		e, ok := c.lru.Get(key)
+		ok = ok && c.fresh(key, e, now)
 		c.mu.Unlock()
-		if ok && now.Before(e.until) {
+		if ok {
 			if c.observe != nil {
 				c.observe(true)
 			}
@@ -149,12 +158,13 @@ func (c *CachedSource) Token(ctx context.Context, provider, user string) (Token,
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
 		defer cancel()
 		c.lookups.Add(1)
+		read := c.now()
 		tok, err := c.next.Token(lctx, provider, user)
 		if err != nil {
 			return Token{}, err
 		}
 		if c.ttl > 0 {
-			c.add(key, tok)
+			c.add(key, tok, read)
 		}
 		return tok, nil
 	})
@@ -169,18 +179,22 @@ func (c *CachedSource) Token(ctx context.Context, provider, user string) (Token,
 	}
 }
 
-// add caches tok under key, then drops the least recently used tokens
-// while the cache holds more than its bytes allow.
-func (c *CachedSource) add(key cacheKey, tok Token) {
-	until := c.now().Add(c.ttl)
+// add caches tok, read by a lookup that started at read, under key, then
+// drops the least recently used tokens while the cache holds more than its
+// bytes allow.
+func (c *CachedSource) add(key cacheKey, tok Token, read time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until := read.Add(c.ttl)
+	if c.feed.following {
+		until = read.Add(feedMaxAge)
+	}
 	if !tok.Expiry.IsZero() {
 		if limit := tok.Expiry.Add(-expirySkew); limit.Before(until) {
 			until = limit
 		}
 	}
-	e := cacheEntry{tok: tok, until: until, size: entrySize(key, tok)}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	e := cacheEntry{tok: tok, read: read, until: until, size: entrySize(key, tok)}
 	c.lru.Remove(key) // its bytes leave with it (the eviction callback)
 	if e.size > c.maxBytes {
 		// Served, never cached; nor is the token it replaces kept.

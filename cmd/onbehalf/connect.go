@@ -290,8 +290,19 @@ func runConnectServer(ctx context.Context, cfg sidecar.Config) error {
 	// and at every resumeInterval.
 	resume := time.NewTicker(resumeInterval)
 	defer resume.Stop()
+	// The change feed tells sidecars which grants this server revokes or
+	// replaces; they keep cached tokens past their TTL only once it
+	// exists (store.ChangeFeed). Creating it is retried with the resume.
+	feed, _ := parts.deps.Store.(store.ChangeFeed)
 	for {
 		rctx, rcancel := context.WithTimeout(ctx, resumeTimeout)
+		if feed != nil {
+			if err := feed.StartChanges(rctx); err != nil {
+				parts.log.Warn("change feed not created; sidecars keep cached tokens for their TTL only", zap.Error(err))
+			} else {
+				feed = nil
+			}
+		}
 		if _, err := parts.revoker.Resume(rctx); err != nil {
 			parts.log.Warn("queued provider revocations not resumed", zap.Error(err))
 		}

@@ -410,6 +410,13 @@ func putGrant(ctx context.Context, st store.Store, g *store.Grant) (int64, error
 		if _, err = st.Put(ctx, g, ver); errors.Is(err, store.ErrConflict) {
 			continue // someone else wrote in between: read again
 		}
+		if err == nil && ver != 0 {
+			// Sidecars drop the replaced token at their next read of
+			// the change feed.
+			if err := store.RecordChange(ctx, st, g.Provider, g.User); err != nil {
+				return g.Generation, fmt.Errorf("grant stored, but sidecars may keep using the replaced token until it expires: %w", err)
+			}
+		}
 		return g.Generation, err
 	}
 	return 0, fmt.Errorf("put grant %s/%s: %w", g.Provider, g.User, store.ErrConflict)

@@ -12,6 +12,13 @@ path "secret/data/onbehalf/leases/*" {
 path "secret/data/onbehalf/activity/*" {
   capabilities = ["create", "read", "update"]
 }
+# The change feed: one entry naming the grants revoked or replaced lately.
+# Whoever deletes or replaces a grant appends to it; sidecars read it every
+# few seconds, so that they can keep a cached token until it expires and
+# still stop using a revoked one within the token cache's TTL.
+path "secret/data/onbehalf/changes" {
+  capabilities = ["create", "read", "update"]
+}
 # List uses metadata LIST; Delete reads metadata and destroys old versions.
 # Metadata delete is deliberately not granted (see the package doc).
 path "secret/metadata/onbehalf/grants/*" {

@@ -28,6 +28,12 @@ func TestRegistrationConformance(t *testing.T) {
 	})
 }
 
+func TestChangesConformance(t *testing.T) {
+	storetest.RunChanges(t, func(t *testing.T) store.Store {
+		return open(t, tokenConfig(t, shared))
+	})
+}
+
 func TestRegistrationConformanceTransit(t *testing.T) {
 	storetest.RunRegistrations(t, func(t *testing.T) store.Store {
 		return open(t, withTransit(tokenConfig(t, shared)))
@@ -61,4 +67,5 @@ func TestConformanceLeastPrivilege(t *testing.T) {
 	storetest.Run(t, newStore)
 	t.Run("Activity", func(t *testing.T) { storetest.RunActivity(t, newStore) })
 	t.Run("Registrations", func(t *testing.T) { storetest.RunRegistrations(t, newStore) })
+	t.Run("Changes", func(t *testing.T) { storetest.RunChanges(t, newStore) })
 }

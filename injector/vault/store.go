@@ -385,10 +385,27 @@ func (s *Store) Delete(ctx context.Context, provider, user string) error {
 	if err := validateNames(provider, user); err != nil {
 		return fmt.Errorf("delete grant: %w", err)
 	}
-	return s.deleteEntry(ctx, "delete grant "+provider+"/"+user, grantKey(provider, user), "grant", func(e kvEntry) (bool, error) {
+	op := "delete grant " + provider + "/" + user
+	// Sidecars may keep a cached token until the change feed names its
+	// grant (store.ChangeFeed): the change is recorded before the grant
+	// goes, so that no sidecar can miss it, and again after, so that a
+	// sidecar that read the grant in between drops what it read.
+	if err := s.RecordChange(ctx, provider, user); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	err := s.deleteEntry(ctx, op, grantKey(provider, user), "grant", func(e kvEntry) (bool, error) {
 		_, live, err := decodeGrant(e)
 		return live, err
 	})
+	if err == nil {
+		if rerr := s.RecordChange(ctx, provider, user); rerr != nil {
+			// The first record stands: sidecars that read the grant
+			// within their TTL of seeing it keep that read no longer
+			// than the TTL (injector.CachedSource).
+			s.log.Warn("grant deleted; recording the change again failed", zap.String("provider", provider), zap.String("user", user), zap.Error(rerr))
+		}
+	}
+	return err
 }
 
 // deleteEntry deletes the KV entry at key as Delete describes. what names

@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -600,5 +602,47 @@ func TestErrorsCarryNoSecrets(t *testing.T) {
 		if strings.Contains(msg, srv.RootToken()) {
 			t.Errorf("error %q contains the Vault token", msg)
 		}
+	}
+}
+
+// TestChangeFeedKeepsTheLatest: past maxFeedChanges, the oldest changes
+// are dropped, so a reader that last read the feed before them can tell it
+// fell behind (store.Changes.Covers).
+func TestChangeFeedKeepsTheLatest(t *testing.T) {
+	s := open(t, tokenConfig(t, shared))
+	const extra = 3
+	for i := range maxFeedChanges + extra {
+		if err := s.RecordChange(ctx(t), "slack", fmt.Sprintf("u%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := s.Changes(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Seq != maxFeedChanges+extra || len(c.List) != maxFeedChanges {
+		t.Fatalf("feed has Seq %d and %d changes; want %d and %d", c.Seq, len(c.List), maxFeedChanges+extra, maxFeedChanges)
+	}
+	if first := c.List[0]; first.Seq != extra+1 || first.User != fmt.Sprintf("u%d", extra) {
+		t.Errorf("oldest change kept = %+v; want seq %d, user u%d", first, extra+1, extra)
+	}
+	if c.Covers(extra - 1) {
+		t.Errorf("Covers(%d) = true; want false: changes %d..%d were dropped", extra-1, extra-1, extra)
+	}
+	if !c.Covers(extra) {
+		t.Errorf("Covers(%d) = false; want true: every later change is kept", extra)
+	}
+	// The entry stays one small read.
+	raw, err := shared.Client().Logical().ReadRawWithContext(ctx(t), s.kvPath("data", changesKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Body.Close()
+	b, err := io.ReadAll(raw.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 1000 || len(b) > 100<<10 {
+		t.Errorf("feed entry is %d bytes; want under 100 KiB (and not empty)", len(b))
 	}
 }

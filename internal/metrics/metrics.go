@@ -38,6 +38,7 @@ type Metrics struct {
 	stage         *prometheus.HistogramVec
 	stages        map[string]prometheus.Observer // the stage histogram of each Stage* constant
 	tokenCache    *prometheus.CounterVec
+	feedReads     *prometheus.CounterVec
 	refreshes     *prometheus.CounterVec
 	grantsLost    *prometheus.CounterVec
 	exchanges     *prometheus.CounterVec
@@ -75,6 +76,10 @@ func New() *Metrics {
 	m.tokenCache = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "token_cache_total",
 		Help: "Token cache lookups by result (hit, miss).",
+	}, []string{"result"})
+	m.feedReads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "change_feed_reads_total",
+		Help: "Reads of the grant store's change feed by result: ok, missing (no feed: cached tokens are served for the token cache TTL only), failed.",
 	}, []string{"result"})
 	m.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "refreshes_total",
@@ -141,7 +146,7 @@ func New() *Metrics {
 	for _, name := range []string{StageIdentity, StagePolicy, StageToken, StageUpstream} {
 		m.stages[name] = m.stage.WithLabelValues(name)
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.refreshes, m.grantsLost, m.exchanges, m.fallbacks,
+	m.reg.MustRegister(m.requests, m.duration, m.stage, m.tokenCache, m.feedReads, m.refreshes, m.grantsLost, m.exchanges, m.fallbacks,
 		m.storeErrors, m.auditErrors, m.policyReloads, m.policyInfo, m.tunnels, m.scrubbed, m.useRecords, m.websockets, m.h2Closed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -209,6 +214,22 @@ func (m *Metrics) TokenCache(hit bool) {
 	} else {
 		m.tokenCache.WithLabelValues("miss").Inc()
 	}
+}
+
+// Change-feed read results (ChangeFeedRead).
+const (
+	FeedOK      = "ok"
+	FeedMissing = "missing"
+	FeedFailed  = "failed"
+)
+
+// ChangeFeedRead records one read of the change feed by result (FeedOK,
+// FeedMissing, FeedFailed).
+func (m *Metrics) ChangeFeedRead(result string) {
+	if m == nil {
+		return
+	}
+	m.feedReads.WithLabelValues(result).Inc()
 }
 
 // Refresh records a token endpoint call (or the later write of its

@@ -75,7 +75,9 @@ type Sidecar struct {
 	// refreshing is drained at shutdown so a refresh in flight is stored,
 	// then closed; journal holds what it could not store.
 	refreshing *oauth.Source
-	journal    *journal.Journal
+	// stopFeed stops following the store's change feed (nil when not).
+	stopFeed func()
+	journal  *journal.Journal
 	// uses notes grant uses in the store's activity records; nil when the
 	// store keeps none.
 	uses *injector.UseRecorder
@@ -304,6 +306,9 @@ func (s *Sidecar) close() {
 	}
 	if s.adminLn != nil {
 		s.adminLn.Close()
+	}
+	if s.stopFeed != nil {
+		s.stopFeed()
 	}
 	if s.refreshing != nil {
 		// Heartbeats and deferred writes stop; tokens still waiting stay

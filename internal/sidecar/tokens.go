@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -15,6 +16,7 @@ import (
 	"github.com/onbehalf-dev/onbehalf/injector"
 	"github.com/onbehalf-dev/onbehalf/injector/journal"
 	"github.com/onbehalf-dev/onbehalf/injector/oauth"
+	"github.com/onbehalf-dev/onbehalf/injector/store"
 	"github.com/onbehalf-dev/onbehalf/internal/metrics"
 	"github.com/onbehalf-dev/onbehalf/internal/outbound"
 	"github.com/onbehalf-dev/onbehalf/proxy"
@@ -90,6 +92,35 @@ func (g *grantSource) Token(ctx context.Context, provider, user string) (injecto
 	return g.plain.Token(ctx, provider, user)
 }
 
+// feedRead returns what is told each read of the change feed: metrics, and
+// a log line when reading starts or stops working (not one per read).
+func (s *Sidecar) feedRead() func(error) {
+	log := s.log.Named("changes")
+	last := ""
+	return func(err error) {
+		result := metrics.FeedOK
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			result = metrics.FeedMissing
+		case err != nil:
+			result = metrics.FeedFailed
+		}
+		s.metrics.ChangeFeedRead(result)
+		if result == last {
+			return
+		}
+		last = result
+		switch result {
+		case metrics.FeedOK:
+			log.Info("following the grant store's change feed: cached tokens are kept until they expire, and revocations seen within seconds")
+		case metrics.FeedMissing:
+			log.Warn("the grant store has no change feed (no connect server has started on it): cached tokens are kept for the token cache TTL only")
+		default:
+			log.Warn("cannot read the grant store's change feed: cached tokens are kept for the token cache TTL only until it can", zap.Error(err))
+		}
+	}
+}
+
 // recoverTimeout bounds the start-up replay of the refresh journal: a store
 // that does not answer must not keep the sidecar from starting. What is
 // not written by then is written in the background.
@@ -131,6 +162,9 @@ func (s *Sidecar) buildTokens(ctx context.Context, cfg Config, roots *x509.CertP
 	}
 	grants := &grantSource{refreshing: refreshing, configured: configured, plain: injector.NewStoreSource(s.store)}
 	cached := injector.NewCachedSource(grants, cfg.TokenCache, nil).Observe(s.metrics.TokenCache)
+	if feed, ok := s.store.(store.ChangeFeed); ok && cfg.TokenCache.TTL > 0 {
+		s.stopFeed = cached.FollowChanges(ctx, feed, injector.FeedOptions{OnRead: s.feedRead()})
+	}
 	s.metrics.RegisterTokenCache(func() (int, int64, uint64) {
 		st := cached.Stats()
 		return st.Entries, st.Bytes, st.Lookups
