@@ -25,8 +25,8 @@ import (
 // the grant while a read of the feed dropped it, and a lookup that read the
 // grant between its change being recorded and its deletion. Tokens read
 // within the TTL of their grant's change (or of a read that could not tell
-// which grants changed: the first, a new feed, one that fell behind) are
-// served for the TTL after their lookup, never longer. The Vault store also
+// which grants changed: a new feed, one that fell behind) are served for
+// the TTL after their lookup, never longer. The Vault store also
 // records a deletion's change a second time once the grant is gone.
 const (
 	// feedMaxAge bounds how long a token is served on the feed's word: it
@@ -158,12 +158,22 @@ func (c *CachedSource) readFeed(ctx context.Context, feed Feed) error {
 	defer c.mu.Unlock()
 	f := &c.feed
 	now := c.now()
-	if f.id == "" || ch.ID != f.id || !ch.Covers(f.seq) {
-		// The first read, a feed created anew, or one that dropped
+	switch {
+	case f.id == "" && c.lookups.Load() == 0:
+		// The first read, before any lookup: nothing is cached that
+		// the feed could clear. The grants it names changed lately,
+		// and their writers may not have deleted them yet: what is
+		// read of them within the TTL is served for the TTL only.
+		for _, x := range ch.List {
+			f.changed[cacheKey{x.Provider, x.User}] = now
+		}
+	case f.id == "" || ch.ID != f.id || !ch.Covers(f.seq):
+		// The first read after lookups (the feed was missing or could
+		// not be read), a feed created anew, or one that dropped
 		// changes this cache has not seen: no cached token can be
 		// cleared, so each is served for the TTL after its lookup.
 		f.flushed = now
-	} else {
+	default:
 		for _, x := range ch.List {
 			if x.Seq <= f.seq {
 				continue

@@ -95,20 +95,72 @@ func (r *feedRig) want(read bool, when string) {
 
 func TestFeedKeepsTokensPastTheTTL(t *testing.T) {
 	r := newFeedRig(t, Token{})
-	// The first read of the feed cannot tell what changed before it: a
-	// token read within the TTL of it is served for the TTL only.
 	r.want(true, "first lookup")
-	r.advance(rigTTL, 2*time.Second)
-	r.want(true, "a TTL later")
-	// Read more than a TTL after the first read of the feed: kept for as
-	// long as the feed is read.
+	// Kept for as long as the feed is read and does not name alice.
 	for i := range 30 {
 		r.advance(2*time.Second, 2*time.Second)
 		r.want(false, fmt.Sprintf("%ds later", 2*(i+1)))
 	}
-	if got := r.c.Stats().Lookups; got != 2 {
-		t.Errorf("store reads = %d; want 2", got)
+	if got := r.c.Stats().Lookups; got != 1 {
+		t.Errorf("store reads = %d; want 1", got)
 	}
+}
+
+// TestFeedFirstReadHoldsNamedGrants: grants the feed names when the cache
+// first reads it changed lately; their writers may not have deleted them
+// yet, so what is read of them within the TTL is served for the TTL only.
+func TestFeedFirstReadHoldsNamedGrants(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	feed := &fakeFeed{ch: store.Changes{ID: "feed-1"}}
+	feed.record("p", "alice")
+	src := &countingSource{tok: Token{Value: "t", Expiry: now.Add(24 * time.Hour)}}
+	c := NewCachedSource(src, CacheConfig{TTL: rigTTL, MaxEntries: 10}, func() time.Time { return now })
+	t.Cleanup(c.FollowChanges(context.Background(), feed, FeedOptions{Interval: time.Hour}))
+	r := &feedRig{t: t, now: now, src: src, feed: feed, c: c}
+	c.now = func() time.Time { return r.now }
+	lookup := func(user string) bool {
+		before := src.calls.Load()
+		if _, err := c.Token(context.Background(), "p", user); err != nil {
+			t.Fatal(err)
+		}
+		return src.calls.Load() != before
+	}
+	lookup("alice")
+	lookup("bob")
+	r.advance(rigTTL, 2*time.Second)
+	if !lookup("alice") {
+		t.Error("alice's token, read within a TTL of the feed naming her, was served past the TTL")
+	}
+	if lookup("bob") {
+		t.Error("bob's token was read again a TTL later; want it kept (the feed never named him)")
+	}
+	r.advance(30*time.Second, 2*time.Second)
+	if lookup("alice") {
+		t.Error("alice's token read a TTL after the change was not kept")
+	}
+}
+
+// TestFeedMissingAtStart: tokens looked up before the first good read of
+// the feed may predate changes the feed no longer lists, so they are
+// served for the TTL only.
+func TestFeedMissingAtStart(t *testing.T) {
+	r := &feedRig{t: t, now: time.Unix(1_000_000, 0), feed: &fakeFeed{ch: store.Changes{ID: "feed-1"}}}
+	r.feed.fail(fmt.Errorf("read change feed: %w", store.ErrNotFound))
+	r.src = &countingSource{tok: Token{Value: "t", Expiry: r.now.Add(24 * time.Hour)}}
+	r.c = NewCachedSource(r.src, CacheConfig{TTL: rigTTL, MaxEntries: 10}, func() time.Time { return r.now })
+	t.Cleanup(r.c.FollowChanges(context.Background(), r.feed, FeedOptions{Interval: time.Hour}))
+	r.want(true, "first lookup")
+	r.advance(2*time.Second, time.Second)
+	r.feed.fail(nil)
+	r.advance(time.Second, time.Second)
+	r.advance(rigTTL-3*time.Second-time.Millisecond, time.Second)
+	r.want(false, "within the TTL")
+	r.advance(time.Millisecond, time.Millisecond)
+	r.want(true, "a TTL after the lookup, though the feed is read now")
+	r.advance(rigTTL, 2*time.Second)
+	r.want(true, "a TTL later: read within a TTL of the first good read of the feed")
+	r.advance(30*time.Second, 2*time.Second)
+	r.want(false, "30s later")
 }
 
 func TestFeedChangeDropsToken(t *testing.T) {

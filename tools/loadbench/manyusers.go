@@ -177,6 +177,11 @@ func (b *bench) prepareStore(ctx context.Context, name string, n int) (cleanup f
 		return nil, err
 	}
 	err = populateGrants(ctx, st, b.token, n, populateConcurrency)
+	if err == nil {
+		// The connect server creates the change feed when it starts;
+		// the sidecars follow it (store.ChangeFeed).
+		err = st.StartChanges(ctx)
+	}
 	_ = st.Close()
 	if err != nil {
 		cleanup()
@@ -297,7 +302,8 @@ func (r *usersReport) markdown() string {
 	fmt.Fprintf(&b, "- Command: `%s` (%s in all).\n", o.command, r.finished.Sub(r.started).Round(time.Second))
 	fmt.Fprintf(&b, "- Workload: POST of %d bytes of JSON over HTTPS through CONNECT, %d workers; %s per phase; fixed rate %d req/s. "+
 		"Each user has a grant and an assertion of their own, minted by the harness as an orchestrator would and rotated every %s "+
-		"(rotations spread evenly over users); Zipf exponent %.2f. Token cache TTL %s (the default). "+
+		"(rotations spread evenly over users); Zipf exponent %.2f. Token cache TTL %s (the default); on Vault the sidecar follows the store's change feed, "+
+		"so a cached token is kept until it expires while the feed is read, rather than for the TTL. "+
 		"The upstream accepts a request only with the token of the user it names.\n\n",
 		len(requestBody), o.workers, o.duration, o.rate, o.rotate, o.zipfS, manyUsersCacheTTL)
 

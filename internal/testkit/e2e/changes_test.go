@@ -76,9 +76,6 @@ func TestChangeFeedOnVault(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	// Tokens read within a TTL of a sidecar's first read of the feed are
-	// kept for the TTL only: start past it.
-	time.Sleep(feedTTL + 100*time.Millisecond)
 	assertion := e.Assert(t, testenv.User)
 	inject := func(i int) string {
 		t.Helper()
