@@ -1,11 +1,13 @@
 package injector
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/onbehalf-dev/onbehalf/injector/store"
 )
@@ -28,6 +30,16 @@ const (
 	// useWriteTimeout bounds one store write: a note that cannot land in
 	// it is worth less than the next one.
 	useWriteTimeout = 5 * time.Second
+	// DefaultUseWriteRate bounds the notes one sidecar writes a second,
+	// and useWriteBurst how many it writes at once after a quiet spell.
+	// A note costs the store a read and a write: unbounded, a sidecar
+	// acting for 10,000 people a minute spent half a core of Vault's CPU
+	// on them (docs/benchmarks.md, "Many users"). At 20 a second a
+	// sidecar notes 1,200 grants a minute; beyond that, notes wait in the
+	// queue or are dropped and taken at the grant's next use, so "last
+	// used" lags under load but keeps the time of the use it notes.
+	DefaultUseWriteRate = 20
+	useWriteBurst       = 20
 )
 
 // Outcomes of a use note, for metrics.
@@ -45,6 +57,9 @@ type UseOptions struct {
 	// Observe, when set, is called with UseWritten, UseDropped or
 	// UseFailed for every note that was queued or dropped.
 	Observe func(outcome string)
+	// WriteRate is the most notes written a second; zero means
+	// DefaultUseWriteRate.
+	WriteRate float64
 }
 
 // UseRecorder notes in the store's activity records that grants were used
@@ -63,6 +78,7 @@ type UseRecorder struct {
 	maxTracked int                  // maxTrackedGrants; smaller in tests
 
 	queue chan useNote
+	limit *rate.Limiter
 	stop  chan struct{}
 	done  chan struct{}
 	once  sync.Once
@@ -87,6 +103,7 @@ func NewUseRecorder(st store.ActivityStore, o UseOptions) *UseRecorder {
 		last:       make(map[useKey]time.Time),
 		maxTracked: maxTrackedGrants,
 		queue:      make(chan useNote, useQueueSize),
+		limit:      rate.NewLimiter(rate.Limit(cmp.Or(o.WriteRate, DefaultUseWriteRate)), useWriteBurst),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -141,12 +158,23 @@ func (r *UseRecorder) sweep(now time.Time) bool {
 	return len(r.last) < r.maxTracked
 }
 
-// run writes queued notes until Close.
+// run writes queued notes, at most r.limit a second, until Close.
 func (r *UseRecorder) run() {
 	defer close(r.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for {
 		select {
 		case n := <-r.queue:
+			// Close cuts the wait short, not the note taken.
+			_ = r.limit.Wait(ctx)
 			r.write(context.Background(), n)
 		case <-r.stop:
 			return

@@ -263,3 +263,32 @@ func BenchmarkUsedThrottled(b *testing.B) {
 		}
 	})
 }
+
+// TestUseRecorderBoundsWriteRate: however many grants are used, the store
+// sees at most the write rate (after one burst); the rest wait in the
+// queue or are dropped, and every note is accounted for.
+func TestUseRecorderBoundsWriteRate(t *testing.T) {
+	st := &fakeActivity{}
+	var obs outcomes
+	const perSecond = 10
+	r := NewUseRecorder(st, UseOptions{Observe: obs.observe, WriteRate: perSecond})
+	n := useQueueSize + 100
+	for i := range n {
+		r.Used("slack", fmt.Sprintf("user-%d", i), "agent", time.Now())
+	}
+	const window = time.Second
+	time.Sleep(window)
+	// The burst, then the rate over the window (a slow machine writes
+	// fewer, never more).
+	if w, most := len(st.written()), useWriteBurst+int(perSecond*window.Seconds())+1; w > most || w < useWriteBurst {
+		t.Errorf("%d notes written in %v; want between %d and %d", w, window, useWriteBurst, most)
+	}
+	// The writer may take the burst (and one more) while the queue fills.
+	if d, least := obs.get(UseDropped), n-useQueueSize-useWriteBurst-2; d < least {
+		t.Errorf("dropped %d notes; want at least %d (the queue holds %d)", d, least, useQueueSize)
+	}
+	flush(t, r)
+	if got := obs.get(UseWritten) + obs.get(UseDropped) + obs.get(UseFailed); got != n {
+		t.Errorf("%d notes accounted for; want all %d", got, n)
+	}
+}
