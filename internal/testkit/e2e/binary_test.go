@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -344,16 +345,68 @@ func TestGrantsCLIOnVault(t *testing.T) {
 	tokenFile := filepath.Join(dir, "vault-token")
 	os.WriteFile(tokenFile, []byte(v.RootToken()), 0o600)
 	cfgPath := filepath.Join(dir, "onbehalf.yaml")
+	prefix := fmt.Sprintf("cli-%d", time.Now().UnixNano())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	connectAddr := ln.Addr().String()
+	ln.Close()
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 routes: [{host: api.github.com, provider: github}]
 store:
   backend: vault
   vault:
     address: %s
-    prefix: cli-%d
+    prefix: %s
     auth: {method: token, token_file: vault-token}
 audit: {sink: file, file: {path: audit.log}}
-`, v.Addr(), time.Now().UnixNano())), 0o600)
+connect:
+  listen: %s
+  external_url: http://%s
+  session_key_file: session.key
+`, v.Addr(), prefix, connectAddr, connectAddr)), 0o600)
+
+	// The store's change feed: the connect server creates it when it
+	// starts; the CLI records a replaced grant once and a revoked one
+	// before and after it goes.
+	feed := func() (seq float64, users []string) {
+		t.Helper()
+		sec, err := v.Client().Logical().Read("secret/data/" + prefix + "/changes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sec == nil {
+			return -1, nil
+		}
+		data, _ := sec.Data["data"].(map[string]any)
+		n, _ := data["seq"].(json.Number)
+		f, _ := n.Float64()
+		list, _ := data["changes"].([]any)
+		for _, c := range list {
+			m, _ := c.(map[string]any)
+			users = append(users, fmt.Sprint(m["provider"], "/", m["user"]))
+		}
+		return f, users
+	}
+	cs := exec.Command(onbehalfBin(t), "connect-server", "--config", cfgPath)
+	var csLogs lockedBuffer
+	cs.Stdout, cs.Stderr = &csLogs, &csLogs
+	if err := cs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if seq, _ := feed(); seq == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cs.Process.Kill()
+			cs.Wait()
+			t.Fatalf("the connect server did not create the change feed; logs:\n%s", csLogs.String())
+		}
+	}
+	cs.Process.Signal(syscall.SIGTERM)
+	cs.Wait()
 
 	run := func(stdin string, args ...string) string {
 		t.Helper()
@@ -377,6 +430,9 @@ audit: {sink: file, file: {path: audit.log}}
 	}
 	if out := run("", "grants", "list"); strings.Contains(out, "alice") {
 		t.Errorf("grant still listed after revoke:\n%s", out)
+	}
+	if seq, users := feed(); seq != 3 || fmt.Sprint(users) != "[github/alice github/alice github/alice]" {
+		t.Errorf("change feed after put, replace and revoke: seq %v, changes %v; want 3 changes of github/alice", seq, users)
 	}
 	// The revocation is audited, and no token reached the trail.
 	b, _ := os.ReadFile(filepath.Join(dir, "audit.log"))
