@@ -352,6 +352,10 @@ func TestGrantsCLIOnVault(t *testing.T) {
 	}
 	connectAddr := ln.Addr().String()
 	ln.Close()
+	pub := filepath.Join(dir, "orchestrator.pub")
+	if out, errOut, code := cli(t, "", "assert", "keygen", "--private", filepath.Join(dir, "orchestrator.key"), "--public", pub); code != 0 {
+		t.Fatalf("keygen: %s%s", out, errOut)
+	}
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 routes: [{host: api.github.com, provider: github}]
 store:
@@ -365,7 +369,10 @@ connect:
   listen: %s
   external_url: http://%s
   session_key_file: session.key
-`, v.Addr(), prefix, connectAddr, connectAddr)), 0o600)
+  links:
+    issuers: [https://orchestrator.example.com]
+    keys: [{id: orchestrator, file: %s}]
+`, v.Addr(), prefix, connectAddr, connectAddr, pub)), 0o600)
 
 	// The store's change feed: the connect server creates it when it
 	// starts; the CLI records a replaced grant once and a revoked one
