@@ -133,6 +133,7 @@ FUZZ_TARGETS := \
 	./proxy/identity:FuzzCheckObject \
 	./proxy/identity:FuzzFromHeader \
 	./audit:FuzzVerify \
+	./audit:FuzzEncodeRecord \
 	./webhook:FuzzAdmit \
 	./connect:FuzzSafeReturnTo
 

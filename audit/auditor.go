@@ -292,6 +292,10 @@ func (a *Auditor) encode(r *Record) (*pendingRecord, error) {
 	if err := r.validate(); err != nil {
 		return nil, fmt.Errorf("write audit record: %w", err)
 	}
+	if len(r.Extra) == 0 {
+		buf := encodeRecord(r)
+		return &pendingRecord{body: buf.Bytes(), buf: buf}, nil
+	}
 	body, err := a.enc.EncodeEntry(zapcore.Entry{}, []zapcore.Field{zap.Inline(r)})
 	if err != nil {
 		return nil, fmt.Errorf("write audit record: %w: encode: %w", ErrInvalidRecord, err)
