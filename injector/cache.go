@@ -82,7 +82,8 @@ func entrySize(k cacheKey, tok Token) int64 {
 }
 
 // CachedSource keeps tokens from another Source in memory for a bounded
-// time, so a cache hit costs no store read, and collapses concurrent
+// time (the TTL, or until they near expiry while a change feed vouches for
+// them: FollowChanges), so a cache hit costs no store read, and collapses concurrent
 // misses for one (provider, user) into a single lookup that runs detached
 // from the callers. Errors are never cached. The cache holds at most
 // MaxEntries tokens and MaxBytes of them, dropping the least recently used
@@ -132,8 +133,9 @@ func NewCachedSource(next Source, c CacheConfig, now func() time.Time) *CachedSo
 	return cs
 }
 
-// Token returns the cached token when it is younger than the TTL and not
-// about to expire, else asks the wrapped source: concurrent callers for
+// Token returns the cached token when it is not about to expire and is
+// younger than the TTL (or, following a change feed, vouched for by it:
+// see FollowChanges), else asks the wrapped source: concurrent callers for
 // one (provider, user) share one lookup, and each stops waiting for it
 // when its own ctx ends.
 func (c *CachedSource) Token(ctx context.Context, provider, user string) (Token, error) {
