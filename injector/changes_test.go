@@ -53,8 +53,13 @@ type feedRig struct {
 
 const rigTTL = 10 * time.Second
 
-func newFeedRig(t *testing.T, tok Token) *feedRig {
+// newFeedRig starts a rig whose source answers tok (a default one when
+// empty); setup, when given, edits the feed before the cache first reads it.
+func newFeedRig(t *testing.T, tok Token, setup ...func(*fakeFeed)) *feedRig {
 	r := &feedRig{t: t, now: time.Unix(1_000_000, 0), feed: &fakeFeed{ch: store.Changes{ID: "feed-1"}}}
+	for _, f := range setup {
+		f(r.feed)
+	}
 	if tok.Value == "" {
 		tok = Token{Value: "t", Expiry: r.now.Add(24 * time.Hour)}
 	}
@@ -79,8 +84,14 @@ func (r *feedRig) advance(d, step time.Duration) {
 // lookup asks for alice's token and reports whether it took a store read.
 func (r *feedRig) lookup() (read bool) {
 	r.t.Helper()
+	return r.lookupFor("alice")
+}
+
+// lookupFor asks for user's token and reports whether it took a store read.
+func (r *feedRig) lookupFor(user string) (read bool) {
+	r.t.Helper()
 	before := r.src.calls.Load()
-	if _, err := r.c.Token(context.Background(), "p", "alice"); err != nil {
+	if _, err := r.c.Token(context.Background(), "p", user); err != nil {
 		r.t.Fatal(err)
 	}
 	return r.src.calls.Load() != before
@@ -110,32 +121,18 @@ func TestFeedKeepsTokensPastTheTTL(t *testing.T) {
 // first reads it changed lately; their writers may not have deleted them
 // yet, so what is read of them within the TTL is served for the TTL only.
 func TestFeedFirstReadHoldsNamedGrants(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
-	feed := &fakeFeed{ch: store.Changes{ID: "feed-1"}}
-	feed.record("p", "alice")
-	src := &countingSource{tok: Token{Value: "t", Expiry: now.Add(24 * time.Hour)}}
-	c := NewCachedSource(src, CacheConfig{TTL: rigTTL, MaxEntries: 10}, func() time.Time { return now })
-	t.Cleanup(c.FollowChanges(context.Background(), feed, FeedOptions{Interval: time.Hour}))
-	r := &feedRig{t: t, now: now, src: src, feed: feed, c: c}
-	c.now = func() time.Time { return r.now }
-	lookup := func(user string) bool {
-		before := src.calls.Load()
-		if _, err := c.Token(context.Background(), "p", user); err != nil {
-			t.Fatal(err)
-		}
-		return src.calls.Load() != before
-	}
-	lookup("alice")
-	lookup("bob")
+	r := newFeedRig(t, Token{}, func(f *fakeFeed) { f.record("p", "alice") })
+	r.lookupFor("alice")
+	r.lookupFor("bob")
 	r.advance(rigTTL, 2*time.Second)
-	if !lookup("alice") {
+	if !r.lookupFor("alice") {
 		t.Error("alice's token, read within a TTL of the feed naming her, was served past the TTL")
 	}
-	if lookup("bob") {
+	if r.lookupFor("bob") {
 		t.Error("bob's token was read again a TTL later; want it kept (the feed never named him)")
 	}
 	r.advance(30*time.Second, 2*time.Second)
-	if lookup("alice") {
+	if r.lookupFor("alice") {
 		t.Error("alice's token read a TTL after the change was not kept")
 	}
 }
@@ -144,11 +141,7 @@ func TestFeedFirstReadHoldsNamedGrants(t *testing.T) {
 // the feed may predate changes the feed no longer lists, so they are
 // served for the TTL only.
 func TestFeedMissingAtStart(t *testing.T) {
-	r := &feedRig{t: t, now: time.Unix(1_000_000, 0), feed: &fakeFeed{ch: store.Changes{ID: "feed-1"}}}
-	r.feed.fail(fmt.Errorf("read change feed: %w", store.ErrNotFound))
-	r.src = &countingSource{tok: Token{Value: "t", Expiry: r.now.Add(24 * time.Hour)}}
-	r.c = NewCachedSource(r.src, CacheConfig{TTL: rigTTL, MaxEntries: 10}, func() time.Time { return r.now })
-	t.Cleanup(r.c.FollowChanges(context.Background(), r.feed, FeedOptions{Interval: time.Hour}))
+	r := newFeedRig(t, Token{}, func(f *fakeFeed) { f.fail(fmt.Errorf("read change feed: %w", store.ErrNotFound)) })
 	r.want(true, "first lookup")
 	r.advance(2*time.Second, time.Second)
 	r.feed.fail(nil)
