@@ -9,6 +9,13 @@
 // An Issuer signs short-lived ECDSA P-256 leaves on demand, keeps them in a
 // bounded LRU cache, and signs at most once per host at a time. A CA is
 // immutable after loading and an Issuer is safe for concurrent use.
+//
+// Signing a leaf is on the accept path of every first-seen host, so leaves
+// are encoded and signed by the package rather than by
+// x509.CreateCertificate, which verifies every signature it makes at about
+// twice the cost of the signing; a test and a fuzz test require the
+// package's encoding to be byte for byte the one CreateCertificate
+// produces.
 package certs
 
 import (

@@ -1,15 +1,10 @@
 package certs
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -65,6 +60,9 @@ type IssuerOptions struct {
 }
 
 // Issuer signs leaf certificates with a CA and caches them by host.
+//
+// Leaves are encoded and signed by CA.signLeaf rather than
+// x509.CreateCertificate; the package documentation says why.
 type Issuer struct {
 	ca          *CA
 	cache       *lru.Cache[string, *leafEntry]
@@ -151,9 +149,9 @@ func (i *Issuer) sign(name string, ip netip.Addr, now time.Time) (*leafEntry, er
 	if !now.Before(ca.NotAfter) {
 		return nil, fmt.Errorf("sign leaf %s: %w: CA expired at %s", name, ErrInvalidCA, ca.NotAfter.UTC().Format(time.RFC3339))
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := newLeafKey()
 	if err != nil {
-		return nil, fmt.Errorf("sign leaf %s: generate key: %w", name, err)
+		return nil, fmt.Errorf("sign leaf %s: %w", name, err)
 	}
 	serial, err := randomSerial()
 	if err != nil {
@@ -164,26 +162,17 @@ func (i *Issuer) sign(name string, ip netip.Addr, now time.Time) (*leafEntry, er
 	if capped {
 		notAfter = ca.NotAfter
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		NotBefore:             now.Add(-leafBackdate),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	if len(name) <= maxCommonNameLen {
-		tmpl.Subject = pkix.Name{CommonName: name}
-	}
-	if ip.IsValid() {
-		tmpl.IPAddresses = []net.IP{ip.AsSlice()}
-	} else {
-		tmpl.DNSNames = []string{name}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, i.ca.key)
+	der, err := i.ca.signLeaf(leafFields{
+		serial:    serial,
+		notBefore: now.Add(-leafBackdate),
+		notAfter:  notAfter,
+		name:      name,
+		ip:        ip,
+	}, key.spki)
 	if err != nil {
 		return nil, fmt.Errorf("sign leaf %s: %w", name, err)
 	}
+	// crypto/tls reads the parsed leaf from tls.Certificate.Leaf.
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("sign leaf %s: parse: %w", name, err)
@@ -198,7 +187,7 @@ func (i *Issuer) sign(name string, ip netip.Addr, now time.Time) (*leafEntry, er
 	return &leafEntry{
 		cert: &tls.Certificate{
 			Certificate: [][]byte{der, ca.Raw},
-			PrivateKey:  key,
+			PrivateKey:  key.priv,
 			Leaf:        leaf,
 		},
 		renewAt: renewAt,
