@@ -10,12 +10,15 @@
 // bounded LRU cache, and signs at most once per host at a time. A CA is
 // immutable after loading and an Issuer is safe for concurrent use.
 //
-// Signing a leaf is on the accept path of every first-seen host, so leaves
-// are encoded and signed by the package rather than by
-// x509.CreateCertificate, which verifies every signature it makes at about
-// twice the cost of the signing; a test and a fuzz test require the
-// package's encoding to be byte for byte the one CreateCertificate
-// produces.
+// Signing a leaf is on the accept path of every first-seen host, so it is
+// made cheap in two ways. The leaves an Issuer signs within an hour of one
+// another share one key, rotated after that: the key lives in the same
+// process as the CA key, and a leaked leaf key is useful only until the
+// leaves signed with it expire. And leaves are encoded and signed by the
+// package rather than by x509.CreateCertificate, which verifies every
+// signature it makes at about twice the cost of the signing; a test and a
+// fuzz test require the package's encoding to be byte for byte the one
+// CreateCertificate produces.
 package certs
 
 import (

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,8 +22,9 @@ const (
 	DefaultCapacity = 1024
 
 	// DefaultLeafValidity is the default lifetime of a leaf. Short, so a
-	// leaf key that leaks is useful for a day at most; long enough that
-	// a busy host costs one signing a day.
+	// leaf key that leaks is useful for a day (plus leafKeyRotation, the
+	// time one key is used) at most; long enough that a busy host costs
+	// one signing a day.
 	DefaultLeafValidity = 24 * time.Hour
 
 	// leafBackdate moves a leaf's NotBefore into the past so an agent
@@ -61,7 +63,8 @@ type IssuerOptions struct {
 
 // Issuer signs leaf certificates with a CA and caches them by host.
 //
-// Leaves are encoded and signed by CA.signLeaf rather than
+// The leaves it signs within leafKeyRotation of one another share a key, as
+// mitmproxy's do, and they are encoded and signed by CA.signLeaf rather than
 // x509.CreateCertificate; the package documentation says why.
 type Issuer struct {
 	ca          *CA
@@ -71,6 +74,11 @@ type Issuer struct {
 	renewMargin time.Duration
 	now         func() time.Time
 	signings    atomic.Uint64
+
+	// keyMu guards key, the current leaf key (nil until the first
+	// signing).
+	keyMu sync.Mutex
+	key   *leafKey
 }
 
 // leafEntry is one cached leaf and when to replace it.
@@ -149,7 +157,7 @@ func (i *Issuer) sign(name string, ip netip.Addr, now time.Time) (*leafEntry, er
 	if !now.Before(ca.NotAfter) {
 		return nil, fmt.Errorf("sign leaf %s: %w: CA expired at %s", name, ErrInvalidCA, ca.NotAfter.UTC().Format(time.RFC3339))
 	}
-	key, err := newLeafKey()
+	key, err := i.leafKey(now)
 	if err != nil {
 		return nil, fmt.Errorf("sign leaf %s: %w", name, err)
 	}
@@ -192,6 +200,25 @@ func (i *Issuer) sign(name string, ip netip.Addr, now time.Time) (*leafEntry, er
 		},
 		renewAt: renewAt,
 	}, nil
+}
+
+// leafKey returns the key for a leaf signed at now: the current one if it
+// was made less than leafKeyRotation before now, otherwise a new one. A key
+// made after now (the clock stepped back) is replaced too.
+func (i *Issuer) leafKey(now time.Time) (*leafKey, error) {
+	i.keyMu.Lock()
+	defer i.keyMu.Unlock()
+	if k := i.key; k != nil {
+		if age := now.Sub(k.created); age >= 0 && age < leafKeyRotation {
+			return k, nil
+		}
+	}
+	k, err := newLeafKey(now)
+	if err != nil {
+		return nil, err
+	}
+	i.key = k
+	return k, nil
 }
 
 // normalizeHost returns the cache key for host and, for an address, the

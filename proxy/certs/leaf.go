@@ -33,16 +33,29 @@ import (
 // golang.org/x/crypto/cryptobyte's so that the binary links no new module
 // (see cmd/onbehalf's TestProductionDependencies).
 
-// leafKey is a leaf's key and its public key encoded as it goes into the
-// certificate.
+// leafKeyRotation is how long the leaves an Issuer signs share one key.
+// Generating a P-256 key costs tens of microseconds, so a key made once an
+// hour costs nothing measurable while a burst of new hosts (a sidecar's
+// first minutes) shares it. The key lives in the same process as the CA key,
+// so sharing it exposes nothing the CA key does not; a leaked leaf key is
+// good only until the last leaf signed with it expires, which is at most
+// leafKeyRotation plus the leaf validity after it was made. An hour rather
+// than the validity (a day by default) keeps that window close to what a
+// key per leaf would give.
+const leafKeyRotation = time.Hour
+
+// leafKey is the key an Issuer's leaves share while it is younger than
+// leafKeyRotation.
 type leafKey struct {
 	priv *ecdsa.PrivateKey
-	// spki is the DER SubjectPublicKeyInfo of priv's public key.
-	spki []byte
+	// spki is the DER SubjectPublicKeyInfo of priv's public key, as it
+	// goes into each leaf.
+	spki    []byte
+	created time.Time
 }
 
-// newLeafKey generates a P-256 leaf key.
-func newLeafKey() (*leafKey, error) {
+// newLeafKey generates a P-256 leaf key made at now.
+func newLeafKey(now time.Time) (*leafKey, error) {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
@@ -51,7 +64,7 @@ func newLeafKey() (*leafKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode public key: %w", err)
 	}
-	return &leafKey{priv: priv, spki: spki}, nil
+	return &leafKey{priv: priv, spki: spki, created: now}, nil
 }
 
 // leafFields are what varies from one leaf to the next, apart from the key.

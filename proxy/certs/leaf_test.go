@@ -3,6 +3,7 @@ package certs
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -102,7 +103,7 @@ func TestLeafTBSMatchesCreateCertificate(t *testing.T) {
 	noSKIDCert.SubjectKeyId = nil
 	noSKIDCA := &CA{cert: &noSKIDCert, key: defaultCA.key}
 
-	key, err := newLeafKey()
+	key, err := newLeafKey(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestLeafTBSMatchesCreateCertificate(t *testing.T) {
 
 func FuzzLeafTBS(f *testing.F) {
 	ca := loadCA(f, InitOptions{})
-	key, err := newLeafKey()
+	key, err := newLeafKey(time.Now())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -216,13 +217,61 @@ func FuzzLeafTBS(f *testing.F) {
 	})
 }
 
-// BenchmarkSignLeaf compares signing a new leaf with
-// x509.CreateCertificate, which verifies its own signature, and with
-// CA.signLeaf. Each generates the leaf's key and includes the
+func TestLeafKeyRotation(t *testing.T) {
+	now := time.Now()
+	iss := NewIssuer(loadCA(t, InitOptions{}), IssuerOptions{Now: func() time.Time { return now }})
+	pub := func(host string) *ecdsa.PublicKey {
+		t.Helper()
+		c, err := iss.Leaf(host)
+		if err != nil {
+			t.Fatalf("Leaf(%s): %v", host, err)
+		}
+		key, ok := c.PrivateKey.(*ecdsa.PrivateKey)
+		if !ok {
+			t.Fatalf("leaf key is %T; want *ecdsa.PrivateKey", c.PrivateKey)
+		}
+		if p, ok := c.Leaf.PublicKey.(*ecdsa.PublicKey); !ok || !p.Equal(&key.PublicKey) {
+			t.Fatalf("leaf for %s does not hold its private key's public key", host)
+		}
+		return &key.PublicKey
+	}
+
+	a := pub("a.test")
+	now = now.Add(leafKeyRotation - time.Second)
+	if b := pub("b.test"); !b.Equal(a) {
+		t.Errorf("leaves signed %v apart have different keys; want one shared key", leafKeyRotation-time.Second)
+	}
+	now = now.Add(time.Second) // the first key is leafKeyRotation old
+	c := pub("c.test")
+	if c.Equal(a) {
+		t.Errorf("leaf signed %v after the first has the first leaf's key; want a new key", leafKeyRotation)
+	}
+	now = now.Add(leafKeyRotation / 2)
+	if d := pub("d.test"); !d.Equal(c) {
+		t.Errorf("leaf signed %v after a rotation has a different key; want the rotated key", leafKeyRotation/2)
+	}
+	now = now.Add(-leafKeyRotation/2 - time.Minute) // the clock steps back past the key's making: a new key
+	if e := pub("e.test"); e.Equal(c) {
+		t.Errorf("leaf signed after the clock stepped back has the current key; want a new key")
+	}
+	// The cached leaves keep the keys they were signed with.
+	if a2 := pub("a.test"); !a2.Equal(a) {
+		t.Errorf("cached leaf a.test has a different key after rotation")
+	}
+}
+
+// BenchmarkSignLeaf compares signing a new leaf the old way (a key per leaf
+// and x509.CreateCertificate, which verifies its own signature) with the
+// Issuer's way (a shared key and CA.signLeaf). Each includes the
 // x509.ParseCertificate the Issuer does for tls.Certificate.Leaf.
+// createcertificate-sharedkey separates the two gains.
 func BenchmarkSignLeaf(b *testing.B) {
 	ca := loadCA(b, InitOptions{})
 	now := time.Now()
+	shared, err := newLeafKey(now)
+	if err != nil {
+		b.Fatal(err)
+	}
 	fields := func(i int) leafFields {
 		serial, err := randomSerial()
 		if err != nil {
@@ -234,13 +283,6 @@ func BenchmarkSignLeaf(b *testing.B) {
 			notAfter:  now.Add(DefaultLeafValidity),
 			name:      fmt.Sprintf("h%d.example.com", i),
 		}
-	}
-	newKey := func() *leafKey {
-		key, err := newLeafKey()
-		if err != nil {
-			b.Fatal(err)
-		}
-		return key
 	}
 	parse := func(der []byte, err error) {
 		if err != nil {
@@ -254,7 +296,19 @@ func BenchmarkSignLeaf(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			parse(createCertificateLeaf(ca, fields(i), &newKey().priv.PublicKey))
+			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				b.Fatal(err)
+			}
+			parse(createCertificateLeaf(ca, fields(i), &key.PublicKey))
+			i++
+		}
+	})
+	b.Run("createcertificate-sharedkey", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			parse(createCertificateLeaf(ca, fields(i), &shared.priv.PublicKey))
 			i++
 		}
 	})
@@ -262,7 +316,7 @@ func BenchmarkSignLeaf(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			parse(ca.signLeaf(fields(i), newKey().spki))
+			parse(ca.signLeaf(fields(i), shared.spki))
 			i++
 		}
 	})
