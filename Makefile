@@ -129,6 +129,7 @@ FUZZ_TARGETS := \
 	./proxy/mcp:FuzzParse \
 	./proxy:FuzzH2StreamBinding \
 	./proxy:FuzzWSScrubber \
+	./proxy/certs:FuzzLeafTBS \
 	./proxy/identity:FuzzPreparse \
 	./proxy/identity:FuzzCheckObject \
 	./proxy/identity:FuzzFromHeader \
