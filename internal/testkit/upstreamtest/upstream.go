@@ -35,7 +35,9 @@ type Request struct {
 	Header     http.Header
 	Body       []byte
 	ServerName string // SNI the client sent
-	Proto      string
+	// CurveID is the key exchange of the connection it came on.
+	CurveID tls.CurveID
+	Proto   string
 }
 
 // Options configure a Server.
@@ -133,6 +135,7 @@ func (s *Server) record(next http.Handler) http.Handler {
 		}
 		if r.TLS != nil {
 			rec.ServerName = r.TLS.ServerName
+			rec.CurveID = r.TLS.CurveID
 		}
 		s.mu.Lock()
 		s.reqs = append(s.reqs, rec)
