@@ -36,9 +36,10 @@ type upstreamClient struct {
 	maxIdlePerHost        int
 	maxIdle               int // over all keys
 	maxHeaderBytes        int64
-	// sessions holds TLS sessions to resume, under the pool key and the
-	// server name (keyedSessions), so a new connection to a host the
-	// sidecar has talked to costs an abbreviated handshake.
+	// sessions holds TLS sessions to resume (see keyedSessions), so a
+	// new connection to a host the sidecar has talked to, or to another
+	// name its server's certificate covers, costs an abbreviated
+	// handshake.
 	sessions tls.ClientSessionCache
 
 	mu      sync.Mutex
@@ -52,7 +53,7 @@ type upstreamClient struct {
 // upConn is one pooled upstream connection.
 type upConn struct {
 	addr      string // host:port dialled
-	key       string // pool key: addr, or addr and user (pool per_user)
+	key       string // pool key (poolKey)
 	conn      *tls.Conn
 	raw       net.Conn    // the TCP connection, for the liveness check
 	rec       *recordConn // between raw and conn: TLS reads no further than a record
@@ -67,10 +68,11 @@ type upConn struct {
 // pool per_user each user of each host has a key.
 const maxIdleFactor = 16
 
-// upstreamSessionCacheSize bounds the TLS sessions kept for resumption,
-// one per pool key (host, or host and user with pool per_user) at the
-// most recent: an agent talks to a few hosts, for at most thousands of
-// users, and a session is a few hundred bytes.
+// upstreamSessionCacheSize bounds the TLS sessions kept for resumption:
+// the most recent per pool key (host, or host and user with pool
+// per_user) and per server address (keyedSessions); an agent talks to a
+// few hosts, for at most thousands of users, and a session is a few
+// hundred bytes.
 const upstreamSessionCacheSize = 4096
 
 // upstreamBufferSize sizes each connection's read and write buffers: a
@@ -102,16 +104,17 @@ func newUpstreamClient(c UpstreamConfig, dial func(ctx context.Context, network,
 
 // roundTrip sends req, whose body is body (nil for none), to addr
 // (host:port) over HTTPS and returns the response. Connections are pooled
-// under key: addr itself, or addr and the user when connections must not
-// be shared between users. The response body must be closed; the
+// by addr, and by user too unless user is empty: with pool per_user, no
+// connection or TLS session is shared between users. The response body
+// must be closed; the
 // connection goes back to the pool when the body was read to its end and
 // nothing arrived after it.
 // A request that fails on a reused connection before any of the response
 // arrived is sent once more on a new connection when its method is
 // idempotent, as net/http does.
-func (u *upstreamClient) roundTrip(ctx context.Context, addr, key string, req *http.Request, body []byte) (*http.Response, error) {
+func (u *upstreamClient) roundTrip(ctx context.Context, addr, user string, req *http.Request, body []byte) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := u.get(ctx, addr, key)
+		uc, reused, err := u.get(ctx, addr, user)
 		if err != nil {
 			return nil, err
 		}
@@ -257,11 +260,21 @@ func (l *headLimit) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// get returns a live pooled connection under key, or dials a new one to
-// addr. A pooled connection is checked again here, right before the
-// request is written on it: a late response may have arrived since it was
-// put back.
-func (u *upstreamClient) get(ctx context.Context, addr, key string) (uc *upConn, reused bool, err error) {
+// poolKey is the key connections to addr are pooled under: the address,
+// and the user when connections are not shared between users.
+func poolKey(addr, user string) string {
+	if user == "" {
+		return addr
+	}
+	return addr + "\x00" + user
+}
+
+// get returns a live pooled connection to addr for user (see roundTrip),
+// or dials a new one. A pooled connection is checked again here, right
+// before the request is written on it: a late response may have arrived
+// since it was put back.
+func (u *upstreamClient) get(ctx context.Context, addr, user string) (uc *upConn, reused bool, err error) {
+	key := poolKey(addr, user)
 	now := time.Now()
 	for {
 		u.mu.Lock()
@@ -280,16 +293,14 @@ func (u *upstreamClient) get(ctx context.Context, addr, key string) (uc *upConn,
 		}
 		uc.conn.Close()
 	}
-	uc, err = u.connect(ctx, addr, key)
-	if uc != nil {
-		uc.key = key
-	}
+	uc, err = u.connect(ctx, addr, user)
 	return uc, false, err
 }
 
 // connect dials addr (through the egress guard) and completes a verified
-// TLS handshake, resuming a session of the pool key when it holds one.
-func (u *upstreamClient) connect(ctx context.Context, addr, key string) (*upConn, error) {
+// TLS handshake, resuming a session of the user's (see keyedSessions)
+// when it holds one.
+func (u *upstreamClient) connect(ctx context.Context, addr, user string) (*upConn, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("upstream address %s: %w", addr, err)
@@ -300,7 +311,12 @@ func (u *upstreamClient) connect(ctx context.Context, addr, key string) (*upConn
 	}
 	conf := u.tls.Clone()
 	conf.ServerName = host
-	conf.ClientSessionCache = keyedSessions{u.sessions, key}
+	key := poolKey(addr, user)
+	conf.ClientSessionCache = keyedSessions{
+		cache: u.sessions,
+		name:  key + "\x00",
+		peer:  "\x01" + user + "\x00" + raw.RemoteAddr().String(),
+	}
 	rec := &recordConn{Conn: raw}
 	conn := tls.Client(rec, conf)
 	hctx, cancel := context.WithTimeout(ctx, u.handshakeTimeout)
@@ -310,7 +326,7 @@ func (u *upstreamClient) connect(ctx context.Context, addr, key string) (*upConn
 		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 	}
 	uc := &upConn{
-		addr: addr, conn: conn, raw: raw, rec: rec,
+		addr: addr, key: key, conn: conn, raw: raw, rec: rec,
 		bw: bufio.NewWriterSize(conn, upstreamBufferSize),
 	}
 	uc.lim.r = conn
@@ -610,22 +626,43 @@ func (b *upBody) Close() error {
 	return err
 }
 
-// keyedSessions files a connection's TLS sessions under its pool key as
-// well as the server name crypto/tls keys them by. With pool per_user a
-// session is then resumed only by the user whose connection received it:
-// the upstream cannot link two users' connections by their session
-// tickets, as it cannot by a shared connection. A resumed session is
-// checked as Go checks every one: the certificate it was established
-// with must not have expired and must be valid for the server name.
+// keyedSessions files a connection's TLS sessions twice: under its pool
+// key and the server name crypto/tls keys them by, and under the address
+// of the server it reached. With pool per_user both keys hold the user, so
+// a session is resumed only by the user whose connection received it: the
+// upstream cannot link two users' connections by their session tickets, as
+// it cannot by a shared connection.
+//
+// A host seen for the first time resumes the session of another name at
+// the same server address, when that session's certificate is valid for
+// it: tenants of one SaaS (acme.atlassian.net, globex.atlassian.net) are
+// one server behind one wildcard certificate, and a resumed handshake
+// skips the certificate chain's verification on the sidecar and the
+// signature on the server. RFC 8446 section 4.6.1 allows this ("Clients
+// MUST only resume if the new SNI value is valid for the server
+// certificate presented in the original session"); its advice to resume
+// only with the same name is for different servers sharing a certificate,
+// which one address is not. A server that does not take the ticket
+// answers with a full handshake. crypto/tls checks every session it is
+// given, from either key, as it checks its own: the certificate must not
+// have expired, its chains must still verify against the configured roots,
+// and it must be valid for the server name.
 type keyedSessions struct {
 	cache tls.ClientSessionCache
-	key   string
+	name  string // prefix of the server name: the pool key
+	peer  string // the user and the server's address
 }
 
 func (k keyedSessions) Get(sessionKey string) (*tls.ClientSessionState, bool) {
-	return k.cache.Get(k.key + "\x00" + sessionKey)
+	if cs, ok := k.cache.Get(k.name + sessionKey); ok {
+		return cs, true
+	}
+	return k.cache.Get(k.peer)
 }
 
+// Put files cs under both keys; a nil cs (crypto/tls dropping a session
+// that failed its checks or its handshake) removes both.
 func (k keyedSessions) Put(sessionKey string, cs *tls.ClientSessionState) {
-	k.cache.Put(k.key+"\x00"+sessionKey, cs)
+	k.cache.Put(k.name+sessionKey, cs)
+	k.cache.Put(k.peer, cs)
 }

@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/testpki"
 )
 
 // exchangeOn sends one request on uc's TLS connection and reads the
@@ -37,9 +40,9 @@ func TestUpstreamResumesSessions(t *testing.T) {
 	srv := newCountingServer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), nil)
 	u := newTestUpstreamClient(t, srv.roots(), nil)
 	addr := srv.Listener.Addr().String()
-	connect := func(key string) bool {
+	connect := func(user string) bool {
 		t.Helper()
-		uc, err := u.connect(context.Background(), addr, key)
+		uc, err := u.connect(context.Background(), addr, user)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,19 +51,91 @@ func TestUpstreamResumesSessions(t *testing.T) {
 		return uc.conn.ConnectionState().DidResume
 	}
 	for _, tt := range []struct {
-		key    string
+		user   string
 		resume bool
 	}{
-		{addr, false}, // nothing to resume yet
-		{addr, true},
-		{addr + "\x00alice", false}, // another pool key's session is not resumed
-		{addr + "\x00alice", true},
-		{addr + "\x00bob", false},
-		{addr, true},
+		{"", false}, // nothing to resume yet
+		{"", true},
+		{"alice", false}, // another pool key's session is not resumed
+		{"alice", true},
+		{"bob", false},
+		{"", true},
 	} {
-		if got := connect(tt.key); got != tt.resume {
-			t.Errorf("key %q: DidResume = %v; want %v", tt.key, got, tt.resume)
+		if got := connect(tt.user); got != tt.resume {
+			t.Errorf("user %q: DidResume = %v; want %v", tt.user, got, tt.resume)
 		}
+	}
+}
+
+// TestUpstreamResumesSiblingSessions: a host seen for the first time
+// resumes the session of another name at the same server address when the
+// certificate that session was made with is valid for it (a wildcard, as
+// tenants of one SaaS share), and never otherwise: not for a name the
+// certificate does not cover, not at another address, not another user's.
+func TestUpstreamResumesSiblingSessions(t *testing.T) {
+	ca, err := testpki.NewCA("sibling sessions CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wildcard, err := ca.Leaf("*.tenant.test", "other.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two servers with the same certificate: each is one address.
+	start := func() string {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{wildcard}}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv.Listener.Addr().String()
+	}
+	first, second := start(), start()
+	// Names resolve to the server the test says: host names map to ports
+	// on 127.0.0.1 through the dialer, as a resolver maps names to
+	// addresses.
+	at := map[string]string{}
+	var d net.Dialer
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, network, at[addr])
+	}
+	u := newUpstreamClient(DefaultConfig().Upstream, dial, &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12})
+	t.Cleanup(u.close)
+	connect := func(host, server, user string) (resumed bool, err error) {
+		t.Helper()
+		addr := host + ":443"
+		at[addr] = server
+		uc, err := u.connect(context.Background(), addr, user)
+		if err != nil {
+			return false, err
+		}
+		defer uc.conn.Close()
+		exchangeOn(t, uc)
+		return uc.conn.ConnectionState().DidResume, nil
+	}
+	for _, tt := range []struct {
+		host, server, user string
+		resume             bool
+	}{
+		{"acme.tenant.test", first, "", false}, // nothing to resume yet
+		{"globex.tenant.test", first, "", true},
+		{"initech.tenant.test", second, "", false}, // another address
+		{"hooli.tenant.test", first, "alice", false},
+		{"umbrella.tenant.test", first, "alice", true},
+		{"other.test", first, "", true},
+	} {
+		got, err := connect(tt.host, tt.server, tt.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != tt.resume {
+			t.Errorf("%s at %s, user %q: DidResume = %v; want %v", tt.host, tt.server, tt.user, got, tt.resume)
+		}
+	}
+	// A name the certificate does not cover gets a full handshake, which
+	// fails: a resumed one would skip the certificate.
+	var verr *tls.CertificateVerificationError
+	if _, err := connect("a.b.tenant.test", first, ""); !errors.As(err, &verr) {
+		t.Errorf("a.b.tenant.test (not covered by *.tenant.test): err = %v; want a certificate verification error", err)
 	}
 }
 
@@ -92,7 +167,7 @@ func BenchmarkUpstreamConnect(b *testing.B) {
 			resumed := 0
 			b.ReportAllocs()
 			for b.Loop() {
-				uc, err := u.connect(ctx, addr, addr)
+				uc, err := u.connect(ctx, addr, "")
 				if err != nil {
 					b.Fatal(err)
 				}

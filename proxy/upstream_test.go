@@ -113,7 +113,7 @@ func upstreamRequest(t *testing.T, method, rawURL string, h http.Header) *http.R
 // do sends one request and reads the whole answer.
 func do(t *testing.T, u *upstreamClient, req *http.Request, body []byte) (*http.Response, string) {
 	t.Helper()
-	resp, err := u.roundTrip(context.Background(), req.URL.Host, req.URL.Host, req, body)
+	resp, err := u.roundTrip(context.Background(), req.URL.Host, "", req, body)
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
@@ -192,7 +192,7 @@ func TestUpstreamNotReused(t *testing.T) {
 
 	// A body closed before its end leaves the rest of the response on the
 	// connection: it is closed, and Close does not read the rest first.
-	resp, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/stream", nil), nil)
+	resp, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodGet, cs.URL+"/stream", nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,14 +318,14 @@ func TestUpstreamFailures(t *testing.T) {
 
 	t.Run("unknown certificate authority", func(t *testing.T) {
 		u := newTestUpstreamClient(t, x509.NewCertPool(), nil)
-		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 		if e := classify(err); e == nil || e.Code != CodeUpstreamTLS {
 			t.Errorf("got %v (%v); want %s", e, err, CodeUpstreamTLS)
 		}
 	})
 	t.Run("response header timeout", func(t *testing.T) {
 		u := newTestUpstreamClient(t, cs.roots(), func(c *UpstreamConfig) { c.ResponseHeaderTimeout = 50 * time.Millisecond })
-		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			t.Errorf("got %v; want a timeout", err)
@@ -338,7 +338,7 @@ func TestUpstreamFailures(t *testing.T) {
 		u := newTestUpstreamClient(t, cs.roots(), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(50*time.Millisecond, cancel)
-		_, err := u.roundTrip(ctx, cs.Listener.Addr().String(), cs.Listener.Addr().String(), upstreamRequest(t, http.MethodPost, cs.URL+"/", nil), []byte("x"))
+		_, err := u.roundTrip(ctx, cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodPost, cs.URL+"/", nil), []byte("x"))
 		if err == nil {
 			t.Fatal("got a response after the context was cancelled; want an error")
 		}
@@ -351,7 +351,7 @@ func TestUpstreamFailures(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		u := newTestUpstreamClient(t, cs.roots(), nil)
-		_, err = u.roundTrip(context.Background(), addr, addr, upstreamRequest(t, http.MethodGet, "https://"+addr+"/", nil), nil)
+		_, err = u.roundTrip(context.Background(), addr, "", upstreamRequest(t, http.MethodGet, "https://"+addr+"/", nil), nil)
 		if e := classify(err); e == nil || e.Code != CodeUpstreamUnreachable {
 			t.Errorf("got %v (%v); want %s", e, err, CodeUpstreamUnreachable)
 		}
@@ -404,7 +404,7 @@ func TestResponseHeaderLimit(t *testing.T) {
 	} {
 		target := fmt.Sprintf("%s/?n=%d", srv.URL, tt.n)
 		req := upstreamRequest(t, "GET", target, nil)
-		resp, err := u.roundTrip(context.Background(), req.URL.Host, req.URL.Host, req, nil)
+		resp, err := u.roundTrip(context.Background(), req.URL.Host, "", req, nil)
 		checkLimit(t, "own client", tt.n, tt.want, resp, err)
 		req = upstreamRequest(t, "GET", target, nil)
 		resp, err = tr.RoundTrip(req)
