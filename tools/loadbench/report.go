@@ -222,6 +222,31 @@ func perSecond(l loadResult) float64 {
 	return float64(l.ok) / l.elapsed.Seconds()
 }
 
+// opCPU is a phase's CPU per successful request, by process, and how many
+// cores the three processes kept busy on average.
+type opCPU struct {
+	proxy, upstream, harness, total time.Duration
+	busy                            float64
+}
+
+func cpuPerOp(p *phaseResult) opCPU {
+	total := p.proxyCPU + p.upstreamCPU + p.harnessCPU
+	c := opCPU{
+		proxy:    perRequest(p.proxyCPU, p.load),
+		upstream: perRequest(p.upstreamCPU, p.load),
+		harness:  perRequest(p.harnessCPU, p.load),
+		total:    perRequest(total, p.load),
+	}
+	if p.load.elapsed > 0 {
+		c.busy = total.Seconds() / p.load.elapsed.Seconds()
+	}
+	return c
+}
+
+func (opCPU) us(d time.Duration) string {
+	return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond))
+}
+
 // perRequest is d divided over the phase's successful requests.
 func perRequest(d time.Duration, l loadResult) time.Duration {
 	if l.ok == 0 {
@@ -371,15 +396,36 @@ func (r *report) markdown() string {
 		if s.err != "" || sat.notRun != "" || sat.load.ok == 0 {
 			continue
 		}
-		us := func(d time.Duration) string {
-			return fmt.Sprintf("%.0f", float64(perRequest(d, sat.load))/float64(time.Microsecond))
-		}
-		total := sat.proxyCPU + sat.upstreamCPU + sat.harnessCPU
+		c := cpuPerOp(sat)
 		proxy := "—"
 		if s.proxied {
-			proxy = us(sat.proxyCPU)
+			proxy = c.us(c.proxy)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f |\n", s.name, proxy, us(sat.upstreamCPU), us(sat.harnessCPU), us(total), total.Seconds()/sat.load.elapsed.Seconds())
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f |\n", s.name, proxy, c.us(c.upstream), c.us(c.harness), c.us(c.total), c.busy)
+	}
+
+	// Throughput in the connection phases is what the targets are on, but
+	// it moves with whatever else the cores are doing during those ten
+	// seconds; CPU per connection, all processes together, is steadier,
+	// and on a saturated machine throughput follows its inverse.
+	b.WriteString("\nCPU per new connection and per first-seen host, by process (µs; the total's ratio to direct's predicts the throughput ratio when the cores are saturated):\n\n")
+	b.WriteString("| setup | phase | proxy | upstream | load generator | total | direct's total ÷ this | cores busy |\n|---|---|--:|--:|--:|--:|--:|--:|\n")
+	for _, ph := range []struct{ name, label string }{{phaseNewConn, "new connection"}, {phaseNewHost, "first-seen host"}} {
+		var direct time.Duration
+		for _, s := range r.results {
+			p := s.phase(ph.name)
+			if s.err != "" || p.notRun != "" || p.load.ok == 0 {
+				continue
+			}
+			c := cpuPerOp(p)
+			proxy := "—"
+			if s.proxied {
+				proxy = c.us(c.proxy)
+			} else if s.name == "direct" {
+				direct = c.total
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %.2f |\n", s.name, ph.label, proxy, c.us(c.upstream), c.us(c.harness), c.us(c.total), ratio(float64(direct), float64(c.total)), c.busy)
+		}
 	}
 
 	for _, s := range r.results {

@@ -84,6 +84,7 @@ func TestSmoke(t *testing.T) {
 		"| onbehalf | ",
 		"| setup | first-seen hosts/s |",
 		"CPU per request at saturation",
+		"| onbehalf | first-seen host | ",
 		"Smoke run",
 	} {
 		if !strings.Contains(report, want) {
