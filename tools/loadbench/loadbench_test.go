@@ -394,3 +394,24 @@ func TestRotationSpread(t *testing.T) {
 		}
 	}
 }
+
+func TestStealSince(t *testing.T) {
+	now := readMachineCPU()
+	if !now.ok || now.total == 0 {
+		t.Fatalf("readMachineCPU() = %+v; want a reading of /proc/stat", now)
+	}
+	tests := []struct {
+		earlier, later machineCPU
+		want           float64
+	}{
+		{machineCPU{total: 1000, steal: 10, ok: true}, machineCPU{total: 1200, steal: 60, ok: true}, 0.25},
+		{machineCPU{total: 1000, steal: 10, ok: true}, machineCPU{total: 1200, steal: 10, ok: true}, 0},
+		{machineCPU{total: 1000, ok: true}, machineCPU{total: 1000, ok: true}, -1}, // no time passed
+		{machineCPU{}, machineCPU{total: 1200, ok: true}, -1},                     // a reading failed
+	}
+	for _, tt := range tests {
+		if got := tt.later.stealSince(tt.earlier); got != tt.want {
+			t.Errorf("%+v.stealSince(%+v) = %v; want %v", tt.later, tt.earlier, got, tt.want)
+		}
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -36,6 +38,10 @@ type phaseResult struct {
 	peakRSS, peakAnon int64
 	// exited is set when the proxy process died during the phase.
 	exited bool
+	// steal is the share of the machine's CPU time the hypervisor gave
+	// to other guests during the measured window (-1 if unknown): a run
+	// whose phases differ in it compares unlike machines.
+	steal float64
 
 	// Idle phase only: memory after start and one request (rest); the
 	// growth per idle connection of private memory (perConn) and of
@@ -211,8 +217,10 @@ func (b *bench) measure(ctx context.Context, inst *instance, load func() loadRes
 	up := processTree{root: b.up.pid()}
 	rss := sampleRSS(inst.tree)
 	p0, u0, h0 := inst.tree.cpu(), up.cpu(), selfCPU()
+	m0 := readMachineCPU()
 	res := &phaseResult{load: load()}
 	res.proxyCPU, res.upstreamCPU, res.harnessCPU = inst.tree.cpu()-p0, up.cpu()-u0, selfCPU()-h0
+	res.steal = readMachineCPU().stealSince(m0)
 	res.peakRSS, res.peakAnon = rss.finish()
 	select {
 	case <-inst.exited:
@@ -261,6 +269,49 @@ func (b *bench) idle(ctx context.Context, inst *instance) *phaseResult {
 }
 
 // selfCPU is the harness's own CPU time so far.
+// machineCPU is the first line of /proc/stat: the machine's CPU time by
+// state, in clock ticks, summed over its cores.
+type machineCPU struct {
+	total, steal uint64
+	ok           bool
+}
+
+func readMachineCPU() machineCPU {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineCPU{}
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	fields := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal [guest guest_nice]:
+	// guest time is counted in user time already.
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return machineCPU{}
+	}
+	var m machineCPU
+	for i, f := range fields[1:9] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return machineCPU{}
+		}
+		m.total += v
+		if i == 7 {
+			m.steal = v
+		}
+	}
+	m.ok = true
+	return m
+}
+
+// stealSince returns the share of the machine's CPU time stolen between
+// earlier and m, or -1 when either reading failed.
+func (m machineCPU) stealSince(earlier machineCPU) float64 {
+	if !m.ok || !earlier.ok || m.total <= earlier.total {
+		return -1
+	}
+	return float64(m.steal-earlier.steal) / float64(m.total-earlier.total)
+}
+
 func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)

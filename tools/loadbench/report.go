@@ -243,6 +243,14 @@ func cpuPerOp(p *phaseResult) opCPU {
 	return c
 }
 
+// stolen renders a phase's steal share (see phaseResult.steal).
+func stolen(share float64) string {
+	if share < 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f %%", 100*share)
+}
+
 func (opCPU) us(d time.Duration) string {
 	return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond))
 }
@@ -390,7 +398,7 @@ func (r *report) markdown() string {
 		"which every process running the same binary shares.\n")
 
 	b.WriteString("\nCPU per request at saturation, by process (µs; all share the same cores):\n\n")
-	b.WriteString("| setup | proxy | upstream | load generator | total | cores busy |\n|---|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| setup | proxy | upstream | load generator | total | cores busy | CPU stolen |\n|---|--:|--:|--:|--:|--:|--:|\n")
 	for _, s := range r.results {
 		sat := s.phase(phaseSaturation)
 		if s.err != "" || sat.notRun != "" || sat.load.ok == 0 {
@@ -401,7 +409,7 @@ func (r *report) markdown() string {
 		if s.proxied {
 			proxy = c.us(c.proxy)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f |\n", s.name, proxy, c.us(c.upstream), c.us(c.harness), c.us(c.total), c.busy)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f | %s |\n", s.name, proxy, c.us(c.upstream), c.us(c.harness), c.us(c.total), c.busy, stolen(sat.steal))
 	}
 
 	// Throughput in the connection phases is what the targets are on, but
@@ -409,7 +417,7 @@ func (r *report) markdown() string {
 	// seconds; CPU per connection, all processes together, is steadier,
 	// and on a saturated machine throughput follows its inverse.
 	b.WriteString("\nCPU per new connection and per first-seen host, by process (µs; the total's ratio to direct's predicts the throughput ratio when the cores are saturated):\n\n")
-	b.WriteString("| setup | phase | proxy | upstream | load generator | total | direct's total ÷ this | cores busy |\n|---|---|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| setup | phase | proxy | upstream | load generator | total | direct's total ÷ this | cores busy | CPU stolen |\n|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, ph := range []struct{ name, label string }{{phaseNewConn, "new connection"}, {phaseNewHost, "first-seen host"}} {
 		var direct time.Duration
 		for _, s := range r.results {
@@ -424,7 +432,7 @@ func (r *report) markdown() string {
 			} else if s.name == "direct" {
 				direct = c.total
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %.2f |\n", s.name, ph.label, proxy, c.us(c.upstream), c.us(c.harness), c.us(c.total), ratio(float64(direct), float64(c.total)), c.busy)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %.2f | %s |\n", s.name, ph.label, proxy, c.us(c.upstream), c.us(c.harness), c.us(c.total), ratio(float64(direct), float64(c.total)), c.busy, stolen(p.steal))
 		}
 	}
 
