@@ -11,7 +11,8 @@ import (
 )
 
 // TestKeyExchangePerHop: an agent that connects over loopback, from the
-// sidecar's own network namespace, gets classical key exchange (X25519),
+// sidecar's own network namespace, gets classical key exchange (X25519)
+// and the leaf without the CA,
 // while the sidecar's connection to the API keeps crypto/tls's hybrid
 // post-quantum default (X25519MLKEM768).
 func TestKeyExchangePerHop(t *testing.T) {
@@ -19,6 +20,10 @@ func TestKeyExchangePerHop(t *testing.T) {
 	tc := rawTunnel(t, e)
 	if got := tc.ConnectionState().CurveID; got != tls.X25519 {
 		t.Errorf("agent hop key exchange = %v; want %v", got, tls.X25519)
+	}
+	// The leaf comes alone: the agent holds the CA as its root.
+	if n := len(tc.ConnectionState().PeerCertificates); n != 1 {
+		t.Errorf("the sidecar presented %d certificates; want the leaf alone", n)
 	}
 	raw := fmt.Sprintf("GET /api/x HTTP/1.1\r\nHost: %s:%d\r\nOnbehalf-Assertion: %s\r\n\r\n",
 		testenv.APIHost, e.Upstream.Port(), e.Assert(t, testenv.User))
