@@ -151,23 +151,32 @@ func BenchmarkUpstreamConnect(b *testing.B) {
 	roots := x509.NewCertPool()
 	roots.AddCert(srv.Certificate())
 	addr := srv.Listener.Addr().String()
+	var d net.Dialer
+	benchConnects(b, d.DialContext, roots, func(int) string { return addr })
+}
+
+// benchConnects runs the sub-benchmarks "full" (no session cache) and
+// "resumed" (the sidecar's cache): each iteration connects to addr(i)
+// through dial, completes one exchange and closes; resumed/op is the share
+// of handshakes that resumed a session.
+func benchConnects(b *testing.B, dial func(ctx context.Context, network, addr string) (net.Conn, error), roots *x509.CertPool, addr func(i int) string) {
 	for _, resume := range []bool{false, true} {
 		name := "full"
 		if resume {
 			name = "resumed"
 		}
 		b.Run(name, func(b *testing.B) {
-			var d net.Dialer
-			u := newUpstreamClient(DefaultConfig().Upstream, d.DialContext, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
+			u := newUpstreamClient(DefaultConfig().Upstream, dial, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
 			defer u.close()
 			if !resume {
 				u.sessions = noSessions{}
 			}
 			ctx := context.Background()
-			resumed := 0
+			resumed, i := 0, 0
 			b.ReportAllocs()
 			for b.Loop() {
-				uc, err := u.connect(ctx, addr, "")
+				i++
+				uc, err := u.connect(ctx, addr(i), "")
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -211,33 +220,5 @@ func BenchmarkUpstreamConnectNewName(b *testing.B) {
 	at := srv.Listener.Addr().String()
 	var d net.Dialer
 	dial := func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, at) }
-	for _, resume := range []bool{false, true} {
-		name := "full"
-		if resume {
-			name = "resumed"
-		}
-		b.Run(name, func(b *testing.B) {
-			u := newUpstreamClient(DefaultConfig().Upstream, dial, &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12})
-			defer u.close()
-			if !resume {
-				u.sessions = noSessions{}
-			}
-			ctx := context.Background()
-			resumed, i := 0, 0
-			b.ReportAllocs()
-			for b.Loop() {
-				i++
-				uc, err := u.connect(ctx, fmt.Sprintf("t%d.tenant.test:443", i), "")
-				if err != nil {
-					b.Fatal(err)
-				}
-				exchangeOn(b, uc)
-				if uc.conn.ConnectionState().DidResume {
-					resumed++
-				}
-				uc.conn.Close()
-			}
-			b.ReportMetric(float64(resumed)/float64(b.N), "resumed/op")
-		})
-	}
+	benchConnects(b, dial, ca.Pool(), func(i int) string { return fmt.Sprintf("t%d.tenant.test:443", i) })
 }
