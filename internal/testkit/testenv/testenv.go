@@ -406,11 +406,15 @@ func (e *Env) APIURL(path string) string { return e.Upstream.URL(APIHost, path) 
 func (e *Env) Logs() []byte { return e.logs.Bytes() }
 
 // AuditRecords reads the audit file (the sidecar writes one line per
-// record, with durability "write" by default).
+// record, with durability "write" by default). Only complete lines are
+// read: Linux does not make a read of a regular file atomic with a write to
+// it, so a read while the sidecar appends a batch can end inside a record,
+// and a line without its newline is still being written.
 func (e *Env) AuditRecords(tb testing.TB) []map[string]any {
 	tb.Helper()
 	b, err := os.ReadFile(e.AuditPath)
 	must(tb, err)
+	b = b[:bytes.LastIndexByte(b, '\n')+1]
 	var out []map[string]any
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(nil, 1<<20)
