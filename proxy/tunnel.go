@@ -96,8 +96,10 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.ReadHeaderTimeout))
 		req, err := hr.next()
+		// From here every read of the body sets the idle deadline
+		// first (idleReader), and whatever else reads the connection
+		// (the WebSocket relay, watchClient, lingerClose) sets its own.
 		idle.armed = true
-		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout))
 		if err != nil {
 			if !errors.Is(err, io.EOF) && s.refuseMalformed(t, bw, err) {
 				lingerClose(conn)

@@ -334,9 +334,9 @@ func (u *upstreamClient) connect(ctx context.Context, addr, user string) (*upCon
 	return uc, nil
 }
 
-// idle reports whether the server has neither closed uc nor sent anything
-// on it since the last response ended; it is asked when the connection
-// would go back to the pool. A server sends nothing unasked on an idle
+// idle reports whether none of uc's buffers holds anything the server sent
+// after the last response ended; it is asked when the connection would go
+// back to the pool. A server sends nothing unasked on an idle
 // HTTP/1.1 connection but a TLS close_notify before closing it; anything
 // else is a response nobody asked for, which must never be read as the
 // answer to the next request (another user's, perhaps). Bytes can wait in
@@ -349,23 +349,24 @@ func (u *upstreamClient) connect(ctx context.Context, addr, user string) (*upCon
 //     a read whose deadline has passed;
 //   - the TLS layer's raw input: recordConn gives TLS no byte past the
 //     record it is reading, and keeps what came after visible;
-//   - the socket, peeked at with one system call.
+//   - the socket.
 //
-// Nothing reads a pooled connection, so bytes can arrive afterwards only
-// in the socket: reuse looks there again (idleStill) right before the next
-// request is written.
+// idle looks at the first three, which only this connection's reads can
+// fill. The socket is left to reuse: nothing reads a pooled connection, so
+// whatever reached the socket, before the connection went back to the pool
+// or while it sat there, is still in the socket when idleStill peeks at it
+// right before the next request is written: one peek per request, not
+// two.
 func (uc *upConn) idle() bool {
 	if uc.br.Buffered() > 0 || uc.rec.buffered() > 0 {
 		return false
 	}
-	if uc.lim.filled && !uc.probeTLS() {
-		return false
-	}
-	return uc.socketEmpty()
+	return !uc.lim.filled || uc.probeTLS()
 }
 
 // idleStill reports whether nothing has arrived on a pooled connection
-// since idle said it was clean: only the socket can have changed.
+// since its last response ended: idle said the buffers were clean, and
+// only the socket can have changed since.
 func (uc *upConn) idleStill() bool {
 	return uc.br.Buffered() == 0 && uc.rec.buffered() == 0 && uc.socketEmpty()
 }
