@@ -26,9 +26,16 @@ const (
 	DefaultCacheBytes = 16 << 20
 	// entryOverhead is what one cached token costs beyond the bytes of
 	// its strings: the list element, the map slot, the key and entry
-	// structs and the string and slice headers, as measured with
-	// BenchmarkCacheMemory (about 310 bytes an entry on amd64), rounded up.
-	entryOverhead = 384
+	// structs, the string and slice headers and the token's empty
+	// derived memo, as measured with BenchmarkCacheMemory (overhead-B,
+	// about 410 bytes an entry on amd64), rounded up.
+	entryOverhead = 448
+	// derivedOverhead is what a cached token's first use adds beyond a
+	// copy of its secrets' bytes (its scrub set copies them): the set
+	// and the fingerprint, as measured with BenchmarkCacheMemory
+	// (derived-B, about 140 bytes for a token with one other secret),
+	// rounded up.
+	derivedOverhead = 192
 	// lookupTimeout bounds a lookup shared by concurrent callers. It runs
 	// on a context detached from them, so that the caller that happened to
 	// start it giving up does not fail the others; the store's and the
@@ -72,12 +79,15 @@ type cacheEntry struct {
 	size  int64
 }
 
-// entrySize estimates the memory one cached token takes.
+// entrySize estimates the memory one cached token takes once it has been
+// used: its entry and strings, and what is derived from it (Token.derived),
+// which copies the secrets once more.
 func entrySize(k cacheKey, tok Token) int64 {
-	n := entryOverhead + len(k.provider) + len(k.user) + len(tok.Value) + len(tok.Source) + 16*len(tok.Secrets)
+	secrets := len(tok.Value)
 	for _, s := range tok.Secrets {
-		n += len(s)
+		secrets += len(s)
 	}
+	n := entryOverhead + derivedOverhead + len(k.provider) + len(k.user) + len(tok.Source) + 16*len(tok.Secrets) + 2*secrets
 	return int64(n)
 }
 
@@ -196,6 +206,7 @@ func (c *CachedSource) add(key cacheKey, tok Token, read time.Time) {
 			until = limit
 		}
 	}
+	tok.derived = new(derived)
 	e := cacheEntry{tok: tok, read: read, until: until, size: entrySize(key, tok)}
 	c.lru.Remove(key) // its bytes leave with it (the eviction callback)
 	if e.size > c.maxBytes {

@@ -210,11 +210,15 @@ func TestCachedSourceBoundedByBytes(t *testing.T) {
 
 // BenchmarkCacheMemory measures the heap one cached token takes beyond its
 // strings, which entryOverhead must cover (bytes/entry minus the strings'
-// own bytes, reported as overhead-B).
+// own bytes, reported as overhead-B), and what a token used by a request
+// adds: its scrub set (which copies the secrets) and fingerprint, which
+// derivedOverhead must cover (used-B minus bytes/entry and the copied
+// secrets, reported as derived-B).
 func BenchmarkCacheMemory(b *testing.B) {
 	const n = 20000
 	src := userSource{n: 40}
-	var ms0, ms1 runtime.MemStats
+	fingerprint := func(token string) string { return fmt.Sprintf("%016x", len(token)) }
+	var ms0, ms1, ms2 runtime.MemStats
 	for b.Loop() {
 		c := NewCachedSource(src, CacheConfig{TTL: time.Hour, MaxEntries: n, MaxBytes: 1 << 40}, nil)
 		users := make([]string, n)
@@ -233,6 +237,16 @@ func BenchmarkCacheMemory(b *testing.B) {
 		strs := float64(len(tok.Value) + len(tok.Secrets[0]))
 		b.ReportMetric(per, "bytes/entry")
 		b.ReportMetric(per-strs, "overhead-B")
+		for _, u := range users {
+			tok, _ := c.Token(context.Background(), "github", u)
+			tok.ScrubSet()
+			tok.Fingerprint(fingerprint)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms2)
+		used := float64(ms2.HeapAlloc-ms0.HeapAlloc) / n
+		b.ReportMetric(used, "used-B")
+		b.ReportMetric(used-per-strs, "derived-B")
 		runtime.KeepAlive(c)
 	}
 }

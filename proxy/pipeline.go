@@ -156,7 +156,7 @@ func (s *Server) fetchToken(ctx context.Context, ex *exchange) *Error {
 	}
 	ex.token = tok
 	ex.rec.GrantGeneration = tok.Generation
-	ex.rec.TokenFingerprint = s.d.Fingerprint(tok.Value)
+	ex.rec.TokenFingerprint = tok.Fingerprint(s.d.Fingerprint)
 	ex.rec.TokenSource = tok.Source
 	if ex.rec.TokenSource == "" {
 		ex.rec.TokenSource = injector.SourceGrant

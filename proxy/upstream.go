@@ -55,8 +55,8 @@ type upConn struct {
 	addr      string // host:port dialled
 	key       string // pool key (poolKey)
 	conn      *tls.Conn
-	raw       net.Conn    // the TCP connection, for the liveness check
-	rec       *recordConn // between raw and conn: TLS reads no further than a record
+	peek      *socketPeek // the TCP connection's, for the liveness check; nil when it is no socket
+	rec       *recordConn // between the TCP connection and conn: TLS reads no further than a record
 	lim       headLimit   // between conn and br: bounds a response head
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -326,8 +326,9 @@ func (u *upstreamClient) connect(ctx context.Context, addr, user string) (*upCon
 		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 	}
 	uc := &upConn{
-		addr: addr, key: key, conn: conn, raw: raw, rec: rec,
-		bw: bufio.NewWriterSize(conn, upstreamBufferSize),
+		addr: addr, key: key, conn: conn, rec: rec,
+		peek: newSocketPeek(raw),
+		bw:   bufio.NewWriterSize(conn, upstreamBufferSize),
 	}
 	uc.lim.r = conn
 	uc.br = bufio.NewReaderSize(&uc.lim, upstreamBufferSize)
@@ -373,23 +374,50 @@ func (uc *upConn) idleStill() bool {
 
 // socketEmpty peeks at the socket without blocking: one system call.
 func (uc *upConn) socketEmpty() bool {
-	sc, ok := uc.raw.(syscall.Conn)
-	if !ok {
+	if uc.peek == nil {
 		return true
+	}
+	return uc.peek.empty()
+}
+
+// socketPeek peeks at one socket without blocking. It is made with its
+// connection, so that a peek, made before every reuse, allocates nothing
+// (a RawConn and a closure each time otherwise). Only the goroutine that
+// holds the connection uses it.
+type socketPeek struct {
+	rc   syscall.RawConn
+	read func(fd uintptr) bool // p.peek, bound once
+	b    [1]byte
+	none bool // the last peek found nothing to read
+}
+
+// newSocketPeek returns a socketPeek for conn, or nil when conn is not a
+// socket.
+func newSocketPeek(conn net.Conn) *socketPeek {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return nil
 	}
-	empty := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		// Nothing to read yet is the only answer that means empty.
-		empty = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
-		return true
-	})
-	return err == nil && empty
+	p := &socketPeek{rc: rc}
+	p.read = p.peek
+	return p
+}
+
+func (p *socketPeek) empty() bool {
+	p.none = false
+	err := p.rc.Read(p.read)
+	return err == nil && p.none
+}
+
+func (p *socketPeek) peek(fd uintptr) bool {
+	_, _, err := syscall.Recvfrom(int(fd), p.b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	// Nothing to read yet is the only answer that means empty.
+	p.none = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+	return true
 }
 
 // probeTLS reports whether the TLS layer holds no decrypted data: it reads
