@@ -74,6 +74,14 @@ func newEnvWith(t testing.TB, o oauthtest.Options) *env {
 	return e
 }
 
+// testLockTimeout is the embedded store's lock_timeout in these tests. The
+// storm tests send stormCallers Token calls at one database file at once,
+// each reading the grant: under the race detector on a loaded two-core CI
+// machine, the last of them have waited past the 2 s default for their turn
+// (store_unavailable). In the sidecar, CachedSource stands in front of
+// Source and collapses concurrent lookups for one user into one.
+const testLockTimeout = 15 * time.Second
+
 // openStore opens another handle on the env's database file: to the code
 // under test it is another replica's store.
 func (e *env) openStore() *store.Embedded {
@@ -81,6 +89,7 @@ func (e *env) openStore() *store.Embedded {
 	cfg := store.DefaultEmbeddedConfig()
 	cfg.Path = filepath.Join(e.dir, "grants.db")
 	cfg.KeyFile = filepath.Join(e.dir, "grants.key")
+	cfg.LockTimeout = testLockTimeout
 	st, err := store.OpenEmbedded(cfg)
 	if err != nil {
 		e.t.Fatalf("open store: %v", err)
