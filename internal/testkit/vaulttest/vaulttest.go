@@ -209,13 +209,25 @@ func Start(o Options) (*Server, error) {
 
 // freePortPair returns a loopback port p such that p and p+1 were both free:
 // a dev server also binds its cluster listener on the next port.
+//
+// The pair is picked below the kernel's ephemeral port range when there is
+// room: a port is free only until Vault binds it, and a port the kernel
+// hands out on its own (a test's listener on port 0, any outgoing
+// connection) always comes from that range. Picked from it, a pair was
+// taken in that window by another test running in parallel, and the
+// node's cluster listener failed to bind (seen in CI).
 func freePortPair() (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	lo, hi := pairRange()
+	for range 50 {
+		port, err := pickPort(lo, hi)
 		if err != nil {
-			return 0, fmt.Errorf("pick port: %w", err)
+			return 0, err
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		port = l.Addr().(*net.TCPAddr).Port
 		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+1)))
 		_ = l.Close()
 		if err != nil {
@@ -225,6 +237,40 @@ func freePortPair() (int, error) {
 		return port, nil
 	}
 	return 0, errors.New("pick port: no free pair of adjacent loopback ports")
+}
+
+// pairRange is where freePortPair picks: [lo, hi), below the ephemeral
+// range; lo == hi when there is no room below it, and the kernel picks
+// (port 0).
+func pairRange() (lo, hi int) {
+	const floor = 10000 // above the ports of well-known services
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil || first-1 <= floor+1000 {
+		return 0, 0
+	}
+	return floor, first - 1 // p+1 stays below the range too
+}
+
+// pickPort returns a random port in [lo, hi), or 0 when the range is
+// empty.
+func pickPort(lo, hi int) (int, error) {
+	if hi <= lo {
+		return 0, nil
+	}
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, fmt.Errorf("pick port: %w", err)
+	}
+	n := int(b[0])<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+	return lo + n%(hi-lo), nil
 }
 
 // launch starts the process on s.port and waits until it is ready. On
