@@ -385,7 +385,7 @@ func (uc *upConn) socketEmpty() bool {
 // (a RawConn and a closure each time otherwise). Only the goroutine that
 // holds the connection uses it.
 type socketPeek struct {
-	rc   syscall.RawConn
+	rc   syscall.RawConn       // nil: the socket cannot be reached, never empty
 	read func(fd uintptr) bool // p.peek, bound once
 	b    [1]byte
 	none bool // the last peek found nothing to read
@@ -398,16 +398,18 @@ func newSocketPeek(conn net.Conn) *socketPeek {
 	if !ok {
 		return nil
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
+	p := &socketPeek{}
+	if rc, err := sc.SyscallConn(); err == nil {
+		p.rc = rc
+		p.read = p.peek
 	}
-	p := &socketPeek{rc: rc}
-	p.read = p.peek
 	return p
 }
 
 func (p *socketPeek) empty() bool {
+	if p.rc == nil {
+		return false
+	}
 	p.none = false
 	err := p.rc.Read(p.read)
 	return err == nil && p.none

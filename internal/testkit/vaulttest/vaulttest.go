@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -219,9 +220,9 @@ func Start(o Options) (*Server, error) {
 func freePortPair() (int, error) {
 	lo, hi := pairRange()
 	for range 50 {
-		port, err := pickPort(lo, hi)
-		if err != nil {
-			return 0, err
+		port := 0 // the kernel picks
+		if hi > lo {
+			port = lo + mrand.IntN(hi-lo)
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
@@ -257,20 +258,6 @@ func pairRange() (lo, hi int) {
 		return 0, 0
 	}
 	return floor, first - 1 // p+1 stays below the range too
-}
-
-// pickPort returns a random port in [lo, hi), or 0 when the range is
-// empty.
-func pickPort(lo, hi int) (int, error) {
-	if hi <= lo {
-		return 0, nil
-	}
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return 0, fmt.Errorf("pick port: %w", err)
-	}
-	n := int(b[0])<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3])
-	return lo + n%(hi-lo), nil
 }
 
 // launch starts the process on s.port and waits until it is ready. On
