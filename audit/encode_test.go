@@ -113,6 +113,51 @@ func FuzzEncodeRecord(f *testing.F) {
 	})
 }
 
+// TestAppendTimeMatchesFormat: appendTime writes what Format writes with
+// the record layout, for every year Format writes in four digits and for
+// the years it writes otherwise.
+func TestAppendTimeMatchesFormat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	times := []time.Time{
+		time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 6, 1, 12, 0, 0, 0, time.UTC),
+		time.Date(2026, 12, 3, 23, 30, 0, 999, time.FixedZone("east", 5*3600)),
+		{},
+	}
+	for range 10000 {
+		times = append(times, time.Unix(rng.Int64N(400e9)-200e9, rng.Int64N(1e9)).In(time.FixedZone("X", rng.IntN(86400)-43200)))
+	}
+	for _, tm := range times {
+		buf := recordPool.Get()
+		appendTime(buf, tm)
+		if got, want := buf.String(), tm.UTC().Format(timeLayout); got != want {
+			t.Fatalf("appendTime(%v) = %q; want %q", tm, got, want)
+		}
+		buf.Free()
+	}
+}
+
+// BenchmarkAppendTime: a record's time by time.Format's layout and by
+// appendTime.
+func BenchmarkAppendTime(b *testing.B) {
+	tm := time.Now()
+	buf := recordPool.Get()
+	b.Run("format", func(b *testing.B) {
+		for b.Loop() {
+			buf.Reset()
+			buf.AppendTime(tm.UTC(), timeLayout)
+		}
+	})
+	b.Run("append", func(b *testing.B) {
+		for b.Loop() {
+			buf.Reset()
+			appendTime(buf, tm)
+		}
+	})
+}
+
 // BenchmarkEncodeRecord: a sidecar's request record, by zap's encoder and
 // by encodeRecord.
 func BenchmarkEncodeRecord(b *testing.B) {

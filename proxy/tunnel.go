@@ -750,7 +750,10 @@ func writeResponse(w *bufio.Writer, resp *http.Response, decisionID string) (int
 	// writes as possible; anything else may be a stream.
 	body := &flushingBody{r: resp.Body, w: w, flush: resp.ContentLength < 0 || resp.ContentLength > streamThreshold}
 	resp.Body = body
-	err := resp.Write(w)
+	ok, err := writeResponseFast(w, resp)
+	if !ok {
+		err = resp.Write(w)
+	}
 	if ferr := w.Flush(); err == nil {
 		err = ferr
 	}

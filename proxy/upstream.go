@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -21,8 +20,8 @@ import (
 // goroutines of its connection (one writes, one reads) and back; on the
 // sidecar's hot path those hand-offs and their channels cost about as much
 // CPU as parsing the response. Framing stays net/http's: requests are
-// written with [http.Request.Write] and responses read with
-// [http.ReadResponse].
+// written as [http.Request.Write] writes them (writeRequest) and responses
+// read with [http.ReadResponse].
 //
 // Streamed request bodies, Expect: 100-continue and HTTP/2 stay with
 // net/http.Transport, which handles them. upstreamClient is safe for
@@ -147,14 +146,9 @@ func (u *upstreamClient) send(ctx context.Context, uc *upConn, req *http.Request
 	// A cancelled request (the agent went away, the sidecar is shutting
 	// down) unblocks whatever read or write is in progress.
 	stop := context.AfterFunc(ctx, func() { uc.conn.SetDeadline(time.Unix(1, 0)) })
-	out := *req
-	out.Body, out.ContentLength = http.NoBody, 0
-	if len(body) > 0 {
-		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-	}
-	// Write leaves a *bufio.Writer unflushed: head and small body go out
-	// in one write(2) at Flush.
-	err := out.Write(uc.bw)
+	// writeRequest leaves uc.bw unflushed: head and small body go out in
+	// one write(2) at Flush.
+	err := writeRequest(uc.bw, req, body)
 	if err == nil {
 		err = uc.bw.Flush()
 	}
