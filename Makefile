@@ -129,6 +129,8 @@ FUZZ_TARGETS := \
 	./proxy/mcp:FuzzParse \
 	./proxy:FuzzH2StreamBinding \
 	./proxy:FuzzWSScrubber \
+	./proxy:FuzzWriteRequest \
+	./proxy:FuzzWriteResponse \
 	./proxy/certs:FuzzLeafTBS \
 	./proxy/identity:FuzzPreparse \
 	./proxy/identity:FuzzCheckObject \
