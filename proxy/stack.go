@@ -1,14 +1,15 @@
 package proxy
 
 import (
+	"iter"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// workerIdle is how long a worker goroutine waits for the next call before
-// it ends. Under load a worker is busy again within microseconds; a second
-// of quiet means the burst is over, and its stack is given back.
+// workerIdle is how long a worker waits for the next call before it ends.
+// Under load a worker is busy again within microseconds; a second of quiet
+// means the burst is over, and its stack is given back.
 const workerIdle = time.Second
 
 // stacks runs calls on worker goroutines that outlive one call.
@@ -25,91 +26,146 @@ const workerIdle = time.Second
 // (BenchmarkOnOwnStack). There are as many workers as calls in flight at
 // the busiest moment of the last second.
 //
+// A worker is a coroutine (iter.Pull): the caller switches to it and it
+// switches back when the call returns, on the same thread, without the
+// scheduler. Handing the call over a channel instead woke the worker
+// through the run queue, often woke another thread to steal it, and parked
+// the caller — twice per request (BenchmarkOnOwnStack "channel hand-off"
+// against "coroutine").
+//
 // The zero value is ready to use. Its methods are safe for concurrent use.
 type stacks struct {
-	// calls hands a call to a worker waiting for one; unbuffered, so a
-	// send succeeds only when a worker is idle.
-	calls chan func()
-	// release is closed to end the workers idle at that moment
-	// (closeIdle); a worker reads the current one each time it goes idle.
-	release atomic.Pointer[chan struct{}]
-	// closed ends every worker as it goes idle, for good.
-	closed atomic.Bool
-	once   sync.Once
+	mu sync.Mutex
+	// idle holds the workers waiting for a call, the longest idle first;
+	// calls take the last (its stack is the most likely still in cache).
+	idle []*worker
+	// reaper ends the workers idle for workerIdle; armed while idle is
+	// not empty.
+	reaper *time.Timer
+	armed  bool
+	closed bool
 }
 
-func (w *stacks) init() {
-	w.once.Do(func() {
-		w.calls = make(chan func())
-		ch := make(chan struct{})
-		w.release.Store(&ch)
+// worker is a coroutine that runs one call each time it is resumed.
+type worker struct {
+	resume func() (struct{}, bool)
+	stop   func()
+	call   func()
+	// panicked is the value call panicked with, for the caller to raise.
+	panicked  any
+	idleSince time.Time
+}
+
+func newWorker() *worker {
+	wk := &worker{}
+	wk.resume, wk.stop = iter.Pull(func(yield func(struct{}) bool) {
+		for {
+			wk.run()
+			if !yield(struct{}{}) {
+				return
+			}
+		}
 	})
+	return wk
 }
 
-// run runs f on an idle worker, or on a new one when none is idle, and
-// returns at once.
-func (w *stacks) run(f func()) {
-	w.init()
-	select {
-	case w.calls <- f:
-	default:
-		go w.work(f)
-	}
-}
-
-// work runs f, then each call handed to it, until it has been idle for
-// workerIdle or is released.
-func (w *stacks) work(f func()) {
-	f()
-	timer := time.NewTimer(workerIdle)
-	defer timer.Stop()
-	for {
-		release := *w.release.Load()
-		if w.closed.Load() {
-			return
-		}
-		select {
-		case f := <-w.calls:
-			f()
-			timer.Reset(workerIdle)
-		case <-release:
-			return
-		case <-timer.C:
-			return
-		}
-	}
-}
-
-// closeIdle ends the workers waiting for a call; workers busy now go on.
-func (w *stacks) closeIdle() {
-	w.init()
-	ch := make(chan struct{})
-	close(*w.release.Swap(&ch))
-}
-
-// close ends every worker as soon as it is idle. run still works after it,
-// on a goroutine of its own each time.
-func (w *stacks) close() {
-	w.closed.Store(true)
-	w.closeIdle()
+// run runs the call, keeping its panic for the caller: the worker lives
+// on.
+func (wk *worker) run() {
+	defer func() { wk.panicked = recover() }()
+	call := wk.call
+	wk.call = nil
+	call()
 }
 
 // onOwnStack runs f on one of w's workers and returns its result,
 // re-raising its panic here.
 func onOwnStack[T any](w *stacks, f func() T) T {
-	var (
-		out     T
-		panicky any
-		done    = make(chan struct{})
-	)
-	w.run(func() {
-		defer close(done)
-		defer func() { panicky = recover() }()
-		out = f()
-	})
-	<-done
-	if panicky != nil {
-		panic(panicky)
+	var out T
+	wk := w.get()
+	wk.call = func() { out = f() }
+	wk.resume()
+	panicked := wk.panicked
+	wk.panicked = nil
+	w.put(wk)
+	if panicked != nil {
+		panic(panicked)
 	}
 	return out
+}
+
+// get returns an idle worker, or a new one when none is idle.
+func (w *stacks) get() *worker {
+	w.mu.Lock()
+	if n := len(w.idle); n > 0 {
+		wk := w.idle[n-1]
+		w.idle[n-1] = nil
+		w.idle = w.idle[:n-1]
+		w.mu.Unlock()
+		return wk
+	}
+	w.mu.Unlock()
+	return newWorker()
+}
+
+// put makes wk wait for the next call, or ends it after close.
+func (w *stacks) put(wk *worker) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		wk.stop()
+		return
+	}
+	wk.idleSince = time.Now()
+	w.idle = append(w.idle, wk)
+	if !w.armed {
+		w.armed = true
+		if w.reaper == nil {
+			w.reaper = time.AfterFunc(workerIdle, w.reap)
+		} else {
+			w.reaper.Reset(workerIdle)
+		}
+	}
+	w.mu.Unlock()
+}
+
+// reap ends the workers idle for workerIdle and waits for the next to be.
+func (w *stacks) reap() {
+	w.mu.Lock()
+	now := time.Now()
+	n := 0
+	for n < len(w.idle) && now.Sub(w.idle[n].idleSince) >= workerIdle {
+		n++
+	}
+	done := slices.Clone(w.idle[:n])
+	w.idle = slices.Delete(w.idle, 0, n)
+	if len(w.idle) > 0 {
+		w.reaper.Reset(workerIdle - now.Sub(w.idle[0].idleSince))
+	} else {
+		w.armed = false
+	}
+	w.mu.Unlock()
+	for _, wk := range done {
+		wk.stop()
+	}
+}
+
+// closeIdle ends the workers waiting for a call; workers busy now go on.
+func (w *stacks) closeIdle() {
+	w.mu.Lock()
+	done := w.idle
+	w.idle = nil
+	w.mu.Unlock()
+	for _, wk := range done {
+		wk.stop()
+	}
+}
+
+// close ends every worker as soon as it is idle. onOwnStack still works
+// after it, on a worker of its own each time.
+func (w *stacks) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.closeIdle()
 }

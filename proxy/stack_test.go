@@ -100,10 +100,39 @@ func TestOnOwnStack(t *testing.T) {
 	})
 }
 
+// chanWorkers is how stacks handed calls to its workers before they were
+// coroutines, kept as BenchmarkOnOwnStack's baseline: an unbuffered
+// channel to an idle worker goroutine, a channel back to the caller.
+type chanWorkers struct{ calls chan func() }
+
+func (c *chanWorkers) run(f func()) {
+	select {
+	case c.calls <- f:
+	default:
+		go func() {
+			f()
+			for f := range c.calls {
+				f()
+			}
+		}()
+	}
+}
+
+func chanOnOwnStack[T any](c *chanWorkers, f func() T) T {
+	var out T
+	done := make(chan struct{})
+	c.run(func() { defer close(done); out = f() })
+	<-done
+	return out
+}
+
 // BenchmarkOnOwnStack compares a goroutine started for each call, as
-// tunnels ran their requests before workers, with a worker handed the next
-// call: the first grows its stack to the call's depth by copying, every
-// time. The call uses about 16 KiB of stack, less than a request does.
+// tunnels ran their requests before workers, a worker handed each call
+// over a channel, as they did next, and the coroutine workers of stacks.
+// The first grows its stack to the call's depth by copying, every time;
+// the second goes through the scheduler twice per call. The call uses
+// about 16 KiB of stack, less than a request does; "parallel" runs as
+// many callers as the tunnels of the load harness.
 func BenchmarkOnOwnStack(b *testing.B) {
 	b.Run("goroutine per call", func(b *testing.B) {
 		b.ReportAllocs()
@@ -113,12 +142,35 @@ func BenchmarkOnOwnStack(b *testing.B) {
 			<-done
 		}
 	})
-	b.Run("worker", func(b *testing.B) {
-		b.ReportAllocs()
-		var w stacks
-		defer w.close()
-		for b.Loop() {
-			onOwnStack(&w, func() int { return deep(16) })
+	for _, parallel := range []bool{false, true} {
+		suffix := ""
+		if parallel {
+			suffix = "/parallel"
 		}
-	})
+		loop := func(b *testing.B, call func()) {
+			b.ReportAllocs()
+			if !parallel {
+				for b.Loop() {
+					call()
+				}
+				return
+			}
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					call()
+				}
+			})
+		}
+		b.Run("channel hand-off"+suffix, func(b *testing.B) {
+			c := &chanWorkers{calls: make(chan func())}
+			defer close(c.calls)
+			loop(b, func() { chanOnOwnStack(c, func() int { return deep(16) }) })
+		})
+		b.Run("coroutine"+suffix, func(b *testing.B) {
+			var w stacks
+			defer w.close()
+			loop(b, func() { onOwnStack(&w, func() int { return deep(16) }) })
+		})
+	}
 }
