@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/freeport"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/upstreamtest"
 )
 
@@ -40,14 +42,14 @@ func cli(t *testing.T, stdin string, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
+// freePort picks a port a child process is told to bind (see freeport).
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Pick(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // TestServeBinary runs the real binary the way an operator would: create
@@ -346,12 +348,7 @@ func TestGrantsCLIOnVault(t *testing.T) {
 	os.WriteFile(tokenFile, []byte(v.RootToken()), 0o600)
 	cfgPath := filepath.Join(dir, "onbehalf.yaml")
 	prefix := fmt.Sprintf("cli-%d", time.Now().UnixNano())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	connectAddr := ln.Addr().String()
-	ln.Close()
+	connectAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	pub := filepath.Join(dir, "orchestrator.pub")
 	if out, errOut, code := cli(t, "", "assert", "keygen", "--private", filepath.Join(dir, "orchestrator.key"), "--public", pub); code != 0 {
 		t.Fatalf("keygen: %s%s", out, errOut)

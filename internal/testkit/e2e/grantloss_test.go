@@ -53,8 +53,15 @@ const (
 	faultAnswer        = 30 * time.Second
 	faultProviderWait  = time.Second // the providers' timeout
 	faultClientTimeout = 3 * time.Second
-	faultRecoverWithin = 15 * time.Second
-	faultLoadInterval  = 40 * time.Millisecond
+	// faultTriggerTimeout bounds the request that starts a refresh. With
+	// the store down it is answered after the journal and the immediate
+	// store-write attempts (three lock timeouts and their back-off on the
+	// embedded store, about 2 s): what the test checks is that it gets the
+	// new token, not how fast, and on a loaded CI machine that took over
+	// faultClientTimeout once.
+	faultTriggerTimeout = 10 * time.Second
+	faultRecoverWithin  = 15 * time.Second
+	faultLoadInterval   = 40 * time.Millisecond
 )
 
 // faultEnv is a running fault-test world.
@@ -398,13 +405,18 @@ func (l *load) firstOK(node int, t0 time.Time) time.Time {
 	return time.Time{}
 }
 
-// request sends one request through node n.
+// request sends one request through node n, with n's client.
 func (f *faultEnv) request(n *node, assertion, path string) result {
+	return f.requestWith(n, n.client, assertion, path)
+}
+
+// requestWith sends one request through node n with client.
+func (f *faultEnv) requestWith(n *node, client *http.Client, assertion, path string) result {
 	req, _ := http.NewRequest(http.MethodGet, f.up.URL("localhost", path), nil)
 	req.Header.Set(identity.DefaultHeader, assertion)
 	req.Header.Set("Authorization", "Bearer agent-invented") // must be replaced, never forwarded
 	sent := time.Now()
-	resp, err := n.client.Do(req)
+	resp, err := client.Do(req)
 	r := result{node: n.i, sent: sent, at: time.Now()}
 	if err != nil {
 		r.code = "client gave up" // faultClientTimeout, while the sidecar waits for a peer's refresh
@@ -442,8 +454,10 @@ func (f *faultEnv) trigger(n *node) <-chan result {
 	assertion, err := identity.Mint(f.key, identity.MintOptions{Issuer: testenv.Issuer, Audience: testenv.Audience,
 		Subject: testenv.User, Agent: testenv.Agent, TTL: 5 * time.Minute, Algorithm: "EdDSA", KeyID: "orch"})
 	must(f.t, err)
+	client := *n.client // the same connections, a longer wait
+	client.Timeout = faultTriggerTimeout
 	ch := make(chan result, 1)
-	go func() { ch <- f.request(n, assertion, "/api/fault/trigger") }()
+	go func() { ch <- f.requestWith(n, &client, assertion, "/api/fault/trigger") }()
 	return ch
 }
 

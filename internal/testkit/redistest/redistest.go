@@ -31,6 +31,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/freeport"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/testpki"
 )
 
@@ -97,14 +98,8 @@ func StartWith(o Options) (*Server, error) {
 	return nil, lastErr
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort picks the port redis-server is told to bind (see freeport).
+func freePort() (int, error) { return freeport.Pick(1) }
 
 func (s *Server) launch() error {
 	port := []string{"--port", strconv.Itoa(s.port)}

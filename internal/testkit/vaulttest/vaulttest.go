@@ -34,7 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -46,6 +45,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/freeport"
 )
 
 // Launcher limits.
@@ -210,55 +211,7 @@ func Start(o Options) (*Server, error) {
 
 // freePortPair returns a loopback port p such that p and p+1 were both free:
 // a dev server also binds its cluster listener on the next port.
-//
-// The pair is picked below the kernel's ephemeral port range when there is
-// room: a port is free only until Vault binds it, and a port the kernel
-// hands out on its own (a test's listener on port 0, any outgoing
-// connection) always comes from that range. Picked from it, a pair was
-// taken in that window by another test running in parallel, and the
-// node's cluster listener failed to bind (seen in CI).
-func freePortPair() (int, error) {
-	lo, hi := pairRange()
-	for range 50 {
-		port := 0 // the kernel picks
-		if hi > lo {
-			port = lo + mrand.IntN(hi-lo)
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			continue
-		}
-		port = l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+1)))
-		_ = l.Close()
-		if err != nil {
-			continue
-		}
-		_ = l2.Close()
-		return port, nil
-	}
-	return 0, errors.New("pick port: no free pair of adjacent loopback ports")
-}
-
-// pairRange is where freePortPair picks: [lo, hi), below the ephemeral
-// range; lo == hi when there is no room below it, and the kernel picks
-// (port 0).
-func pairRange() (lo, hi int) {
-	const floor = 10000 // above the ports of well-known services
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0, 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 0, 0
-	}
-	first, err := strconv.Atoi(f[0])
-	if err != nil || first-1 <= floor+1000 {
-		return 0, 0
-	}
-	return floor, first - 1 // p+1 stays below the range too
-}
+func freePortPair() (int, error) { return freeport.Pick(2) }
 
 // launch starts the process on s.port and waits until it is ready. On
 // failure the process is killed and the error carries its output's tail.
