@@ -111,9 +111,13 @@ func TestHTTP2Clients(t *testing.T) {
 				t.Errorf("upstream Authorization %q; want the injected token", redactAll([]string{a}))
 			}
 		}
+		undici := func(rec map[string]any) bool {
+			p, _ := rec["path"].(string)
+			return strings.HasPrefix(p, "/api/undici-h2/")
+		}
 		n := 0
-		for _, rec := range e.AuditRecords(t) {
-			if p, _ := rec["path"].(string); strings.HasPrefix(p, "/api/undici-h2/") && rec["event"] == "request" {
+		for _, rec := range e.WaitRequestRecords(t, 8, undici) {
+			if rec["event"] == "request" && undici(rec) {
 				n++
 				if rec["protocol"] != "h2" {
 					t.Errorf("audit record %v; want protocol h2", rec)
@@ -201,28 +205,23 @@ func TestHTTP2TwoUsersOneTunnel(t *testing.T) {
 	}
 	// Each record names the user whose path it is (the sidecar writes a
 	// record after answering: wait for all of them).
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n, wrong := 0, 0
-		for _, rec := range e.AuditRecords(t) {
-			p, _ := rec["path"].(string)
-			parts := strings.Split(p, "/")
-			if len(parts) < 4 || parts[3] == "-1" || rec["event"] != "request" {
-				continue
-			}
-			n++
-			if rec["user"] != parts[2] || rec["protocol"] != "h2" {
-				wrong++
-				t.Errorf("record for %s names user %v, protocol %v", p, rec["user"], rec["protocol"])
-			}
+	userPath := func(rec map[string]any) []string {
+		p, _ := rec["path"].(string)
+		parts := strings.Split(p, "/")
+		if len(parts) < 4 || parts[3] == "-1" {
+			return nil
 		}
-		if n == 2*perUser || wrong > 0 {
-			break
+		return parts
+	}
+	records := e.WaitRequestRecords(t, 2*perUser, func(rec map[string]any) bool { return userPath(rec) != nil })
+	for _, rec := range records {
+		parts := userPath(rec)
+		if parts == nil || rec["event"] != "request" {
+			continue
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d audit records; want %d", n, 2*perUser)
+		if rec["user"] != parts[2] || rec["protocol"] != "h2" {
+			t.Errorf("record for %s names user %v, protocol %v", rec["path"], rec["user"], rec["protocol"])
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -378,16 +377,14 @@ func TestHTTP2StreamBinding(t *testing.T) {
 			t.Errorf("a refused stream reached the API: %s", req.Path)
 		}
 	}
+	badStream := func(rec map[string]any) bool {
+		return rec["protocol"] == "h2" && rec["error_code"] == "bad_request"
+	}
 	bad := 0
-	deadline := time.Now().Add(5 * time.Second)
-	for bad < 6 && time.Now().Before(deadline) {
-		bad = 0
-		for _, rec := range e.AuditRecords(t) {
-			if rec["protocol"] == "h2" && rec["error_code"] == "bad_request" {
-				bad++
-			}
+	for _, rec := range e.WaitRequestRecords(t, 6, badStream) {
+		if badStream(rec) {
+			bad++
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	if bad != 6 {
 		t.Errorf("%d audited bad_request streams; want 6", bad)

@@ -275,21 +275,19 @@ func (e *idpEnv) checkNoIdPToken(t *testing.T, toks ...string) {
 	}
 }
 
-// waitPathRecord polls until the request record for path is written: the
-// sidecar writes it after the response, so an agent can be done first.
+// waitPathRecord waits for the request record for path: the sidecar
+// writes it after the response, so an agent can be done first.
 func waitPathRecord(t *testing.T, e *testenv.Env, path string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, r := range e.AuditRecords(t) {
-			if r["event"] == "request" && r["path"] == path {
-				return r
-			}
+	var rec map[string]any
+	e.WaitRequestRecords(t, 1, func(r map[string]any) bool {
+		if r["path"] == path {
+			rec = r
+			return true
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no request record for %s after 10s", path)
-	return nil
+		return false
+	})
+	return rec
 }
 
 // runAgent runs an example agent and returns its output and whether it
@@ -473,23 +471,7 @@ func TestIdPExchangeRefused(t *testing.T) {
 		}
 	}
 	// Request records are written after the answers: wait for all six.
-	var records []map[string]any
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		records = e.AuditRecords(t)
-		n := 0
-		for _, r := range records {
-			if r["event"] == "request" && r["path"] == "/v1/notes" {
-				n++
-			}
-		}
-		if n == 2*len(agents) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d request records; want %d", n, 2*len(agents))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	records := e.WaitRequestRecords(t, 2*len(agents), func(r map[string]any) bool { return r["path"] == "/v1/notes" })
 	var refused int
 	for _, r := range records {
 		switch r["event"] {

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -256,24 +257,29 @@ func checkMCPAudit(t *testing.T, e *mcpEnv) {
 			t.Fatal("the audit trail holds a token")
 		}
 	}
-	seen := map[string]bool{}
-	for _, r := range e.AuditRecords(t) {
-		if r["event"] != "request" {
-			continue
-		}
-		if m, _ := r["mcp_method"].(string); m != "" {
-			tool, _ := r["mcp_tool"].(string)
-			seen[m+" "+tool+" "+r["decision"].(string)] = true
-		}
-	}
-	for _, want := range []string{
+	wants := []string{
 		"tools/list  allow", "tools/call whoami allow", "tools/call count_slowly allow",
 		"tools/call delete_repository deny", "tools/call search_issues allow",
-	} {
-		if !seen[want] {
-			t.Errorf("no audit record %q among %v", want, seen)
-		}
 	}
+	var seen map[string]bool
+	e.WaitAudit(t, func(records []map[string]any) bool {
+		seen = map[string]bool{}
+		for _, r := range records {
+			if r["event"] != "request" {
+				continue
+			}
+			if m, _ := r["mcp_method"].(string); m != "" {
+				tool, _ := r["mcp_tool"].(string)
+				seen[m+" "+tool+" "+r["decision"].(string)] = true
+			}
+		}
+		for _, want := range wants {
+			if !seen[want] {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("audit records %v; want each of %q", seen, wants) })
 }
 
 // TestMCPReconnectRequired: after the user revoked the app at the provider,
@@ -598,9 +604,10 @@ func TestMCPTypeScriptClient(t *testing.T) {
 	if len(lines) != 1 || !slices.Equal(lines[0].Tools, []string{"count_slowly", "search_issues", "whoami"}) {
 		t.Fatalf("tools/list printed %+v; want the three allowed tools", lines)
 	}
+	list := func(r map[string]any) bool { return r["mcp_method"] == "tools/list" }
 	hidden := 0
-	for _, r := range e.AuditRecords(t) {
-		if r["event"] == "request" && r["mcp_method"] == "tools/list" {
+	for _, r := range e.WaitRequestRecords(t, 1, list) {
+		if r["event"] == "request" && list(r) {
 			if r["tools_hidden"] != float64(1) {
 				t.Errorf("tools/list record %v; want tools_hidden 1", r)
 			}

@@ -169,7 +169,11 @@ func TestSoak(t *testing.T) {
 	// Every request accounted for: exactly one request record per decision
 	// id, and the chain verifies.
 	counts := map[string]int{}
-	for _, r := range e.AuditRecords(t) {
+	records := e.WaitRequestRecords(t, len(ids), func(r map[string]any) bool {
+		id, _ := r["decision_id"].(string)
+		return ids[id]
+	})
+	for _, r := range records {
 		if r["event"] == audit.EventRequest {
 			id, _ := r["decision_id"].(string)
 			counts[id]++

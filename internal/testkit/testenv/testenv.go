@@ -435,33 +435,60 @@ func (e *Env) AuditRaw(tb testing.TB) []byte {
 	return b
 }
 
-// RecordFor returns the request record with the given decision id.
-func (e *Env) RecordFor(tb testing.TB, decisionID string) map[string]any {
-	tb.Helper()
-	for _, r := range e.AuditRecords(tb) {
-		if r["event"] == audit.EventRequest && r["decision_id"] == decisionID {
-			return r
-		}
-	}
-	tb.Fatalf("no audit request record with decision_id %q", decisionID)
-	return nil
-}
-
 // WaitRecord polls until the request record for decisionID is written: the
 // sidecar writes it after the response, so a fast client can look first.
 func (e *Env) WaitRecord(tb testing.TB, decisionID string) map[string]any {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, r := range e.AuditRecords(tb) {
-			if r["event"] == audit.EventRequest && r["decision_id"] == decisionID {
-				return r
+	var rec map[string]any
+	e.WaitRequestRecords(tb, 1, func(r map[string]any) bool {
+		if r["decision_id"] == decisionID {
+			rec = r
+			return true
+		}
+		return false
+	})
+	return rec
+}
+
+// auditWait bounds how long a test waits for request records: they are
+// written within milliseconds of the answer, but a loaded CI machine can
+// hold the sidecar's last goroutines back for seconds.
+const auditWait = 10 * time.Second
+
+// WaitRequestRecords polls until at least n request records satisfy match,
+// then returns every record in the audit file. The sidecar writes a
+// request's record after its answer, so a client can be done before the
+// record is; a test that counts records must wait for them. It fails the
+// test after auditWait.
+func (e *Env) WaitRequestRecords(tb testing.TB, n int, match func(map[string]any) bool) []map[string]any {
+	tb.Helper()
+	got := 0
+	return e.WaitAudit(tb, func(records []map[string]any) bool {
+		got = 0
+		for _, r := range records {
+			if r["event"] == audit.EventRequest && match(r) {
+				got++
 			}
 		}
-		time.Sleep(5 * time.Millisecond)
+		return got >= n
+	}, func() string { return fmt.Sprintf("%d matching request records; want %d", got, n) })
+}
+
+// WaitAudit polls the audit file until done holds for its records and
+// returns them; after auditWait it fails the test with what's message.
+func (e *Env) WaitAudit(tb testing.TB, done func([]map[string]any) bool, what func() string) []map[string]any {
+	tb.Helper()
+	deadline := time.Now().Add(auditWait)
+	for {
+		records := e.AuditRecords(tb)
+		if done(records) {
+			return records
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %v: %s", auditWait, what())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	tb.Fatalf("no audit request record with decision_id %q after 5s", decisionID)
-	return nil
 }
 
 // syncBuffer is a concurrency-safe bytes.Buffer for captured logs.
