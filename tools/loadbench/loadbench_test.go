@@ -407,7 +407,7 @@ func TestStealSince(t *testing.T) {
 		{machineCPU{total: 1000, steal: 10, ok: true}, machineCPU{total: 1200, steal: 60, ok: true}, 0.25},
 		{machineCPU{total: 1000, steal: 10, ok: true}, machineCPU{total: 1200, steal: 10, ok: true}, 0},
 		{machineCPU{total: 1000, ok: true}, machineCPU{total: 1000, ok: true}, -1}, // no time passed
-		{machineCPU{}, machineCPU{total: 1200, ok: true}, -1},                     // a reading failed
+		{machineCPU{}, machineCPU{total: 1200, ok: true}, -1},                      // a reading failed
 	}
 	for _, tt := range tests {
 		if got := tt.later.stealSince(tt.earlier); got != tt.want {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
+	"github.com/onbehalf-dev/onbehalf/internal/sidecar"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/oauthtest"
 	"github.com/onbehalf-dev/onbehalf/internal/testkit/testenv"
 	"github.com/onbehalf-dev/onbehalf/proxy/identity"
@@ -27,6 +28,7 @@ const (
 	soakMaxPerWorker   = 400
 	soakRefreshEvery   = 2 * time.Second
 	soakSettleDeadline = 15 * time.Second
+	soakAuditRotateMB  = 16
 )
 
 // TestSoak runs several hundred concurrent connections for several users
@@ -35,7 +37,13 @@ const (
 // holds, and goroutines, file descriptors and heap return to baseline.
 func TestSoak(t *testing.T) {
 	prov := testenv.StartProvider(t, oauthtest.Options{})
-	e := testenv.New(t, testenv.Options{Provider: prov})
+	// The trail rotates several times during the soak (about 1.3 KB of
+	// records a request), and every record is still found, and the chain
+	// verified, across the rotated files.
+	e := testenv.New(t, testenv.Options{Provider: prov, Config: func(c *sidecar.Config) {
+		c.Audit.File.MaxSizeMB = soakAuditRotateMB
+		c.Audit.File.MaxFiles = 1000
+	}})
 	users := []string{testenv.User, "bob", "carol", "dave", "erin"}
 	for _, u := range users[1:] {
 		e.IssueGrant(t, u)
@@ -185,7 +193,11 @@ func TestSoak(t *testing.T) {
 			break
 		}
 	}
-	if rep, err := audit.Verify([]string{e.AuditPath}); err != nil || rep.Broken != nil {
+	files, err := audit.RotatedFiles(e.AuditPath)
+	if err != nil || len(files) < 2 {
+		t.Errorf("audit files %v (%v); want the trail rotated at %d MB", files, err, soakAuditRotateMB)
+	}
+	if rep, err := audit.VerifyRotated(e.AuditPath); err != nil || rep.Broken != nil {
 		t.Errorf("audit chain: %v %v", err, rep.Broken)
 	}
 }

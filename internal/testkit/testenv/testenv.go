@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
@@ -405,16 +406,16 @@ func (e *Env) APIURL(path string) string { return e.Upstream.URL(APIHost, path) 
 // Logs returns the sidecar's operational logs so far.
 func (e *Env) Logs() []byte { return e.logs.Bytes() }
 
-// AuditRecords reads the audit file (the sidecar writes one line per
-// record, with durability "write" by default). Only complete lines are
-// read: Linux does not make a read of a regular file atomic with a write to
-// it, so a read while the sidecar appends a batch can end inside a record,
-// and a line without its newline is still being written.
+// AuditRecords reads the audit trail, its rotated files oldest first and
+// then the active one (the sidecar writes one line per record, with
+// durability "write" by default; a long run passes the 100 MB rotation
+// size). Only complete lines are read: Linux does not make a read of a
+// regular file atomic with a write to it, so a read while the sidecar
+// appends a batch can end inside a record, and a line without its newline
+// is still being written.
 func (e *Env) AuditRecords(tb testing.TB) []map[string]any {
 	tb.Helper()
-	b, err := os.ReadFile(e.AuditPath)
-	must(tb, err)
-	b = b[:bytes.LastIndexByte(b, '\n')+1]
+	b := e.auditTrail(tb)
 	var out []map[string]any
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(nil, 1<<20)
@@ -428,11 +429,35 @@ func (e *Env) AuditRecords(tb testing.TB) []map[string]any {
 	return out
 }
 
-// AuditRaw returns the audit file's bytes.
+// AuditRaw returns the audit trail's bytes, rotated files first.
 func (e *Env) AuditRaw(tb testing.TB) []byte {
-	b, err := os.ReadFile(e.AuditPath)
-	must(tb, err)
-	return b
+	tb.Helper()
+	return e.auditTrail(tb)
+}
+
+// auditTrail returns the complete lines of the audit trail's files, oldest
+// first. A rotation between listing the files and reading them renames
+// one away: then it looks again.
+func (e *Env) auditTrail(tb testing.TB) []byte {
+	tb.Helper()
+	for attempt := 1; ; attempt++ {
+		paths, err := audit.RotatedFiles(e.AuditPath)
+		must(tb, err)
+		var all []byte
+		renamed := false
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if errors.Is(err, fs.ErrNotExist) && attempt < 3 {
+				renamed = true
+				break
+			}
+			must(tb, err)
+			all = append(all, b[:bytes.LastIndexByte(b, '\n')+1]...)
+		}
+		if !renamed {
+			return all
+		}
+	}
 }
 
 // WaitRecord polls until the request record for decisionID is written: the
