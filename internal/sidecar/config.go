@@ -85,7 +85,19 @@ type CAConfig struct {
 	Key  string `yaml:"key"`
 	// CacheSize bounds the leaf-certificate cache.
 	CacheSize int `yaml:"cache_size"`
+	// LeafNames is what a leaf certificate names: LeafNamesWildcard (the
+	// default) lets the tenants of one service (acme.atlassian.net,
+	// globex.atlassian.net) share one *.atlassian.net leaf, so a new one
+	// costs no signing; LeafNamesExact signs a leaf for each host, for
+	// agents whose clients refuse wildcards.
+	LeafNames string `yaml:"leaf_names"`
 }
+
+// The values of ca.leaf_names.
+const (
+	LeafNamesWildcard = "wildcard"
+	LeafNamesExact    = "exact"
+)
 
 // StoreConfig selects and configures the grant store.
 type StoreConfig struct {
@@ -170,7 +182,7 @@ func DefaultConfig() Config {
 	return Config{
 		Proxy:      proxy.DefaultConfig(),
 		Admin:      AdminConfig{Listen: "127.0.0.1:9090"},
-		CA:         CAConfig{CacheSize: 1024},
+		CA:         CAConfig{CacheSize: 1024, LeafNames: LeafNamesWildcard},
 		Identity:   identity.DefaultConfig(),
 		TokenCache: injector.DefaultCacheConfig(),
 		Refresh:    RefreshConfig{RefreshConfig: oauth.DefaultRefreshConfig()},
@@ -340,6 +352,9 @@ func (c Config) Validate() error {
 	}
 	if c.CA.CacheSize < 1 {
 		p.Addf("ca.cache_size", "must be at least 1")
+	}
+	if c.CA.LeafNames != LeafNamesWildcard && c.CA.LeafNames != LeafNamesExact {
+		p.Addf("ca.leaf_names", "must be %q or %q", LeafNamesWildcard, LeafNamesExact)
 	}
 	p.Add("identity", c.Identity.Validate())
 	if routes := c.EffectiveRoutes(); len(routes) == 0 {

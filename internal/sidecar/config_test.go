@@ -92,6 +92,21 @@ func TestValidateSameListeners(t *testing.T) {
 	}
 }
 
+func TestValidateLeafNames(t *testing.T) {
+	if got := DefaultConfig().CA.LeafNames; got != LeafNamesWildcard {
+		t.Errorf("default ca.leaf_names %q; want %q", got, LeafNamesWildcard)
+	}
+	for _, v := range []string{LeafNamesWildcard, LeafNamesExact, "", "Exact", "per-host"} {
+		cfg := DefaultConfig()
+		cfg.CA.LeafNames = v
+		err := cfg.Validate()
+		bad := err != nil && strings.Contains(err.Error(), `ca.leaf_names: must be "wildcard" or "exact"`)
+		if want := v != LeafNamesWildcard && v != LeafNamesExact; bad != want {
+			t.Errorf("ca.leaf_names %q: got %v; want reported %v", v, err, want)
+		}
+	}
+}
+
 func TestPresetDefaultRoutes(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Routes = []injector.RouteConfig{{Host: "api.example.com", Provider: "custom"}}

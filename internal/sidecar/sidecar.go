@@ -110,7 +110,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Sidecar, err error) {
 	if s.ca, err = certs.LoadCA(cfg.CA.Cert, cfg.CA.Key); err != nil {
 		return nil, fmt.Errorf("interception CA: %w", err)
 	}
-	issuer := certs.NewIssuer(s.ca, certs.IssuerOptions{Capacity: cfg.CA.CacheSize})
+	issuer := certs.NewIssuer(s.ca, certs.IssuerOptions{Capacity: cfg.CA.CacheSize, ExactNames: cfg.CA.LeafNames == LeafNamesExact})
 	s.metrics.RegisterCertCache(issuer.Len, issuer.Signings)
 
 	auditOpts := audit.Options{

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/net/publicsuffix"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -57,6 +58,10 @@ type IssuerOptions struct {
 	// negative). A leaf is re-signed when within an hour of expiry, or
 	// within half its validity if that is shorter.
 	Validity time.Duration
+	// ExactNames makes every leaf name its host alone. When false (the
+	// default), a host's leaf is a wildcard that its siblings share where
+	// clients accept one (see Leaf).
+	ExactNames bool
 	// Now replaces time.Now when set (tests).
 	Now func() time.Time
 }
@@ -72,6 +77,7 @@ type Issuer struct {
 	flight      singleflight.Group
 	validity    time.Duration
 	renewMargin time.Duration
+	exactNames  bool
 	now         func() time.Time
 	signings    atomic.Uint64
 
@@ -107,37 +113,57 @@ func NewIssuer(ca *CA, o IssuerOptions) *Issuer {
 		cache:       cache,
 		validity:    o.Validity,
 		renewMargin: min(renewBefore, o.Validity/2),
+		exactNames:  o.ExactNames,
 		now:         o.Now,
 	}
 }
 
 // Leaf returns a certificate for host, signed by the CA: from the cache if
 // it holds one not yet due for renewal, otherwise newly signed, with only
-// one signing per host at a time however many callers ask. The host is
+// one signing per name at a time however many callers ask. The host is
 // normalised (lower case, no trailing dot, no brackets); an IP address gets
 // an IP SAN, a name a DNS SAN. The result carries the leaf alone, without
 // the CA (see sign), and its Leaf field is set; it is shared, and callers
 // must not modify it.
+//
+// Unless the Issuer was made with ExactNames, a name's leaf is the wildcard
+// of its parent (acme.atlassian.net gets *.atlassian.net), so the first
+// sight of each tenant of one service costs no signing: see wildcardName
+// for when a wildcard is used. A wildcard lets an agent's client use the
+// leaf for a sibling, but a tunnel is bound to its CONNECT target whatever
+// the certificate says (SNI, Host and URL host must all name it), and the
+// leaf goes only to the agent, which trusts the CA for every name anyway.
 func (i *Issuer) Leaf(host string) (*tls.Certificate, error) {
 	name, ip, err := normalizeHost(host)
 	if err != nil {
 		return nil, err
 	}
-	if e, ok := i.cache.Get(name); ok && i.now().Before(e.renewAt) {
+	// The cache key is the name, or ".parent" for a wildcard: a part of
+	// name, so that a cache hit allocates nothing.
+	key := name
+	if !ip.IsValid() && !i.exactNames {
+		if parent, ok := wildcardParent(name); ok {
+			key = parent
+		}
+	}
+	if e, ok := i.cache.Get(key); ok && i.now().Before(e.renewAt) {
 		return e.cert, nil
 	}
-	v, err, _ := i.flight.Do(name, func() (any, error) {
+	v, err, _ := i.flight.Do(key, func() (any, error) {
 		// A flight that finished just before this one started may have
 		// stored a fresh leaf.
 		now := i.now()
-		if e, ok := i.cache.Peek(name); ok && now.Before(e.renewAt) {
+		if e, ok := i.cache.Peek(key); ok && now.Before(e.renewAt) {
 			return e, nil
+		}
+		if key[0] == '.' {
+			name = "*" + key
 		}
 		e, err := i.sign(name, ip, now)
 		if err != nil {
 			return nil, err
 		}
-		i.cache.Add(name, e)
+		i.cache.Add(key, e)
 		return e, nil
 	})
 	if err != nil {
@@ -268,6 +294,26 @@ func normalizeHost(host string) (string, netip.Addr, error) {
 		return "", netip.Addr{}, fmt.Errorf("%w: numeric last label", ErrInvalidHost)
 	}
 	return h, netip.Addr{}, nil
+}
+
+// wildcardParent returns ".parent" for the normalised host name, the part
+// of it that the wildcard covering it and its siblings (*.parent) is made
+// of, and whether clients accept that wildcard for name:
+//   - the parent must be longer than the name's public suffix (from the
+//     Public Suffix List, its private part included), since browsers
+//     refuse a wildcard directly under a suffix (*.co.uk, *.github.io),
+//     and siblings there belong to different owners anyway;
+//   - the first label must not be an IDN A-label (xn--), which some
+//     clients will not match to a wildcard (RFC 6125 section 7.2).
+func wildcardParent(name string) (string, bool) {
+	dot := strings.IndexByte(name, '.')
+	if dot < 0 || strings.HasPrefix(name, "xn--") {
+		return "", false
+	}
+	if suffix, _ := publicsuffix.PublicSuffix(name); len(name)-dot-1 <= len(suffix) {
+		return "", false
+	}
+	return name[dot:], true
 }
 
 // mayBeIP reports whether h could be an IP address: only those contain a

@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/tls"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -48,15 +50,24 @@ func TestLeafVerifies(t *testing.T) {
 	tests := []struct {
 		host, verifyAs string
 		ip             bool
+		san            string // the DNS SAN, if not verifyAs
 	}{
-		{"api.example.com", "api.example.com", false},
-		{"API.Example.COM.", "api.example.com", false},
-		{"under_score.example.com", "under_score.example.com", false},
-		{"127.0.0.1", "127.0.0.1", true},
-		{"::1", "::1", true},
-		{"[2001:db8::1]", "2001:db8::1", true},
-		{"::ffff:10.0.0.1", "10.0.0.1", true},
-		{strings.Repeat("a", 63) + ".example.com", strings.Repeat("a", 63) + ".example.com", false},
+		{host: "api.example.com", verifyAs: "api.example.com", san: "*.example.com"},
+		{host: "API.Example.COM.", verifyAs: "api.example.com", san: "*.example.com"},
+		{host: "under_score.example.com", verifyAs: "under_score.example.com", san: "*.example.com"},
+		{host: "a.b.example.com", verifyAs: "a.b.example.com", san: "*.b.example.com"},
+		// No wildcard directly under a public suffix, ICANN's or a
+		// private one, nor for an IDN label.
+		{host: "example.com", verifyAs: "example.com"},
+		{host: "shop.co.uk", verifyAs: "shop.co.uk"},
+		{host: "someone.github.io", verifyAs: "someone.github.io"},
+		{host: "xn--bcher-kva.example.com", verifyAs: "xn--bcher-kva.example.com"},
+		{host: "localhost", verifyAs: "localhost"},
+		{host: "127.0.0.1", verifyAs: "127.0.0.1", ip: true},
+		{host: "::1", verifyAs: "::1", ip: true},
+		{host: "[2001:db8::1]", verifyAs: "2001:db8::1", ip: true},
+		{host: "::ffff:10.0.0.1", verifyAs: "10.0.0.1", ip: true},
+		{host: strings.Repeat("a", 63) + ".example.com", verifyAs: strings.Repeat("a", 63) + ".example.com", san: "*.example.com"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.host, func(t *testing.T) {
@@ -76,8 +87,8 @@ func TestLeafVerifies(t *testing.T) {
 				if len(l.IPAddresses) != 1 || len(l.DNSNames) != 0 {
 					t.Errorf("SANs = DNS %v IP %v; want one IP SAN", l.DNSNames, l.IPAddresses)
 				}
-			} else if len(l.DNSNames) != 1 || l.DNSNames[0] != tt.verifyAs || len(l.IPAddresses) != 0 {
-				t.Errorf("SANs = DNS %v IP %v; want DNS %q", l.DNSNames, l.IPAddresses, tt.verifyAs)
+			} else if san := cmp.Or(tt.san, tt.verifyAs); len(l.DNSNames) != 1 || l.DNSNames[0] != san || len(l.IPAddresses) != 0 {
+				t.Errorf("SANs = DNS %v IP %v; want DNS %q", l.DNSNames, l.IPAddresses, san)
 			}
 			key, ok := c.PrivateKey.(*ecdsa.PrivateKey)
 			if !ok || key.Curve != elliptic.P256() {
@@ -109,8 +120,19 @@ func TestLeafWrongName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: "other.example.com", Roots: poolOf(ca)}); err == nil {
-		t.Errorf("leaf for api.example.com verifies for other.example.com")
+	// The wildcard covers one label: not the parent, not a name below a
+	// sibling, not another domain.
+	for _, name := range []string{"example.com", "a.api.example.com", "api.example.org"} {
+		if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: poolOf(ca)}); err == nil {
+			t.Errorf("leaf for api.example.com verifies for %s", name)
+		}
+	}
+	exact, err := NewIssuer(ca, IssuerOptions{ExactNames: true}).Leaf("api.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exact.Leaf.Verify(x509.VerifyOptions{DNSName: "other.example.com", Roots: poolOf(ca)}); err == nil {
+		t.Errorf("exact leaf for api.example.com verifies for other.example.com")
 	}
 	otherCA := loadCA(t, InitOptions{})
 	if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: "api.example.com", Roots: poolOf(otherCA)}); err == nil {
@@ -147,6 +169,36 @@ func TestLeafTLSHandshake(t *testing.T) {
 	resp.Body.Close()
 	if string(body) != "ok" {
 		t.Errorf("body = %q; want %q", body, "ok")
+	}
+}
+
+// TestLeafWildcardSiblings: the tenants of one service share one leaf and
+// one signing; with ExactNames each has its own.
+func TestLeafWildcardSiblings(t *testing.T) {
+	ca := loadCA(t, InitOptions{})
+	hosts := []string{"acme.atlassian.net", "globex.atlassian.net", "initech.atlassian.net"}
+	for _, tt := range []struct {
+		exact    bool
+		signings uint64
+	}{{false, 1}, {true, 3}} {
+		iss := NewIssuer(ca, IssuerOptions{ExactNames: tt.exact})
+		var first *tls.Certificate
+		for _, h := range hosts {
+			c, err := iss.Leaf(h)
+			if err != nil {
+				t.Fatalf("Leaf(%s): %v", h, err)
+			}
+			verify(t, ca, c, h, time.Now())
+			if first == nil {
+				first = c
+			}
+			if shared := c == first; shared == tt.exact && h != hosts[0] {
+				t.Errorf("ExactNames %v: Leaf(%s) shared %v; want %v", tt.exact, h, shared, !tt.exact)
+			}
+		}
+		if got := iss.Signings(); got != tt.signings {
+			t.Errorf("ExactNames %v: Signings() = %d; want %d", tt.exact, got, tt.signings)
+		}
 	}
 }
 
@@ -354,19 +406,28 @@ func TestNewIssuerDefaults(t *testing.T) {
 	}
 }
 
-// BenchmarkMITMNewHost measures Leaf for a host not yet cached: one
-// signing with the Issuer's shared leaf key, which is made once per
+// BenchmarkMITMNewHost measures Leaf for a host not seen before. "exact":
+// one signing with the Issuer's shared leaf key, which is made once per
 // leafKeyRotation (so once here), plus the cache and single-flight
-// bookkeeping. BenchmarkSignLeaf takes the signing apart.
+// bookkeeping (BenchmarkSignLeaf takes the signing apart). "sibling": the
+// default, where a new tenant of a service whose wildcard is cached costs
+// no signing.
 func BenchmarkMITMNewHost(b *testing.B) {
-	iss := NewIssuer(loadCA(b, InitOptions{}), IssuerOptions{})
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if _, err := iss.Leaf("h" + fmt.Sprint(i) + ".example.com"); err != nil {
-			b.Fatal(err)
-		}
-		i++
+	for _, bc := range []struct {
+		name  string
+		exact bool
+	}{{"exact", true}, {"sibling", false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			iss := NewIssuer(loadCA(b, InitOptions{}), IssuerOptions{ExactNames: bc.exact})
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := iss.Leaf("h" + strconv.Itoa(i) + ".example.com"); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
 	}
 }
 

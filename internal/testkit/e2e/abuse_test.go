@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -201,12 +202,14 @@ func readUntilClosed(c net.Conn) {
 }
 
 // TestManyHostsBoundedCertCache intercepts thousands of distinct hosts
-// through a wildcard route: the leaf cache stays within its bound, every
-// host still gets a valid certificate, and nothing leaks.
+// through a wildcard route with a leaf per host (ca.leaf_names exact;
+// with the default they would share one): the leaf cache stays within its
+// bound, every host still gets a valid certificate, and nothing leaks.
 func TestManyHostsBoundedCertCache(t *testing.T) {
 	const hosts, capacity = 10000, 256
 	e := testenv.New(t, testenv.Options{Config: func(c *sidecar.Config) {
 		c.CA.CacheSize = capacity
+		c.CA.LeafNames = sidecar.LeafNamesExact
 		c.Routes = append(c.Routes, injector.RouteConfig{Host: "*.many.test", Port: 443, Provider: testenv.Provider})
 		c.Log.Level = "info"
 	}})
@@ -264,6 +267,35 @@ func TestManyHostsBoundedCertCache(t *testing.T) {
 	}
 	if g := runtime.NumGoroutine(); g > baseG+5 {
 		t.Errorf("%d goroutines after the hosts (baseline %d)", g, baseG)
+	}
+}
+
+// TestSiblingHostsShareLeaf: with the default ca.leaf_names, the tenants
+// of one service get one wildcard leaf, signed once, that a client
+// trusting only the CA verifies for each of them; each tunnel still serves
+// only its CONNECT target.
+func TestSiblingHostsShareLeaf(t *testing.T) {
+	e := testenv.New(t, testenv.Options{Config: func(c *sidecar.Config) {
+		c.Routes = append(c.Routes, injector.RouteConfig{Host: "*.tenants.test", Port: 443, Provider: testenv.Provider})
+	}})
+	for _, host := range []string{"acme.tenants.test", "globex.tenants.test", "initech.tenants.test"} {
+		tc, _, err := e.DialTLSThroughProxy(host+":443", host, "")
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
+		}
+		if names := tc.ConnectionState().PeerCertificates[0].DNSNames; !slices.Equal(names, []string{"*.tenants.test"}) {
+			t.Errorf("%s: leaf names %v; want [*.tenants.test]", host, names)
+		}
+		tc.Close()
+	}
+	if n := metricValue(t, e.Sidecar, "onbehalf_cert_signings_total"); n != 1 {
+		t.Errorf("%v signings for three sibling hosts; want 1", n)
+	}
+	// The shared leaf does not widen the tunnel: SNI must still name the
+	// CONNECT target.
+	if tc, _, err := e.DialTLSThroughProxy("acme.tenants.test:443", "globex.tenants.test", ""); err == nil {
+		tc.Close()
+		t.Error("a tunnel to acme.tenants.test completed a handshake for globex.tenants.test")
 	}
 }
 
