@@ -232,6 +232,14 @@ func TestSidecarConfigChecks(t *testing.T) {
 				if code != 0 {
 					t.Errorf("%s: serve --check exited %d:\n%s", ns, code, out)
 				}
+				// interceptionCA.leafNames reaches the sidecar.
+				want := "wildcard"
+				if ca, ok := r.values["interceptionCA"].(map[string]any); ok && ca["leafNames"] != nil {
+					want = ca["leafNames"].(string)
+				}
+				if data, err := os.ReadFile(cfg); err != nil || !strings.Contains(string(data), "leaf_names: "+want+"\n") {
+					t.Errorf("%s: rendered config lacks leaf_names: %s (%v)", ns, want, err)
+				}
 				// The check loads the mounted files: without the CA key
 				// (a Secret lacking a key) it names it.
 				if err := os.Remove(filepath.Join(root, "etc/onbehalf/secret/ca.key")); err != nil {

@@ -130,7 +130,7 @@ onbehalf.dev/component: {{ .component }}
 {{- $cfg := dict
   "proxy" (dict "listen" (printf "127.0.0.1:%v" .Values.sidecar.proxyPort) "unrouted" "refuse")
   "admin" (dict "listen" (printf ":%v" .Values.sidecar.adminPort))
-  "ca" (dict "cert" (printf "%s/ca.crt" $secretDir) "key" (printf "%s/ca.key" $secretDir))
+  "ca" (dict "cert" (printf "%s/ca.crt" $secretDir) "key" (printf "%s/ca.key" $secretDir) "leaf_names" .Values.interceptionCA.leafNames)
   "identity" $identity
   "routes" .Values.routes
   "policy" (include "onbehalf.policyConfig" . | fromYaml)
