@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/onbehalf-dev/onbehalf/internal/testkit/freeport"
 )
 
 // Process management limits.
@@ -209,14 +211,10 @@ func (b *bench) finishStart(ctx context.Context, p *proc, ep *endpoint) (*instan
 	return inst, nil
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort picks a port for a child process to listen on, below the
+// ephemeral range, so that no connection the harness opens meanwhile can
+// take it before the child binds it (see freeport).
+func freePort() (int, error) { return freeport.Pick(1) }
 
 func portOpen(port int) error {
 	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
