@@ -128,7 +128,7 @@ func NewIssuer(ca *CA, o IssuerOptions) *Issuer {
 //
 // Unless the Issuer was made with ExactNames, a name's leaf is the wildcard
 // of its parent (acme.atlassian.net gets *.atlassian.net), so the first
-// sight of each tenant of one service costs no signing: see wildcardName
+// sight of each tenant of one service costs no signing: see wildcardParent
 // for when a wildcard is used. A wildcard lets an agent's client use the
 // leaf for a sibling, but a tunnel is bound to its CONNECT target whatever
 // the certificate says (SNI, Host and URL host must all name it), and the

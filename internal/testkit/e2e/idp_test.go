@@ -279,15 +279,7 @@ func (e *idpEnv) checkNoIdPToken(t *testing.T, toks ...string) {
 // writes it after the response, so an agent can be done first.
 func waitPathRecord(t *testing.T, e *testenv.Env, path string) map[string]any {
 	t.Helper()
-	var rec map[string]any
-	e.WaitRequestRecords(t, 1, func(r map[string]any) bool {
-		if r["path"] == path {
-			rec = r
-			return true
-		}
-		return false
-	})
-	return rec
+	return e.WaitRequestRecord(t, func(r map[string]any) bool { return r["path"] == path })
 }
 
 // runAgent runs an example agent and returns its output and whether it

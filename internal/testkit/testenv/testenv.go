@@ -460,17 +460,24 @@ func (e *Env) auditTrail(tb testing.TB) []byte {
 	}
 }
 
-// WaitRecord polls until the request record for decisionID is written: the
-// sidecar writes it after the response, so a fast client can look first.
+// WaitRecord waits for the request record for decisionID: the sidecar
+// writes it after the response, so a fast client can look first.
 func (e *Env) WaitRecord(tb testing.TB, decisionID string) map[string]any {
+	tb.Helper()
+	return e.WaitRequestRecord(tb, func(r map[string]any) bool { return r["decision_id"] == decisionID })
+}
+
+// WaitRequestRecord waits for a request record that satisfies match and
+// returns the first one (see WaitRequestRecords).
+func (e *Env) WaitRequestRecord(tb testing.TB, match func(map[string]any) bool) map[string]any {
 	tb.Helper()
 	var rec map[string]any
 	e.WaitRequestRecords(tb, 1, func(r map[string]any) bool {
-		if r["decision_id"] == decisionID {
+		ok := match(r)
+		if ok && rec == nil {
 			rec = r
-			return true
 		}
-		return false
+		return ok
 	})
 	return rec
 }
@@ -481,7 +488,7 @@ func (e *Env) WaitRecord(tb testing.TB, decisionID string) map[string]any {
 const auditWait = 10 * time.Second
 
 // WaitRequestRecords polls until at least n request records satisfy match,
-// then returns every record in the audit file. The sidecar writes a
+// then returns every record in the audit trail. The sidecar writes a
 // request's record after its answer, so a client can be done before the
 // record is; a test that counts records must wait for them. It fails the
 // test after auditWait.
@@ -499,7 +506,7 @@ func (e *Env) WaitRequestRecords(tb testing.TB, n int, match func(map[string]any
 	}, func() string { return fmt.Sprintf("%d matching request records; want %d", got, n) })
 }
 
-// WaitAudit polls the audit file until done holds for its records and
+// WaitAudit polls the audit trail until done holds for its records and
 // returns them; after auditWait it fails the test with what's message.
 func (e *Env) WaitAudit(tb testing.TB, done func([]map[string]any) bool, what func() string) []map[string]any {
 	tb.Helper()
