@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -59,7 +58,7 @@ func FuzzBindTunnelRequest(f *testing.F) {
 		if e != nil {
 			return
 		}
-		out := outboundRequest(context.Background(), req, tun)
+		out := outboundRequest(new(exchange), req, tun)
 		if out.URL.Host != "api.example.com" || out.Host != "api.example.com" || out.URL.Scheme != "https" {
 			t.Fatalf("accepted request goes to %s://%s (Host %s)", out.URL.Scheme, out.URL.Host, out.Host)
 		}

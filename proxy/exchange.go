@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/onbehalf-dev/onbehalf/audit"
@@ -48,11 +50,52 @@ type exchange struct {
 	mcp *mcpExchange
 	// limits are the rate-limit buckets the policy's decisions named.
 	limits []ratelimit.Bucket
+	// out and outURL are the request sent upstream (outboundRequest),
+	// kept here so that making it allocates nothing.
+	out    http.Request
+	outURL url.URL
+	// up is the response body of an upstream call made through the
+	// sidecar's own client; cancel ends one made through net/http's
+	// transports, which end a call by its request's context.
+	up     *upBody
+	cancel context.CancelFunc
+}
+
+// abortCall ends the upstream call early, from any goroutine: a read of
+// its response in progress fails at once, and its connection is not
+// reused.
+func (ex *exchange) abortCall() {
+	switch {
+	case ex.cancel != nil:
+		ex.cancel()
+	case ex.up != nil:
+		ex.up.abort()
+	}
+}
+
+// endCall releases what the upstream call holds once the request is
+// answered.
+func (ex *exchange) endCall() {
+	if ex.cancel != nil {
+		ex.cancel()
+	}
 }
 
 func (s *Server) newExchange(method, scheme, host, path string) *exchange {
+	ex := new(exchange)
+	s.startExchange(ex, method, scheme, host, path)
+	return ex
+}
+
+// startExchange makes ex the exchange of a new request, as newExchange
+// does, in place: a tunnel's HTTP/1.1 requests run one after another, so
+// it keeps one exchange (and the two records in it, over a kilobyte) for
+// all of them rather than allocating one per request. Nothing may hold ex
+// from the request before: the audit records are encoded when written,
+// and a request body the transport still owns ends the tunnel.
+func (s *Server) startExchange(ex *exchange, method, scheme, host, path string) {
 	now := s.d.Now()
-	ex := &exchange{start: now}
+	*ex = exchange{start: now}
 	ex.rec = audit.Record{
 		Time:       now,
 		Event:      audit.EventRequest,
@@ -63,7 +106,6 @@ func (s *Server) newExchange(method, scheme, host, path string) *exchange {
 		Host:       host,
 		Path:       path,
 	}
-	return ex
 }
 
 // newDecisionID returns 16 random hex characters: unique enough to find

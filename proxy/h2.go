@@ -127,6 +127,7 @@ func (c *h2Conn) serveStream(w http.ResponseWriter, req *http.Request) {
 	ex.countBody(req)
 	ctx, endSpan := s.startRequestSpan(req.Context(), ex)
 	defer endSpan()
+	defer ex.endCall()
 
 	var resp *http.Response
 	if e := checkStream(t, req, s.cfg.Limits.MaxHeaderCount); e != nil {

@@ -216,7 +216,7 @@ func FuzzH2StreamBinding(f *testing.F) {
 		if cp, err := injector.CanonicalPath(r.path); !strings.HasPrefix(r.path, "/") || err != nil || cp.Escaped != r.path {
 			t.Fatalf("accepted path %q", r.path)
 		}
-		out := outboundRequest(r.req.Context(), r.req, h2BindTunnel)
+		out := outboundRequest(new(exchange), r.req, h2BindTunnel)
 		if out.URL.Host != "api.example.com" || out.Host != "api.example.com" || out.URL.EscapedPath() != r.path {
 			t.Fatalf("accepted stream goes to %s (Host %s) path %s", out.URL.Host, out.Host, out.URL.EscapedPath())
 		}

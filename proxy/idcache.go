@@ -55,7 +55,7 @@ func (c *subjectCache) verify(ctx context.Context, raw string) (*identity.Subjec
 		// hashing it first.
 		return c.v.Verify(ctx, raw)
 	}
-	key := sha256.Sum256([]byte(raw))
+	key := assertionKey(raw)
 	now := c.now()
 	if e, ok := c.cache.Get(key); ok && now.Before(e.until) {
 		return e.sub, nil
@@ -70,4 +70,19 @@ func (c *subjectCache) verify(ctx context.Context, raw string) (*identity.Subjec
 	}
 	c.cache.Add(key, subjectEntry{sub: sub, until: until})
 	return sub, nil
+}
+
+// stackAssertion bounds the assertions assertionKey hashes from a copy on
+// the stack: an orchestrator's assertion is a few hundred bytes.
+const stackAssertion = 1 << 10
+
+// assertionKey is the cache key of raw: its SHA-256, so that the cache
+// holds no assertion. A string's bytes are hashed from a copy; below
+// stackAssertion that copy is on the stack rather than the heap.
+func assertionKey(raw string) [32]byte {
+	if len(raw) > stackAssertion {
+		return sha256.Sum256([]byte(raw))
+	}
+	var buf [stackAssertion]byte
+	return sha256.Sum256(append(buf[:0], raw...))
 }

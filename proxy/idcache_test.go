@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -94,5 +96,16 @@ func BenchmarkSubjectCacheHit(b *testing.B) {
 	b.ReportMetric(float64(len(raw)), "assertion-bytes")
 	if v.calls.Load() != 1 {
 		b.Fatalf("verifier called %d times; want 1", v.calls.Load())
+	}
+}
+
+// TestAssertionKey: the key is the assertion's SHA-256 on both sides of
+// the stack copy's bound.
+func TestAssertionKey(t *testing.T) {
+	for _, n := range []int{0, 1, stackAssertion - 1, stackAssertion, stackAssertion + 1, 4 * stackAssertion} {
+		raw := strings.Repeat("a.b-", n/4+1)[:n]
+		if got, want := assertionKey(raw), sha256.Sum256([]byte(raw)); got != want {
+			t.Errorf("assertionKey of %d bytes = %x; want %x", n, got, want)
+		}
 	}
 }

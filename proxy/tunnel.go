@@ -80,6 +80,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 	idle := &idleReader{conn: conn, idle: s.cfg.Limits.IdleTimeout}
 	hr := newHeadReader(idle, s.cfg.Limits.MaxHeaderBytes, s.cfg.Limits.MaxHeaderCount)
 	bw := bufio.NewWriterSize(conn, connBufferSize)
+	ex := new(exchange) // each request's in turn (startExchange)
 	for {
 		// Wait for the next request's first byte under the idle timeout,
 		// then for the whole head under the read-header timeout.
@@ -106,7 +107,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 			}
 			return
 		}
-		if !onOwnStack(&s.stacks, func() bool { return s.serveIntercepted(ctx, t, conn, idle, hr.br, req, bw) }) {
+		if !onOwnStack(&s.stacks, func() bool { return s.serveIntercepted(ctx, t, ex, conn, idle, hr.br, req, bw) }) {
 			return
 		}
 	}
@@ -227,10 +228,10 @@ func reason(err error) string {
 
 // serveIntercepted runs one request from an intercepted tunnel through the
 // pipeline and writes the answer. It reports whether the connection may
-// carry another request. br reads the connection (a WebSocket relay
-// takes it over).
-func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn, idle *idleReader, br *bufio.Reader, req *http.Request, w *bufio.Writer) bool {
-	ex := s.newExchange(req.Method, "https", t.target, "")
+// carry another request. ex is the tunnel's exchange, started anew for
+// this request. br reads the connection (a WebSocket relay takes it over).
+func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, ex *exchange, conn net.Conn, idle *idleReader, br *bufio.Reader, req *http.Request, w *bufio.Writer) bool {
+	s.startExchange(ex, req.Method, "https", t.target, "")
 	if isWebSocketUpgrade(req) {
 		ex.rec.Protocol = policy.ProtocolWebSocket
 	}
@@ -239,8 +240,7 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 	body := &ownedBody{r: req.Body, closed: make(chan struct{}), eof: req.Body == http.NoBody}
 	req.Body = body
 	ctx, endSpan := s.startRequestSpan(ctx, ex)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer ex.endCall()
 
 	resp := s.interceptedResponse(ctx, t, ex, req)
 	if cont != nil {
@@ -271,7 +271,7 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, conn net.Conn,
 	var stopWatch func()
 	if isEventStream(resp) && !ex.forwarded {
 		idle.armed = false
-		stopWatch = watchClient(conn, br, cancel)
+		stopWatch = watchClient(conn, br, ex.abortCall)
 	}
 	n, err := writeResponse(w, resp, ex.rec.DecisionID)
 	if stopWatch != nil {
@@ -476,7 +476,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	}
 
 	// 6. Inject: strip what must not travel, replace credentials.
-	out := outboundRequest(ctx, req, t)
+	out := outboundRequest(ex, req, t)
 	sanitizeRequest(out.Header, s.d.AssertionHeader)
 	route.Inject(out.Header, ex.token.Value)
 	if s.cfg.ScrubResponses {
@@ -512,26 +512,33 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 	ex.forwarded = streamed && out.Body != http.NoBody
 	_, st := s.startStage(ctx, metrics.StageUpstream)
 	var resp *http.Response
-	if rt != nil {
-		// gRPC and WebSocket upgrades take a transport of their own.
-		if body != nil {
-			out.Body = io.NopCloser(bytes.NewReader(body))
-		}
-		resp, err = rt.RoundTrip(out)
-	} else if s.upstream != nil && !streamed {
+	if rt == nil && s.upstream != nil && !streamed {
 		user := ""
 		if s.cfg.Upstream.Pool == PoolPerUser {
 			user = ex.subject.User
 		}
 		resp, err = s.upstream.roundTrip(ctx, t.addr, user, out, body)
+		if err == nil {
+			ex.up, _ = resp.Body.(*upBody)
+		}
 	} else {
+		// net/http's transports end a call by its request's context:
+		// one of its own, which abortCall and endCall cancel.
+		cctx, cancel := context.WithCancel(ctx)
+		ex.cancel = cancel
+		out = out.WithContext(cctx)
 		if body != nil {
 			// Keep it a *bytes.Reader behind io.NopCloser: net/http
 			// knows that type never blocks, and only then writes head
 			// and body together.
 			out.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		resp, err = s.streamTransport.RoundTrip(out)
+		if rt != nil {
+			// gRPC and WebSocket upgrades take a transport of their own.
+			resp, err = rt.RoundTrip(out)
+		} else {
+			resp, err = s.streamTransport.RoundTrip(out)
+		}
 	}
 	st.end()
 	if err == nil {
@@ -631,20 +638,23 @@ func setPath(u *url.URL, escaped string) {
 }
 
 // outboundRequest turns an intercepted request into the request sent
-// upstream: same method, path, query, headers and body, addressed to the
-// tunnel target.
-func outboundRequest(ctx context.Context, req *http.Request, t *tunnel) *http.Request {
+// upstream, in ex: same method, path, query, headers and body, addressed to
+// the tunnel target. Its context is req's; a call through net/http's
+// transports gives it one of its own.
+func outboundRequest(ex *exchange, req *http.Request, t *tunnel) *http.Request {
 	// A shallow copy: the agent's request is not used again, so its header
 	// map is edited in place (sanitised, credential replaced) rather than
 	// cloned.
-	out := req.WithContext(ctx)
-	out.URL = &url.URL{
+	ex.out = *req
+	out := &ex.out
+	ex.outURL = url.URL{
 		Scheme:   "https",
 		Host:     t.target,
 		Path:     req.URL.Path,
 		RawPath:  req.URL.RawPath,
 		RawQuery: req.URL.RawQuery,
 	}
+	out.URL = &ex.outURL
 	out.Host = out.URL.Host
 	out.RequestURI = ""
 	out.Close = false

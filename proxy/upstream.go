@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -614,6 +615,17 @@ type upBody struct {
 	reuse bool        // neither side asked to close the connection
 	eof   bool
 	done  bool
+	// ended is set by the first of Close and abort, which may run in
+	// different goroutines: a connection abort cut short is never reused.
+	ended atomic.Bool
+}
+
+// abort ends the response early, from any goroutine: a read in progress
+// fails at once. After Close it does nothing.
+func (b *upBody) abort() {
+	if b.ended.CompareAndSwap(false, true) {
+		b.uc.conn.SetDeadline(time.Unix(1, 0))
+	}
 }
 
 func (b *upBody) Read(p []byte) (int, error) {
@@ -629,9 +641,10 @@ func (b *upBody) Close() error {
 		return nil
 	}
 	b.done = true
-	// stop reports false when the context was cancelled meanwhile: the
-	// deadline it set may have cut the connection short.
-	watched := b.stop()
+	// stop reports false when the context was cancelled meanwhile, and
+	// ended is already set when abort ran: the deadline either set may
+	// have cut the connection short.
+	watched := b.stop() && b.ended.CompareAndSwap(false, true)
 	if !b.eof {
 		// Closing a body net/http read reads the rest of it; closing
 		// the connection first makes that fail at once instead of

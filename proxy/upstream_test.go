@@ -215,6 +215,72 @@ func TestUpstreamNotReused(t *testing.T) {
 	}
 }
 
+// TestUpstreamAbort: abort, from another goroutine, ends a read in progress
+// at once, and the connection is not pooled; after Close it does nothing,
+// so a pooled connection never carries the deadline it would set.
+func TestUpstreamAbort(t *testing.T) {
+	cs := newCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/quiet" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // sends nothing until the client leaves
+			return
+		}
+		io.WriteString(w, "ok")
+	}), nil)
+	u := newTestUpstreamClient(t, cs.roots(), nil)
+	addr := cs.Listener.Addr().String()
+
+	resp, err := u.roundTrip(context.Background(), addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/quiet", nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := resp.Body.(*upBody)
+	read := make(chan error, 1)
+	go func() {
+		_, err := resp.Body.Read(make([]byte, 10))
+		read <- err
+	}()
+	body.abort()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Error("read of an aborted response succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("read of an aborted response still blocked after 10s")
+	}
+	resp.Body.Close()
+	cs.waitClosed(t, 1)
+
+	// Aborted after its end: the connection is not reused either (the
+	// deadline may already be set).
+	resp, err = u.roundTrip(context.Background(), addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.(*upBody).abort()
+	resp.Body.Close()
+	cs.waitClosed(t, 2)
+
+	// Aborted after Close: nothing happens to the pooled connection, and
+	// the next request uses it.
+	resp, err = u.roundTrip(context.Background(), addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body.(*upBody).abort()
+	if resp, got := do(t, u, upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil); resp.StatusCode != http.StatusOK || got != "ok" {
+		t.Fatalf("after abort past Close: got %d %q; want 200 ok", resp.StatusCode, got)
+	}
+	if opened, closed := cs.counts(); opened != 3 || closed != 2 {
+		t.Errorf("server saw %d connections opened, %d closed; want 3 and 2", opened, closed)
+	}
+}
+
 // TestUpstreamBodilessResponses: HEAD, 204 and 304 answers have no body to
 // read, and the connection is reused after them.
 func TestUpstreamBodilessResponses(t *testing.T) {
