@@ -183,6 +183,18 @@ type InputArgs struct {
 // the default assertion header, whatever the configured name) and every
 // header in a.DropHeaders.
 func NewInput(r *http.Request, a InputArgs) *Input {
+	in := new(Input)
+	in.Reset(r, a)
+	return in
+}
+
+// Reset makes in the input for r, as NewInput does, in place, and keeps the
+// header map it held (emptied) for the new headers: a caller that decides
+// one request after another, as an HTTP/1.1 tunnel does, keeps one Input
+// and its map for all of them. Nothing may hold in, or a map or slice of
+// it, from the request before; a decision does not (the engine evaluates
+// a copy of the input, and caches decisions under a key of its own).
+func (in *Input) Reset(r *http.Request, a InputArgs) {
 	u := r.URL
 	if u == nil {
 		u = &url.URL{Path: "/"}
@@ -218,7 +230,12 @@ func NewInput(r *http.Request, a InputArgs) *Input {
 		assertion = DefaultAssertionHeader
 	}
 
-	headers := make(map[string]string, len(r.Header))
+	headers := in.Attributes.Request.HTTP.Headers
+	if headers == nil {
+		headers = make(map[string]string, len(r.Header))
+	} else {
+		clear(headers)
+	}
 	for name, values := range r.Header {
 		if isCredentialHeader(name) || strings.EqualFold(name, assertion) ||
 			strings.EqualFold(name, DefaultAssertionHeader) || listed(a.DropHeaders, name) {
@@ -246,7 +263,7 @@ func NewInput(r *http.Request, a InputArgs) *Input {
 		claims = map[string]any{}
 	}
 
-	return &Input{
+	*in = Input{
 		Attributes: Attributes{
 			Request: Request{HTTP: HTTPRequest{
 				Method:  r.Method,

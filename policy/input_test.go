@@ -56,6 +56,40 @@ func TestNewInput(t *testing.T) {
 	}
 }
 
+// TestInputReset: one Input reset for request after request equals a new
+// input for each; no header of an earlier request stays in its map.
+func TestInputReset(t *testing.T) {
+	reqs := []func() (*http.Request, InputArgs){
+		func() (*http.Request, InputArgs) {
+			r := httptest.NewRequest("POST", "https://slack.com/api/chat.postMessage?x=1", strings.NewReader("{}"))
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("X-Trace", "abc")
+			r.Header.Set("Authorization", "Bearer secret")
+			return r, InputArgs{Subject: Subject{User: "alice"}, Route: &Route{Provider: "slack"}, Now: inputTime}
+		},
+		func() (*http.Request, InputArgs) {
+			r := httptest.NewRequest("GET", "https://slack.com/api/users.list", nil)
+			r.Header.Set("Accept", "application/json")
+			return r, InputArgs{Subject: Subject{User: "bob", Claims: map[string]any{"task_id": "T-2"}}, Now: inputTime.Add(time.Second), Protocol: ProtocolH2}
+		},
+		func() (*http.Request, InputArgs) {
+			r := httptest.NewRequest("GET", "https://slack.com/", nil)
+			return r, InputArgs{Now: inputTime.Add(2 * time.Second), Upgrade: "websocket"}
+		},
+	}
+	var reused Input
+	for round := range 2 {
+		for i, req := range reqs {
+			r, a := req()
+			want := NewInput(r, a)
+			reused.Reset(r, a)
+			if diff := cmp.Diff(want, &reused); diff != "" {
+				t.Errorf("round %d, request %d: Reset differs from NewInput (-new +reset):\n%s", round, i, diff)
+			}
+		}
+	}
+}
+
 // TestNewInputJSON checks the wire shape of docs/design.md#policy-input:
 // field names, a null route, and empty objects rather than nulls.
 func TestNewInputJSON(t *testing.T) {

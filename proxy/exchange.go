@@ -59,6 +59,12 @@ type exchange struct {
 	// transports, which end a call by its request's context.
 	up     *upBody
 	cancel context.CancelFunc
+	// watch is the HTTP/1.1 tunnel's watch on its upstream calls (nil on
+	// HTTP/2, whose streams' calls end with their contexts).
+	watch *callWatch
+	// input is the policy input, reset for each request: startExchange
+	// keeps it, with its header map, for the tunnel's next request.
+	input *policy.Input
 }
 
 // abortCall ends the upstream call early, from any goroutine: a read of
@@ -90,12 +96,13 @@ func (s *Server) newExchange(method, scheme, host, path string) *exchange {
 // startExchange makes ex the exchange of a new request, as newExchange
 // does, in place: a tunnel's HTTP/1.1 requests run one after another, so
 // it keeps one exchange (and the two records in it, over a kilobyte) for
-// all of them rather than allocating one per request. Nothing may hold ex
-// from the request before: the audit records are encoded when written,
-// and a request body the transport still owns ends the tunnel.
+// all of them rather than allocating one per request, and its policy
+// input. Nothing may hold ex from the request before: the audit records
+// are encoded when written, policy decides on a copy of the input, and a
+// request body the transport still owns ends the tunnel.
 func (s *Server) startExchange(ex *exchange, method, scheme, host, path string) {
 	now := s.d.Now()
-	*ex = exchange{start: now}
+	*ex = exchange{start: now, input: ex.input}
 	ex.rec = audit.Record{
 		Time:       now,
 		Event:      audit.EventRequest,

@@ -92,7 +92,11 @@ func (s *Server) policyInput(req *http.Request, ex *exchange, scheme, hostport, 
 		args.Route = pr.route
 		args.DropHeaders = pr.drop
 	}
-	return policy.NewInput(req, args)
+	if ex.input == nil {
+		ex.input = new(policy.Input)
+	}
+	ex.input.Reset(req, args)
+	return ex.input
 }
 
 // policyRoute is what the policy input takes from one route.

@@ -81,6 +81,9 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 	hr := newHeadReader(idle, s.cfg.Limits.MaxHeaderBytes, s.cfg.Limits.MaxHeaderCount)
 	bw := bufio.NewWriterSize(conn, connBufferSize)
 	ex := new(exchange) // each request's in turn (startExchange)
+	// The tunnel's end (Shutdown, Close) cuts the upstream call in flight.
+	watch := new(callWatch)
+	defer context.AfterFunc(ctx, watch.end)()
 	for {
 		// Wait for the next request's first byte under the idle timeout,
 		// then for the whole head under the read-header timeout.
@@ -107,7 +110,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 			}
 			return
 		}
-		if !onOwnStack(&s.stacks, func() bool { return s.serveIntercepted(ctx, t, ex, conn, idle, hr.br, req, bw) }) {
+		if !onOwnStack(&s.stacks, func() bool { return s.serveIntercepted(ctx, t, ex, watch, conn, idle, hr.br, req, bw) }) {
 			return
 		}
 	}
@@ -229,9 +232,11 @@ func reason(err error) string {
 // serveIntercepted runs one request from an intercepted tunnel through the
 // pipeline and writes the answer. It reports whether the connection may
 // carry another request. ex is the tunnel's exchange, started anew for
-// this request. br reads the connection (a WebSocket relay takes it over).
-func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, ex *exchange, conn net.Conn, idle *idleReader, br *bufio.Reader, req *http.Request, w *bufio.Writer) bool {
+// this request, and watch the tunnel's watch on its upstream calls. br
+// reads the connection (a WebSocket relay takes it over).
+func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, ex *exchange, watch *callWatch, conn net.Conn, idle *idleReader, br *bufio.Reader, req *http.Request, w *bufio.Writer) bool {
 	s.startExchange(ex, req.Method, "https", t.target, "")
+	ex.watch = watch
 	if isWebSocketUpgrade(req) {
 		ex.rec.Protocol = policy.ProtocolWebSocket
 	}
@@ -517,7 +522,7 @@ func (s *Server) interceptedResponse(ctx context.Context, t *tunnel, ex *exchang
 		if s.cfg.Upstream.Pool == PoolPerUser {
 			user = ex.subject.User
 		}
-		resp, err = s.upstream.roundTrip(ctx, t.addr, user, out, body)
+		resp, err = s.upstream.roundTrip(ctx, ex.watch, t.addr, user, out, body)
 		if err == nil {
 			ex.up, _ = resp.Body.(*upBody)
 		}

@@ -112,13 +112,17 @@ func newUpstreamClient(c UpstreamConfig, dial func(ctx context.Context, network,
 // A request that fails on a reused connection before any of the response
 // arrived is sent once more on a new connection when its method is
 // idempotent, as net/http does.
-func (u *upstreamClient) roundTrip(ctx context.Context, addr, user string, req *http.Request, body []byte) (*http.Response, error) {
+//
+// The call ends early when ctx ends, or, when w is not nil, when w ends: a
+// caller that makes one call at a time on a long-lived context (an
+// HTTP/1.1 tunnel) keeps one callWatch for all of them.
+func (u *upstreamClient) roundTrip(ctx context.Context, w *callWatch, addr, user string, req *http.Request, body []byte) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := u.get(ctx, addr, user)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := u.send(ctx, uc, req, body)
+		resp, err := u.send(ctx, w, uc, req, body)
 		if err == nil {
 			return resp, nil
 		}
@@ -143,10 +147,15 @@ func retryable(req *http.Request, err error) bool {
 }
 
 // send writes req on uc and reads the response head.
-func (u *upstreamClient) send(ctx context.Context, uc *upConn, req *http.Request, body []byte) (*http.Response, error) {
+func (u *upstreamClient) send(ctx context.Context, w *callWatch, uc *upConn, req *http.Request, body []byte) (*http.Response, error) {
 	// A cancelled request (the agent went away, the sidecar is shutting
 	// down) unblocks whatever read or write is in progress.
-	stop := context.AfterFunc(ctx, func() { uc.conn.SetDeadline(time.Unix(1, 0)) })
+	b := &upBody{u: u, uc: uc, w: w}
+	if w == nil {
+		b.stop = context.AfterFunc(ctx, uc.cut)
+	} else if !w.hold(uc) {
+		return nil, fmt.Errorf("write request to %s: %w", uc.addr, net.ErrClosed)
+	}
 	// writeRequest leaves uc.bw unflushed: head and small body go out in
 	// one write(2) at Flush.
 	err := writeRequest(uc.bw, req, body)
@@ -154,7 +163,7 @@ func (u *upstreamClient) send(ctx context.Context, uc *upConn, req *http.Request
 		err = uc.bw.Flush()
 	}
 	if err != nil {
-		stop()
+		b.unwatch()
 		return nil, fmt.Errorf("write request to %s: %w", uc.addr, err)
 	}
 	if u.responseHeaderTimeout > 0 {
@@ -162,14 +171,59 @@ func (u *upstreamClient) send(ctx context.Context, uc *upConn, req *http.Request
 	}
 	resp, err := u.readResponse(uc, req)
 	if err != nil {
-		stop()
+		b.unwatch()
 		return nil, fmt.Errorf("read response from %s: %w", uc.addr, err)
 	}
 	if u.responseHeaderTimeout > 0 {
 		uc.conn.SetReadDeadline(time.Time{})
 	}
-	resp.Body = &upBody{r: resp.Body, u: u, uc: uc, stop: stop, reuse: !resp.Close && !req.Close}
+	b.r, b.reuse = resp.Body, !resp.Close && !req.Close
+	resp.Body = b
 	return resp, nil
+}
+
+// cut makes whatever read or write is in progress on uc fail at once.
+func (uc *upConn) cut() { uc.conn.SetDeadline(time.Unix(1, 0)) }
+
+// callWatch ends the upstream call in flight, if any, when its owner ends
+// (end): one watch serves all the calls an HTTP/1.1 tunnel makes one after
+// another, where a context.AfterFunc per call would take and release a
+// registration on the tunnel's context every time.
+type callWatch struct {
+	mu    sync.Mutex
+	uc    *upConn // the call in flight; nil between calls
+	ended bool
+}
+
+// hold makes uc the call in flight; it reports false, and holds nothing,
+// once the watch has ended.
+func (w *callWatch) hold(uc *upConn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return false
+	}
+	w.uc = uc
+	return true
+}
+
+// release ends the hold on the call in flight. It reports false when the
+// watch ended during the call: the connection may have been cut short.
+func (w *callWatch) release() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.uc = nil
+	return !w.ended
+}
+
+// end cuts the call in flight, and refuses every later one.
+func (w *callWatch) end() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ended = true
+	if w.uc != nil {
+		w.uc.cut()
+	}
 }
 
 // max1xxResponses bounds the informational responses skipped before the
@@ -611,6 +665,7 @@ type upBody struct {
 	r     io.ReadCloser
 	u     *upstreamClient
 	uc    *upConn
+	w     *callWatch  // the caller's watch, or nil: then stop
 	stop  func() bool // ends the context watch
 	reuse bool        // neither side asked to close the connection
 	eof   bool
@@ -624,8 +679,17 @@ type upBody struct {
 // fails at once. After Close it does nothing.
 func (b *upBody) abort() {
 	if b.ended.CompareAndSwap(false, true) {
-		b.uc.conn.SetDeadline(time.Unix(1, 0))
+		b.uc.cut()
 	}
+}
+
+// unwatch ends the watch on the call; it reports false when the watch cut
+// it meanwhile.
+func (b *upBody) unwatch() bool {
+	if b.w != nil {
+		return b.w.release()
+	}
+	return b.stop()
 }
 
 func (b *upBody) Read(p []byte) (int, error) {
@@ -641,10 +705,10 @@ func (b *upBody) Close() error {
 		return nil
 	}
 	b.done = true
-	// stop reports false when the context was cancelled meanwhile, and
-	// ended is already set when abort ran: the deadline either set may
-	// have cut the connection short.
-	watched := b.stop() && b.ended.CompareAndSwap(false, true)
+	// unwatch reports false when the context or watch ended meanwhile,
+	// and ended is already set when abort ran: the deadline either set
+	// may have cut the connection short.
+	watched := b.unwatch() && b.ended.CompareAndSwap(false, true)
 	if !b.eof {
 		// Closing a body net/http read reads the rest of it; closing
 		// the connection first makes that fail at once instead of

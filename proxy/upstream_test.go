@@ -113,7 +113,7 @@ func upstreamRequest(t *testing.T, method, rawURL string, h http.Header) *http.R
 // do sends one request and reads the whole answer.
 func do(t *testing.T, u *upstreamClient, req *http.Request, body []byte) (*http.Response, string) {
 	t.Helper()
-	resp, err := u.roundTrip(context.Background(), req.URL.Host, "", req, body)
+	resp, err := u.roundTrip(context.Background(), nil, req.URL.Host, "", req, body)
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
@@ -192,7 +192,7 @@ func TestUpstreamNotReused(t *testing.T) {
 
 	// A body closed before its end leaves the rest of the response on the
 	// connection: it is closed, and Close does not read the rest first.
-	resp, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodGet, cs.URL+"/stream", nil), nil)
+	resp, err := u.roundTrip(context.Background(), nil, cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodGet, cs.URL+"/stream", nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,31 +231,17 @@ func TestUpstreamAbort(t *testing.T) {
 	u := newTestUpstreamClient(t, cs.roots(), nil)
 	addr := cs.Listener.Addr().String()
 
-	resp, err := u.roundTrip(context.Background(), addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/quiet", nil), nil)
+	resp, err := u.roundTrip(context.Background(), nil, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/quiet", nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := resp.Body.(*upBody)
-	read := make(chan error, 1)
-	go func() {
-		_, err := resp.Body.Read(make([]byte, 10))
-		read <- err
-	}()
-	body.abort()
-	select {
-	case err := <-read:
-		if err == nil {
-			t.Error("read of an aborted response succeeded")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("read of an aborted response still blocked after 10s")
-	}
+	checkCutShort(t, resp.Body, resp.Body.(*upBody).abort)
 	resp.Body.Close()
 	cs.waitClosed(t, 1)
 
 	// Aborted after its end: the connection is not reused either (the
 	// deadline may already be set).
-	resp, err = u.roundTrip(context.Background(), addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+	resp, err = u.roundTrip(context.Background(), nil, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +252,7 @@ func TestUpstreamAbort(t *testing.T) {
 
 	// Aborted after Close: nothing happens to the pooled connection, and
 	// the next request uses it.
-	resp, err = u.roundTrip(context.Background(), addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+	resp, err = u.roundTrip(context.Background(), nil, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +265,69 @@ func TestUpstreamAbort(t *testing.T) {
 	if opened, closed := cs.counts(); opened != 3 || closed != 2 {
 		t.Errorf("server saw %d connections opened, %d closed; want 3 and 2", opened, closed)
 	}
+}
+
+// checkCutShort reads body, on which nothing arrives, in another goroutine
+// and calls cut: the read must fail at once.
+func checkCutShort(t *testing.T, body io.Reader, cut func()) {
+	t.Helper()
+	read := make(chan error, 1)
+	go func() {
+		_, err := body.Read(make([]byte, 10))
+		read <- err
+	}()
+	cut()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Error("a read cut short succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a read cut short still blocked after 10s")
+	}
+}
+
+// TestUpstreamCallWatch: a tunnel's calls share one watch; they reuse the
+// connection as calls without one do, and the watch's end cuts the call in
+// flight (its connection is not pooled) and refuses every later one.
+func TestUpstreamCallWatch(t *testing.T) {
+	cs := newCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/quiet" {
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		io.WriteString(w, "ok")
+	}), nil)
+	u := newTestUpstreamClient(t, cs.roots(), nil)
+	addr := cs.Listener.Addr().String()
+	w := new(callWatch)
+	for i := range 3 {
+		resp, err := u.roundTrip(context.Background(), w, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if b, _ := io.ReadAll(resp.Body); string(b) != "ok" {
+			t.Fatalf("call %d: body %q; want ok", i, b)
+		}
+		resp.Body.Close()
+	}
+
+	resp, err := u.roundTrip(context.Background(), w, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/quiet", nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCutShort(t, resp.Body, w.end)
+	resp.Body.Close()
+	cs.waitClosed(t, 1)
+
+	if _, err := u.roundTrip(context.Background(), w, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil); err == nil {
+		t.Error("a call after the watch ended was made")
+	}
+	// Nothing is left open: the connection made for the refused call
+	// was closed unused.
+	opened, _ := cs.counts()
+	cs.waitClosed(t, opened)
 }
 
 // TestUpstreamBodilessResponses: HEAD, 204 and 304 answers have no body to
@@ -384,14 +433,14 @@ func TestUpstreamFailures(t *testing.T) {
 
 	t.Run("unknown certificate authority", func(t *testing.T) {
 		u := newTestUpstreamClient(t, x509.NewCertPool(), nil)
-		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+		_, err := u.roundTrip(context.Background(), nil, cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 		if e := classify(err); e == nil || e.Code != CodeUpstreamTLS {
 			t.Errorf("got %v (%v); want %s", e, err, CodeUpstreamTLS)
 		}
 	})
 	t.Run("response header timeout", func(t *testing.T) {
 		u := newTestUpstreamClient(t, cs.roots(), func(c *UpstreamConfig) { c.ResponseHeaderTimeout = 50 * time.Millisecond })
-		_, err := u.roundTrip(context.Background(), cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
+		_, err := u.roundTrip(context.Background(), nil, cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			t.Errorf("got %v; want a timeout", err)
@@ -404,7 +453,7 @@ func TestUpstreamFailures(t *testing.T) {
 		u := newTestUpstreamClient(t, cs.roots(), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(50*time.Millisecond, cancel)
-		_, err := u.roundTrip(ctx, cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodPost, cs.URL+"/", nil), []byte("x"))
+		_, err := u.roundTrip(ctx, nil, cs.Listener.Addr().String(), "", upstreamRequest(t, http.MethodPost, cs.URL+"/", nil), []byte("x"))
 		if err == nil {
 			t.Fatal("got a response after the context was cancelled; want an error")
 		}
@@ -417,7 +466,7 @@ func TestUpstreamFailures(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		u := newTestUpstreamClient(t, cs.roots(), nil)
-		_, err = u.roundTrip(context.Background(), addr, "", upstreamRequest(t, http.MethodGet, "https://"+addr+"/", nil), nil)
+		_, err = u.roundTrip(context.Background(), nil, addr, "", upstreamRequest(t, http.MethodGet, "https://"+addr+"/", nil), nil)
 		if e := classify(err); e == nil || e.Code != CodeUpstreamUnreachable {
 			t.Errorf("got %v (%v); want %s", e, err, CodeUpstreamUnreachable)
 		}
@@ -470,7 +519,7 @@ func TestResponseHeaderLimit(t *testing.T) {
 	} {
 		target := fmt.Sprintf("%s/?n=%d", srv.URL, tt.n)
 		req := upstreamRequest(t, "GET", target, nil)
-		resp, err := u.roundTrip(context.Background(), req.URL.Host, "", req, nil)
+		resp, err := u.roundTrip(context.Background(), nil, req.URL.Host, "", req, nil)
 		checkLimit(t, "own client", tt.n, tt.want, resp, err)
 		req = upstreamRequest(t, "GET", target, nil)
 		resp, err = tr.RoundTrip(req)
