@@ -428,7 +428,10 @@ func (a *Auditor) writeBatch(batch []*pendingRecord, chain chainState) (chainSta
 			continue
 		}
 		sum := sha256.Sum256(buf[start:])
-		p.seq, p.prev = seq, string(buf[prevAt:prevAt+hex.EncodedLen(sha256.Size)])
+		p.seq = seq
+		if !p.submitted { // Write reports the chain fields; Submit does not
+			p.prev = string(buf[prevAt : prevAt+hex.EncodedLen(sha256.Size)])
+		}
 		buf = append(buf, '\n')
 		chain = chainState{seq: seq, hash: sum}
 		valid++
