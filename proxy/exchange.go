@@ -63,7 +63,7 @@ type exchange struct {
 	// HTTP/2, whose streams' calls end with their contexts).
 	watch *callWatch
 	// input is the policy input, reset for each request: startExchange
-	// keeps it, with its header map, for the tunnel's next request.
+	// keeps it, with its header map, for the next request ex serves.
 	input *policy.Input
 }
 
@@ -93,13 +93,32 @@ func (s *Server) newExchange(method, scheme, host, path string) *exchange {
 	return ex
 }
 
+// getExchange returns an exchange for an HTTP/1.1 tunnel's request, to be
+// started with startExchange and handed back with releaseExchange: the
+// exchanges (the two records in each, over a kilobyte, and its policy
+// input) are used again rather than allocated per request, and a tunnel
+// holds none while it waits for its next request.
+func (s *Server) getExchange() *exchange {
+	if ex, ok := s.exchanges.Get().(*exchange); ok {
+		return ex
+	}
+	return new(exchange)
+}
+
+// releaseExchange ends ex's upstream call, and keeps ex for another
+// request when reusable says nothing can hold it any more: its audit
+// records are encoded when written and policy decides on a copy of the
+// input, but a request body the transport still owns counts its bytes in
+// ex, and a WebSocket relay's goroutines hold it.
+func (s *Server) releaseExchange(ex *exchange, reusable *bool) {
+	ex.endCall()
+	if *reusable {
+		s.exchanges.Put(ex)
+	}
+}
+
 // startExchange makes ex the exchange of a new request, as newExchange
-// does, in place: a tunnel's HTTP/1.1 requests run one after another, so
-// it keeps one exchange (and the two records in it, over a kilobyte) for
-// all of them rather than allocating one per request, and its policy
-// input. Nothing may hold ex from the request before: the audit records
-// are encoded when written, policy decides on a copy of the input, and a
-// request body the transport still owns ends the tunnel.
+// does, in place, keeping its policy input for reuse.
 func (s *Server) startExchange(ex *exchange, method, scheme, host, path string) {
 	now := s.d.Now()
 	*ex = exchange{start: now, input: ex.input}

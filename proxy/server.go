@@ -103,6 +103,9 @@ type Deps struct {
 
 // Server is the sidecar's proxy listener.
 type Server struct {
+	// exchanges keeps the exchanges of finished HTTP/1.1 requests for the
+	// next ones (getExchange).
+	exchanges sync.Pool
 	cfg       Config
 	d         Deps
 	log       *zap.Logger

@@ -80,7 +80,6 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 	idle := &idleReader{conn: conn, idle: s.cfg.Limits.IdleTimeout}
 	hr := newHeadReader(idle, s.cfg.Limits.MaxHeaderBytes, s.cfg.Limits.MaxHeaderCount)
 	bw := bufio.NewWriterSize(conn, connBufferSize)
-	ex := new(exchange) // each request's in turn (startExchange)
 	// The tunnel's end (Shutdown, Close) cuts the upstream call in flight.
 	watch := new(callWatch)
 	defer context.AfterFunc(ctx, watch.end)()
@@ -110,7 +109,7 @@ func (s *Server) serveTunnel(t *tunnel, raw net.Conn) {
 			}
 			return
 		}
-		if !onOwnStack(&s.stacks, func() bool { return s.serveIntercepted(ctx, t, ex, watch, conn, idle, hr.br, req, bw) }) {
+		if !onOwnStack(&s.stacks, func() bool { return s.serveIntercepted(ctx, t, watch, conn, idle, hr.br, req, bw) }) {
 			return
 		}
 	}
@@ -231,10 +230,12 @@ func reason(err error) string {
 
 // serveIntercepted runs one request from an intercepted tunnel through the
 // pipeline and writes the answer. It reports whether the connection may
-// carry another request. ex is the tunnel's exchange, started anew for
-// this request, and watch the tunnel's watch on its upstream calls. br
-// reads the connection (a WebSocket relay takes it over).
-func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, ex *exchange, watch *callWatch, conn net.Conn, idle *idleReader, br *bufio.Reader, req *http.Request, w *bufio.Writer) bool {
+// carry another request. watch is the tunnel's watch on its upstream
+// calls. br reads the connection (a WebSocket relay takes it over).
+func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, watch *callWatch, conn net.Conn, idle *idleReader, br *bufio.Reader, req *http.Request, w *bufio.Writer) bool {
+	ex := s.getExchange()
+	reusable := false // set once nothing can hold ex any more
+	defer s.releaseExchange(ex, &reusable)
 	s.startExchange(ex, req.Method, "https", t.target, "")
 	ex.watch = watch
 	if isWebSocketUpgrade(req) {
@@ -245,7 +246,6 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, ex *exchange, 
 	body := &ownedBody{r: req.Body, closed: make(chan struct{}), eof: req.Body == http.NoBody}
 	req.Body = body
 	ctx, endSpan := s.startRequestSpan(ctx, ex)
-	defer ex.endCall()
 
 	resp := s.interceptedResponse(ctx, t, ex, req)
 	if cont != nil {
@@ -288,10 +288,12 @@ func (s *Server) serveIntercepted(ctx context.Context, t *tunnel, ex *exchange, 
 	// connection is reused only once the body is ours again and consumed;
 	// the record (with the bytes read) is written after that.
 	linger := false
+	reusable = true
 	if ex.forwarded && !body.waitClosed(bodyReleaseWait) {
 		_ = conn.SetReadDeadline(time.Now()) // unblock a read in progress
 		body.Close()
 		keep = false
+		reusable = false // the transport may still count the body's bytes in ex
 	} else if !body.done() && (!keep || !drain(body.r, maxDrain)) {
 		// The client may still be sending a body nobody read (a refused
 		// request): close without resetting, so it reads the answer.
