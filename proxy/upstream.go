@@ -671,7 +671,8 @@ type upBody struct {
 	eof   bool
 	done  bool
 	// ended is set by the first of Close and abort, which may run in
-	// different goroutines: a connection abort cut short is never reused.
+	// different goroutines: a connection that abort cut short is never
+	// reused.
 	ended atomic.Bool
 }
 
