@@ -229,22 +229,14 @@ func TestUpstreamAbort(t *testing.T) {
 		io.WriteString(w, "ok")
 	}), nil)
 	u := newTestUpstreamClient(t, cs.roots(), nil)
-	addr := cs.Listener.Addr().String()
-
-	resp, err := u.roundTrip(context.Background(), nil, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/quiet", nil), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := get(t, u, nil, cs.URL+"/quiet")
 	checkCutShort(t, resp.Body, resp.Body.(*upBody).abort)
 	resp.Body.Close()
 	cs.waitClosed(t, 1)
 
 	// Aborted after its end: the connection is not reused either (the
 	// deadline may already be set).
-	resp, err = u.roundTrip(context.Background(), nil, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp = get(t, u, nil, cs.URL+"/")
 	io.ReadAll(resp.Body)
 	resp.Body.(*upBody).abort()
 	resp.Body.Close()
@@ -252,10 +244,7 @@ func TestUpstreamAbort(t *testing.T) {
 
 	// Aborted after Close: nothing happens to the pooled connection, and
 	// the next request uses it.
-	resp, err = u.roundTrip(context.Background(), nil, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp = get(t, u, nil, cs.URL+"/")
 	io.ReadAll(resp.Body)
 	resp.Body.Close()
 	resp.Body.(*upBody).abort()
@@ -265,6 +254,18 @@ func TestUpstreamAbort(t *testing.T) {
 	if opened, closed := cs.counts(); opened != 3 || closed != 2 {
 		t.Errorf("server saw %d connections opened, %d closed; want 3 and 2", opened, closed)
 	}
+}
+
+// get sends a GET for rawURL through u, under w when not nil, and returns
+// the response with its body unread.
+func get(t *testing.T, u *upstreamClient, w *callWatch, rawURL string) *http.Response {
+	t.Helper()
+	req := upstreamRequest(t, http.MethodGet, rawURL, nil)
+	resp, err := u.roundTrip(context.Background(), w, req.URL.Host, "", req, nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", rawURL, err)
+	}
+	return resp
 }
 
 // checkCutShort reads body, on which nothing arrives, in another goroutine
@@ -303,20 +304,14 @@ func TestUpstreamCallWatch(t *testing.T) {
 	addr := cs.Listener.Addr().String()
 	w := new(callWatch)
 	for i := range 3 {
-		resp, err := u.roundTrip(context.Background(), w, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/", nil), nil)
-		if err != nil {
-			t.Fatalf("call %d: %v", i, err)
-		}
+		resp := get(t, u, w, cs.URL+"/")
 		if b, _ := io.ReadAll(resp.Body); string(b) != "ok" {
 			t.Fatalf("call %d: body %q; want ok", i, b)
 		}
 		resp.Body.Close()
 	}
 
-	resp, err := u.roundTrip(context.Background(), w, addr, "", upstreamRequest(t, http.MethodGet, cs.URL+"/quiet", nil), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := get(t, u, w, cs.URL+"/quiet")
 	checkCutShort(t, resp.Body, w.end)
 	resp.Body.Close()
 	cs.waitClosed(t, 1)
