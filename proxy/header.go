@@ -27,29 +27,51 @@ var hopByHop = []string{
 // It does not touch credentials; Route.Inject replaces those on routed
 // requests.
 func sanitizeRequest(h http.Header, assertionHeader string) {
-	for _, v := range h["Connection"] {
-		for name := range strings.SplitSeq(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
-				h.Del(name)
+	// One case-insensitive sweep: a key set through the map rather than
+	// parsed ("ConneCtion", "onbehalf-assertion") is removed as its
+	// canonical form would be.
+	named := connectionNamed(h)
+	for name := range h {
+		if isHopByHop(name) || len(name) >= 6 && strings.EqualFold(name[:6], "proxy-") ||
+			sameName(name, assertionHeader) || listedName(named, name) {
+			delete(h, name)
+		}
+	}
+}
+
+// sameName reports whether a and b are one header name.
+func sameName(a, b string) bool { return len(a) == len(b) && strings.EqualFold(a, b) }
+
+// isHopByHop reports whether name is one of hopByHop, in any case.
+func isHopByHop(name string) bool { return listedName(hopByHop, name) }
+
+// listedName reports whether names holds name, in any case.
+func listedName(names []string, name string) bool {
+	for _, n := range names {
+		if sameName(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// connectionNamed returns the header names h's Connection header lists,
+// whatever the case of its key.
+func connectionNamed(h http.Header) []string {
+	var named []string
+	for key, vs := range h {
+		if !sameName(key, "Connection") {
+			continue
+		}
+		for _, v := range vs {
+			for name := range strings.SplitSeq(v, ",") {
+				if name = textproto.TrimString(name); name != "" {
+					named = append(named, name)
+				}
 			}
 		}
 	}
-	for _, name := range hopByHop {
-		delete(h, name)
-	}
-	for name := range h {
-		if len(name) >= 6 && strings.EqualFold(name[:6], "proxy-") {
-			delete(h, name)
-		}
-	}
-	h.Del(assertionHeader)
-	// Non-canonical keys (set through the map) are caught by a
-	// case-insensitive sweep, so "onbehalf-assertion" cannot slip by.
-	for name := range h {
-		if strings.EqualFold(name, assertionHeader) {
-			delete(h, name)
-		}
-	}
+	return named
 }
 
 // lookalikeTargets are the headers whose look-alikes (the name spelled
@@ -138,17 +160,11 @@ func refuseLookalike(target string) *Error {
 
 // sanitizeResponse removes hop-by-hop headers from an upstream response.
 func sanitizeResponse(h http.Header) {
-	for _, v := range h["Connection"] {
-		for name := range strings.SplitSeq(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
-				h.Del(name)
-			}
+	named := connectionNamed(h)
+	for name := range h {
+		// resp.Write derives Transfer-Encoding from resp.TransferEncoding.
+		if isHopByHop(name) && !sameName(name, "Transfer-Encoding") || listedName(named, name) {
+			delete(h, name)
 		}
-	}
-	for _, name := range hopByHop {
-		if name == "Transfer-Encoding" {
-			continue // resp.Write derives it from resp.TransferEncoding
-		}
-		delete(h, name)
 	}
 }
